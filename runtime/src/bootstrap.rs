@@ -1,0 +1,606 @@
+//! How a child process starts and finds what to run.
+//!
+//! A child runs a *job*: the address of a function `fn(A) -> R` in this same binary (sent as an
+//! offset from a known symbol, and checked against the binary's identity), its serialized
+//! argument, and a header (name, daemon flag, parent). Three start methods, as in Python:
+//!
+//! * `Spawn`: `posix_spawn` of `/proc/self/exe` with one socket inherited; the child's
+//!   `procactor::init()` finds it through the `PROCACTOR_BOOT` variable, says hello, and gets its
+//!   job. The parent waits for the hello with a deadline while watching the child's pidfd, so a
+//!   child that dies or never reaches `init()` is an error, never a hang.
+//! * `Fork`: `fork()` and run the job in the copy. The copy closes every other procactor
+//!   descriptor it inherited, so pipes keep their disconnect semantics.
+//! * `ForkServer`: a single-threaded server process (see `forkserver`) forks children on request.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::logs;
+use crate::sys::{self, ForkKind};
+use crate::wire::{self, Channel, Wait, KIND_VALUE};
+
+/// The environment variable through which a spawned child finds its bootstrap socket.
+pub(crate) const BOOT_ENV: &str = "PROCACTOR_BOOT";
+
+/// How a new process is made. Python's start methods.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Process, StartMethod};
+///
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// for method in [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer] {
+///     let p = Process::new(double, 21).start_method(method).start()?;
+///     assert_eq!(p.join()?, 42);
+/// }
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StartMethod {
+    /// Re-execute the current binary (`/proc/self/exe`), which must call `procactor::init()`
+    /// first in `main`. The safe default: the child starts from a clean state.
+    #[default]
+    Spawn,
+    /// `fork()` the current process: the fastest start, and the child sees a copy of the parent's
+    /// memory. Only the calling thread exists in the child: if other threads held locks (a
+    /// logger's, stdout's) at that moment, the child can deadlock on them. procactor logs a
+    /// warning when it forks a process that has other threads; prefer `ForkServer` then.
+    Fork,
+    /// Ask a single-threaded fork server (started on first use, itself spawned) to fork the
+    /// child: fork's speed with spawn's clean state.
+    ForkServer,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the start method used by processes that do not choose one (Python's
+/// `set_start_method`).
+///
+/// ```
+/// use procactor::StartMethod;
+/// procactor::set_start_method(StartMethod::ForkServer);
+/// assert_eq!(procactor::get_start_method(), StartMethod::ForkServer);
+/// procactor::set_start_method(StartMethod::Spawn);
+/// ```
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method as u8, Ordering::Relaxed);
+}
+
+/// The start method used by processes that do not choose one.
+///
+/// ```
+/// assert_eq!(procactor::get_start_method(), procactor::StartMethod::Spawn);
+/// ```
+pub fn get_start_method() -> StartMethod {
+    match DEFAULT_METHOD.load(Ordering::Relaxed) {
+        1 => StartMethod::Fork,
+        2 => StartMethod::ForkServer,
+        _ => StartMethod::Spawn,
+    }
+}
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Call this first in `main` (or put `#[procactor::main]` on it).
+///
+/// In the program you run, it prepares the runtime (and raises the open-files limit: every pipe
+/// end is a descriptor). In a child that procactor spawned by re-executing this binary, it runs
+/// the child's function and exits: code after `init()` never runs there. That is why it must
+/// come first: anything before it runs again in every spawned child.
+///
+/// ```
+/// fn main() {
+///     procactor::init();
+///     // ... start processes ...
+/// }
+/// # main();
+/// ```
+pub fn init() {
+    if let Some(boot) = std::env::var_os(BOOT_ENV) {
+        run_spawned_child(&boot.to_string_lossy());
+    }
+    INITIALIZED.store(true, Ordering::Release);
+    sys::raise_nofile_limit();
+}
+
+/// For `procactor::test_support!()`: `init()` from a constructor, before the test harness's
+/// `main`. Must not unwind (it is called from C).
+#[doc(hidden)]
+pub fn test_support_init() {
+    if panic::catch_unwind(init).is_err() {
+        sys::exit_now(70);
+    }
+}
+
+/// Refuses to start children when that would be a mistake: in a child that skipped `init()`
+/// (each one would start more: a fork bomb) and, for methods that re-execute the binary, in a
+/// program that never called `init()` (its children could never find their job).
+fn check_can_start(name: &str, method: StartMethod) -> Result<()> {
+    if std::env::var_os(BOOT_ENV).is_some() {
+        return Err(Error::Start {
+            name: name.into(),
+            reason: "this process was started by procactor but its main did not call \
+                     procactor::init() first, so it is running the parent's main again; refusing \
+                     to start more processes (that would be a fork bomb). Add `procactor::init();` \
+                     as the first line of main (or #[procactor::main])"
+                .into(),
+        });
+    }
+    if method != StartMethod::Fork && !INITIALIZED.load(Ordering::Acquire) {
+        return Err(Error::Start {
+            name: name.into(),
+            reason: format!(
+                "procactor::init() was never called, so a {method:?} child could not find its job. \
+                 Add `procactor::init();` as the first line of main (or put #[procactor::main] on \
+                 it; in integration tests, `procactor::test_support!();`)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// What the parent asks of a new process.
+pub(crate) struct Spec<'a> {
+    pub name: &'a str,
+    pub daemon: bool,
+    pub method: StartMethod,
+    pub start_timeout: Duration,
+}
+
+/// A child that was started: its pid, a pidfd on it, and the channel its outcome comes back on.
+pub(crate) struct Started {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    pub chan: Channel,
+}
+
+/// The part of a job every start method reads before it knows the argument's type.
+#[derive(Serialize, Deserialize)]
+struct JobHeader {
+    exe: (u64, u64),
+    entry: isize,
+    func: isize,
+    name: String,
+    daemon: bool,
+    parent_pid: u32,
+    parent_name: String,
+    /// Whether the thread that made the child is the parent's main thread: only then does the
+    /// kernel's parent-death signal mean "the parent process died".
+    parent_thread_is_main: bool,
+}
+
+/// What a child reports after running its function.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Outcome<R> {
+    Returned(R),
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+}
+
+/// What a child reports when it could not run its function at all.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Failure {
+    Start(String),
+    Decode { expected: String, reason: String },
+    Encode { type_name: String, reason: String },
+}
+
+/// Fingerprints of the frames exchanged during bootstrap.
+struct Hello;
+struct JobFrame;
+pub(crate) fn failure_fingerprint() -> u64 {
+    wire::fingerprint::<Failure>()
+}
+
+/// Info about this process as a procactor child (set in children only).
+#[derive(Clone, Debug)]
+pub(crate) struct ChildInfo {
+    pub name: String,
+    pub parent_pid: u32,
+    pub parent_name: String,
+}
+
+static CHILD: OnceLock<ChildInfo> = OnceLock::new();
+
+pub(crate) fn child_info() -> Option<&'static ChildInfo> {
+    CHILD.get()
+}
+
+/// The function-pointer type of a job's entry point: decodes the argument, runs the user's
+/// function, reports the outcome, and returns the exit code.
+type Entry = unsafe fn(func: usize, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32;
+
+/// A fixed point in this binary: function addresses travel as offsets from it, because ASLR maps
+/// the binary at a different base in every process.
+#[inline(never)]
+fn anchor() {}
+
+fn offset_of(addr: usize) -> isize {
+    (addr as isize).wrapping_sub(anchor as fn() as usize as isize)
+}
+
+fn address_of(offset: isize) -> usize {
+    (anchor as fn() as usize as isize).wrapping_add(offset) as usize
+}
+
+/// Starts a child running `f(args)` as `spec` says.
+pub(crate) fn start<A, R>(spec: &Spec, f: fn(A) -> R, args: &A) -> Result<Started>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    check_can_start(spec.name, spec.method)?;
+    let header = JobHeader {
+        exe: exe_identity(),
+        entry: offset_of(entry::<A, R> as Entry as usize),
+        func: offset_of(f as usize),
+        name: spec.name.to_string(),
+        daemon: spec.daemon,
+        parent_pid: sys::getpid(),
+        parent_name: crate::process::current_process().name,
+        parent_thread_is_main: sys::gettid() == sys::getpid(),
+    };
+    let sink = logs::sink();
+    let mut payload = Vec::new();
+    wire::encode(&header, &mut payload)?;
+    let fds = wire::encode(&(sink.as_ref(), args), &mut payload)?;
+    match spec.method {
+        StartMethod::Spawn => spawn(spec, &payload, &fds),
+        StartMethod::Fork => fork(spec, &payload, &fds),
+        StartMethod::ForkServer => crate::forkserver::start(spec, &payload, &fds),
+    }
+}
+
+fn exe_identity() -> (u64, u64) {
+    static ID: OnceLock<(u64, u64)> = OnceLock::new();
+    *ID.get_or_init(sys::exe_identity)
+}
+
+fn start_error(name: &str, reason: impl Into<String>) -> Error {
+    Error::Start {
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Re-executes this binary and hands the child its job once it has said hello.
+fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
+    let (chan, theirs) = Channel::pair()?;
+    let pid = sys::spawn_self(
+        theirs.as_fd(),
+        (BOOT_ENV, &theirs.as_fd().as_raw_fd().to_string()),
+    )
+    .map_err(|e| start_error(spec.name, format!("posix_spawn of /proc/self/exe: {e}")))?;
+    drop(theirs);
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+    let started = Started { pid, pidfd, chan };
+    if let Err(e) = await_hello(spec, &started) {
+        // Never leave the child behind: kill and reap it before reporting.
+        let _ = sys::signal(started.pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::reap(started.pidfd.as_fd(), true);
+        return Err(e);
+    }
+    started
+        .chan
+        .send(KIND_VALUE, wire::fingerprint::<JobFrame>(), payload, fds)?;
+    Ok(started)
+}
+
+/// Waits for a spawned child to reach `init()`, at most `spec.start_timeout`.
+fn await_hello(spec: &Spec, s: &Started) -> Result<()> {
+    let deadline = Instant::now() + spec.start_timeout;
+    let missing = "make `procactor::init();` the first line of main (or use #[procactor::main]; \
+                   in integration tests, `procactor::test_support!();`)";
+    loop {
+        let ready = sys::wait_readable(&[s.chan.as_fd(), s.pidfd.as_fd()], Some(deadline))
+            .map_err(|e| Error::io("poll", e))?;
+        match ready {
+            None => {
+                return Err(start_error(
+                    spec.name,
+                    format!(
+                        "the child (pid {}) did not call procactor::init() within {:?}: {missing}",
+                        s.pid, spec.start_timeout
+                    ),
+                ))
+            }
+            Some(0) => {
+                match s.chan.recv(Wait::No, |frame| {
+                    Ok(frame.fingerprint == wire::fingerprint::<Hello>())
+                }) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {
+                        return Err(start_error(
+                            spec.name,
+                            "the child sent garbage instead of hello",
+                        ))
+                    }
+                    Err(Error::Timeout(_)) => continue,
+                    Err(Error::Disconnected) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {}
+        }
+        // The child ended (or closed its bootstrap socket) before saying hello.
+        let status = sys::reap(s.pidfd.as_fd(), true).map_err(|e| Error::io("waitid", e))?;
+        return Err(start_error(
+            spec.name,
+            format!(
+                "the child (pid {}) ended ({status:?}) before calling procactor::init(): {missing}",
+                s.pid
+            ),
+        ));
+    }
+}
+
+/// Forks this process and runs the job in the copy.
+fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
+    warn_if_threaded();
+    let (chan, theirs) = Channel::pair()?;
+    // Held across fork(): no other thread can be half-way through changing the registry, and
+    // the child finds it consistent.
+    let mut live = wire::live_channels();
+    // SAFETY: the child only duplicates and closes descriptors, then runs the job (and exits);
+    // it touches no lock that another thread of ours may hold, save glibc's fork-safe malloc.
+    match unsafe { sys::fork_child(ForkKind::Fork) } {
+        Ok(None) => {
+            let out = dup_or_exit(theirs.as_fd());
+            let args: Vec<OwnedFd> = fds.iter().map(|&fd| dup_or_exit(borrow(fd))).collect();
+            for &fd in live.iter() {
+                sys::close_raw(fd);
+            }
+            live.clear();
+            drop(live);
+            // The copies of the parent's channels in this image are never dropped: we never
+            // return from here.
+            run_job(Channel::from_fd(out), payload, args)
+        }
+        Ok(Some(pid)) => {
+            drop(live);
+            drop(theirs);
+            let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+            Ok(Started { pid, pidfd, chan })
+        }
+        Err(e) => {
+            drop(live);
+            Err(start_error(spec.name, format!("fork: {e}")))
+        }
+    }
+}
+
+/// # Safety-free helper
+/// Borrows a descriptor listed by `wire::encode` for a value that is alive for the whole call.
+pub(crate) fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: callers pass descriptors collected from handles that outlive the borrow.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+fn dup_or_exit(fd: BorrowedFd) -> OwnedFd {
+    sys::dup(fd).unwrap_or_else(|_| sys::exit_now(71))
+}
+
+fn warn_if_threaded() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let ours = logs::service_threads();
+    let threads = sys::thread_count();
+    if threads > 1 + ours && !WARNED.swap(true, Ordering::Relaxed) {
+        log::warn!(
+            target: "procactor::bootstrap",
+            "forking a process with {} other threads: the child has only the forking thread, and \
+             locks the others held stay locked in it. Prefer StartMethod::ForkServer or Spawn",
+            threads - 1 - ours
+        );
+    }
+}
+
+/// Child side of `Spawn`: called by `init()` when `PROCACTOR_BOOT` is set.
+fn run_spawned_child(boot: &str) -> ! {
+    // Grandchildren must not mistake themselves for bootstrapping children. No other thread runs
+    // yet: this is the first line of main (or a constructor).
+    std::env::remove_var(BOOT_ENV);
+    let fd: RawFd = match boot.parse() {
+        Ok(fd) if fd > 2 && sys::is_open(borrow(fd)) => fd,
+        _ => {
+            eprintln!("procactor: {BOOT_ENV}={boot:?} does not name an inherited socket; exiting");
+            sys::exit_now(70)
+        }
+    };
+    // SAFETY: the parent made this descriptor inheritable for us alone, and nothing else in this
+    // process knows its number.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let _ = sys::set_cloexec(owned.as_fd(), true);
+    let chan = Channel::from_fd(owned);
+    if chan
+        .send(KIND_VALUE, wire::fingerprint::<Hello>(), &[], &[])
+        .is_err()
+    {
+        sys::exit_now(70); // the parent is gone
+    }
+    let job_fp = wire::fingerprint::<JobFrame>();
+    let job = chan.recv(Wait::Forever, |frame| {
+        if frame.fingerprint != job_fp {
+            return Err(start_error("?", "unexpected bootstrap frame"));
+        }
+        Ok((frame.payload.to_vec(), frame.fds))
+    });
+    match job {
+        Ok((payload, fds)) => run_job(chan, &payload, fds),
+        Err(_) => sys::exit_now(70),
+    }
+}
+
+/// Runs a job in the child process and exits with its code.
+pub(crate) fn run_job(out: Channel, payload: &[u8], fds: Vec<OwnedFd>) -> ! {
+    let code = match wire::decode_prefix::<JobHeader>(payload, Vec::new()) {
+        Err(e) => report_failure(&out, Failure::Start(format!("unreadable job: {e}"))),
+        Ok((header, args)) => run_header(&out, header, args, fds),
+    };
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    sys::exit_now(code)
+}
+
+fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i32 {
+    if h.exe != exe_identity() {
+        return report_failure(
+            out,
+            Failure::Start("the child runs a different binary than its parent".into()),
+        );
+    }
+    let _ = CHILD.set(ChildInfo {
+        name: h.name.clone(),
+        parent_pid: h.parent_pid,
+        parent_name: h.parent_name,
+    });
+    INITIALIZED.store(true, Ordering::Release);
+    if h.daemon {
+        die_with_parent(h.parent_pid, h.parent_thread_is_main);
+    }
+    install_panic_hook();
+    // SAFETY: the parent computed `entry` from `entry::<A, R>` and `func` from an `fn(A) -> R` of
+    // the same A and R, in this same binary (identity checked above), relative to `anchor`.
+    unsafe {
+        let entry: Entry = std::mem::transmute::<usize, Entry>(address_of(h.entry));
+        entry(address_of(h.func), args, fds, out)
+    }
+}
+
+/// Daemon children die with their parent, even when it is SIGKILLed.
+fn die_with_parent(parent: u32, parent_thread_is_main: bool) {
+    match sys::die_with_parent(parent) {
+        Ok(true) => {}
+        _ => sys::exit_now(70), // the parent is already gone
+    }
+    if parent_thread_is_main {
+        return; // the kernel's parent-death signal covers it
+    }
+    // The kernel signal fires when the *thread* that made us ends; watch the process instead.
+    let Ok(pidfd) = sys::pidfd_open(parent) else {
+        sys::exit_now(70)
+    };
+    let _ = std::thread::Builder::new()
+        .name("procactor-daemon-watch".into())
+        .spawn(move || {
+            let _ = sys::wait_readable(&[pidfd.as_fd()], None);
+            // SAFETY: raising SIGKILL on ourselves has no preconditions.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        });
+}
+
+thread_local! {
+    static PANIC_LOCATION: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn install_panic_hook() {
+    let default = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        PANIC_LOCATION.with(|l| *l.borrow_mut() = info.location().map(|l| l.to_string()));
+        default(info)
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+fn report_failure(out: &Channel, failure: Failure) -> i32 {
+    let mut buf = Vec::new();
+    if wire::encode(&failure, &mut buf).is_ok() {
+        let _ = out.send(KIND_VALUE, failure_fingerprint(), &buf, &[]);
+    }
+    1
+}
+
+/// The entry point of a job whose function is `fn(A) -> R`.
+///
+/// # Safety
+/// `func` must be the address of an `fn(A) -> R` in this binary.
+unsafe fn entry<A, R>(func: usize, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let (sink, args) = match wire::decode::<(Option<logs::Sink>, A)>(args, fds) {
+        Ok(v) => v,
+        Err(e) => {
+            let (expected, reason) = match e {
+                Error::Decode { expected, reason } => (expected.to_string(), reason),
+                other => (std::any::type_name::<A>().to_string(), other.to_string()),
+            };
+            return report_failure(out, Failure::Decode { expected, reason });
+        }
+    };
+    logs::install(sink);
+    // SAFETY: guaranteed by the caller.
+    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
+    let outcome = match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
+        Ok(r) => Outcome::Returned(r),
+        Err(payload) => Outcome::Panicked {
+            message: panic_message(&*payload),
+            location: PANIC_LOCATION.with(|l| l.borrow_mut().take()),
+        },
+    };
+    let code = if matches!(outcome, Outcome::Returned(_)) {
+        0
+    } else {
+        1
+    };
+    let mut buf = Vec::new();
+    match wire::encode(&outcome, &mut buf) {
+        Ok(fds) => {
+            // The parent may be gone; there is nobody left to tell then.
+            let _ = out.send(KIND_VALUE, wire::fingerprint::<Outcome<R>>(), &buf, &fds);
+            code
+        }
+        Err(e) => report_failure(
+            out,
+            Failure::Encode {
+                type_name: std::any::type_name::<R>().into(),
+                reason: e.to_string(),
+            },
+        ),
+    }
+}
+
+/// Reads a child's outcome frame (`Ok(None)`: the child ended without reporting one).
+pub(crate) fn read_outcome<R: DeserializeOwned>(
+    chan: &Channel,
+    wait: Wait,
+) -> Result<Option<Result<Outcome<R>, Failure>>> {
+    let want = wire::fingerprint::<Outcome<R>>();
+    let res = chan.recv(wait, |frame| {
+        if frame.fingerprint == failure_fingerprint() {
+            return wire::decode::<Failure>(frame.payload, frame.fds).map(Err);
+        }
+        if frame.fingerprint != want {
+            return Err(Error::Decode {
+                expected: std::any::type_name::<R>(),
+                reason: "the child reported a value of another type".into(),
+            });
+        }
+        wire::decode::<Outcome<R>>(frame.payload, frame.fds).map(Ok)
+    });
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Disconnected) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,128 @@
+//! The fork server behind `StartMethod::ForkServer`.
+//!
+//! A single-threaded process, itself started with `Spawn` on first use (so it is a clean image
+//! that stopped in `init()`), forks each child on request with `clone(CLONE_PARENT)`: the child
+//! becomes a child of the *requesting* process, which can then wait for it, signal it and read
+//! its exit status exactly as for the other start methods. The server is a daemon child: it dies
+//! with the program.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::bootstrap::{self, Spec, StartMethod, Started};
+use crate::error::{Error, Result};
+use crate::process::{Process, ProcessHandle};
+use crate::sys::{self, ForkKind};
+use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
+
+struct Server {
+    ctl: Channel,
+    // Kept so that the server is reaped when replaced (and so it is not an orphan handle).
+    _process: ProcessHandle<()>,
+}
+
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+struct Request;
+
+/// How long the server may take to answer a request (it only forks).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Forks a child through the server (started, or restarted if it died, on demand).
+pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
+    let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    for attempt in 0..2 {
+        if guard.is_none() {
+            *guard = Some(launch(spec)?);
+        }
+        let server = guard.as_ref().expect("just set");
+        match request(server, spec, payload, fds) {
+            // A dead server (killed, or gone with an OOM) is replaced once.
+            Err(Error::Disconnected) if attempt == 0 => *guard = None,
+            other => return other,
+        }
+    }
+    Err(Error::Start {
+        name: spec.name.into(),
+        reason: "the fork server keeps dying".into(),
+    })
+}
+
+fn launch(spec: &Spec) -> Result<Server> {
+    let (ctl, theirs) = Channel::pair()?;
+    let process = Process::new(serve, Fd(theirs.into_fd()))
+        .name("procactor-forkserver")
+        .daemon(true)
+        .start_method(StartMethod::Spawn)
+        .start_timeout(spec.start_timeout)
+        .internal()
+        .start()?;
+    Ok(Server {
+        ctl,
+        _process: process,
+    })
+}
+
+fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
+    let (chan, theirs) = Channel::pair()?;
+    let mut all = Vec::with_capacity(fds.len() + 1);
+    all.push(theirs.as_fd().as_raw_fd());
+    all.extend_from_slice(fds);
+    server
+        .ctl
+        .send(KIND_VALUE, wire::fingerprint::<Request>(), payload, &all)?;
+    drop(theirs);
+    let reply: std::result::Result<u32, String> =
+        server.ctl.recv(Wait::timeout(REPLY_TIMEOUT), |frame| {
+            wire::decode(frame.payload, frame.fds)
+        })?;
+    let pid = reply.map_err(|reason| Error::Start {
+        name: spec.name.into(),
+        reason,
+    })?;
+    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+    Ok(Started { pid, pidfd, chan })
+}
+
+/// The server's loop: one request, one fork, one reply with the pid.
+fn serve(ctl: Fd) {
+    let ctl = Channel::from_fd(ctl.0);
+    loop {
+        let served = ctl.recv(Wait::Forever, |frame| {
+            if frame.fingerprint != wire::fingerprint::<Request>() || frame.fds.is_empty() {
+                return Ok(Err("malformed fork request".to_string()));
+            }
+            let mut fds = frame.fds;
+            let boot = fds.remove(0);
+            Ok(fork_one(frame.payload, boot, fds))
+        });
+        let reply = match served {
+            Ok(r) => r,
+            Err(Error::Disconnected) => return, // the program ended
+            Err(e) => Err(e.to_string()),
+        };
+        let mut buf = Vec::new();
+        if wire::encode(&reply, &mut buf).is_err() || ctl.send(KIND_VALUE, 0, &buf, &[]).is_err() {
+            return;
+        }
+    }
+}
+
+fn fork_one(payload: &[u8], boot: OwnedFd, fds: Vec<OwnedFd>) -> std::result::Result<u32, String> {
+    let mut live = wire::live_channels();
+    // SAFETY: this server is single-threaded; the child closes the server's own channels and
+    // runs the job, never returning.
+    match unsafe { sys::fork_child(ForkKind::SiblingOfSelf) } {
+        Ok(None) => {
+            for &fd in live.iter() {
+                sys::close_raw(fd);
+            }
+            live.clear();
+            drop(live);
+            bootstrap::run_job(Channel::from_fd(boot), payload, fds)
+        }
+        Ok(Some(pid)) => Ok(pid),
+        Err(e) => Err(format!("fork server: clone: {e}")),
+    }
+}

@@ -1,0 +1,384 @@
+//! `Pipe` and `Connection<T>`: Python's `multiprocessing.Pipe`, typed.
+//!
+//! A `Connection<T>` is one end of a SEQPACKET socket pair. Messages are whole records: never
+//! merged, never split, from 0 bytes to hundreds of MiB (large ones use a side stream, see
+//! `wire`). Ends are ordinary values: pass one to a child as a `Process` argument, or send it
+//! inside a message, and the descriptor travels with it.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::wire::{self, Channel, Wait, KIND_BYTES, KIND_VALUE};
+
+/// Makes pairs of connected [`Connection`]s, like Python's `multiprocessing.Pipe()`.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Connection, Pipe, Process};
+///
+/// fn child(conn: Connection<String>) {
+///     conn.send("hello from the child".to_string()).unwrap();
+/// }
+///
+/// let (parent_end, child_end) = Pipe::<String>::duplex()?;
+/// let p = Process::new(child, child_end).start()?;
+/// assert_eq!(parent_end.recv()?, "hello from the child");
+/// p.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Pipe<T>(PhantomData<T>);
+
+impl<T: Serialize + DeserializeOwned> Pipe<T> {
+    /// Two ends that can both send and receive (`Pipe(duplex=True)`).
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<u64>::duplex()?;
+    /// a.send(1)?;
+    /// b.send(b.recv()? + 1)?;
+    /// assert_eq!(a.recv()?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn duplex() -> Result<(Connection<T>, Connection<T>)> {
+        let (a, b) = Channel::pair()?;
+        Ok((
+            Connection::new(a, Mode::Duplex),
+            Connection::new(b, Mode::Duplex),
+        ))
+    }
+
+    /// A one-way pipe: `(reader, writer)`, in Python's order (`Pipe(duplex=False)`).
+    ///
+    /// ```
+    /// let (rx, tx) = procactor::Pipe::<&str>::simplex()?;
+    /// tx.send("one way")?;
+    /// assert_eq!(rx.recv()?, "one way");
+    /// assert!(rx.send("back").is_err()); // the reader cannot send
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn simplex() -> Result<(Connection<T>, Connection<T>)> {
+        let (a, b) = Channel::pair()?;
+        Ok((
+            Connection::new(a, Mode::ReadOnly),
+            Connection::new(b, Mode::WriteOnly),
+        ))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Mode {
+    Duplex,
+    ReadOnly,
+    WriteOnly,
+}
+
+/// One end of a [`Pipe`]: sends and receives values of type `T`.
+///
+/// Every method takes `&self`, and an end may be shared by threads (`Sync`): each receive takes
+/// one whole message. Clone an end to hold it twice (the descriptor is duplicated); the other
+/// end sees [`Error::Disconnected`] once every copy is dropped or its process has ended.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = procactor::Pipe::<u32>::duplex()?;
+/// assert_eq!(b.try_recv()?, None);
+/// assert!(b.recv_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+/// drop(a);
+/// assert!(matches!(b.recv(), Err(procactor::Error::Disconnected)));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Connection<T> {
+    chan: Channel,
+    mode: Mode,
+    fingerprint: u64,
+    // fn(T) -> T: the end neither owns nor shares a T, so it is Send + Sync for any T.
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Connection<T> {
+    fn new(chan: Channel, mode: Mode) -> Self {
+        Connection {
+            chan,
+            mode,
+            fingerprint: wire::fingerprint::<T>(),
+            _t: PhantomData,
+        }
+    }
+
+    fn check(&self, sending: bool) -> Result<()> {
+        match (self.mode, sending) {
+            (Mode::ReadOnly, true) => Err(Error::Unsupported(
+                "this is the read end of a simplex pipe: it cannot send",
+            )),
+            (Mode::WriteOnly, false) => Err(Error::Unsupported(
+                "this is the write end of a simplex pipe: it cannot receive",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends raw bytes, not encoded (Python's `send_bytes`). The other end reads them with
+    /// [`recv_bytes`](Connection::recv_bytes); `recv` there reports a decode error.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// a.send_bytes(b"raw")?;
+    /// assert_eq!(b.recv_bytes()?, b"raw");
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
+        self.check(true)?;
+        self.chan.send(KIND_BYTES, 0, bytes, &[])
+    }
+
+    /// Receives one message as bytes, whatever was sent (for a value: its encoding).
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// a.send_bytes(&[])?;
+    /// assert!(b.recv_bytes()?.is_empty());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_wait(Wait::Forever)
+    }
+
+    /// [`recv_bytes`](Connection::recv_bytes), waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// assert!(b.recv_bytes_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
+        self.recv_bytes_wait(Wait::timeout(timeout))
+    }
+
+    fn recv_bytes_wait(&self, wait: Wait) -> Result<Vec<u8>> {
+        self.check(false)?;
+        self.chan.recv(wait, |frame| Ok(frame.payload.to_vec()))
+    }
+
+    /// True if a message (or the other end's disconnection) is waiting; waits up to `timeout`
+    /// for one. Python's `poll`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// assert!(!b.poll(Duration::ZERO)?);
+    /// a.send(7)?;
+    /// assert!(b.poll(Duration::from_secs(1))?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn poll(&self, timeout: Duration) -> Result<bool> {
+        self.check(false)?;
+        self.chan.poll(Wait::timeout(timeout))
+    }
+
+    /// Turns this end into its socket descriptor (a SEQPACKET Unix socket).
+    ///
+    /// ```
+    /// use procactor::{Connection, Pipe};
+    /// let (a, b) = Pipe::<u32>::duplex()?;
+    /// let b: Connection<u32> = Connection::from_fd(b.into_fd());
+    /// a.send(5)?;
+    /// assert_eq!(b.recv()?, 5);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn into_fd(self) -> OwnedFd {
+        self.chan.into_fd()
+    }
+
+    /// Wraps a descriptor obtained from [`into_fd`](Connection::into_fd) (in this process or
+    /// another) as a duplex end for messages of type `T`. If the other end sends another type,
+    /// `recv` reports [`Error::Decode`].
+    ///
+    /// ```
+    /// use procactor::{Connection, Error, Pipe};
+    /// let (a, b) = Pipe::<u64>::duplex()?;
+    /// let b: Connection<String> = Connection::from_fd(b.into_fd());
+    /// a.send(42)?;
+    /// assert!(matches!(b.recv(), Err(Error::Decode { .. })));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Self {
+        Connection::new(Channel::from_fd(fd), Mode::Duplex)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Connection<T> {
+    /// Sends one value. Blocks while the other end's buffer is full; [`Error::Disconnected`]
+    /// if the other end is gone. Handles inside `value` (other `Connection`s...) go with it.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<Vec<u32>>::duplex()?;
+    /// a.send(vec![1, 2, 3])?;
+    /// assert_eq!(b.recv()?, [1, 2, 3]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn send(&self, value: T) -> Result<()> {
+        self.check(true)?;
+        SEND_BUF.with(|buf| {
+            // A value sent from inside a Serialize impl would find the buffer taken: use a fresh one.
+            let mut fresh = Vec::new();
+            let mut guard = buf.try_borrow_mut();
+            let buf = match guard.as_deref_mut() {
+                Ok(b) => b,
+                Err(_) => &mut fresh,
+            };
+            buf.clear();
+            let fds = wire::encode(&value, buf)?;
+            let res = self.chan.send(KIND_VALUE, self.fingerprint, buf, &fds);
+            if buf.capacity() > wire::INLINE_MAX * 4 {
+                *buf = Vec::new(); // don't keep a huge buffer after one large message
+            }
+            res
+        })
+    }
+
+    /// Receives one value, waiting as long as it takes; [`Error::Disconnected`] once the other
+    /// end is gone (dropped, or its process ended) and nothing is left to read.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<(u8, String)>::duplex()?;
+    /// a.send((1, "one".into()))?;
+    /// assert_eq!(b.recv()?, (1, "one".to_string()));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv(&self) -> Result<T> {
+        self.recv_wait(Wait::Forever)
+    }
+
+    /// Receives one value, waiting at most `timeout` ([`Error::Timeout`] after).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// a.send(3)?;
+    /// assert_eq!(b.recv_timeout(Duration::from_secs(1))?, 3);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
+        self.recv_wait(Wait::timeout(timeout))
+    }
+
+    /// Receives a value if one is waiting: `Ok(None)` if not, `Err(Disconnected)` if the other
+    /// end is gone.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// assert_eq!(b.try_recv()?, None);
+    /// a.send(9)?;
+    /// assert_eq!(b.try_recv()?, Some(9));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn try_recv(&self) -> Result<Option<T>> {
+        match self.recv_wait(Wait::No) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Timeout(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_wait(&self, wait: Wait) -> Result<T> {
+        self.check(false)?;
+        self.chan.recv(wait, |frame| {
+            let expected = std::any::type_name::<T>();
+            if frame.kind != KIND_VALUE {
+                return Err(Error::Decode {
+                    expected,
+                    reason: "raw bytes (send_bytes) arrived: read them with recv_bytes".into(),
+                });
+            }
+            if frame.fingerprint != self.fingerprint {
+                return Err(Error::Decode {
+                    expected,
+                    reason: format!(
+                        "the sender's end sends another type (fingerprint {:#018x}, expected {:#018x})",
+                        frame.fingerprint, self.fingerprint
+                    ),
+                });
+            }
+            wire::decode(frame.payload, frame.fds)
+        })
+    }
+}
+
+thread_local! {
+    static SEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<T> Clone for Connection<T> {
+    /// Another handle on the same end (the descriptor is duplicated).
+    ///
+    /// # Panics
+    /// If the process is out of file descriptors.
+    fn clone(&self) -> Self {
+        let chan = self
+            .chan
+            .try_clone()
+            .expect("duplicating a Connection's descriptor");
+        Connection {
+            chan,
+            mode: self.mode,
+            fingerprint: self.fingerprint,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> AsFd for Connection<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.chan.as_fd()
+    }
+}
+
+impl<T> fmt::Debug for Connection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("type", &std::any::type_name::<T>())
+            .field("mode", &self.mode)
+            .field("chan", &self.chan)
+            .finish()
+    }
+}
+
+/// On the wire: the descriptor (by index into the record's SCM_RIGHTS list), the message type's
+/// name (checked on arrival) and the mode.
+#[derive(Serialize, Deserialize)]
+struct WireEnd<F> {
+    fd: F,
+    type_name: String,
+    mode: Mode,
+}
+
+impl<T> Serialize for Connection<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireEnd {
+            fd: wire::SendFd(self.chan.as_fd()),
+            type_name: std::any::type_name::<T>().to_string(),
+            mode: self.mode,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Connection<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let end = WireEnd::<wire::Fd>::deserialize(d)?;
+        let expected = std::any::type_name::<T>();
+        if end.type_name != expected {
+            return Err(serde::de::Error::custom(format!(
+                "a Connection<{}> arrived where a Connection<{expected}> was expected",
+                end.type_name
+            )));
+        }
+        Ok(Connection::new(Channel::from_fd(end.fd.0), end.mode))
+    }
+}

@@ -1,0 +1,567 @@
+//! `Process` and `ProcessHandle`: run a Rust function in a new OS process, and join it.
+//!
+//! A child's return value, its panic, its death by signal and its exit code all come back through
+//! [`ProcessHandle::join`]. Every child is reaped: by `join`, by `is_alive`/`exitcode`, and, for
+//! handles dropped early, by the next `start` or `active_children` call (as Python does).
+
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::{self, Failure, Outcome, Spec, StartMethod};
+use crate::error::{Error, Result};
+use crate::logs;
+use crate::sys::{self, ExitStatus};
+use crate::wire::{Channel, Wait};
+
+/// A function to run in a new process, with its argument and options (a builder, like Python's
+/// `Process(target=f, args=...)`). Nothing happens until [`start`](Process::start).
+///
+/// ```
+/// # procactor::init();
+/// use procactor::Process;
+///
+/// fn greet(name: String) -> String {
+///     format!("Hello, {name}!")
+/// }
+///
+/// let p = Process::new(greet, "World".to_string()).name("greeter").start()?;
+/// assert_eq!(p.name(), "greeter");
+/// assert_eq!(p.join()?, "Hello, World!");
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
+/// A non-capturing closure works too (it is a plain function):
+///
+/// ```
+/// # procactor::init();
+/// let p = procactor::Process::new(|(a, b): (u32, u32)| a + b, (2, 3)).start()?;
+/// assert_eq!(p.join()?, 5);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
+/// A handle is needed to act on a process, so `kill` before `start` cannot even be written:
+///
+/// ```compile_fail
+/// fn noop(_: ()) {}
+/// procactor::Process::new(noop, ()).kill();
+/// ```
+#[must_use = "a Process does nothing until .start()"]
+pub struct Process<A, R> {
+    f: fn(A) -> R,
+    args: A,
+    name: Option<String>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    start_timeout: Duration,
+    internal: bool,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+impl<A, R> Process<A, R>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    /// `f(args)` to run in a child. `A` and `R` are any serde types; handles (`Connection`...)
+    /// inside `args` go to the child.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn len(v: Vec<u8>) -> usize { v.len() }
+    /// assert_eq!(procactor::Process::new(len, vec![1, 2, 3]).start()?.join()?, 3);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn new(f: fn(A) -> R, args: A) -> Self {
+        Process {
+            f,
+            args,
+            name: None,
+            daemon: false,
+            method: None,
+            start_timeout: Duration::from_secs(30),
+            internal: false,
+        }
+    }
+
+    /// The child's name (default `Process-N`), seen in errors, logs and `current_process()`.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn my_name(_: ()) -> String { procactor::current_process().name }
+    /// let p = procactor::Process::new(my_name, ()).name("worker-1").start()?;
+    /// assert_eq!(p.join()?, "worker-1");
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon child is killed when its parent process ends, however it ends (even by
+    /// SIGKILL). Others outlive their parent, as in Python.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn serve(_: ()) { std::thread::sleep(std::time::Duration::from_secs(60)) }
+    /// let p = procactor::Process::new(serve, ()).daemon(true).start()?;
+    /// assert!(p.is_alive());
+    /// p.kill()?;
+    /// # p.join().unwrap_err();
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// How to make the process (default: [`get_start_method`](crate::get_start_method)).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn pid(_: ()) -> u32 { std::process::id() }
+    /// let p = procactor::Process::new(pid, ()).start_method(procactor::StartMethod::Fork).start()?;
+    /// assert_eq!(p.join()?, p.pid());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// How long a spawned child may take to reach `procactor::init()` (default 30 s). Past
+    /// it, the child is killed and `start` fails with [`Error::Start`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn noop(_: ()) {}
+    /// let p = procactor::Process::new(noop, ()).start_timeout(std::time::Duration::from_secs(5)).start()?;
+    /// p.join()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// A runtime process (the fork server): not listed by `active_children`.
+    pub(crate) fn internal(mut self) -> Self {
+        self.internal = true;
+        self
+    }
+
+    /// Starts the child. Returns once it runs (for `Spawn`: once it reached `init()`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn noop(_: ()) {}
+    /// let p = procactor::Process::new(noop, ()).start()?;
+    /// p.join()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn start(self) -> Result<ProcessHandle<R>> {
+        reap_finished();
+        let name = self
+            .name
+            .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
+        let spec = Spec {
+            name: &name,
+            daemon: self.daemon,
+            method: self.method.unwrap_or_else(bootstrap::get_start_method),
+            start_timeout: self.start_timeout,
+        };
+        let started = bootstrap::start(&spec, self.f, &self.args)?;
+        // `self.args` drops here: the parent's copies of handles given to the child close now,
+        // so the child's death is seen as a disconnect.
+        let core = Arc::new(Core {
+            name,
+            pid: started.pid,
+            pidfd: started.pidfd,
+            status: Mutex::new(None),
+            internal: self.internal,
+        });
+        children().push(core.clone());
+        Ok(ProcessHandle {
+            core,
+            chan: started.chan,
+            outcome: Mutex::new(Slot::Pending),
+            _r: PhantomData,
+        })
+    }
+}
+
+/// What the parent knows of one child, shared by its handle and the children registry.
+struct Core {
+    name: String,
+    pid: u32,
+    pidfd: OwnedFd,
+    status: Mutex<Option<ExitStatus>>,
+    internal: bool,
+}
+
+impl Core {
+    /// Reaps the child if it has ended; its status either way (None: still running).
+    fn poll_status(&self) -> Option<ExitStatus> {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if status.is_none() {
+            *status = sys::reap(self.pidfd.as_fd(), false).ok().flatten();
+        }
+        *status
+    }
+
+    fn wait_status(&self, wait: Wait) -> Result<ExitStatus> {
+        let deadline = match wait {
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+            Wait::No => Some(std::time::Instant::now()),
+        };
+        loop {
+            if let Some(s) = self.poll_status() {
+                return Ok(s);
+            }
+            let ready = sys::wait_readable(&[self.pidfd.as_fd()], deadline)
+                .map_err(|e| Error::io("poll", e))?;
+            if ready.is_none() {
+                return Err(Error::Timeout(Duration::ZERO));
+            }
+        }
+    }
+
+    fn info(&self) -> ProcessInfo {
+        ProcessInfo {
+            name: self.name.clone(),
+            pid: self.pid,
+        }
+    }
+}
+
+fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Core>>> {
+    static CHILDREN: Mutex<Vec<Arc<Core>>> = Mutex::new(Vec::new());
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reaps children that ended, and forgets those no handle refers to any more.
+fn reap_finished() {
+    children().retain(|c| c.poll_status().is_none() || Arc::strong_count(c) > 1);
+}
+
+/// The child's report, as far as the parent has read it.
+enum Slot<R> {
+    Pending,
+    Reported(std::result::Result<Outcome<R>, Failure>),
+    /// The child ended without a report: it exited or was killed inside its function.
+    Silent,
+    /// `join` already returned the value.
+    Taken,
+}
+
+/// A started child process: join it, watch it, signal it.
+///
+/// ```
+/// # procactor::init();
+/// use std::time::Duration;
+/// use procactor::{Error, Process};
+///
+/// fn sleepy(_: ()) { std::thread::sleep(Duration::from_secs(30)) }
+///
+/// let p = Process::new(sleepy, ()).start()?;
+/// assert!(p.is_alive());
+/// assert_eq!(p.exitcode(), None);
+/// assert!(p.join_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
+/// p.terminate()?;
+/// assert!(matches!(p.join(), Err(Error::Killed { signal: 15, .. })));
+/// assert_eq!(p.exitcode(), Some(-15));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct ProcessHandle<R> {
+    core: Arc<Core>,
+    chan: Channel,
+    outcome: Mutex<Slot<R>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> ProcessHandle<R> {
+    /// Waits for the child to end and returns what its function returned.
+    ///
+    /// A panic is [`Error::Panicked`], a signal [`Error::Killed`], an exit from inside the
+    /// function [`Error::Exited`]. The value can be taken once; later calls return
+    /// [`Error::AlreadyJoined`] (failures are returned again each time).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Error, Process};
+    /// fn boom(_: ()) { panic!("boom") }
+    /// match Process::new(boom, ()).name("bomb").start()?.join() {
+    ///     Err(Error::Panicked { name, message, location, .. }) => {
+    ///         assert_eq!((name.as_str(), message.as_str()), ("bomb", "boom"));
+    ///         assert!(location.unwrap().contains(".rs:"));
+    ///     }
+    ///     other => panic!("unexpected: {other:?}"),
+    /// }
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<R> {
+        self.join_wait(Wait::Forever)
+    }
+
+    /// [`join`](ProcessHandle::join), waiting at most `timeout` ([`Error::Timeout`] after;
+    /// the child keeps running and can be joined again).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn quick(x: u8) -> u8 { x }
+    /// let p = procactor::Process::new(quick, 7).start()?;
+    /// assert_eq!(p.join_timeout(std::time::Duration::from_secs(10))?, 7);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<R> {
+        self.join_wait(Wait::timeout(timeout)).map_err(|e| match e {
+            Error::Timeout(_) => Error::Timeout(timeout),
+            e => e,
+        })
+    }
+
+    fn join_wait(&self, wait: Wait) -> Result<R> {
+        let mut slot = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*slot, Slot::Pending) {
+            // The report first: a large one must be read before the child can exit.
+            *slot = match bootstrap::read_outcome::<R>(&self.chan, wait)? {
+                Some(report) => Slot::Reported(report),
+                None => Slot::Silent,
+            };
+        }
+        let status = self.core.wait_status(wait)?;
+        logs::drain();
+        let (name, pid) = (self.core.name.clone(), self.core.pid);
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Reported(Ok(Outcome::Returned(r))) => Ok(r),
+            Slot::Taken => Err(Error::AlreadyJoined { name, pid }),
+            other => {
+                let err = match &other {
+                    Slot::Reported(Ok(Outcome::Panicked { message, location })) => {
+                        Error::Panicked {
+                            name,
+                            pid,
+                            message: message.clone(),
+                            location: location.clone(),
+                        }
+                    }
+                    Slot::Reported(Err(Failure::Start(reason))) => Error::Start {
+                        name,
+                        reason: reason.clone(),
+                    },
+                    Slot::Reported(Err(Failure::Decode { expected, reason })) => Error::Start {
+                        name,
+                        reason: format!(
+                            "the child could not decode its argument as `{expected}`: {reason}"
+                        ),
+                    },
+                    Slot::Reported(Err(Failure::Encode { reason, .. })) => Error::Encode {
+                        type_name: std::any::type_name::<R>(),
+                        reason: format!("in child {name:?} (pid {pid}): {reason}"),
+                    },
+                    _ => match status {
+                        ExitStatus::Signal(signal) => Error::Killed { name, pid, signal },
+                        ExitStatus::Code(code) => Error::Exited { name, pid, code },
+                    },
+                };
+                *slot = other; // failures stay, and are reported again by the next join
+                Err(err)
+            }
+        }
+    }
+}
+
+impl<R> ProcessHandle<R> {
+    /// The child's pid.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn pid(_: ()) -> u32 { std::process::id() }
+    /// let p = procactor::Process::new(pid, ()).start()?;
+    /// assert_eq!(p.join()?, p.pid());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn pid(&self) -> u32 {
+        self.core.pid
+    }
+
+    /// The child's name.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn noop(_: ()) {}
+    /// let p = procactor::Process::new(noop, ()).name("n").start()?;
+    /// assert_eq!(p.name(), "n");
+    /// # p.join()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// True until the child has ended.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn noop(_: ()) {}
+    /// let p = procactor::Process::new(noop, ()).start()?;
+    /// p.join()?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        self.core.poll_status().is_none()
+    }
+
+    /// Python's `exitcode`: `None` while running, else the exit code, or minus the signal
+    /// number that killed it.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn three(_: ()) { std::process::exit(3) }
+    /// let p = procactor::Process::new(three, ()).start()?;
+    /// # let _ = p.join();
+    /// assert_eq!(p.exitcode(), Some(3));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn exitcode(&self) -> Option<i32> {
+        self.core.poll_status().map(|s| match s {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => -s,
+        })
+    }
+
+    /// Sends SIGTERM. A no-op if the child has already ended.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn noop(_: ()) {}
+    /// let p = procactor::Process::new(noop, ()).start()?;
+    /// p.join()?;
+    /// p.terminate()?; // already gone: nothing happens
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn terminate(&self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends SIGKILL. A no-op if the child has already ended.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn forever(_: ()) { loop { std::thread::park() } }
+    /// let p = procactor::Process::new(forever, ()).start()?;
+    /// p.kill()?;
+    /// assert!(matches!(p.join(), Err(procactor::Error::Killed { signal: 9, .. })));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn kill(&self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    fn signal(&self, sig: i32) -> Result<()> {
+        if self.core.poll_status().is_some() {
+            return Ok(());
+        }
+        // The pidfd names this very process: a recycled pid can never be hit.
+        sys::signal(self.core.pidfd.as_fd(), sig).map_err(|e| Error::io("pidfd_send_signal", e))
+    }
+}
+
+impl<R> std::fmt::Debug for ProcessHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessHandle")
+            .field("name", &self.core.name)
+            .field("pid", &self.core.pid)
+            .field("exitcode", &self.exitcode())
+            .finish()
+    }
+}
+
+impl<R> Drop for ProcessHandle<R> {
+    fn drop(&mut self) {
+        // Reap now if it has ended (and forget it); otherwise the registry reaps it later.
+        if self.core.poll_status().is_some() {
+            children().retain(|c| !Arc::ptr_eq(c, &self.core));
+        }
+    }
+}
+
+/// A process's name and pid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// `MainProcess` for the program itself, else the name given at start.
+    pub name: String,
+    /// The process id.
+    pub pid: u32,
+}
+
+/// This process: `MainProcess` in the program, the given name in a child.
+///
+/// ```
+/// let me = procactor::current_process();
+/// assert_eq!(me.pid, std::process::id());
+/// assert_eq!(me.name, "MainProcess");
+/// ```
+pub fn current_process() -> ProcessInfo {
+    let name =
+        bootstrap::child_info().map_or_else(|| "MainProcess".to_string(), |c| c.name.clone());
+    ProcessInfo {
+        name,
+        pid: sys::getpid(),
+    }
+}
+
+/// The process that started this one (`None` in the program itself).
+///
+/// ```
+/// # procactor::init();
+/// fn parent(_: ()) -> Option<u32> { procactor::parent_process().map(|p| p.pid) }
+/// assert_eq!(procactor::parent_process(), None);
+/// let p = procactor::Process::new(parent, ()).start()?;
+/// assert_eq!(p.join()?, Some(std::process::id()));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub fn parent_process() -> Option<ProcessInfo> {
+    bootstrap::child_info().map(|c| ProcessInfo {
+        name: c.parent_name.clone(),
+        pid: c.parent_pid,
+    })
+}
+
+/// The children of this process that are still running (reaping those that ended).
+///
+/// ```
+/// # procactor::init();
+/// fn forever(_: ()) { loop { std::thread::park() } }
+/// let p = procactor::Process::new(forever, ()).name("idle").start()?;
+/// assert!(procactor::active_children().iter().any(|c| c.pid == p.pid()));
+/// p.kill()?;
+/// let _ = p.join();
+/// assert!(!procactor::active_children().iter().any(|c| c.pid == p.pid()));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub fn active_children() -> Vec<ProcessInfo> {
+    reap_finished();
+    children()
+        .iter()
+        .filter(|c| !c.internal && c.poll_status().is_none())
+        .map(|c| c.info())
+        .collect()
+}
+
+/// The number of online CPUs (Python's `os.cpu_count()`).
+///
+/// ```
+/// assert!(procactor::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    sys::cpu_count()
+}

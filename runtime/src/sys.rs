@@ -1,0 +1,425 @@
+//! Platform code: every system call the runtime makes, behind one small module (as mio does).
+//! Linux only: SEQPACKET sockets, SCM_RIGHTS, pidfd, `posix_spawn`, `fork`, `clone(CLONE_PARENT)`.
+
+use std::ffi::{CString, OsString};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Instant;
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
+use rustix::net::{
+    recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
+    RecvFlags, ReturnFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags,
+    SocketType,
+};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+
+/// Most descriptors one message may carry (the kernel's SCM_MAX_FD).
+pub(crate) const MAX_FDS: usize = 253;
+
+/// A connected pair of SEQPACKET sockets: reliable, ordered, and record boundaries kept.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// A connected pair of stream sockets, for payloads too large for one record.
+pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
+
+/// Sends one record made of `parts`, with `fds` attached. Blocks while the peer's buffer is full.
+pub(crate) fn send_record(fd: BorrowedFd, parts: &[IoSlice], fds: &[BorrowedFd]) -> io::Result<()> {
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    loop {
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("too many descriptors in one message"));
+        }
+        match sendmsg(fd, parts, &mut control, SendFlags::NOSIGNAL) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What `recv_record` found.
+pub(crate) enum Recv {
+    /// A record of this many bytes (in the buffer) and the descriptors that came with it.
+    Record(usize, Vec<OwnedFd>),
+    /// The peer closed its end.
+    Eof,
+    /// Nothing there yet (non-blocking only).
+    WouldBlock,
+}
+
+/// Receives one record into `buf`. A record longer than `buf` is an error (our peers never send
+/// one; a stranger's garbage might), and so are descriptors beyond MAX_FDS.
+pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> io::Result<Recv> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut flags = RecvFlags::CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    loop {
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(buf)];
+        match recvmsg(fd, &mut iov, &mut control, flags) {
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for m in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = m {
+                        fds.extend(rights);
+                    }
+                }
+                if msg.flags.contains(ReturnFlags::TRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "oversized record",
+                    ));
+                }
+                if msg.flags.contains(ReturnFlags::CTRUNC) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "too many descriptors",
+                    ));
+                }
+                // Every record we send has a header, so zero bytes means the peer closed.
+                if msg.bytes == 0 && fds.is_empty() {
+                    return Ok(Recv::Eof);
+                }
+                return Ok(Recv::Record(msg.bytes, fds));
+            }
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(Recv::WouldBlock),
+            Err(Errno::CONNRESET) => return Ok(Recv::Eof),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes all of `data` to a stream socket.
+pub(crate) fn write_all(fd: BorrowedFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::net::send(fd, data, SendFlags::NOSIGNAL) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf` from a stream socket; `Ok(false)` if the peer closed first.
+pub(crate) fn read_exact(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::net::recv(fd, &mut buf[done..], RecvFlags::WAITALL) {
+            Ok((0, _)) => return Ok(false),
+            Ok((n, _)) => done += n,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Waits until one of `fds` is readable (or hung up); `None` when `deadline` passes first.
+pub(crate) fn wait_readable(
+    fds: &[BorrowedFd],
+    deadline: Option<Instant>,
+) -> io::Result<Option<usize>> {
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::IN))
+        .collect();
+    loop {
+        let timeout = match deadline {
+            None => None,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                Some(Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: i64::MAX,
+                    tv_nsec: 0,
+                }))
+            }
+        };
+        match poll(&mut pfds, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(None);
+                }
+            }
+            Ok(_) => {
+                let ready = pfds.iter().position(|p| !p.revents().is_empty());
+                if let Some(i) = ready {
+                    return Ok(Some(i));
+                }
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// How a child ended, as `waitid` tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Opens a pidfd on our child `pid`.
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// Reaps the child behind `pidfd` if it has ended (or waits for it when `block`).
+pub(crate) fn reap(pidfd: BorrowedFd, block: bool) -> io::Result<Option<ExitStatus>> {
+    let mut opts = WaitIdOptions::EXITED;
+    if !block {
+        opts |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), opts) {
+            Ok(None) => return Ok(None),
+            Ok(Some(st)) => {
+                if let Some(sig) = st.terminating_signal() {
+                    return Ok(Some(ExitStatus::Signal(sig)));
+                }
+                return Ok(Some(ExitStatus::Code(st.exit_status().unwrap_or(0))));
+            }
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends `sig` to the process behind `pidfd` (race-free: never another process reusing the pid).
+pub(crate) fn signal(pidfd: BorrowedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: `sig` is one of the signal constants the caller names (SIGTERM, SIGKILL).
+    let sig = unsafe { Signal::from_raw_unchecked(sig) };
+    match rustix::process::pidfd_send_signal(pidfd, sig) {
+        Ok(()) | Err(Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Asks the kernel to SIGKILL this process when its parent thread ends; `false` if the parent
+/// `expected_parent` is already gone (the caller then exits).
+pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<bool> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    Ok(
+        rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
+            == Some(expected_parent),
+    )
+}
+
+pub(crate) fn getpid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+pub(crate) fn gettid() -> u32 {
+    rustix::thread::gettid().as_raw_nonzero().get() as u32
+}
+
+/// Clears (or sets) close-on-exec on `fd`.
+pub(crate) fn set_cloexec(fd: BorrowedFd, on: bool) -> io::Result<()> {
+    let flags = if on {
+        rustix::io::FdFlags::CLOEXEC
+    } else {
+        rustix::io::FdFlags::empty()
+    };
+    Ok(rustix::io::fcntl_setfd(fd, flags)?)
+}
+
+/// Number of threads in this process (from /proc/self/stat).
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Field 20 counted after the ")" that ends the command name (which may hold spaces).
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split(' ').nth(17)?.parse().ok()
+        })
+        .unwrap_or(1)
+}
+
+/// Online CPUs (Python's `os.cpu_count()`).
+pub(crate) fn cpu_count() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        1
+    }
+}
+
+/// CPUs this process may run on (its affinity mask, e.g. under `taskset`).
+pub(crate) fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Raises the soft limit on open files to the hard limit: every pipe end is a descriptor.
+pub(crate) fn raise_nofile_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: lim.maximum,
+                ..lim
+            },
+        );
+    }
+}
+
+/// Identity of the running binary (device and inode of /proc/self/exe), to check that a child
+/// runs the very same code before it calls a function pointer from its parent.
+pub(crate) fn exe_identity() -> (u64, u64) {
+    match rustix::fs::stat("/proc/self/exe") {
+        Ok(st) => (st.st_dev, st.st_ino),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Starts a fresh copy of this binary (same argv, environment plus `extra_env`) that inherits
+/// `keep_fd` (close-on-exec cleared in the child only). `posix_spawn` uses vfork: no page-table
+/// copy, however large the parent is.
+pub(crate) fn spawn_self(keep_fd: BorrowedFd, extra_env: (&str, &str)) -> io::Result<u32> {
+    let to_c = |b: &[u8]| CString::new(b).map_err(|_| io::Error::other("NUL byte in argv or env"));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| to_c(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let mut envp: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k.as_bytes() != extra_env.0.as_bytes())
+        .map(|(k, v)| to_c(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<_>>()?;
+    envp.push(to_c(format!("{}={}", extra_env.0, extra_env.1).as_bytes())?);
+    let exe = to_c(b"/proc/self/exe")?;
+    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|c| c.as_ptr() as *mut _).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr() as *mut _).collect();
+    envp_p.push(std::ptr::null_mut());
+
+    // SAFETY: every pointer handed to posix_spawn points into `argv`, `envp` or `exe`, which
+    // outlive the call; the file-actions and attr objects are initialised before use and
+    // destroyed on every path.
+    unsafe {
+        let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+        let mut attr = MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+        libc::posix_spawn_file_actions_init(actions.as_mut_ptr());
+        libc::posix_spawnattr_init(attr.as_mut_ptr());
+        // dup2(fd, fd) in a file action clears FD_CLOEXEC in the child (glibc >= 2.29).
+        let raw = keep_fd.as_raw_fd();
+        let mut rc = libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), raw, raw);
+        let mut mask = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(mask.as_mut_ptr());
+        if rc == 0 {
+            rc = libc::posix_spawnattr_setsigmask(attr.as_mut_ptr(), mask.as_ptr());
+        }
+        if rc == 0 {
+            rc = libc::posix_spawnattr_setflags(
+                attr.as_mut_ptr(),
+                libc::POSIX_SPAWN_SETSIGMASK as _,
+            );
+        }
+        let mut pid: libc::pid_t = 0;
+        if rc == 0 {
+            rc = libc::posix_spawn(
+                &mut pid,
+                exe.as_ptr(),
+                actions.as_ptr(),
+                attr.as_ptr(),
+                argv_p.as_ptr(),
+                envp_p.as_ptr(),
+            );
+        }
+        libc::posix_spawn_file_actions_destroy(actions.as_mut_ptr());
+        libc::posix_spawnattr_destroy(attr.as_mut_ptr());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(pid as u32)
+    }
+}
+
+/// Which way a `fork_child` call forks.
+pub(crate) enum ForkKind {
+    /// Plain `fork()`: the child is ours.
+    Fork,
+    /// `clone(CLONE_PARENT)`: the child becomes our parent's child (the fork server uses this so
+    /// that the process that asked for the child can wait for it, signal it and read its status).
+    SiblingOfSelf,
+}
+
+/// Forks. Returns `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
+///
+/// # Safety
+/// In the child only the calling thread exists; the caller must not rely on locks other threads
+/// may have held (glibc's allocator is safe: it resets its locks across fork).
+pub(crate) unsafe fn fork_child(kind: ForkKind) -> io::Result<Option<u32>> {
+    let pid = match kind {
+        ForkKind::Fork => libc::fork() as libc::c_long,
+        // Raw clone with no new stack behaves as fork (copy-on-write), with the parent changed.
+        ForkKind::SiblingOfSelf => libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        ),
+    };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p as u32)),
+    }
+}
+
+/// Ends the process at once: no destructors, no atexit handlers (which, after a fork, belong to
+/// the parent's C libraries).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes `fd` (in a forked child, for descriptors that belong to other children's pipes).
+pub(crate) fn close_raw(fd: RawFd) {
+    // SAFETY: the caller owns `fd` in this process image and nothing uses it afterwards.
+    unsafe {
+        libc::close(fd);
+    }
+}
+
+/// Duplicates a descriptor (close-on-exec).
+pub(crate) fn dup(fd: BorrowedFd) -> io::Result<OwnedFd> {
+    Ok(fd.try_clone_to_owned()?)
+}
+
+/// Is `fd` a valid open descriptor?
+pub(crate) fn is_open(fd: impl AsFd) -> bool {
+    rustix::io::fcntl_getfd(fd).is_ok()
+}
