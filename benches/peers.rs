@@ -1,1 +1,163 @@
-fn main() {}
+//! The `peers` bench: procactor on the workloads of shared/bench/WORKLOADS.md, one JSON line per
+//! figure on stdout (diagnostics on stderr), so `../shared/bench/compare.py` can set it beside
+//! CPython's multiprocessing, procspawn, raw ipc-channel and the kernel floor.
+//!
+//! `cargo bench --bench peers -- [--quick] [--only spawn,pipe_rtt,...]`
+//!
+//! Every workload checks its result and the process exits non-zero if one is wrong.
+
+use std::time::Instant;
+
+use procactor::{Connection, Pipe, Process, StartMethod};
+
+const CHUNK: usize = 1 << 20;
+
+fn emit(system: &str, workload: &str, value: f64, unit: &str, better: &str) {
+    println!(
+        "{{\"system\": \"{system}\", \"workload\": \"{workload}\", \"value\": {value:.4}, \"unit\": \"{unit}\", \"better\": \"{better}\"}}"
+    );
+}
+
+fn noop(_: ()) {}
+
+fn echo(conn: Connection<u64>) -> u64 {
+    let mut n = 0;
+    while let Ok(v) = conn.recv() {
+        if conn.send(v).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+fn bulk_sink((conn, chunks): (Connection<u64>, u64)) {
+    // One receive buffer, reused (Python's recv_bytes_into): no fresh pages per message.
+    let mut buf = Vec::new();
+    let mut total = 0u64;
+    for _ in 0..chunks {
+        total += conn.recv_bytes_into(&mut buf).expect("bulk: recv") as u64;
+    }
+    conn.send(total).expect("bulk: ack");
+}
+
+fn spawn(quick: bool) -> Result<(), String> {
+    let n = if quick { 20 } else { 50 };
+    for (system, method) in [
+        ("procactor", StartMethod::Spawn),
+        ("procactor-fork", StartMethod::Fork),
+        ("procactor-forkserver", StartMethod::ForkServer),
+    ] {
+        // One warm start (the fork server starts on first use), then n timed.
+        Process::new(noop, ())
+            .start_method(method)
+            .start()
+            .and_then(|p| p.join())
+            .map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        for _ in 0..n {
+            let p = Process::new(noop, ())
+                .start_method(method)
+                .start()
+                .map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())?;
+        }
+        emit(
+            system,
+            "spawn",
+            t.elapsed().as_secs_f64() / n as f64 * 1e3,
+            "ms/process",
+            "lower",
+        );
+    }
+    Ok(())
+}
+
+fn pipe_rtt(quick: bool) -> Result<(), String> {
+    let rounds: u64 = if quick { 5_000 } else { 20_000 };
+    let (a, b) = Pipe::<u64>::duplex().map_err(|e| e.to_string())?;
+    let p = Process::new(echo, b).start().map_err(|e| e.to_string())?;
+    let e = |e: procactor::Error| e.to_string();
+    a.send(0).map_err(e)?;
+    if a.recv().map_err(e)? != 0 {
+        return Err("warm round returned a different value".into());
+    }
+    let t = Instant::now();
+    for i in 0..rounds - 1 {
+        a.send(i).map_err(e)?;
+        if a.recv().map_err(e)? != i {
+            return Err(format!("round {i} echoed a different value"));
+        }
+    }
+    let us = t.elapsed().as_secs_f64() / (rounds - 1) as f64 * 1e6;
+    drop(a);
+    let served = p.join().map_err(e)?;
+    if served != rounds {
+        return Err(format!("echo served {served} rounds, expected {rounds}"));
+    }
+    emit("procactor", "pipe_rtt", us, "us/roundtrip", "lower");
+    Ok(())
+}
+
+fn pipe_bulk(quick: bool) -> Result<(), String> {
+    let chunks: u64 = if quick { 64 } else { 256 };
+    let chunk = vec![b'x'; CHUNK];
+    let e = |e: procactor::Error| e.to_string();
+    let (a, b) = Pipe::<u64>::duplex().map_err(e)?;
+    let p = Process::new(bulk_sink, (b, chunks)).start().map_err(e)?;
+    let t = Instant::now();
+    for _ in 0..chunks {
+        a.send_bytes(&chunk).map_err(e)?;
+    }
+    let total = a.recv().map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    p.join().map_err(e)?;
+    if total != chunks * CHUNK as u64 {
+        return Err(format!(
+            "sink counted {total} bytes, expected {}",
+            chunks * CHUNK as u64
+        ));
+    }
+    emit(
+        "procactor",
+        "pipe_bulk",
+        total as f64 / dt / 1e6,
+        "MB/s",
+        "higher",
+    );
+    Ok(())
+}
+
+type Workload = fn(bool) -> Result<(), String>;
+
+fn main() {
+    procactor::init();
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(str::to_string).collect());
+    let workloads: [(&str, Workload); 3] = [
+        ("spawn", spawn),
+        ("pipe_rtt", pipe_rtt),
+        ("pipe_bulk", pipe_bulk),
+    ];
+    let mut failed = false;
+    for (name, run) in workloads {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
+            continue;
+        }
+        if let Err(e) = run(quick) {
+            eprintln!("peers: {name} failed: {e}");
+            failed = true;
+        }
+    }
+    if let Some(o) = &only {
+        for w in o.iter().filter(|w| !workloads.iter().any(|(n, _)| n == w)) {
+            eprintln!("peers: {w} is not implemented yet; skipped");
+        }
+    }
+    std::process::exit(i32::from(failed));
+}

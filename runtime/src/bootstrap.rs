@@ -210,10 +210,11 @@ pub(crate) struct ChildInfo {
     pub parent_name: String,
 }
 
-static CHILD: OnceLock<ChildInfo> = OnceLock::new();
+// Not a OnceLock: a fork server's children replace the server's own entry.
+static CHILD: std::sync::Mutex<Option<ChildInfo>> = std::sync::Mutex::new(None);
 
-pub(crate) fn child_info() -> Option<&'static ChildInfo> {
-    CHILD.get()
+pub(crate) fn child_info() -> Option<ChildInfo> {
+    CHILD.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// The function-pointer type of a job's entry point: decodes the argument, runs the user's
@@ -459,7 +460,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
             Failure::Start("the child runs a different binary than its parent".into()),
         );
     }
-    let _ = CHILD.set(ChildInfo {
+    *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(ChildInfo {
         name: h.name.clone(),
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,

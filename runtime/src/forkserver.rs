@@ -89,16 +89,19 @@ fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Resul
 fn serve(ctl: Fd) {
     let ctl = Channel::from_fd(ctl.0);
     loop {
-        let served = ctl.recv(Wait::Forever, |frame| {
+        // Copy the request out of the receive buffer: the child must not start inside a borrow.
+        let request = ctl.recv(Wait::Forever, |frame| {
             if frame.fingerprint != wire::fingerprint::<Request>() || frame.fds.is_empty() {
-                return Ok(Err("malformed fork request".to_string()));
+                return Ok(None);
             }
-            let mut fds = frame.fds;
-            let boot = fds.remove(0);
-            Ok(fork_one(frame.payload, boot, fds))
+            Ok(Some((frame.payload.to_vec(), frame.fds)))
         });
-        let reply = match served {
-            Ok(r) => r,
+        let reply = match request {
+            Ok(Some((payload, mut fds))) => {
+                let boot = fds.remove(0);
+                fork_one(&payload, boot, fds)
+            }
+            Ok(None) => Err("malformed fork request".to_string()),
             Err(Error::Disconnected) => return, // the program ended
             Err(e) => Err(e.to_string()),
         };

@@ -160,9 +160,39 @@ impl<T> Connection<T> {
         self.recv_bytes_wait(Wait::timeout(timeout))
     }
 
+    /// Receives one message's bytes into `buf` (replacing its contents) and returns their
+    /// length. Reusing one buffer spares a fresh allocation per message: for large messages
+    /// that is most of the cost. Python's `recv_bytes_into`.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// let mut buf = Vec::new();
+    /// a.send_bytes(&vec![7; 1 << 20])?;
+    /// assert_eq!(b.recv_bytes_into(&mut buf)?, 1 << 20);
+    /// a.send_bytes(b"short")?;
+    /// assert_eq!(b.recv_bytes_into(&mut buf)?, 5);
+    /// assert_eq!(buf, b"short");
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.check(false)?;
+        let inline = self.chan.recv_large_into(Wait::Forever, buf, |frame| {
+            Ok((!frame.large).then(|| frame.payload.to_vec()))
+        })?;
+        if let Some(bytes) = inline {
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+        }
+        Ok(buf.len())
+    }
+
     fn recv_bytes_wait(&self, wait: Wait) -> Result<Vec<u8>> {
         self.check(false)?;
-        self.chan.recv(wait, |frame| Ok(frame.payload.to_vec()))
+        let mut large = Vec::new();
+        let inline = self.chan.recv_large_into(wait, &mut large, |frame| {
+            Ok((!frame.large).then(|| frame.payload.to_vec()))
+        })?;
+        Ok(inline.unwrap_or(large))
     }
 
     /// True if a message (or the other end's disconnection) is waiting; waits up to `timeout`

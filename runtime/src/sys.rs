@@ -123,13 +123,20 @@ pub(crate) fn write_all(fd: BorrowedFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Fills `buf` from a stream socket; `Ok(false)` if the peer closed first.
-pub(crate) fn read_exact(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<bool> {
-    let mut done = 0;
-    while done < buf.len() {
-        match rustix::net::recv(fd, &mut buf[done..], RecvFlags::WAITALL) {
-            Ok((0, _)) => return Ok(false),
-            Ok((n, _)) => done += n,
+/// Appends bytes from a stream socket to `buf` until it holds `target` bytes, without
+/// zero-filling first; `Ok(false)` if the peer closed before that.
+pub(crate) fn read_until_len(fd: BorrowedFd, buf: &mut Vec<u8>, target: usize) -> io::Result<bool> {
+    buf.reserve_exact(target.saturating_sub(buf.len()));
+    while buf.len() < target {
+        let want = target - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        match rustix::net::recv(fd, spare, RecvFlags::WAITALL) {
+            Ok(((got, _), _)) if got.is_empty() => return Ok(false),
+            Ok(((got, _), _)) => {
+                let n = got.len();
+                // SAFETY: the kernel initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+            }
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -163,6 +163,8 @@ pub(crate) struct Frame<'a> {
     pub fingerprint: u64,
     pub payload: &'a [u8],
     pub fds: Vec<OwnedFd>,
+    /// The payload came on a side stream and lies in the caller's `large` buffer.
+    pub large: bool,
 }
 
 /// How long a receive may wait.
@@ -301,6 +303,17 @@ impl Channel {
     /// Receives one frame and hands it to `f`. `Error::Timeout` when `wait` ran out,
     /// `Error::Disconnected` at EOF.
     pub(crate) fn recv<R>(&self, wait: Wait, f: impl FnOnce(Frame) -> Result<R>) -> Result<R> {
+        self.recv_large_into(wait, &mut Vec::new(), f)
+    }
+
+    /// [`recv`](Channel::recv), reading a large payload into `large` (whose allocation is
+    /// reused: no fresh pages to fault in for every message).
+    pub(crate) fn recv_large_into<R>(
+        &self,
+        wait: Wait,
+        large: &mut Vec<u8>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
         RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (n, mut fds) = self.recv_record(&mut buf, wait)?;
@@ -317,6 +330,7 @@ impl Channel {
                     kind,
                     fingerprint,
                     payload: &buf[HEADER..n],
+                    large: false,
                     fds,
                 });
             }
@@ -328,11 +342,12 @@ impl Channel {
             }
             let len = u64::from_le_bytes(buf[HEADER..LARGE_HEADER].try_into().expect("8 bytes"));
             let side = fds.remove(0);
-            let payload = read_side_stream(side.as_fd(), len)?;
+            read_side_stream(side.as_fd(), len, large)?;
             f(Frame {
                 kind: kind & !FLAG_LARGE,
                 fingerprint,
-                payload: &payload,
+                payload: large,
+                large: true,
                 fds,
             })
         })
@@ -393,23 +408,22 @@ fn timeout_of(wait: Wait) -> Duration {
 
 /// Reads a large payload from its side stream, growing the buffer as bytes arrive so that a
 /// lying length cannot make us allocate memory the sender never sent.
-fn read_side_stream(fd: BorrowedFd, len: u64) -> Result<Vec<u8>> {
+fn read_side_stream(fd: BorrowedFd, len: u64, out: &mut Vec<u8>) -> Result<()> {
     const STEP: usize = 64 << 20;
     let len = usize::try_from(len).map_err(|_| Error::Decode {
         expected: "a procactor frame",
         reason: "length overflow".into(),
     })?;
-    let mut out: Vec<u8> = Vec::new();
+    out.clear();
     while out.len() < len {
-        let start = out.len();
-        let take = (len - start).min(STEP);
-        out.resize(start + take, 0);
-        if !sys::read_exact(fd, &mut out[start..]).map_err(|e| Error::io("recv", e))? {
+        let target = len.min(out.len() + STEP);
+        if !sys::read_until_len(fd, out, target).map_err(|e| Error::io("recv", e))? {
             // The sender died (or dropped the message) half-way: nothing partial is delivered.
+            out.clear();
             return Err(Error::Disconnected);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 impl AsFd for Channel {

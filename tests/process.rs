@@ -1,0 +1,362 @@
+//! Processes: values, failures as data, lifecycle calls, daemons, start methods. Real processes,
+//! real signals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, pid_alive, reaped, BOUND};
+use procactor::{Connection, Error, Pipe, Process, StartMethod};
+
+procactor::test_support!();
+
+const METHODS: [StartMethod; 3] = [
+    StartMethod::Spawn,
+    StartMethod::Fork,
+    StartMethod::ForkServer,
+];
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn boom(msg: String) -> u32 {
+    panic!("{msg}")
+}
+
+fn exit_with(code: i32) {
+    std::process::exit(code)
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms))
+}
+
+fn forever(_: ()) {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn returns_values_with_every_start_method() {
+    for method in METHODS {
+        let p = Process::new(square, 12)
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(p.join_timeout(BOUND).unwrap(), 144, "{method:?}");
+        assert_eq!(p.exitcode(), Some(0));
+        assert!(!p.is_alive());
+    }
+}
+
+#[test]
+fn a_non_capturing_closure_runs_in_a_child() {
+    let p = Process::new(|(a, b): (String, usize)| a.repeat(b), ("ab".to_string(), 3))
+        .start()
+        .unwrap();
+    assert_eq!(p.join_timeout(BOUND).unwrap(), "ababab");
+}
+
+#[test]
+fn a_panic_comes_back_with_message_and_location() {
+    for method in METHODS {
+        let p = Process::new(boom, "kaput".to_string())
+            .name("bomb")
+            .start_method(method)
+            .start()
+            .unwrap();
+        let pid = p.pid();
+        match p.join_timeout(BOUND) {
+            Err(Error::Panicked {
+                name,
+                pid: got,
+                message,
+                location,
+            }) => {
+                assert_eq!(
+                    (name.as_str(), got, message.as_str()),
+                    ("bomb", pid, "kaput")
+                );
+                let location = location.expect("a location");
+                assert!(location.starts_with("tests/process.rs:"), "{location}");
+            }
+            other => panic!("{method:?}: expected Panicked, got {other:?}"),
+        }
+        assert_eq!(
+            p.exitcode(),
+            Some(1),
+            "Python's exit code for an uncaught exception"
+        );
+    }
+}
+
+#[test]
+fn exit_inside_the_function_is_exited_with_its_code() {
+    for method in METHODS {
+        let p = Process::new(exit_with, 3)
+            .start_method(method)
+            .start()
+            .unwrap();
+        match p.join_timeout(BOUND) {
+            Err(Error::Exited { code: 3, pid, .. }) => assert_eq!(pid, p.pid()),
+            other => panic!("{method:?}: expected Exited(3), got {other:?}"),
+        }
+        assert_eq!(p.exitcode(), Some(3));
+    }
+}
+
+#[test]
+fn kill_and_terminate_are_reported_as_signals() {
+    for method in METHODS {
+        let p = reaped(
+            Process::new(forever, ())
+                .start_method(method)
+                .start()
+                .unwrap(),
+        );
+        assert!(p.is_alive());
+        assert_eq!(p.exitcode(), None);
+        p.kill().unwrap();
+        assert!(matches!(
+            p.join_timeout(BOUND),
+            Err(Error::Killed { signal: 9, .. })
+        ));
+        assert_eq!(p.exitcode(), Some(-9));
+
+        let p = reaped(
+            Process::new(forever, ())
+                .start_method(method)
+                .start()
+                .unwrap(),
+        );
+        p.terminate().unwrap();
+        assert!(matches!(
+            p.join_timeout(BOUND),
+            Err(Error::Killed { signal: 15, .. })
+        ));
+        assert_eq!(p.exitcode(), Some(-15));
+    }
+}
+
+#[test]
+fn an_external_sigkill_is_reported_as_killed() {
+    let p = reaped(Process::new(forever, ()).start().unwrap());
+    // SAFETY: plain kill(2) on our own child's pid, which stays ours until we reap it.
+    assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
+    match p.join_timeout(BOUND) {
+        Err(Error::Killed { signal, pid, name }) => {
+            assert_eq!((signal, pid), (9, p.pid()));
+            assert!(name.starts_with("Process-"));
+        }
+        other => panic!("expected Killed, got {other:?}"),
+    }
+}
+
+#[test]
+fn join_timeout_honours_its_timeout_and_the_child_can_be_joined_later() {
+    let p = reaped(Process::new(sleep_ms, 400).start().unwrap());
+    let t = Instant::now();
+    let err = p.join_timeout(Duration::from_millis(100)).unwrap_err();
+    let waited = t.elapsed();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(350),
+        "{waited:?}"
+    );
+    assert!(p.is_alive());
+    p.join_timeout(BOUND).unwrap();
+}
+
+#[test]
+fn join_twice_terminate_after_exit_and_kill_after_exit_are_defined() {
+    let p = Process::new(square, 3).start().unwrap();
+    assert_eq!(p.join_timeout(BOUND).unwrap(), 9);
+    assert!(matches!(
+        p.join_timeout(BOUND),
+        Err(Error::AlreadyJoined { .. })
+    ));
+    p.terminate().unwrap();
+    p.kill().unwrap();
+    assert_eq!(p.exitcode(), Some(0));
+
+    // A failure is reported again by every join.
+    let p = Process::new(exit_with, 4).start().unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            p.join_timeout(BOUND),
+            Err(Error::Exited { code: 4, .. })
+        ));
+    }
+}
+
+fn whoami(_: ()) -> (String, u32, Option<(String, u32)>) {
+    let me = procactor::current_process();
+    (
+        me.name,
+        me.pid,
+        procactor::parent_process().map(|p| (p.name, p.pid)),
+    )
+}
+
+#[test]
+fn current_and_parent_process_inside_a_child() {
+    assert_eq!(procactor::current_process().name, "MainProcess");
+    assert_eq!(procactor::parent_process(), None);
+    for method in METHODS {
+        let p = Process::new(whoami, ())
+            .name("who")
+            .start_method(method)
+            .start()
+            .unwrap();
+        let (name, pid, parent) = p.join_timeout(BOUND).unwrap();
+        assert_eq!((name.as_str(), pid), ("who", p.pid()), "{method:?}");
+        assert_eq!(
+            parent,
+            Some(("MainProcess".to_string(), std::process::id())),
+            "{method:?}"
+        );
+    }
+}
+
+#[test]
+fn active_children_lists_running_children_only() {
+    let p = reaped(Process::new(forever, ()).name("listed").start().unwrap());
+    let found = procactor::active_children()
+        .into_iter()
+        .find(|c| c.pid == p.pid());
+    assert_eq!(found.map(|c| c.name), Some("listed".to_string()));
+    p.kill().unwrap();
+    let _ = p.join_timeout(BOUND);
+    assert!(!procactor::active_children()
+        .iter()
+        .any(|c| c.pid == p.pid()));
+}
+
+#[test]
+fn cpu_count_matches_the_machine() {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let n: usize = online
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    assert_eq!(procactor::cpu_count(), n);
+}
+
+/// A middle process: starts a daemon and a non-daemon child, reports their pids, then waits to
+/// be killed.
+fn middle((report, method): (Connection<(u32, u32)>, StartMethod)) {
+    let daemon = Process::new(forever, ())
+        .daemon(true)
+        .start_method(method)
+        .start()
+        .unwrap();
+    let plain = Process::new(forever, ())
+        .start_method(method)
+        .start()
+        .unwrap();
+    report.send((daemon.pid(), plain.pid())).unwrap();
+    forever(());
+}
+
+#[test]
+fn daemon_children_die_with_a_sigkilled_parent_and_others_survive() {
+    for method in METHODS {
+        let (rx, tx) = Pipe::<(u32, u32)>::simplex().unwrap();
+        let m = reaped(Process::new(middle, (tx, method)).start().unwrap());
+        let (daemon, plain) = rx.recv_timeout(BOUND).unwrap();
+        assert!(pid_alive(daemon) && pid_alive(plain));
+        m.kill().unwrap();
+        let _ = m.join_timeout(BOUND);
+        let died = eventually(BOUND, || !pid_alive(daemon));
+        let survived = pid_alive(plain);
+        // Clean up the survivor (an orphan now, not our child) before asserting.
+        // SAFETY: kill(2) on a pid we were just told about; at worst it is already gone.
+        unsafe { libc::kill(plain as i32, libc::SIGKILL) };
+        assert!(
+            died,
+            "{method:?}: the daemon child outlived its SIGKILLed parent"
+        );
+        assert!(
+            survived,
+            "{method:?}: a non-daemon child must outlive its parent"
+        );
+    }
+}
+
+fn spawn_grandchild(_: ()) -> u64 {
+    Process::new(square, 5).start().unwrap().join().unwrap()
+}
+
+#[test]
+fn children_can_start_children() {
+    for method in METHODS {
+        let p = Process::new(spawn_grandchild, ())
+            .start_method(method)
+            .start()
+            .unwrap();
+        assert_eq!(p.join_timeout(BOUND).unwrap(), 25, "{method:?}");
+    }
+}
+
+#[test]
+fn the_default_start_method_is_used_and_can_be_changed() {
+    fn via(_: ()) -> u32 {
+        std::process::id()
+    }
+    assert_eq!(procactor::get_start_method(), StartMethod::Spawn);
+    let p = Process::new(via, ()).start().unwrap();
+    assert_eq!(p.join_timeout(BOUND).unwrap(), p.pid());
+}
+
+/// A result type whose serialization fails in the child.
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be serialized",
+        ))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
+
+fn make_unencodable(_: ()) -> Unencodable {
+    Unencodable
+}
+
+#[test]
+fn a_result_that_fails_to_serialize_is_an_encode_error() {
+    let p = Process::new(make_unencodable, ()).start().unwrap();
+    match p.join_timeout(BOUND) {
+        // postcard keeps no custom message; the error names the type and the child.
+        Err(Error::Encode { type_name, reason }) => {
+            assert!(type_name.ends_with("Unencodable"), "{type_name}");
+            assert!(reason.contains(&format!("pid {}", p.pid())), "{reason}");
+        }
+        other => panic!("expected Encode, got {:?}", other.map(|_| ())),
+    }
+}
+
+fn big_result(n: usize) -> Vec<u8> {
+    vec![0xab; n]
+}
+
+#[test]
+fn a_large_result_comes_back_whole() {
+    let n = 48 << 20;
+    let p = Process::new(big_result, n).start().unwrap();
+    let v = p.join_timeout(BOUND).unwrap();
+    assert_eq!(v.len(), n);
+    assert!(v.iter().all(|&b| b == 0xab));
+}
