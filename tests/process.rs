@@ -360,3 +360,19 @@ fn a_large_result_comes_back_whole() {
     assert_eq!(v.len(), n);
     assert!(v.iter().all(|&b| b == 0xab));
 }
+
+fn uses_the_runtime_after_fork(_: ()) -> (usize, u64) {
+    let listed = procactor::active_children().len();
+    let p = Process::new(square, 6).start_method(StartMethod::ForkServer).start().unwrap();
+    (listed, p.join().unwrap())
+}
+
+#[test]
+fn a_forked_child_has_runtime_state_of_its_own() {
+    // The parent has a running child and a fork server; a forked copy must see neither as its own.
+    let running = reaped(Process::new(forever, ()).start().unwrap());
+    Process::new(square, 1).start_method(StartMethod::ForkServer).start().unwrap().join().unwrap();
+    let p = Process::new(uses_the_runtime_after_fork, ()).start_method(StartMethod::Fork).start().unwrap();
+    assert_eq!(p.join_timeout(BOUND).unwrap(), (0, 36));
+    assert!(running.is_alive());
+}

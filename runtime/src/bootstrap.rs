@@ -358,13 +358,8 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
         Ok(None) => {
             let out = dup_or_exit(theirs.as_fd());
             let args: Vec<OwnedFd> = fds.iter().map(|&fd| dup_or_exit(borrow(fd))).collect();
-            for &fd in live.iter() {
-                sys::close_raw(fd);
-            }
-            live.clear();
+            release_inherited_channels(&mut live);
             drop(live);
-            // The copies of the parent's channels in this image are never dropped: we never
-            // return from here.
             run_job(Channel::from_fd(out), payload, args)
         }
         Ok(Some(pid)) => {
@@ -380,7 +375,17 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     }
 }
 
-/// # Safety-free helper
+/// In a forked child: lets go of every channel inherited from the parent (they belong to other
+/// processes' pipes, and holding them would hide their peers' disconnection). The objects that
+/// own them in the copied memory stay valid (see `sys::release_fd`).
+pub(crate) fn release_inherited_channels(live: &mut std::collections::BTreeSet<RawFd>) {
+    let Ok(null) = sys::dev_null() else { sys::exit_now(71) };
+    for &fd in live.iter() {
+        sys::release_fd(fd, null.as_fd());
+    }
+    live.clear();
+}
+
 /// Borrows a descriptor listed by `wire::encode` for a value that is alive for the whole call.
 pub(crate) fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: callers pass descriptors collected from handles that outlive the borrow.

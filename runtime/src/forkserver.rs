@@ -17,6 +17,9 @@ use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
 struct Server {
+    /// The process that launched it: a `Fork` child inherits this entry but must use a server
+    /// of its own (the inherited channel was released at the fork).
+    owner: u32,
     ctl: Channel,
     // Kept so that the server is reaped when replaced (and so it is not an orphan handle).
     _process: ProcessHandle<()>,
@@ -33,7 +36,7 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
     for attempt in 0..2 {
-        if guard.is_none() {
+        if guard.as_ref().is_none_or(|s| s.owner != sys::getpid()) {
             *guard = Some(launch(spec)?);
         }
         let server = guard.as_ref().expect("just set");
@@ -58,10 +61,7 @@ fn launch(spec: &Spec) -> Result<Server> {
         .start_timeout(spec.start_timeout)
         .internal()
         .start()?;
-    Ok(Server {
-        ctl,
-        _process: process,
-    })
+    Ok(Server { owner: sys::getpid(), ctl, _process: process })
 }
 
 fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
@@ -118,10 +118,7 @@ fn fork_one(payload: &[u8], boot: OwnedFd, fds: Vec<OwnedFd>) -> std::result::Re
     // runs the job, never returning.
     match unsafe { sys::fork_child(ForkKind::SiblingOfSelf) } {
         Ok(None) => {
-            for &fd in live.iter() {
-                sys::close_raw(fd);
-            }
-            live.clear();
+            bootstrap::release_inherited_channels(&mut live);
             drop(live);
             bootstrap::run_job(Channel::from_fd(boot), payload, fds)
         }

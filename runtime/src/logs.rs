@@ -9,12 +9,13 @@
 //! crate's logger can be set only once per process image): their records go wherever the
 //! parent's logger writes, untagged.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::pipe::{Connection, Pipe};
+use crate::sys;
 
 /// One log record, as it crosses the process boundary.
 #[derive(Serialize, Deserialize)]
@@ -37,13 +38,29 @@ pub(crate) struct Sink {
 }
 
 struct Collector {
+    /// The process it serves: a `Fork` child inherits this entry but not the thread, and makes
+    /// its own.
+    owner: u32,
     read: Connection<Record>,
     write: Connection<Record>,
     // Taken by whoever is emitting records, so that the order of each child's records is kept.
     emitting: Mutex<()>,
 }
 
-static COLLECTOR: OnceLock<Option<Collector>> = OnceLock::new();
+static COLLECTOR: Mutex<Option<Arc<Collector>>> = Mutex::new(None);
+
+fn collector() -> Option<Arc<Collector>> {
+    let mut slot = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = slot.as_ref().filter(|c| c.owner == sys::getpid()) {
+        return Some(c.clone());
+    }
+    let (read, write) = Pipe::<Record>::simplex().ok()?;
+    let c = Arc::new(Collector { owner: sys::getpid(), read, write, emitting: Mutex::new(()) });
+    let for_thread = c.clone();
+    std::thread::Builder::new().name("procactor-logs".into()).spawn(move || collect(&for_thread)).ok()?;
+    *slot = Some(c.clone());
+    Some(c)
+}
 
 /// A sink for a new child, or `None` when the parent logs nothing.
 pub(crate) fn sink() -> Option<Sink> {
@@ -51,58 +68,29 @@ pub(crate) fn sink() -> Option<Sink> {
     if max_level == log::LevelFilter::Off {
         return None;
     }
-    let c = COLLECTOR
-        .get_or_init(|| {
-            let (read, write) = Pipe::<Record>::simplex().ok()?;
-            let spawned = std::thread::Builder::new()
-                .name("procactor-logs".into())
-                .spawn(|| collect(COLLECTOR.get().and_then(|c| c.as_ref())));
-            spawned.ok()?;
-            Some(Collector {
-                read,
-                write,
-                emitting: Mutex::new(()),
-            })
-        })
-        .as_ref()?;
-    Some(Sink {
-        conn: c.write.clone(),
-        max_level: max_level as usize,
-    })
+    let c = collector()?;
+    let conn = c.write.try_clone().ok()?;
+    Some(Sink { conn, max_level: max_level as usize })
 }
 
 /// Threads the runtime itself runs in this process (for the fork-safety warning).
 pub(crate) fn service_threads() -> usize {
-    usize::from(COLLECTOR.get().is_some_and(|c| c.is_some()))
+    let slot = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner());
+    usize::from(slot.as_ref().is_some_and(|c| c.owner == sys::getpid()))
 }
 
-fn collect(c: Option<&'static Collector>) {
-    // The thread may start before the OnceLock is filled; wait for it.
-    let c = match c {
-        Some(c) => c,
-        None => loop {
-            std::thread::sleep(Duration::from_millis(1));
-            if let Some(c) = COLLECTOR.get() {
-                match c {
-                    Some(c) => break c,
-                    None => return,
-                }
-            }
-        },
-    };
-    loop {
-        match c.read.poll(Duration::from_secs(3600)) {
-            Ok(_) => drain_from(c),
-            Err(_) => return,
-        }
+fn collect(c: &Collector) {
+    while c.read.poll(Duration::from_secs(3600)).is_ok() {
+        drain_from(c);
     }
 }
 
 /// Emits every record already received (called by `join`, so a child's records come before its
 /// result).
 pub(crate) fn drain() {
-    if let Some(Some(c)) = COLLECTOR.get() {
-        drain_from(c);
+    let c = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(c) = c.filter(|c| c.owner == sys::getpid()) {
+        drain_from(&c);
     }
 }
 
@@ -136,11 +124,19 @@ fn emit(r: &Record) {
     );
 }
 
-struct Forwarder {
+/// Where this child's records go. A slot rather than fields of the logger: the `log` crate's
+/// logger is set once per process image, and a fork server's children inherit the server's.
+static FORWARD_TO: Mutex<Option<Destination>> = Mutex::new(None);
+
+struct Destination {
     conn: Connection<Record>,
     name: String,
     pid: u32,
 }
+
+struct Forwarder;
+
+static FORWARDER: Forwarder = Forwarder;
 
 impl log::Log for Forwarder {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
@@ -151,16 +147,18 @@ impl log::Log for Forwarder {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let dest = FORWARD_TO.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(dest) = dest.as_ref() else { return };
         // A parent that is gone cannot be told; logging must never fail the child.
-        let _ = self.conn.send(Record {
+        let _ = dest.conn.send(Record {
             level: record.level() as usize,
             target: record.target().to_string(),
             module_path: record.module_path().map(str::to_string),
             file: record.file().map(str::to_string),
             line: record.line(),
             message: record.args().to_string(),
-            name: self.name.clone(),
-            pid: self.pid,
+            name: dest.name.clone(),
+            pid: dest.pid,
         });
     }
 
@@ -169,14 +167,19 @@ impl log::Log for Forwarder {
 
 /// In a child: forward this process's `log` records to the parent.
 pub(crate) fn install(sink: Option<Sink>) {
-    let Some(sink) = sink else { return };
     let me = crate::process::current_process();
-    let fwd = Forwarder {
-        conn: sink.conn,
-        name: me.name,
-        pid: me.pid,
+    let mut dest = FORWARD_TO.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(sink) = sink else {
+        *dest = None;
+        return;
     };
-    if log::set_boxed_logger(Box::new(fwd)).is_ok() {
+    *dest = Some(Destination { conn: sink.conn, name: me.name, pid: me.pid });
+    drop(dest);
+    // Fails when a logger is already set: in a fork server's child, it is ours (and reads the
+    // slot just replaced); in a `Fork` child, it is the parent's copy (see the module docs).
+    let ours = log::set_logger(&FORWARDER).is_ok()
+        || std::ptr::addr_eq(log::logger() as *const dyn log::Log, &FORWARDER as *const Forwarder);
+    if ours {
         let filter = [
             log::LevelFilter::Off,
             log::LevelFilter::Error,

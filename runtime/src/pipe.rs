@@ -344,22 +344,31 @@ thread_local! {
     static SEND_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+impl<T> Connection<T> {
+    /// Another handle on the same end (the descriptor is duplicated); fails only when the
+    /// process is out of descriptors.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// let a2 = a.try_clone()?;
+    /// drop(a);
+    /// a2.send(1)?; // still connected through the copy
+    /// assert_eq!(b.recv()?, 1);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Self> {
+        let chan = self.chan.try_clone()?;
+        Ok(Connection { chan, mode: self.mode, fingerprint: self.fingerprint, _t: PhantomData })
+    }
+}
+
 impl<T> Clone for Connection<T> {
-    /// Another handle on the same end (the descriptor is duplicated).
+    /// Another handle on the same end (see [`try_clone`](Connection::try_clone)).
     ///
     /// # Panics
     /// If the process is out of file descriptors.
     fn clone(&self) -> Self {
-        let chan = self
-            .chan
-            .try_clone()
-            .expect("duplicating a Connection's descriptor");
-        Connection {
-            chan,
-            mode: self.mode,
-            fingerprint: self.fingerprint,
-            _t: PhantomData,
-        }
+        self.try_clone().expect("duplicating a Connection's descriptor")
     }
 }
 

@@ -180,6 +180,7 @@ where
         // `self.args` drops here: the parent's copies of handles given to the child close now,
         // so the child's death is seen as a disconnect.
         let core = Arc::new(Core {
+            owner: sys::getpid(),
             name,
             pid: started.pid,
             pidfd: started.pidfd,
@@ -198,6 +199,8 @@ where
 
 /// What the parent knows of one child, shared by its handle and the children registry.
 struct Core {
+    /// The process that started it: a `Fork` child inherits the registry but not the children.
+    owner: u32,
     name: String,
     pid: u32,
     pidfd: OwnedFd,
@@ -246,9 +249,11 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Core>>> {
     CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reaps children that ended, and forgets those no handle refers to any more.
+/// Reaps children that ended, and forgets those no handle refers to any more (and, in a forked
+/// copy, the parent's).
 fn reap_finished() {
-    children().retain(|c| c.poll_status().is_none() || Arc::strong_count(c) > 1);
+    let me = sys::getpid();
+    children().retain(|c| c.owner == me && (c.poll_status().is_none() || Arc::strong_count(c) > 1));
 }
 
 /// The child's report, as far as the parent has read it.

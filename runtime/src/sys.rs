@@ -413,11 +413,21 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// Closes `fd` (in a forked child, for descriptors that belong to other children's pipes).
-pub(crate) fn close_raw(fd: RawFd) {
-    // SAFETY: the caller owns `fd` in this process image and nothing uses it afterwards.
+/// Opens /dev/null, for [`release_fd`].
+pub(crate) fn dev_null() -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?)
+}
+
+/// In a forked child: lets go of what `fd` refers to (another pipe's socket) by pointing `fd` at
+/// `null` instead. The number stays open, so the objects in the copied memory that own it can
+/// still drop it safely; using it just fails.
+pub(crate) fn release_fd(fd: RawFd, null: BorrowedFd) {
+    // SAFETY: dup3 onto a descriptor number this process image owns; it replaces the open file
+    // atomically and leaves the number valid for its owner.
     unsafe {
-        libc::close(fd);
+        if libc::dup3(null.as_raw_fd(), fd, libc::O_CLOEXEC) < 0 {
+            libc::close(fd);
+        }
     }
 }
 

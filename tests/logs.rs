@@ -1,0 +1,51 @@
+//! A child's `log` records reach the parent's logger, tagged with the child's name and pid.
+//! (A file of its own: the logger is global to the test process.)
+
+mod common;
+
+use std::sync::Mutex;
+
+use procactor::{Process, StartMethod};
+
+procactor::test_support!();
+
+struct Capture(Mutex<Vec<(log::Level, String, String)>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        self.0.lock().unwrap().push((r.level(), r.target().to_string(), r.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
+
+fn chatty(n: u32) -> u32 {
+    log::info!(target: "chatty", "hello number {n}");
+    log::warn!("careful");
+    log::debug!("too verbose: filtered out by the parent's level");
+    n
+}
+
+#[test]
+fn child_records_reach_the_parent_logger_tagged_before_join_returns() {
+    log::set_logger(&CAPTURE).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    for (i, method) in [StartMethod::Spawn, StartMethod::ForkServer].into_iter().enumerate() {
+        let p = Process::new(chatty, i as u32).name(format!("talker-{i}")).start_method(method).start().unwrap();
+        let pid = p.pid();
+        p.join_timeout(common::BOUND).unwrap();
+        // No waiting: join drains the records first.
+        let got = CAPTURE.0.lock().unwrap().clone();
+        let tag = format!("[talker-{i} pid {pid}]");
+        let mine: Vec<_> = got.iter().filter(|(_, _, m)| m.starts_with(&tag)).collect();
+        assert_eq!(mine.len(), 2, "{method:?}: {got:?}");
+        assert_eq!(mine[0], &(log::Level::Info, "chatty".to_string(), format!("{tag} hello number {i}")));
+        assert_eq!(mine[1].0, log::Level::Warn);
+        assert_eq!(mine[1].2, format!("{tag} careful"));
+        assert_eq!(mine[1].1, "logs", "the child's own target is kept");
+    }
+}

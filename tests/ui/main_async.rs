@@ -1,0 +1,2 @@
+#[procactor::main]
+async fn main() {}

@@ -1,0 +1,4 @@
+#[procactor::main]
+struct Main;
+
+fn main() {}

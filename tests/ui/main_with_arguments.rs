@@ -1,0 +1,2 @@
+#[procactor::main(fork)]
+fn main() {}

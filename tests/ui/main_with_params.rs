@@ -1,0 +1,4 @@
+#[procactor::main]
+fn main(args: Vec<String>) {
+    let _ = args;
+}
