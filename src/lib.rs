@@ -40,13 +40,14 @@ pub use procactor_runtime::*;
 /// // tests/my_test.rs
 /// procactor::test_support!();
 ///
-/// #[test]
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// // #[test]
 /// fn runs_in_a_child() {
-///     fn double(x: u32) -> u32 { x * 2 }
 ///     let p = procactor::Process::new(double, 21).start().unwrap();
 ///     assert_eq!(p.join().unwrap(), 42);
 /// }
-/// # fn main() {}
+/// # fn main() { runs_in_a_child() }
 /// ```
 #[macro_export]
 macro_rules! test_support {

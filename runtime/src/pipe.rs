@@ -55,10 +55,10 @@ impl<T: Serialize + DeserializeOwned> Pipe<T> {
     /// A one-way pipe: `(reader, writer)`, in Python's order (`Pipe(duplex=False)`).
     ///
     /// ```
-    /// let (rx, tx) = procactor::Pipe::<&str>::simplex()?;
-    /// tx.send("one way")?;
+    /// let (rx, tx) = procactor::Pipe::<String>::simplex()?;
+    /// tx.send("one way".into())?;
     /// assert_eq!(rx.recv()?, "one way");
-    /// assert!(rx.send("back").is_err()); // the reader cannot send
+    /// assert!(rx.send("back".into()).is_err()); // the reader cannot send
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn simplex() -> Result<(Connection<T>, Connection<T>)> {
@@ -123,7 +123,8 @@ impl<T> Connection<T> {
     }
 
     /// Sends raw bytes, not encoded (Python's `send_bytes`). The other end reads them with
-    /// [`recv_bytes`](Connection::recv_bytes); `recv` there reports a decode error.
+    /// [`recv_bytes`](Connection::recv_bytes); `recv` there reports a decode error. Blocks as
+    /// [`send`](Connection::send) does.
     ///
     /// ```
     /// let (a, b) = procactor::Pipe::<()>::duplex()?;
@@ -166,19 +167,39 @@ impl<T> Connection<T> {
     ///
     /// ```
     /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// // A large message is handed over while it is read, so it is sent from another thread.
+    /// let sender = std::thread::spawn(move || {
+    ///     a.send_bytes(&vec![7; 1 << 20]).unwrap();
+    ///     a.send_bytes(b"short").unwrap();
+    /// });
     /// let mut buf = Vec::new();
-    /// a.send_bytes(&vec![7; 1 << 20])?;
     /// assert_eq!(b.recv_bytes_into(&mut buf)?, 1 << 20);
-    /// a.send_bytes(b"short")?;
     /// assert_eq!(b.recv_bytes_into(&mut buf)?, 5);
     /// assert_eq!(buf, b"short");
+    /// sender.join().unwrap();
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.recv_bytes_into_wait(buf, Wait::Forever)
+    }
+
+    /// [`recv_bytes_into`](Connection::recv_bytes_into), waiting at most `timeout` for the
+    /// message to start arriving.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_a, b) = procactor::Pipe::<()>::duplex()?;
+    /// let mut buf = Vec::new();
+    /// assert!(b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(1)).unwrap_err().is_timeout());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
+        self.recv_bytes_into_wait(buf, Wait::timeout(timeout))
+    }
+
+    fn recv_bytes_into_wait(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.check(false)?;
-        let inline = self.chan.recv_large_into(Wait::Forever, buf, |frame| {
-            Ok((!frame.large).then(|| frame.payload.to_vec()))
-        })?;
+        let inline = self.chan.recv_large_into(wait, buf, |frame| Ok((!frame.large).then(|| frame.payload.to_vec())))?;
         if let Some(bytes) = inline {
             buf.clear();
             buf.extend_from_slice(&bytes);
@@ -243,8 +264,14 @@ impl<T> Connection<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {
-    /// Sends one value. Blocks while the other end's buffer is full; [`Error::Disconnected`]
-    /// if the other end is gone. Handles inside `value` (other `Connection`s...) go with it.
+    /// Sends one value. Handles inside `value` (other `Connection`s...) go with it;
+    /// [`Error::Disconnected`] if the other end is gone.
+    ///
+    /// Like an OS pipe, it blocks while the other end's buffer (about 200 KiB) is full. A message
+    /// above 64 KiB is handed over on a stream of its own *while the receiver reads it*: `send`
+    /// returns once the receiver has taken all but the last buffer-full. So a thread must not
+    /// send a large message to an end only it reads, and two processes should not both send
+    /// large messages to each other before either reads.
     ///
     /// ```
     /// let (a, b) = procactor::Pipe::<Vec<u32>>::duplex()?;

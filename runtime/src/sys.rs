@@ -131,7 +131,7 @@ pub(crate) fn read_until_len(fd: BorrowedFd, buf: &mut Vec<u8>, target: usize) -
         let want = target - buf.len();
         let spare = &mut buf.spare_capacity_mut()[..want];
         match rustix::net::recv(fd, spare, RecvFlags::WAITALL) {
-            Ok(((got, _), _)) if got.is_empty() => return Ok(false),
+            Ok((([], _), _)) => return Ok(false),
             Ok(((got, _), _)) => {
                 let n = got.len();
                 // SAFETY: the kernel initialised the first `n` spare bytes.
@@ -433,7 +433,7 @@ pub(crate) fn release_fd(fd: RawFd, null: BorrowedFd) {
 
 /// Duplicates a descriptor (close-on-exec).
 pub(crate) fn dup(fd: BorrowedFd) -> io::Result<OwnedFd> {
-    Ok(fd.try_clone_to_owned()?)
+    fd.try_clone_to_owned()
 }
 
 /// Is `fd` a valid open descriptor?
