@@ -19,28 +19,51 @@ fn echo_once(conn: Connection<u64>) {
 #[test]
 fn two_thousand_processes_leave_no_zombie_and_no_descriptor() {
     // Warm up what lives for the whole program (the fork server and its channel).
-    for method in [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer] {
-        Process::new(add_one, 0).start_method(method).start().unwrap().join().unwrap();
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::ForkServer,
+    ] {
+        Process::new(add_one, 0)
+            .start_method(method)
+            .start()
+            .unwrap()
+            .join()
+            .unwrap();
     }
     let fds_before = common::open_fds();
     let children_before = common::child_pids().len();
 
     for i in 0..2000u64 {
-        let method = [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer][i as usize % 3];
+        let method = [
+            StartMethod::Spawn,
+            StartMethod::Fork,
+            StartMethod::ForkServer,
+        ][i as usize % 3];
         if i % 10 == 0 {
             // Every tenth one also carries a pipe end, which must be closed on both sides.
             let (a, b) = Pipe::<u64>::duplex().unwrap();
-            let p = Process::new(echo_once, b).start_method(method).start().unwrap();
+            let p = Process::new(echo_once, b)
+                .start_method(method)
+                .start()
+                .unwrap();
             a.send(i).unwrap();
             assert_eq!(a.recv_timeout(common::BOUND).unwrap(), i);
             p.join_timeout(common::BOUND).unwrap();
         } else {
-            let p = Process::new(add_one, i).start_method(method).start().unwrap();
+            let p = Process::new(add_one, i)
+                .start_method(method)
+                .start()
+                .unwrap();
             assert_eq!(p.join_timeout(common::BOUND).unwrap(), i + 1);
         }
     }
 
     assert_eq!(common::open_fds(), fds_before, "descriptors leaked");
-    assert_eq!(common::child_pids().len(), children_before, "zombies or stray children left");
+    assert_eq!(
+        common::child_pids().len(),
+        children_before,
+        "zombies or stray children left"
+    );
     assert!(procactor::active_children().is_empty());
 }

@@ -16,7 +16,10 @@ impl log::Log for Capture {
         true
     }
     fn log(&self, r: &log::Record) {
-        self.0.lock().unwrap().push((r.level(), r.target().to_string(), r.args().to_string()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((r.level(), r.target().to_string(), r.args().to_string()));
     }
     fn flush(&self) {}
 }
@@ -34,8 +37,15 @@ fn chatty(n: u32) -> u32 {
 fn child_records_reach_the_parent_logger_tagged_before_join_returns() {
     log::set_logger(&CAPTURE).unwrap();
     log::set_max_level(log::LevelFilter::Info);
-    for (i, method) in [StartMethod::Spawn, StartMethod::ForkServer].into_iter().enumerate() {
-        let p = Process::new(chatty, i as u32).name(format!("talker-{i}")).start_method(method).start().unwrap();
+    for (i, method) in [StartMethod::Spawn, StartMethod::ForkServer]
+        .into_iter()
+        .enumerate()
+    {
+        let p = Process::new(chatty, i as u32)
+            .name(format!("talker-{i}"))
+            .start_method(method)
+            .start()
+            .unwrap();
         let pid = p.pid();
         p.join_timeout(common::BOUND).unwrap();
         // No waiting: join drains the records first.
@@ -43,7 +53,14 @@ fn child_records_reach_the_parent_logger_tagged_before_join_returns() {
         let tag = format!("[talker-{i} pid {pid}]");
         let mine: Vec<_> = got.iter().filter(|(_, _, m)| m.starts_with(&tag)).collect();
         assert_eq!(mine.len(), 2, "{method:?}: {got:?}");
-        assert_eq!(mine[0], &(log::Level::Info, "chatty".to_string(), format!("{tag} hello number {i}")));
+        assert_eq!(
+            mine[0],
+            &(
+                log::Level::Info,
+                "chatty".to_string(),
+                format!("{tag} hello number {i}")
+            )
+        );
         assert_eq!(mine[1].0, log::Level::Warn);
         assert_eq!(mine[1].2, format!("{tag} careful"));
         assert_eq!(mine[1].1, "logs", "the child's own target is kept");

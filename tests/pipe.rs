@@ -14,11 +14,25 @@ procactor::test_support!();
 /// A payload whose every byte depends on its message's index and size, so that a merged, split,
 /// reordered or torn message cannot pass the check.
 fn pattern(index: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ index.wrapping_mul(7) ^ len) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ index.wrapping_mul(7) ^ len) as u8)
+        .collect()
 }
 
-const SIZES: [usize; 12] =
-    [0, 1, 8, 4095, 65_535, 65_536, 65_537, 200_000, 1 << 20, (1 << 20) + 3, 16 << 20, 256 << 20];
+const SIZES: [usize; 12] = [
+    0,
+    1,
+    8,
+    4095,
+    65_535,
+    65_536,
+    65_537,
+    200_000,
+    1 << 20,
+    (1 << 20) + 3,
+    16 << 20,
+    256 << 20,
+];
 
 fn echo_bytes(conn: Connection<()>) -> usize {
     let mut n = 0;
@@ -57,7 +71,10 @@ fn typed_messages_queue_up_without_merging() {
     // Let the child send everything it can before we read: small ones pile up in the socket.
     std::thread::sleep(Duration::from_millis(100));
     for (i, &len) in SIZES[..11].iter().enumerate() {
-        assert!(rx.recv_timeout(BOUND).unwrap() == pattern(i, len), "message {i}");
+        assert!(
+            rx.recv_timeout(BOUND).unwrap() == pattern(i, len),
+            "message {i}"
+        );
     }
     p.join_timeout(BOUND).unwrap();
     assert!(matches!(rx.recv_timeout(BOUND), Err(Error::Disconnected)));
@@ -76,29 +93,63 @@ fn the_other_end_dropped_or_its_process_dead_is_disconnected_promptly() {
     assert!(matches!(a.send(1), Err(Error::Disconnected)));
 
     // Held by a child that is then killed: every copy dies with it.
-    for method in [StartMethod::Spawn, StartMethod::Fork, StartMethod::ForkServer] {
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::ForkServer,
+    ] {
         let (a, b) = Pipe::<u8>::duplex().unwrap();
-        let p = reaped(Process::new(hold_then_exit, b).start_method(method).start().unwrap());
-        assert!(a.try_recv().unwrap().is_none(), "{method:?}: the child holds its end");
+        let p = reaped(
+            Process::new(hold_then_exit, b)
+                .start_method(method)
+                .start()
+                .unwrap(),
+        );
+        assert!(
+            a.try_recv().unwrap().is_none(),
+            "{method:?}: the child holds its end"
+        );
         p.kill().unwrap();
         let t = Instant::now();
-        assert!(matches!(a.recv_timeout(BOUND), Err(Error::Disconnected)), "{method:?}");
-        assert!(t.elapsed() < Duration::from_secs(5), "{method:?}: not prompt: {:?}", t.elapsed());
-        assert!(matches!(p.join_timeout(BOUND), Err(Error::Killed { signal: 9, .. })));
+        assert!(
+            matches!(a.recv_timeout(BOUND), Err(Error::Disconnected)),
+            "{method:?}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{method:?}: not prompt: {:?}",
+            t.elapsed()
+        );
+        assert!(matches!(
+            p.join_timeout(BOUND),
+            Err(Error::Killed { signal: 9, .. })
+        ));
     }
 }
 
 fn wait_for_disconnect(conn: Connection<u8>) -> bool {
-    matches!(conn.recv_timeout(Duration::from_secs(20)), Err(Error::Disconnected))
+    matches!(
+        conn.recv_timeout(Duration::from_secs(20)),
+        Err(Error::Disconnected)
+    )
 }
 
 #[test]
 fn a_forked_child_sees_the_parent_drop_its_end() {
     // A forked child inherits copies of every descriptor; procactor closes the ones it was not
     // given, or this child would hold the parent's end itself and never see the disconnect.
-    for method in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+    for method in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::ForkServer,
+    ] {
         let (a, b) = Pipe::<u8>::duplex().unwrap();
-        let p = reaped(Process::new(wait_for_disconnect, b).start_method(method).start().unwrap());
+        let p = reaped(
+            Process::new(wait_for_disconnect, b)
+                .start_method(method)
+                .start()
+                .unwrap(),
+        );
         drop(a);
         assert!(p.join_timeout(BOUND).unwrap(), "{method:?}");
     }
@@ -151,7 +202,8 @@ fn garbage_on_the_socket_is_a_decode_error_and_the_receiver_keeps_working() {
     let (a, b) = Pipe::<u64>::duplex().unwrap();
     let p = reaped(Process::new(survive_garbage, b).start().unwrap());
     let raw = a.as_fd();
-    let write = |bytes: &[u8]| rustix::net::send(raw, bytes, rustix::net::SendFlags::empty()).unwrap();
+    let write =
+        |bytes: &[u8]| rustix::net::send(raw, bytes, rustix::net::SendFlags::empty()).unwrap();
     write(b"\x01");
     write(b"garbage that is no frame at all");
     write(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]); // a frame header, the wrong fingerprint
@@ -159,7 +211,10 @@ fn garbage_on_the_socket_is_a_decode_error_and_the_receiver_keeps_working() {
     a.send_bytes(b"raw bytes where a u64 is expected").unwrap();
     a.send(99).unwrap();
     let seen = p.join_timeout(BOUND).unwrap();
-    assert_eq!(seen, ["decode", "decode", "decode", "decode", "decode", "ok 99"]);
+    assert_eq!(
+        seen,
+        ["decode", "decode", "decode", "decode", "decode", "ok 99"]
+    );
 }
 
 #[test]
@@ -202,19 +257,29 @@ fn a_child_killed_in_the_middle_of_a_large_send_gives_disconnected_and_killed() 
     };
     killer.join().unwrap();
     assert!(matches!(res, Error::Disconnected), "{res:?}");
-    assert!(matches!(p.join_timeout(BOUND), Err(Error::Killed { signal: 9, .. })));
+    assert!(matches!(
+        p.join_timeout(BOUND),
+        Err(Error::Killed { signal: 9, .. })
+    ));
 }
 
 #[test]
 fn timeouts_are_honoured() {
     let (a, b) = Pipe::<u8>::duplex().unwrap();
-    for wait in [Duration::ZERO, Duration::from_millis(50), Duration::from_millis(200)] {
+    for wait in [
+        Duration::ZERO,
+        Duration::from_millis(50),
+        Duration::from_millis(200),
+    ] {
         let t = Instant::now();
         assert!(b.recv_timeout(wait).unwrap_err().is_timeout());
         assert!(b.recv_bytes_timeout(wait).unwrap_err().is_timeout());
         assert!(!b.poll(wait).unwrap());
         let took = t.elapsed();
-        assert!(took >= wait * 3 && took < wait * 3 + Duration::from_millis(500), "{wait:?}: {took:?}");
+        assert!(
+            took >= wait * 3 && took < wait * 3 + Duration::from_millis(500),
+            "{wait:?}: {took:?}"
+        );
     }
     assert_eq!(b.try_recv().unwrap(), None);
     a.send(1).unwrap();
@@ -247,7 +312,10 @@ fn connections_travel_inside_messages() {
     assert_eq!(inner_a.recv_timeout(BOUND).unwrap(), "through a passed end");
     p.join_timeout(BOUND).unwrap();
     // Every copy of the inner end is gone now: the child's, and ours (moved into the send).
-    assert!(matches!(inner_a.recv_timeout(BOUND), Err(Error::Disconnected)));
+    assert!(matches!(
+        inner_a.recv_timeout(BOUND),
+        Err(Error::Disconnected)
+    ));
 }
 
 #[test]
@@ -278,8 +346,15 @@ fn an_end_is_shared_by_threads() {
         for i in 0..n {
             a.send(i).unwrap();
         }
-        let mut all: Vec<u32> = readers.into_iter().flat_map(|r| r.join().unwrap()).collect();
+        let mut all: Vec<u32> = readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect();
         all.sort();
-        assert_eq!(all, (0..n).collect::<Vec<_>>(), "each message read once, none lost");
+        assert_eq!(
+            all,
+            (0..n).collect::<Vec<_>>(),
+            "each message read once, none lost"
+        );
     });
 }

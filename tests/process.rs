@@ -363,7 +363,10 @@ fn a_large_result_comes_back_whole() {
 
 fn uses_the_runtime_after_fork(_: ()) -> (usize, u64) {
     let listed = procactor::active_children().len();
-    let p = Process::new(square, 6).start_method(StartMethod::ForkServer).start().unwrap();
+    let p = Process::new(square, 6)
+        .start_method(StartMethod::ForkServer)
+        .start()
+        .unwrap();
     (listed, p.join().unwrap())
 }
 
@@ -371,8 +374,51 @@ fn uses_the_runtime_after_fork(_: ()) -> (usize, u64) {
 fn a_forked_child_has_runtime_state_of_its_own() {
     // The parent has a running child and a fork server; a forked copy must see neither as its own.
     let running = reaped(Process::new(forever, ()).start().unwrap());
-    Process::new(square, 1).start_method(StartMethod::ForkServer).start().unwrap().join().unwrap();
-    let p = Process::new(uses_the_runtime_after_fork, ()).start_method(StartMethod::Fork).start().unwrap();
+    Process::new(square, 1)
+        .start_method(StartMethod::ForkServer)
+        .start()
+        .unwrap()
+        .join()
+        .unwrap();
+    let p = Process::new(uses_the_runtime_after_fork, ())
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
     assert_eq!(p.join_timeout(BOUND).unwrap(), (0, 36));
     assert!(running.is_alive());
+}
+
+/// Starts a daemon from a short-lived thread, reports its pid once the thread has ended, then
+/// waits to be killed.
+fn middle_with_thread((report, method): (Connection<u32>, StartMethod)) {
+    let daemon = std::thread::spawn(move || {
+        let p = Process::new(forever, ()).daemon(true).start_method(method).start().unwrap();
+        let pid = p.pid();
+        std::mem::forget(p); // the thread ends; the process does not
+        pid
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    report.send(daemon).unwrap();
+    forever(());
+}
+
+#[test]
+fn a_daemon_started_from_a_thread_outlives_the_thread_but_not_the_process() {
+    for method in METHODS {
+        let (rx, tx) = Pipe::<u32>::simplex().unwrap();
+        let m = reaped(Process::new(middle_with_thread, (tx, method)).start().unwrap());
+        let daemon = rx.recv_timeout(BOUND).unwrap();
+        let alive_after_thread = pid_alive(daemon);
+        m.kill().unwrap();
+        let _ = m.join_timeout(BOUND);
+        let died = eventually(BOUND, || !pid_alive(daemon));
+        if !died {
+            // SAFETY: kill(2) on the pid we were told about, to leave nothing behind.
+            unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+        }
+        assert!(alive_after_thread, "{method:?}: the daemon died with the thread that started it");
+        assert!(died, "{method:?}: the daemon outlived its SIGKILLed parent");
+    }
 }

@@ -31,20 +31,30 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     })
 }
 
-fn expand_main(attr: TokenStream2, item: TokenStream2) -> Result<TokenStream, (syn::Error, TokenStream2)> {
+fn expand_main(
+    attr: TokenStream2,
+    item: TokenStream2,
+) -> Result<TokenStream, (syn::Error, TokenStream2)> {
     let mut f = match syn::parse2::<syn::ItemFn>(item.clone()) {
         Ok(f) => f,
         Err(_) => {
-            return Err((syn::Error::new(first_span(&item), "#[procactor::main] goes on `fn main()`"), item));
+            return Err((
+                syn::Error::new(first_span(&item), "#[procactor::main] goes on `fn main()`"),
+                item,
+            ));
         }
     };
     let ident = &f.sig.ident;
     let stub = quote!(fn #ident() {});
     if !attr.is_empty() {
-        return Err((syn::Error::new(attr.span(), "#[procactor::main] takes no arguments"), stub));
+        return Err((
+            syn::Error::new(attr.span(), "#[procactor::main] takes no arguments"),
+            stub,
+        ));
     }
     if let Some(asyncness) = &f.sig.asyncness {
-        let msg = "#[procactor::main] goes on a plain `fn main()`, not an async one: start your async \
+        let msg =
+            "#[procactor::main] goes on a plain `fn main()`, not an async one: start your async \
                    runtime inside it (spawned children take over in procactor::init(), before any \
                    runtime exists)";
         return Err((syn::Error::new(asyncness.span(), msg), stub));
@@ -53,10 +63,16 @@ fn expand_main(attr: TokenStream2, item: TokenStream2) -> Result<TokenStream, (s
         let msg = "#[procactor::main] goes on a function without parameters";
         return Err((syn::Error::new(f.sig.inputs.span(), msg), stub));
     }
-    f.block.stmts.insert(0, syn::parse_quote!(::procactor::init();));
+    f.block
+        .stmts
+        .insert(0, syn::parse_quote!(::procactor::init();));
     Ok(quote!(#f).into())
 }
 
 fn first_span(tokens: &TokenStream2) -> Span {
-    tokens.clone().into_iter().next().map_or_else(Span::call_site, |t| t.span())
+    tokens
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
 }

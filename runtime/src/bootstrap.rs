@@ -249,7 +249,11 @@ where
         daemon: spec.daemon,
         parent_pid: sys::getpid(),
         parent_name: crate::process::current_process().name,
-        parent_thread_is_main: sys::gettid() == sys::getpid(),
+        parent_thread_is_main: match spec.method {
+            // A fork server's children are children of the thread that launched the server.
+            StartMethod::ForkServer => crate::forkserver::launched_from_main_thread(),
+            _ => sys::gettid() == sys::getpid(),
+        },
     };
     let sink = logs::sink();
     let mut payload = Vec::new();
@@ -379,7 +383,9 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
 /// processes' pipes, and holding them would hide their peers' disconnection). The objects that
 /// own them in the copied memory stay valid (see `sys::release_fd`).
 pub(crate) fn release_inherited_channels(live: &mut std::collections::BTreeSet<RawFd>) {
-    let Ok(null) = sys::dev_null() else { sys::exit_now(71) };
+    let Ok(null) = sys::dev_null() else {
+        sys::exit_now(71)
+    };
     for &fd in live.iter() {
         sys::release_fd(fd, null.as_fd());
     }
@@ -483,26 +489,38 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
     }
 }
 
-/// Daemon children die with their parent, even when it is SIGKILLed.
+/// Daemon children die with their parent process, however it ends (even by SIGKILL).
 fn die_with_parent(parent: u32, parent_thread_is_main: bool) {
-    match sys::die_with_parent(parent) {
-        Ok(true) => {}
-        _ => sys::exit_now(70), // the parent is already gone
+    // The kernel's parent-death signal fires when the *thread* that made us ends: exact when that
+    // is the main thread (its end is the process's end), wrong for any other thread.
+    if parent_thread_is_main && sys::kill_me_when_parent_thread_ends().is_err() {
+        sys::exit_now(70);
+    }
+    // Opened before the check below, so the parent cannot die unseen in between.
+    let watch = if parent_thread_is_main {
+        None
+    } else {
+        sys::pidfd_open(parent).ok()
+    };
+    if !sys::parent_is(parent) {
+        sys::exit_now(70); // already gone
     }
     if parent_thread_is_main {
-        return; // the kernel's parent-death signal covers it
+        return;
     }
-    // The kernel signal fires when the *thread* that made us ends; watch the process instead.
-    let Ok(pidfd) = sys::pidfd_open(parent) else {
+    let Some(pidfd) = watch else {
         sys::exit_now(70)
     };
-    let _ = std::thread::Builder::new()
+    let watcher = std::thread::Builder::new()
         .name("procactor-daemon-watch".into())
         .spawn(move || {
             let _ = sys::wait_readable(&[pidfd.as_fd()], None);
             // SAFETY: raising SIGKILL on ourselves has no preconditions.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         });
+    if watcher.is_err() {
+        sys::exit_now(70);
+    }
 }
 
 thread_local! {

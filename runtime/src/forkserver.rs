@@ -20,6 +20,8 @@ struct Server {
     /// The process that launched it: a `Fork` child inherits this entry but must use a server
     /// of its own (the inherited channel was released at the fork).
     owner: u32,
+    /// Whether the thread that launched it is the main thread (see `bootstrap::die_with_parent`).
+    from_main_thread: bool,
     ctl: Channel,
     // Kept so that the server is reaped when replaced (and so it is not an orphan handle).
     _process: ProcessHandle<()>,
@@ -52,6 +54,16 @@ pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Starte
     })
 }
 
+/// Whether children forked by this process's server are children of its main thread (the thread
+/// that launched the server, or that will launch it now).
+pub(crate) fn launched_from_main_thread() -> bool {
+    let guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_ref().filter(|s| s.owner == sys::getpid()) {
+        Some(server) => server.from_main_thread,
+        None => sys::gettid() == sys::getpid(),
+    }
+}
+
 fn launch(spec: &Spec) -> Result<Server> {
     let (ctl, theirs) = Channel::pair()?;
     let process = Process::new(serve, Fd(theirs.into_fd()))
@@ -61,7 +73,12 @@ fn launch(spec: &Spec) -> Result<Server> {
         .start_timeout(spec.start_timeout)
         .internal()
         .start()?;
-    Ok(Server { owner: sys::getpid(), ctl, _process: process })
+    Ok(Server {
+        owner: sys::getpid(),
+        from_main_thread: sys::gettid() == sys::getpid(),
+        ctl,
+        _process: process,
+    })
 }
 
 fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {

@@ -55,9 +55,17 @@ fn collector() -> Option<Arc<Collector>> {
         return Some(c.clone());
     }
     let (read, write) = Pipe::<Record>::simplex().ok()?;
-    let c = Arc::new(Collector { owner: sys::getpid(), read, write, emitting: Mutex::new(()) });
+    let c = Arc::new(Collector {
+        owner: sys::getpid(),
+        read,
+        write,
+        emitting: Mutex::new(()),
+    });
     let for_thread = c.clone();
-    std::thread::Builder::new().name("procactor-logs".into()).spawn(move || collect(&for_thread)).ok()?;
+    std::thread::Builder::new()
+        .name("procactor-logs".into())
+        .spawn(move || collect(&for_thread))
+        .ok()?;
     *slot = Some(c.clone());
     Some(c)
 }
@@ -70,7 +78,10 @@ pub(crate) fn sink() -> Option<Sink> {
     }
     let c = collector()?;
     let conn = c.write.try_clone().ok()?;
-    Some(Sink { conn, max_level: max_level as usize })
+    Some(Sink {
+        conn,
+        max_level: max_level as usize,
+    })
 }
 
 /// Threads the runtime itself runs in this process (for the fork-safety warning).
@@ -173,12 +184,19 @@ pub(crate) fn install(sink: Option<Sink>) {
         *dest = None;
         return;
     };
-    *dest = Some(Destination { conn: sink.conn, name: me.name, pid: me.pid });
+    *dest = Some(Destination {
+        conn: sink.conn,
+        name: me.name,
+        pid: me.pid,
+    });
     drop(dest);
     // Fails when a logger is already set: in a fork server's child, it is ours (and reads the
     // slot just replaced); in a `Fork` child, it is the parent's copy (see the module docs).
     let ours = log::set_logger(&FORWARDER).is_ok()
-        || std::ptr::addr_eq(log::logger() as *const dyn log::Log, &FORWARDER as *const Forwarder);
+        || std::ptr::addr_eq(
+            log::logger() as *const dyn log::Log,
+            &FORWARDER as *const Forwarder,
+        );
     if ours {
         let filter = [
             log::LevelFilter::Off,

@@ -199,7 +199,9 @@ impl<T> Connection<T> {
 
     fn recv_bytes_into_wait(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.check(false)?;
-        let inline = self.chan.recv_large_into(wait, buf, |frame| Ok((!frame.large).then(|| frame.payload.to_vec())))?;
+        let inline = self.chan.recv_large_into(wait, buf, |frame| {
+            Ok((!frame.large).then(|| frame.payload.to_vec()))
+        })?;
         if let Some(bytes) = inline {
             buf.clear();
             buf.extend_from_slice(&bytes);
@@ -266,6 +268,10 @@ impl<T> Connection<T> {
 impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// Sends one value. Handles inside `value` (other `Connection`s...) go with it;
     /// [`Error::Disconnected`] if the other end is gone.
+    ///
+    /// Byte buffers are best sent as `serde_bytes::ByteBuf` (or with
+    /// [`send_bytes`](Connection::send_bytes)): serde encodes a plain `Vec<u8>` one value per
+    /// byte, which is many times slower for large buffers.
     ///
     /// Like an OS pipe, it blocks while the other end's buffer (about 200 KiB) is full. A message
     /// above 64 KiB is handed over on a stream of its own *while the receiver reads it*: `send`
@@ -385,7 +391,12 @@ impl<T> Connection<T> {
     /// ```
     pub fn try_clone(&self) -> Result<Self> {
         let chan = self.chan.try_clone()?;
-        Ok(Connection { chan, mode: self.mode, fingerprint: self.fingerprint, _t: PhantomData })
+        Ok(Connection {
+            chan,
+            mode: self.mode,
+            fingerprint: self.fingerprint,
+            _t: PhantomData,
+        })
     }
 }
 
@@ -395,7 +406,8 @@ impl<T> Clone for Connection<T> {
     /// # Panics
     /// If the process is out of file descriptors.
     fn clone(&self) -> Self {
-        self.try_clone().expect("duplicating a Connection's descriptor")
+        self.try_clone()
+            .expect("duplicating a Connection's descriptor")
     }
 }
 

@@ -229,14 +229,16 @@ pub(crate) fn signal(pidfd: BorrowedFd, sig: i32) -> io::Result<()> {
     }
 }
 
-/// Asks the kernel to SIGKILL this process when its parent thread ends; `false` if the parent
-/// `expected_parent` is already gone (the caller then exits).
-pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<bool> {
-    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-    Ok(
-        rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
-            == Some(expected_parent),
-    )
+/// Asks the kernel to SIGKILL this process when the thread that created it ends.
+pub(crate) fn kill_me_when_parent_thread_ends() -> io::Result<()> {
+    Ok(rustix::process::set_parent_process_death_signal(Some(
+        Signal::KILL,
+    ))?)
+}
+
+/// Is `pid` still our parent (false once it died and we were re-parented)?
+pub(crate) fn parent_is(pid: u32) -> bool {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(pid)
 }
 
 pub(crate) fn getpid() -> u32 {
@@ -415,7 +417,11 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// Opens /dev/null, for [`release_fd`].
 pub(crate) fn dev_null() -> io::Result<OwnedFd> {
-    Ok(rustix::fs::open("/dev/null", rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC, rustix::fs::Mode::empty())?)
+    Ok(rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?)
 }
 
 /// In a forked child: lets go of what `fd` refers to (another pipe's socket) by pointing `fd` at

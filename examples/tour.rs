@@ -1,0 +1,192 @@
+//! A tour of what procactor can do, printing what happens. Run it with
+//! `cargo run --release --example tour`. It grows with every capability.
+
+use std::time::{Duration, Instant};
+
+use procactor::{Connection, Error, Pipe, Process, StartMethod};
+use serde_bytes::ByteBuf;
+
+/// The tour's own logger: prints every record (the children's arrive tagged with name and pid).
+struct PrintLogger;
+
+impl log::Log for PrintLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record) {
+        println!("    log {:<5} {}: {}", r.level(), r.target(), r.args());
+    }
+    fn flush(&self) {}
+}
+
+fn greet(name: String) -> String {
+    log::info!("greeting {name} from a child process");
+    format!("Hello, {name}! (from pid {})", std::process::id())
+}
+
+fn crash(how: String) -> u32 {
+    match how.as_str() {
+        "panic" => panic!("something went wrong in the child"),
+        "exit" => std::process::exit(3),
+        _ => loop {
+            std::thread::park();
+        },
+    }
+}
+
+/// Byte buffers travel as `serde_bytes::ByteBuf` (one copy), not `Vec<u8>` (a value per byte).
+fn echo(conn: Connection<ByteBuf>) -> usize {
+    let mut n = 0;
+    while let Ok(msg) = conn.recv() {
+        n += msg.len();
+        if conn.send(msg).is_err() {
+            break;
+        }
+    }
+    n
+}
+
+fn who(_: ()) -> String {
+    let me = procactor::current_process();
+    let parent = procactor::parent_process().map(|p| format!("{} (pid {})", p.name, p.pid));
+    format!(
+        "I am {} (pid {}), child of {}",
+        me.name,
+        me.pid,
+        parent.unwrap_or_default()
+    )
+}
+
+fn section(title: &str) {
+    println!("\n== {title}");
+}
+
+#[procactor::main]
+fn main() -> Result<(), Error> {
+    log::set_logger(&PrintLogger).expect("the tour's logger");
+    log::set_max_level(log::LevelFilter::Info);
+    println!(
+        "procactor tour: every child below is a separate OS process ({} CPUs)",
+        procactor::cpu_count()
+    );
+
+    section("Process: run a function in a child, get its value back");
+    let p = Process::new(greet, "World".to_string())
+        .name("greeter")
+        .start()?;
+    let said = p.join()?;
+    println!(
+        "  {} (pid {}) returned {said:?}; exitcode {:?}",
+        p.name(),
+        p.pid(),
+        p.exitcode()
+    );
+    let p = Process::new(who, ()).name("curious").start()?;
+    println!("  {}", p.join()?);
+
+    section("Start methods: spawn (re-exec), fork, fork server");
+    for method in [
+        StartMethod::Spawn,
+        StartMethod::Fork,
+        StartMethod::ForkServer,
+    ] {
+        // The first fork-server start also starts the server; time the second.
+        Process::new(|x: u32| x, 0)
+            .start_method(method)
+            .start()?
+            .join()?;
+        let t = Instant::now();
+        let v = Process::new(|x: u32| x * 2, 21)
+            .start_method(method)
+            .start()?
+            .join()?;
+        println!(
+            "  {:<10} start + join: {:>9.2?}  -> {v}",
+            format!("{method:?}"),
+            t.elapsed()
+        );
+    }
+
+    section("Failure is data: panics, exits and signals come back as errors");
+    for how in ["panic", "exit", "kill"] {
+        let p = Process::new(crash, how.to_string())
+            .name(format!("crash-{how}"))
+            .start()?;
+        if how == "kill" {
+            std::thread::sleep(Duration::from_millis(50));
+            p.kill()?;
+        }
+        match p.join() {
+            Err(e) => println!("  {how:>5}: {e}  (exitcode {:?})", p.exitcode()),
+            Ok(v) => println!("  {how:>5}: unexpectedly returned {v}"),
+        }
+    }
+    let p = Process::new(crash, "hang".to_string()).start()?;
+    let t = Instant::now();
+    let e = p.join_timeout(Duration::from_millis(100)).unwrap_err();
+    println!(
+        "  a hanging child: join_timeout gave {e:?} after {:.0?}; terminating it",
+        t.elapsed()
+    );
+    p.terminate()?;
+    println!("  then join: {}", p.join().unwrap_err());
+
+    section("Pipes: typed messages between processes");
+    let (here, there) = Pipe::<ByteBuf>::duplex()?;
+    let child = Process::new(echo, there).name("echo").start()?;
+    let t = Instant::now();
+    for i in 0..1000u32 {
+        here.send(ByteBuf::from(i.to_le_bytes().to_vec()))?;
+        here.recv()?;
+    }
+    println!("  1000 round trips: {:.1?} each", t.elapsed() / 1000);
+    let big = ByteBuf::from(vec![42u8; 64 << 20]);
+    let t = Instant::now();
+    here.send(big.clone())?;
+    let back = here.recv()?;
+    println!(
+        "  a 64 MiB message there and back, intact: {} ({:.0?})",
+        back == big,
+        t.elapsed()
+    );
+    drop(here);
+    println!(
+        "  dropped our end: the child saw the disconnect and returned {} bytes echoed",
+        child.join()?
+    );
+
+    let (here, there) = Pipe::<u64>::duplex()?;
+    let child = Process::new(crash, "hang".to_string()).start()?;
+    let holder = Process::new(|c: Connection<u64>| drop(c.recv()), there).start()?;
+    holder.kill()?;
+    println!(
+        "  the process holding the other end was killed: recv gives {:?}",
+        here.recv().unwrap_err()
+    );
+    let _ = holder.join();
+    child.kill()?;
+    let _ = child.join();
+
+    let (a, b) = Pipe::<u64>::duplex()?;
+    a.send_bytes(b"not a u64 at all")?;
+    a.send(7)?;
+    println!("  garbage arrives: {}", b.recv().unwrap_err());
+    println!("  and the next message is fine: {}", b.recv()?);
+
+    section("Daemons and active_children");
+    let d = Process::new(crash, "hang".to_string())
+        .name("daemon")
+        .daemon(true)
+        .start()?;
+    let names: Vec<String> = procactor::active_children()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    println!("  running children: {names:?} (a daemon dies with its parent, even on SIGKILL)");
+    d.kill()?;
+    let _ = d.join();
+    println!("  after kill + join: {:?}", procactor::active_children());
+
+    println!("\ntour done");
+    Ok(())
+}
