@@ -392,7 +392,11 @@ fn a_forked_child_has_runtime_state_of_its_own() {
 /// waits to be killed.
 fn middle_with_thread((report, method): (Connection<u32>, StartMethod)) {
     let daemon = std::thread::spawn(move || {
-        let p = Process::new(forever, ()).daemon(true).start_method(method).start().unwrap();
+        let p = Process::new(forever, ())
+            .daemon(true)
+            .start_method(method)
+            .start()
+            .unwrap();
         let pid = p.pid();
         std::mem::forget(p); // the thread ends; the process does not
         pid
@@ -408,7 +412,11 @@ fn middle_with_thread((report, method): (Connection<u32>, StartMethod)) {
 fn a_daemon_started_from_a_thread_outlives_the_thread_but_not_the_process() {
     for method in METHODS {
         let (rx, tx) = Pipe::<u32>::simplex().unwrap();
-        let m = reaped(Process::new(middle_with_thread, (tx, method)).start().unwrap());
+        let m = reaped(
+            Process::new(middle_with_thread, (tx, method))
+                .start()
+                .unwrap(),
+        );
         let daemon = rx.recv_timeout(BOUND).unwrap();
         let alive_after_thread = pid_alive(daemon);
         m.kill().unwrap();
@@ -418,7 +426,10 @@ fn a_daemon_started_from_a_thread_outlives_the_thread_but_not_the_process() {
             // SAFETY: kill(2) on the pid we were told about, to leave nothing behind.
             unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
         }
-        assert!(alive_after_thread, "{method:?}: the daemon died with the thread that started it");
+        assert!(
+            alive_after_thread,
+            "{method:?}: the daemon died with the thread that started it"
+        );
         assert!(died, "{method:?}: the daemon outlived its SIGKILLed parent");
     }
 }

@@ -278,7 +278,9 @@ fn start_error(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Re-executes this binary and hands the child its job once it has said hello.
+/// Re-executes this binary and hands it its job. A small job is written into the socket at once,
+/// so the child never waits for it; a large one only once the child has said hello (it would
+/// block until read, and a child that never reaches `init()` never reads).
 fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     let (chan, theirs) = Channel::pair()?;
     let pid = sys::spawn_self(
@@ -289,15 +291,33 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     drop(theirs);
     let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
     let started = Started { pid, pidfd, chan };
-    if let Err(e) = await_hello(spec, &started) {
+    let job = wire::fingerprint::<JobFrame>();
+    let early = payload.len() <= wire::INLINE_MAX;
+    let handshake = (|| {
+        let mut sent_early = false;
+        if early {
+            match started.chan.send(KIND_VALUE, job, payload, fds) {
+                Ok(()) => sent_early = true,
+                // The child already ended: the hello wait reports why.
+                Err(Error::Disconnected) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        await_hello(spec, &started)?;
+        if early && !sent_early {
+            return Err(start_error(spec.name, "the child closed its bootstrap socket"));
+        }
+        if !early {
+            started.chan.send(KIND_VALUE, job, payload, fds)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = handshake {
         // Never leave the child behind: kill and reap it before reporting.
         let _ = sys::signal(started.pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::reap(started.pidfd.as_fd(), true);
         return Err(e);
     }
-    started
-        .chan
-        .send(KIND_VALUE, wire::fingerprint::<JobFrame>(), payload, fds)?;
     Ok(started)
 }
 

@@ -282,9 +282,10 @@ pub(crate) fn cpu_count() -> usize {
     }
 }
 
-/// CPUs this process may run on (its affinity mask, e.g. under `taskset`).
+/// CPUs this process may run on (its affinity mask, e.g. under `taskset`). One syscall: std's
+/// `available_parallelism` also reads cgroup files, which costs a new child ~100 us.
 pub(crate) fn usable_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count().max(1) as usize)
 }
 
 /// Raises the soft limit on open files to the hard limit: every pipe end is a descriptor.
