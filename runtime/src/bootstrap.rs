@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::logs;
+use crate::per_process::PerProcess;
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Wait, KIND_VALUE};
 
@@ -210,11 +211,11 @@ pub(crate) struct ChildInfo {
     pub parent_name: String,
 }
 
-// Not a OnceLock: a fork server's children replace the server's own entry.
-static CHILD: std::sync::Mutex<Option<ChildInfo>> = std::sync::Mutex::new(None);
+// Per process: a fork server's children (and forked copies) get their own entry.
+static CHILD: PerProcess<Option<ChildInfo>> = PerProcess::new(|| None);
 
 pub(crate) fn child_info() -> Option<ChildInfo> {
-    CHILD.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    CHILD.lock().clone()
 }
 
 /// The function-pointer type of a job's entry point: decodes the argument, runs the user's
@@ -305,7 +306,10 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
         }
         await_hello(spec, &started)?;
         if early && !sent_early {
-            return Err(start_error(spec.name, "the child closed its bootstrap socket"));
+            return Err(start_error(
+                spec.name,
+                "the child closed its bootstrap socket",
+            ));
         }
         if !early {
             started.chan.send(KIND_VALUE, job, payload, fds)?;
@@ -491,7 +495,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
             Failure::Start("the child runs a different binary than its parent".into()),
         );
     }
-    *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(ChildInfo {
+    *CHILD.lock() = Some(ChildInfo {
         name: h.name.clone(),
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,

@@ -7,27 +7,26 @@
 //! with the program.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::bootstrap::{self, Spec, StartMethod, Started};
 use crate::error::{Error, Result};
+use crate::per_process::PerProcess;
 use crate::process::{Process, ProcessHandle};
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
 struct Server {
-    /// The process that launched it: a `Fork` child inherits this entry but must use a server
-    /// of its own (the inherited channel was released at the fork).
-    owner: u32,
     /// Whether the thread that launched it is the main thread (see `bootstrap::die_with_parent`).
     from_main_thread: bool,
     ctl: Channel,
-    // Kept so that the server is reaped when replaced (and so it is not an orphan handle).
-    _process: ProcessHandle<()>,
+    // Kept to kill the server when it is replaced (it is then reaped like any dropped handle).
+    process: ProcessHandle<()>,
 }
 
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// Per process: a `Fork` child inherits the entry, but its channel was released at the fork; it
+/// launches a server of its own.
+static SERVER: PerProcess<Option<Server>> = PerProcess::new(|| None);
 
 struct Request;
 
@@ -36,16 +35,26 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Forks a child through the server (started, or restarted if it died, on demand).
 pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
-    let mut guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = SERVER.lock();
     for attempt in 0..2 {
-        if guard.as_ref().is_none_or(|s| s.owner != sys::getpid()) {
+        if guard.is_none() {
             *guard = Some(launch(spec)?);
         }
         let server = guard.as_ref().expect("just set");
         match request(server, spec, payload, fds) {
-            // A dead server (killed, or gone with an OOM) is replaced once.
-            Err(Error::Disconnected) if attempt == 0 => *guard = None,
-            other => return other,
+            // The server answered (a child, or why not): it is in step for the next request.
+            Ok(started) => return Ok(started),
+            Err(e @ Error::Start { .. }) => return Err(e),
+            Err(e) => {
+                // Gone (killed, OOM) or out of step (a late reply would answer the next request):
+                // replace it, and retry once if it was simply gone.
+                if let Some(old) = guard.take() {
+                    let _ = old.process.kill();
+                }
+                if attempt > 0 || !matches!(e, Error::Disconnected) {
+                    return Err(e);
+                }
+            }
         }
     }
     Err(Error::Start {
@@ -57,8 +66,8 @@ pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Starte
 /// Whether children forked by this process's server are children of its main thread (the thread
 /// that launched the server, or that will launch it now).
 pub(crate) fn launched_from_main_thread() -> bool {
-    let guard = SERVER.lock().unwrap_or_else(|p| p.into_inner());
-    match guard.as_ref().filter(|s| s.owner == sys::getpid()) {
+    let guard = SERVER.lock();
+    match guard.as_ref() {
         Some(server) => server.from_main_thread,
         None => sys::gettid() == sys::getpid(),
     }
@@ -74,10 +83,9 @@ fn launch(spec: &Spec) -> Result<Server> {
         .internal()
         .start()?;
     Ok(Server {
-        owner: sys::getpid(),
         from_main_thread: sys::gettid() == sys::getpid(),
         ctl,
-        _process: process,
+        process,
     })
 }
 

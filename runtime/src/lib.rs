@@ -2,7 +2,7 @@
 //! facade crate, which re-exports everything public here.
 //!
 //! Modules, bottom up (a module uses only those above it):
-//! `error` → `sys` (every syscall) → `wire` (frames, descriptors in messages) → `pipe` →
+//! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
 //! `process`.
 
@@ -12,6 +12,7 @@ mod bootstrap;
 mod error;
 mod forkserver;
 mod logs;
+mod per_process;
 mod pipe;
 mod process;
 mod sys;

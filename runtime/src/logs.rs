@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::per_process::PerProcess;
 use crate::pipe::{Connection, Pipe};
-use crate::sys;
 
 /// One log record, as it crosses the process boundary.
 #[derive(Serialize, Deserialize)]
@@ -38,25 +38,22 @@ pub(crate) struct Sink {
 }
 
 struct Collector {
-    /// The process it serves: a `Fork` child inherits this entry but not the thread, and makes
-    /// its own.
-    owner: u32,
     read: Connection<Record>,
     write: Connection<Record>,
     // Taken by whoever is emitting records, so that the order of each child's records is kept.
     emitting: Mutex<()>,
 }
 
-static COLLECTOR: Mutex<Option<Arc<Collector>>> = Mutex::new(None);
+/// Per process: a `Fork` child inherits the collector but not its thread, and makes its own.
+static COLLECTOR: PerProcess<Option<Arc<Collector>>> = PerProcess::new(|| None);
 
 fn collector() -> Option<Arc<Collector>> {
-    let mut slot = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = slot.as_ref().filter(|c| c.owner == sys::getpid()) {
+    let mut slot = COLLECTOR.lock();
+    if let Some(c) = slot.as_ref() {
         return Some(c.clone());
     }
     let (read, write) = Pipe::<Record>::simplex().ok()?;
     let c = Arc::new(Collector {
-        owner: sys::getpid(),
         read,
         write,
         emitting: Mutex::new(()),
@@ -86,8 +83,7 @@ pub(crate) fn sink() -> Option<Sink> {
 
 /// Threads the runtime itself runs in this process (for the fork-safety warning).
 pub(crate) fn service_threads() -> usize {
-    let slot = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner());
-    usize::from(slot.as_ref().is_some_and(|c| c.owner == sys::getpid()))
+    usize::from(COLLECTOR.lock().is_some())
 }
 
 fn collect(c: &Collector) {
@@ -99,8 +95,8 @@ fn collect(c: &Collector) {
 /// Emits every record already received (called by `join`, so a child's records come before its
 /// result).
 pub(crate) fn drain() {
-    let c = COLLECTOR.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Some(c) = c.filter(|c| c.owner == sys::getpid()) {
+    let c = COLLECTOR.lock().clone();
+    if let Some(c) = c {
         drain_from(&c);
     }
 }
@@ -137,7 +133,7 @@ fn emit(r: &Record) {
 
 /// Where this child's records go. A slot rather than fields of the logger: the `log` crate's
 /// logger is set once per process image, and a fork server's children inherit the server's.
-static FORWARD_TO: Mutex<Option<Destination>> = Mutex::new(None);
+static FORWARD_TO: PerProcess<Option<Destination>> = PerProcess::new(|| None);
 
 struct Destination {
     conn: Connection<Record>,
@@ -158,7 +154,7 @@ impl log::Log for Forwarder {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let dest = FORWARD_TO.lock().unwrap_or_else(|p| p.into_inner());
+        let dest = FORWARD_TO.lock();
         let Some(dest) = dest.as_ref() else { return };
         // A parent that is gone cannot be told; logging must never fail the child.
         let _ = dest.conn.send(Record {
@@ -179,7 +175,7 @@ impl log::Log for Forwarder {
 /// In a child: forward this process's `log` records to the parent.
 pub(crate) fn install(sink: Option<Sink>) {
     let me = crate::process::current_process();
-    let mut dest = FORWARD_TO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut dest = FORWARD_TO.lock();
     let Some(sink) = sink else {
         *dest = None;
         return;

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{self, Failure, Outcome, Spec, StartMethod};
 use crate::error::{Error, Result};
 use crate::logs;
+use crate::per_process::PerProcess;
 use crate::sys::{self, ExitStatus};
 use crate::wire::{Channel, Wait};
 
@@ -180,7 +181,6 @@ where
         // `self.args` drops here: the parent's copies of handles given to the child close now,
         // so the child's death is seen as a disconnect.
         let core = Arc::new(Core {
-            owner: sys::getpid(),
             name,
             pid: started.pid,
             pidfd: started.pidfd,
@@ -199,8 +199,6 @@ where
 
 /// What the parent knows of one child, shared by its handle and the children registry.
 struct Core {
-    /// The process that started it: a `Fork` child inherits the registry but not the children.
-    owner: u32,
     name: String,
     pid: u32,
     pidfd: OwnedFd,
@@ -244,16 +242,17 @@ impl Core {
     }
 }
 
+/// This process's children (a forked copy starts with none: see `per_process`).
+static CHILDREN: PerProcess<Vec<Arc<Core>>> = PerProcess::new(Vec::new);
+
 fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Core>>> {
-    static CHILDREN: Mutex<Vec<Arc<Core>>> = Mutex::new(Vec::new());
-    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+    CHILDREN.lock()
 }
 
-/// Reaps children that ended, and forgets those no handle refers to any more (and, in a forked
-/// copy, the parent's).
+/// Reaps the children whose handles were dropped, once they have ended.
 fn reap_finished() {
-    let me = sys::getpid();
-    children().retain(|c| c.owner == me && (c.poll_status().is_none() || Arc::strong_count(c) > 1));
+    // A child with a handle is that handle's business: only orphaned entries are polled.
+    children().retain(|c| Arc::strong_count(c) > 1 || c.poll_status().is_none());
 }
 
 /// The child's report, as far as the parent has read it.

@@ -97,8 +97,9 @@ pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> 
                         "too many descriptors",
                     ));
                 }
-                // Every record we send has a header, so zero bytes means the peer closed.
-                if msg.bytes == 0 && fds.is_empty() {
+                // Zero bytes: the peer closed, or a stranger sent an empty record (ours always
+                // have a header). Only a real close sets RDHUP.
+                if msg.bytes == 0 && fds.is_empty() && peer_closed(fd) {
                     return Ok(Recv::Eof);
                 }
                 return Ok(Recv::Record(msg.bytes, fds));
@@ -108,6 +109,21 @@ pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> 
             Err(Errno::CONNRESET) => return Ok(Recv::Eof),
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// True once the peer of a connected socket has closed (or shut down) its end.
+fn peer_closed(fd: BorrowedFd) -> bool {
+    let mut pfd = [PollFd::new(&fd, PollFlags::RDHUP)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match poll(&mut pfd, Some(&zero)) {
+        Ok(_) => pfd[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP),
+        Err(_) => true,
     }
 }
 
