@@ -26,6 +26,15 @@ impl log::Log for Capture {
 
 static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
 
+fn capture() -> &'static Capture {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        log::set_logger(&CAPTURE).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+    });
+    &CAPTURE
+}
+
 fn chatty(n: u32) -> u32 {
     log::info!(target: "chatty", "hello number {n}");
     log::warn!("careful");
@@ -35,8 +44,7 @@ fn chatty(n: u32) -> u32 {
 
 #[test]
 fn child_records_reach_the_parent_logger_tagged_before_join_returns() {
-    log::set_logger(&CAPTURE).unwrap();
-    log::set_max_level(log::LevelFilter::Info);
+    capture();
     for (i, method) in [StartMethod::Spawn, StartMethod::ForkServer]
         .into_iter()
         .enumerate()
@@ -65,4 +73,31 @@ fn child_records_reach_the_parent_logger_tagged_before_join_returns() {
         assert_eq!(mine[1].2, format!("{tag} careful"));
         assert_eq!(mine[1].1, "logs", "the child's own target is kept");
     }
+}
+
+fn noop(_: ()) {}
+
+#[test]
+fn forking_a_process_with_other_threads_logs_a_warning() {
+    let capture = capture();
+    // This test binary runs tests on threads; add one more that surely lives during the fork.
+    let (stop, parked) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || parked.recv_timeout(common::BOUND));
+    let p = Process::new(noop, ())
+        .start_method(StartMethod::Fork)
+        .start()
+        .unwrap();
+    p.join_timeout(common::BOUND).unwrap();
+    stop.send(()).unwrap();
+    let _ = other.join();
+    let got = capture.0.lock().unwrap().clone();
+    let warning = got
+        .iter()
+        .find(|(_, target, _)| target == "procactor::bootstrap");
+    let (level, _, message) = warning.expect("a fork-safety warning");
+    assert_eq!(*level, log::Level::Warn);
+    assert!(
+        message.contains("other threads") && message.contains("ForkServer"),
+        "{message}"
+    );
 }

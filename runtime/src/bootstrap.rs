@@ -102,7 +102,6 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 ///     procactor::init();
 ///     // ... start processes ...
 /// }
-/// # main();
 /// ```
 pub fn init() {
     if let Some(boot) = std::env::var_os(BOOT_ENV) {
