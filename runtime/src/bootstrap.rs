@@ -98,10 +98,10 @@ static INITIALIZED: AtomicBool = AtomicBool::new(false);
 /// come first: anything before it runs again in every spawned child.
 ///
 /// ```
-/// fn main() {
-///     procactor::init();
-///     // ... start processes ...
-/// }
+/// procactor::init(); // the first line of `fn main()`
+/// let p = procactor::Process::new(|x: u32| x + 1, 1).start()?;
+/// assert_eq!(p.join()?, 2);
+/// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn init() {
     if let Some(boot) = std::env::var_os(BOOT_ENV) {
