@@ -42,7 +42,8 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Sends one record made of `parts`, with `fds` attached. Blocks while the peer's buffer is full.
 pub(crate) fn send_record(fd: BorrowedFd, parts: &[IoSlice], fds: &[BorrowedFd]) -> io::Result<()> {
-    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    // On the stack, sized for the most a message may carry: no allocation per send.
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     loop {
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
