@@ -318,7 +318,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.recv_wait(Wait::Forever)
     }
 
-    /// Receives one value, waiting at most `timeout` ([`Error::Timeout`] after).
+    /// Receives one value, waiting at most `timeout` for it to begin arriving
+    /// ([`Error::Timeout`] after). A large message that has begun is read to its end, or until
+    /// its sender dies: taking half of it would lose the message.
     ///
     /// ```
     /// use std::time::Duration;

@@ -217,11 +217,7 @@ impl Core {
     }
 
     fn wait_status(&self, wait: Wait) -> Result<ExitStatus> {
-        let deadline = match wait {
-            Wait::Forever => None,
-            Wait::Until(d) => Some(d),
-            Wait::No => Some(std::time::Instant::now()),
-        };
+        let deadline = wait.deadline();
         loop {
             if let Some(s) = self.poll_status() {
                 return Ok(s);
@@ -229,7 +225,7 @@ impl Core {
             let ready = sys::wait_readable(&[self.pidfd.as_fd()], deadline)
                 .map_err(|e| Error::io("poll", e))?;
             if ready.is_none() {
-                return Err(Error::Timeout(Duration::ZERO));
+                return Err(wait.expired());
             }
         }
     }
@@ -325,10 +321,7 @@ impl<R: DeserializeOwned> ProcessHandle<R> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<R> {
-        self.join_wait(Wait::timeout(timeout)).map_err(|e| match e {
-            Error::Timeout(_) => Error::Timeout(timeout),
-            e => e,
-        })
+        self.join_wait(Wait::timeout(timeout))
     }
 
     fn join_wait(&self, wait: Wait) -> Result<R> {

@@ -171,22 +171,36 @@ pub(crate) struct Frame<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Wait {
     Forever,
-    Until(Instant),
+    /// Until `deadline`; `asked` is the timeout the caller gave, for the error it gets.
+    Until {
+        deadline: Instant,
+        asked: Duration,
+    },
     /// Do not block at all.
     No,
 }
 
 impl Wait {
-    pub(crate) fn timeout(d: Duration) -> Wait {
-        Instant::now()
-            .checked_add(d)
-            .map_or(Wait::Forever, Wait::Until)
+    pub(crate) fn timeout(asked: Duration) -> Wait {
+        match Instant::now().checked_add(asked) {
+            Some(deadline) => Wait::Until { deadline, asked },
+            None => Wait::Forever,
+        }
     }
-    fn deadline(self) -> Option<Instant> {
+
+    pub(crate) fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Forever => None,
-            Wait::Until(d) => Some(d),
+            Wait::Until { deadline, .. } => Some(deadline),
             Wait::No => Some(Instant::now()),
+        }
+    }
+
+    /// The error for a wait that ran out: it names the timeout the caller asked for.
+    pub(crate) fn expired(self) -> Error {
+        match self {
+            Wait::Until { asked, .. } => Error::Timeout(asked),
+            _ => Error::Timeout(Duration::ZERO),
         }
     }
 }
@@ -376,12 +390,12 @@ impl Channel {
             let nonblocking = match wait {
                 Wait::Forever => false,
                 Wait::No => true,
-                Wait::Until(deadline) => {
+                Wait::Until { deadline, .. } => {
                     if sys::wait_readable(&[fd], Some(deadline))
                         .map_err(io)?
                         .is_none()
                     {
-                        return Err(Error::Timeout(timeout_of(wait)));
+                        return Err(wait.expired());
                     }
                     true
                 }
@@ -389,20 +403,11 @@ impl Channel {
             match sys::recv_record(fd, buf, nonblocking).map_err(io)? {
                 sys::Recv::Record(n, fds) => return Ok((n, fds)),
                 sys::Recv::Eof => return Err(Error::Disconnected),
-                sys::Recv::WouldBlock if matches!(wait, Wait::No) => {
-                    return Err(Error::Timeout(Duration::ZERO))
-                }
+                sys::Recv::WouldBlock if matches!(wait, Wait::No) => return Err(wait.expired()),
                 // Another thread took the record we were woken for: wait again.
                 sys::Recv::WouldBlock => {}
             }
         }
-    }
-}
-
-fn timeout_of(wait: Wait) -> Duration {
-    match wait {
-        Wait::Until(d) => d.saturating_duration_since(Instant::now()),
-        _ => Duration::ZERO,
     }
 }
 
