@@ -436,3 +436,27 @@ fn a_daemon_started_from_a_thread_outlives_the_thread_but_not_the_process() {
         assert!(died, "{method:?}: the daemon outlived its SIGKILLed parent");
     }
 }
+
+/// Ignores SIGCHLD (so the kernel reaps children itself), then starts and joins a child.
+fn join_with_sigchld_ignored(_: ()) -> (u64, bool, Option<i32>, String) {
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let value = Process::new(square, 7)
+        .start()
+        .unwrap()
+        .join_timeout(BOUND)
+        .unwrap();
+    let silent = Process::new(exit_with, 5).start().unwrap();
+    let err = silent.join_timeout(BOUND).unwrap_err();
+    (value, silent.is_alive(), silent.exitcode(), err.to_string())
+}
+
+#[test]
+fn a_child_reaped_by_someone_else_does_not_hang_join() {
+    let p = reaped(Process::new(join_with_sigchld_ignored, ()).start().unwrap());
+    let (value, alive, exitcode, err) = p.join_timeout(BOUND).expect("join must not hang");
+    assert_eq!(value, 49, "a reported value still comes back");
+    assert!(!alive);
+    assert_eq!(exitcode, None, "the status is unknown, not invented");
+    assert!(err.contains("exit status was collected elsewhere"), "{err}");
+}

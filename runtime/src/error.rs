@@ -87,6 +87,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The child ended, but its exit status went elsewhere: the program set SIGCHLD to SIG_IGN
+    /// (the kernel then reaps children itself), or called `wait()` outside procactor.
+    #[error(
+        "process {name:?} (pid {pid}) ended, but its exit status was collected elsewhere \
+         (SIGCHLD ignored, or a wait() outside procactor)"
+    )]
+    StatusLost {
+        /// The child's name.
+        name: String,
+        /// The child's pid.
+        pid: u32,
+    },
+
     /// A child could not be started, or could not be bootstrapped (missing `procactor::init()`,
     /// a different binary, a start-up timeout).
     #[error("could not start process {name:?}: {reason}")]

@@ -366,6 +366,7 @@ impl<R: DeserializeOwned> ProcessHandle<R> {
                     _ => match status {
                         ExitStatus::Signal(signal) => Error::Killed { name, pid, signal },
                         ExitStatus::Code(code) => Error::Exited { name, pid, code },
+                        ExitStatus::Lost => Error::StatusLost { name, pid },
                     },
                 };
                 *slot = other; // failures stay, and are reported again by the next join
@@ -418,7 +419,8 @@ impl<R> ProcessHandle<R> {
     }
 
     /// Python's `exitcode`: `None` while running, else the exit code, or minus the signal
-    /// number that killed it.
+    /// number that killed it. Also `None` if the status was collected elsewhere (see
+    /// [`Error::StatusLost`]); `is_alive` tells the two apart.
     ///
     /// ```
     /// # procactor::init();
@@ -429,10 +431,12 @@ impl<R> ProcessHandle<R> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn exitcode(&self) -> Option<i32> {
-        self.core.poll_status().map(|s| match s {
-            ExitStatus::Code(c) => c,
-            ExitStatus::Signal(s) => -s,
-        })
+        match self.core.poll_status()? {
+            ExitStatus::Code(c) => Some(c),
+            ExitStatus::Signal(s) => Some(-s),
+            // Ended, but nobody told us how (see `Error::StatusLost`).
+            ExitStatus::Lost => None,
+        }
     }
 
     /// Sends SIGTERM. A no-op if the child has already ended.

@@ -204,6 +204,9 @@ pub(crate) fn wait_readable(
 pub(crate) enum ExitStatus {
     Code(i32),
     Signal(i32),
+    /// It ended, but its status went to someone else: SIGCHLD set to SIG_IGN (the kernel then
+    /// reaps children itself), or a `wait()` outside procactor.
+    Lost,
 }
 
 /// Opens a pidfd on our child `pid`.
@@ -231,6 +234,13 @@ pub(crate) fn reap(pidfd: BorrowedFd, block: bool) -> io::Result<Option<ExitStat
                 return Ok(Some(ExitStatus::Code(st.exit_status().unwrap_or(0))));
             }
             Err(Errno::INTR) => continue,
+            // Not waitable: taken elsewhere once it ended (a pidfd is readable from then on).
+            Err(Errno::CHILD)
+                if !block && wait_readable(&[pidfd], Some(Instant::now()))?.is_none() =>
+            {
+                return Ok(None)
+            }
+            Err(Errno::CHILD) => return Ok(Some(ExitStatus::Lost)),
             Err(e) => return Err(e.into()),
         }
     }
