@@ -289,7 +289,7 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     )
     .map_err(|e| start_error(spec.name, format!("posix_spawn of /proc/self/exe: {e}")))?;
     drop(theirs);
-    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+    let pidfd = pidfd_of_new_child(pid)?;
     let started = Started { pid, pidfd, chan };
     let job = wire::fingerprint::<JobFrame>();
     let early = payload.len() <= wire::INLINE_MAX;
@@ -392,7 +392,7 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
         Ok(Some(pid)) => {
             drop(live);
             drop(theirs);
-            let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+            let pidfd = pidfd_of_new_child(pid)?;
             Ok(Started { pid, pidfd, chan })
         }
         Err(e) => {
@@ -413,6 +413,15 @@ pub(crate) fn release_inherited_channels(live: &mut std::collections::BTreeSet<R
         sys::release_fd(fd, null.as_fd());
     }
     live.clear();
+}
+
+/// A pidfd on a child just made. Without one it could not be waited for or signalled safely, so
+/// it is killed and reaped before the error is returned: nothing is left behind.
+pub(crate) fn pidfd_of_new_child(pid: u32) -> Result<OwnedFd> {
+    sys::pidfd_open(pid).map_err(|e| {
+        sys::kill_and_reap(pid);
+        Error::io("pidfd_open", e)
+    })
 }
 
 /// Borrows a descriptor listed by `wire::encode` for a value that is alive for the whole call.

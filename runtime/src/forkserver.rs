@@ -106,7 +106,7 @@ fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Resul
         name: spec.name.into(),
         reason,
     })?;
-    let pidfd = sys::pidfd_open(pid).map_err(|e| Error::io("pidfd_open", e))?;
+    let pidfd = bootstrap::pidfd_of_new_child(pid)?;
     Ok(Started { pid, pidfd, chan })
 }
 

@@ -218,6 +218,15 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Kills and reaps our child `pid` when no pidfd could be had for it. By pid, safely: an unreaped
+/// child keeps its pid, so it cannot name another process.
+pub(crate) fn kill_and_reap(pid: u32) {
+    if let Some(pid) = Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(pid, Signal::KILL);
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
+}
+
 /// Reaps the child behind `pidfd` if it has ended (or waits for it when `block`).
 pub(crate) fn reap(pidfd: BorrowedFd, block: bool) -> io::Result<Option<ExitStatus>> {
     let mut opts = WaitIdOptions::EXITED;
