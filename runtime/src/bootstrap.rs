@@ -384,7 +384,10 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     match unsafe { sys::fork_child(ForkKind::Fork) } {
         Ok(None) => {
             let out = dup_or_exit(theirs.as_fd());
-            let args: Vec<OwnedFd> = fds.iter().map(|&fd| dup_or_exit(borrow(fd))).collect();
+            let args: Vec<OwnedFd> = fds
+                .iter()
+                .map(|&fd| dup_or_exit(wire::borrow_collected(fd)))
+                .collect();
             release_inherited_channels(&mut live);
             drop(live);
             run_job(Channel::from_fd(out), payload, args)
@@ -424,12 +427,6 @@ pub(crate) fn pidfd_of_new_child(pid: u32) -> Result<OwnedFd> {
     })
 }
 
-/// Borrows a descriptor listed by `wire::encode` for a value that is alive for the whole call.
-pub(crate) fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: callers pass descriptors collected from handles that outlive the borrow.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
 fn dup_or_exit(fd: BorrowedFd) -> OwnedFd {
     sys::dup(fd).unwrap_or_else(|_| sys::exit_now(71))
 }
@@ -454,7 +451,7 @@ fn run_spawned_child(boot: &str) -> ! {
     // yet: this is the first line of main (or a constructor).
     std::env::remove_var(BOOT_ENV);
     let fd: RawFd = match boot.parse() {
-        Ok(fd) if fd > 2 && sys::is_open(borrow(fd)) => fd,
+        Ok(fd) if fd > 2 && sys::is_open(fd) => fd,
         _ => {
             eprintln!("procactor: {BOOT_ENV}={boot:?} does not name an inherited socket; exiting");
             sys::exit_now(70)

@@ -104,6 +104,14 @@ impl<'de> Deserialize<'de> for Fd {
     }
 }
 
+/// Borrows a descriptor that [`encode`] collected. Only for the duration of sending the encoded
+/// value (or, in a forked child, of duplicating it), while the value that owns it is alive.
+pub(crate) fn borrow_collected<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: `encode` took this number from a live handle inside the value being sent, and the
+    // callers use the borrow only while that value is borrowed by them.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
 /// Encodes `value` (postcard), collecting the descriptors of the handles inside it.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
     let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
@@ -282,11 +290,7 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        // SAFETY: the descriptors come from handles borrowed by the caller for this whole call.
-        let borrowed: Vec<BorrowedFd> = fds
-            .iter()
-            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
-            .collect();
+        let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
         if payload.len() <= INLINE_MAX {
