@@ -103,19 +103,21 @@ pub(crate) fn drain() {
 
 fn drain_from(c: &Collector) {
     let _emitting = c.emitting.lock().unwrap_or_else(|p| p.into_inner());
-    while let Ok(Some(r)) = c.read.try_recv() {
-        emit(&r);
+    loop {
+        match c.read.try_recv() {
+            Ok(Some(r)) => emit(&r),
+            // A record that does not decode is skipped: the ones behind it still count.
+            Err(crate::Error::Decode { .. }) => continue,
+            Ok(None) | Err(_) => return,
+        }
     }
 }
 
+/// Levels travel as their numbers (`Level as usize`: Error = 1 ... Trace = 5).
 fn level_of(n: usize) -> log::Level {
-    match n {
-        1 => log::Level::Error,
-        2 => log::Level::Warn,
-        3 => log::Level::Info,
-        4 => log::Level::Debug,
-        _ => log::Level::Trace,
-    }
+    log::Level::iter()
+        .nth(n.saturating_sub(1))
+        .unwrap_or(log::Level::Trace)
 }
 
 fn emit(r: &Record) {
@@ -194,14 +196,9 @@ pub(crate) fn install(sink: Option<Sink>) {
             &FORWARDER as *const Forwarder,
         );
     if ours {
-        let filter = [
-            log::LevelFilter::Off,
-            log::LevelFilter::Error,
-            log::LevelFilter::Warn,
-            log::LevelFilter::Info,
-            log::LevelFilter::Debug,
-            log::LevelFilter::Trace,
-        ];
-        log::set_max_level(filter[sink.max_level.min(5)]);
+        let filter = log::LevelFilter::iter()
+            .nth(sink.max_level)
+            .unwrap_or(log::LevelFilter::Trace);
+        log::set_max_level(filter);
     }
 }
