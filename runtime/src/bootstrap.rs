@@ -175,6 +175,8 @@ struct JobHeader {
     /// Whether the thread that made the child is the parent's main thread: only then does the
     /// kernel's parent-death signal mean "the parent process died".
     parent_thread_is_main: bool,
+    /// The process tree's session: the scope of actor addresses and registered names.
+    session: String,
 }
 
 /// What a child reports after running its function.
@@ -208,6 +210,7 @@ pub(crate) struct ChildInfo {
     pub name: String,
     pub parent_pid: u32,
     pub parent_name: String,
+    pub session: String,
 }
 
 // Per process: a fork server's children (and forked copies) get their own entry.
@@ -215,6 +218,15 @@ static CHILD: PerProcess<Option<ChildInfo>> = PerProcess::new(|| None);
 
 pub(crate) fn child_info() -> Option<ChildInfo> {
     CHILD.lock().clone()
+}
+
+/// The session of this process tree: the root's pid, inherited by every descendant. Actor
+/// addresses and registered names live in it, so two programs never see each other's names.
+pub(crate) fn session() -> String {
+    match &*CHILD.lock() {
+        Some(c) => c.session.clone(),
+        None => sys::getpid().to_string(),
+    }
 }
 
 /// The function-pointer type of a job's entry point: decodes the argument, runs the user's
@@ -225,6 +237,16 @@ type Entry = unsafe fn(func: usize, args: &[u8], fds: Vec<OwnedFd>, out: &Channe
 /// the binary at a different base in every process.
 #[inline(never)]
 fn anchor() {}
+
+/// A function's address as it travels to a child of this same binary.
+pub(crate) fn fn_offset(addr: usize) -> isize {
+    offset_of(addr)
+}
+
+/// The address of a function sent by [`fn_offset`] (same binary: the caller checked).
+pub(crate) fn fn_address(offset: isize) -> usize {
+    address_of(offset)
+}
 
 fn offset_of(addr: usize) -> isize {
     (addr as isize).wrapping_sub(anchor as fn() as usize as isize)
@@ -254,6 +276,7 @@ where
             StartMethod::ForkServer => crate::forkserver::launched_from_main_thread(),
             _ => sys::gettid() == sys::getpid(),
         },
+        session: session(),
     };
     let sink = logs::sink();
     let mut payload = Vec::new();
@@ -504,6 +527,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
         name: h.name.clone(),
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,
+        session: h.session,
     });
     INITIALIZED.store(true, Ordering::Release);
     if h.daemon {
@@ -562,6 +586,14 @@ fn install_panic_hook() {
         PANIC_LOCATION.with(|l| *l.borrow_mut() = info.location().map(|l| l.to_string()));
         default(info)
     }));
+}
+
+/// The message and location of a panic caught with `catch_unwind` in this thread.
+pub(crate) fn caught_panic(payload: &(dyn std::any::Any + Send)) -> (String, Option<String>) {
+    (
+        panic_message(payload),
+        PANIC_LOCATION.with(|l| l.borrow_mut().take()),
+    )
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

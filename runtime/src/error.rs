@@ -1,8 +1,11 @@
 //! The one error type of procactor. Every variant says which process, which pid and what it said,
 //! so the caller can act on it without digging.
 
+use std::fmt;
 use std::io;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// `Result<T, procactor::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -124,6 +127,53 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(&'static str),
 
+    /// Two sides disagree on a message type: another version of the program, or a wrong type
+    /// parameter (`whereis::<Counter>` on a name that holds a `Bank`). Checked when a channel or
+    /// an `ActorRef` first meets the other side, before any message is decoded.
+    #[error("message schema mismatch: this side speaks `{ours}`, the other side `{theirs}`")]
+    SchemaMismatch {
+        /// This side's type (and schema).
+        ours: String,
+        /// The other side's type.
+        theirs: String,
+    },
+
+    /// The actor ended before it answered (or before it could be reached): `reason` says how.
+    #[error("actor {name:?} (pid {pid}) died: {reason}")]
+    ActorDied {
+        /// The actor's name.
+        name: String,
+        /// The actor's pid.
+        pid: u32,
+        /// How it ended.
+        reason: ExitReason,
+    },
+
+    /// A bounded mailbox is full (`try_` forms only; the others wait).
+    #[error("the mailbox of actor {name:?} (pid {pid}) is full")]
+    MailboxFull {
+        /// The actor's name.
+        name: String,
+        /// The actor's pid.
+        pid: u32,
+    },
+
+    /// The actor could not use a message and said why (it did not decode, for example). The
+    /// actor goes on serving.
+    #[error("actor {name:?} (pid {pid}) rejected the message: {reason}")]
+    Rejected {
+        /// The actor's name.
+        name: String,
+        /// The actor's pid.
+        pid: u32,
+        /// What the actor said.
+        reason: String,
+    },
+
+    /// `register` with a name another live actor holds.
+    #[error("the name {0:?} is already registered to a live actor")]
+    NameTaken(String),
+
     /// An operating-system call failed.
     #[error("{op}: {source}")]
     Io {
@@ -178,5 +228,90 @@ pub(crate) fn signal_name(signal: i32) -> &'static str {
         libc::SIGUSR1 => "SIGUSR1",
         libc::SIGUSR2 => "SIGUSR2",
         _ => "signal",
+    }
+}
+
+/// How an actor (or any process) ended.
+///
+/// ```
+/// use procactor::ExitReason;
+/// let r = ExitReason::Killed { signal: 9 };
+/// assert!(r.is_abnormal());
+/// assert_eq!(r.to_string(), "killed by signal 9 (SIGKILL)");
+/// assert!(!ExitReason::Normal.is_abnormal());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// It stopped normally: `stop()`, `ctx.stop()`, or its supervisor shut it down.
+    Normal,
+    /// A handler (or `init`, or a hook) panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: Option<String>,
+    },
+    /// A signal ended it (`kill()`, the OOM killer, `kill -9`).
+    Killed {
+        /// The signal number.
+        signal: i32,
+    },
+    /// The process exited with this code from inside a handler (`std::process::exit`).
+    Exited {
+        /// The exit code.
+        code: i32,
+    },
+    /// `init` returned an error: the actor never started.
+    InitFailed {
+        /// The error `init` returned.
+        message: String,
+    },
+    /// The actor gave up on its own (`Context::fail`; a supervisor past its restart
+    /// intensity).
+    Failed {
+        /// Why.
+        message: String,
+    },
+    /// A linked actor died abnormally and this one did not trap exits, so it died too.
+    Linked {
+        /// The name of the linked actor that died first.
+        name: String,
+        /// How that one ended.
+        reason: Box<ExitReason>,
+    },
+    /// The process ended without a word (a signal, most likely) and is not a child of this
+    /// process, so its exit status belongs to its own parent.
+    Unknown,
+}
+
+impl ExitReason {
+    /// True for every reason except [`Normal`](ExitReason::Normal): what links propagate and
+    /// transient children are restarted for.
+    pub fn is_abnormal(&self) -> bool {
+        !matches!(self, ExitReason::Normal)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => write!(f, "stopped normally"),
+            ExitReason::Panicked { message, location } => write!(
+                f,
+                "panicked at {}: {message}",
+                location.as_deref().unwrap_or("<unknown>")
+            ),
+            ExitReason::Killed { signal } => {
+                write!(f, "killed by signal {signal} ({})", signal_name(*signal))
+            }
+            ExitReason::Exited { code } => write!(f, "exited with code {code}"),
+            ExitReason::InitFailed { message } => write!(f, "init failed: {message}"),
+            ExitReason::Failed { message } => write!(f, "failed: {message}"),
+            ExitReason::Linked { name, reason } => {
+                write!(f, "linked actor {name:?} died ({reason})")
+            }
+            ExitReason::Unknown => write!(f, "ended without a word (status unknown here)"),
+        }
     }
 }

@@ -4,22 +4,30 @@
 //! Modules, bottom up (a module uses only those above it):
 //! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
-//! `process`.
+//! `process` → `message` (schemas) → `actor`.
 
 #![warn(missing_docs)]
 
+mod actor;
 mod bootstrap;
 mod error;
 mod forkserver;
 mod logs;
+mod message;
 mod per_process;
 mod pipe;
 mod process;
 mod sys;
 mod wire;
 
+pub use actor::{
+    register, spawn, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef, Caller,
+    ChildInfo, ChildSpec, Context, Down, InitError, Mailbox, Monitor, Restart, Strategy,
+    Supervisor, SupervisorRef, Tell, Timed, TryTell,
+};
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
-pub use error::{Error, Result};
+pub use error::{Error, ExitReason, Result};
+pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessHandle,
@@ -29,4 +37,16 @@ pub use process::{
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bootstrap::test_support_init;
+    pub use serde;
+
+    /// What a message argument or reply must be (checked by `#[actor]` on the offending type).
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel in an actor message",
+        label = "not serializable: an actor message argument or reply must implement serde's \
+                 `Serialize` and `Deserialize` (and own its data: no borrowed `&str`)",
+        note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`"
+    )]
+    pub trait MessageType {}
+
+    impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> MessageType for T {}
 }

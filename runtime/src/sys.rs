@@ -485,3 +485,145 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD on any number is harmless; EBADF just says it is not open.
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
+
+/// A SEQPACKET socket listening on an abstract-namespace address (Linux: no file, gone with the
+/// last descriptor). Actors are reached by such addresses, so any process can connect by name.
+pub(crate) fn listen_abstract(name: &str) -> io::Result<OwnedFd> {
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?;
+    // Non-blocking: the owner accepts until there is nobody left waiting.
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    rustix::net::bind(&fd, &addr)?;
+    rustix::net::listen(&fd, 1024)?;
+    Ok(fd)
+}
+
+/// Connects to an abstract-namespace SEQPACKET address.
+pub(crate) fn connect_abstract(name: &str) -> io::Result<OwnedFd> {
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    loop {
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => return Ok(fd),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Accepts one pending connection without blocking: `None` when there is none. The new socket
+/// is blocking; the caller polls before it reads.
+pub(crate) fn accept(listener: BorrowedFd) -> io::Result<Option<OwnedFd>> {
+    loop {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The user id of the process at the other end of a Unix socket.
+pub(crate) fn peer_uid(fd: BorrowedFd) -> io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(fd)?.uid.as_raw())
+}
+
+/// Our own user id.
+pub(crate) fn getuid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+/// Sends one record without blocking: `Ok(false)` if the peer's buffer is full.
+pub(crate) fn try_send_record(fd: BorrowedFd, parts: &[IoSlice]) -> io::Result<bool> {
+    let mut control = SendAncillaryBuffer::default();
+    loop {
+        match sendmsg(
+            fd,
+            parts,
+            &mut control,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        ) {
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Level-triggered readiness for many descriptors at once (epoll): an actor's event loop.
+pub(crate) struct Poller {
+    ep: OwnedFd,
+    events: Vec<rustix::event::epoll::Event>,
+}
+
+impl Poller {
+    pub(crate) fn new() -> io::Result<Poller> {
+        use rustix::event::epoll;
+        let empty = epoll::Event {
+            flags: epoll::EventFlags::empty(),
+            data: epoll::EventData::new_u64(0),
+        };
+        Ok(Poller {
+            ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            events: vec![empty; 256],
+        })
+    }
+
+    /// Watches `fd` for input or hang-up, reported as `token`.
+    pub(crate) fn add(&self, fd: BorrowedFd, token: u64) -> io::Result<()> {
+        use rustix::event::epoll;
+        Ok(epoll::add(
+            &self.ep,
+            fd,
+            epoll::EventData::new_u64(token),
+            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+        )?)
+    }
+
+    pub(crate) fn remove(&self, fd: BorrowedFd) {
+        // Fails only if the fd was never added; closing it removes it anyway.
+        let _ = rustix::event::epoll::delete(&self.ep, fd);
+    }
+
+    /// Tokens of the ready descriptors, waiting at most until `deadline` (`Some(now)`: not at
+    /// all). Empty when the deadline passed.
+    pub(crate) fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        ready: &mut Vec<u64>,
+    ) -> io::Result<()> {
+        ready.clear();
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        loop {
+            match rustix::event::epoll::wait(&self.ep, &mut self.events, timeout.as_ref()) {
+                Ok(n) => {
+                    ready.extend(self.events[..n].iter().map(|e| e.data.u64()));
+                    return Ok(());
+                }
+                Err(Errno::INTR) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -217,7 +217,7 @@ impl Wait {
 /// A wake-up across cores costs 20-110 us on small VMs; a reply often comes sooner than that.
 static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
-fn spin_time() -> Duration {
+pub(crate) fn spin_time() -> Duration {
     *SPIN.get_or_init(|| {
         let us = std::env::var("PROCACTOR_SPIN_US")
             .ok()
@@ -309,6 +309,22 @@ impl Channel {
             .map_err(|e| Error::io("send", e))?;
         drop(theirs);
         sys::write_all(mine.as_fd(), payload).map_err(|e| Error::io("send", e))
+    }
+
+    /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
+    /// `Ok(false)` if the peer's buffer is full.
+    pub(crate) fn try_send_small(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+    ) -> Result<bool> {
+        debug_assert!(payload.len() <= INLINE_MAX);
+        let mut header = [0u8; HEADER];
+        header[0] = kind;
+        header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
+        let parts = [IoSlice::new(&header), IoSlice::new(payload)];
+        sys::try_send_record(self.as_fd(), &parts).map_err(|e| Error::io("send", e))
     }
 
     /// Waits for data (or EOF) for at most `wait`; true if a receive would not block.

@@ -1,0 +1,593 @@
+//! [`ActorRef`]: the typed address of an actor, and the call forms the `#[actor]` macro's
+//! methods go through ([`Caller`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::client::{Conn, ConnectError};
+use super::proto::{self, Role, Sys};
+use super::{Actor, ActorId, Down};
+use crate::error::{Error, ExitReason, Result};
+use crate::message::Message;
+use crate::per_process::PerProcess;
+use crate::process::ProcessHandle;
+use crate::sys;
+use crate::wire::{self, Channel, Wait};
+
+/// What every `ActorRef` to one actor shares, whatever its type parameter.
+pub(crate) struct RefInner {
+    pub id: ActorId,
+    pub name: String,
+    pub pid: u32,
+    pub addr: String,
+    /// The actor's process handle, in the process that spawned it (and only there).
+    pub owner: Option<(u32, ProcessHandle<ExitReason>)>,
+    /// How it ended, once known (a process's value can be taken once; this is asked often).
+    exit: Mutex<Option<ExitReason>>,
+    /// This process's connection to it (re-made in a forked copy).
+    conn: Mutex<Option<(u32, (u64, u64), Arc<Conn>)>>,
+}
+
+/// Connections of this process, per (address, message schema, reply schema): every `ActorRef`
+/// to an actor uses one, so one thread's messages keep their order whichever ref sent them.
+type ConnKey = (String, u64, u64);
+static CONNS: PerProcess<HashMap<ConnKey, Weak<Conn>>> = PerProcess::new(HashMap::new);
+
+impl RefInner {
+    pub(crate) fn new(
+        id: ActorId,
+        name: String,
+        pid: u32,
+        addr: String,
+        owner: Option<ProcessHandle<ExitReason>>,
+    ) -> RefInner {
+        RefInner {
+            id,
+            name,
+            pid,
+            addr,
+            owner: owner.map(|h| (sys::getpid(), h)),
+            exit: Mutex::new(None),
+            conn: Mutex::new(None),
+        }
+    }
+
+    fn handle(&self) -> Option<&ProcessHandle<ExitReason>> {
+        match &self.owner {
+            Some((pid, h)) if *pid == sys::getpid() => Some(h),
+            _ => None,
+        }
+    }
+
+    fn died(&self, reason: ExitReason) -> Error {
+        Error::ActorDied {
+            name: self.name.clone(),
+            pid: self.pid,
+            reason,
+        }
+    }
+
+    /// Waits (as `wait` says) for the exit reason through the process handle: exact, but only in
+    /// the spawning process. `None` elsewhere.
+    pub(crate) fn reason_from_handle(&self, wait: Wait) -> Option<Result<ExitReason>> {
+        let h = self.handle()?;
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = &*exit {
+            return Some(Ok(r.clone()));
+        }
+        let got = match wait {
+            Wait::Forever => h.join(),
+            Wait::No => h.join_timeout(Duration::ZERO),
+            Wait::Until { deadline, .. } => {
+                h.join_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            }
+        };
+        let reason = match got {
+            Ok(r) => r,
+            Err(Error::Killed { signal, .. }) => ExitReason::Killed { signal },
+            Err(Error::Exited { code, .. }) => ExitReason::Exited { code },
+            Err(Error::Panicked {
+                message, location, ..
+            }) => ExitReason::Panicked { message, location },
+            Err(Error::Timeout(_)) => return Some(Err(wait.expired())),
+            Err(e) => return Some(Err(e)),
+        };
+        *exit = Some(reason.clone());
+        Some(Ok(reason))
+    }
+
+    /// Makes `reason` exact where we can: an actor that ended without a word is our child's
+    /// business, and its exit status says how it ended.
+    pub(crate) fn refine(&self, reason: ExitReason) -> ExitReason {
+        if reason != ExitReason::Unknown {
+            return reason;
+        }
+        match self.reason_from_handle(Wait::timeout(Duration::from_secs(2))) {
+            Some(Ok(r)) => r,
+            _ => reason,
+        }
+    }
+
+    fn refine_err(&self, e: Error) -> Error {
+        match e {
+            Error::ActorDied {
+                name,
+                pid,
+                reason: ExitReason::Unknown,
+            } => Error::ActorDied {
+                name,
+                pid,
+                reason: self.refine(ExitReason::Unknown),
+            },
+            e => e,
+        }
+    }
+
+    /// Installs a connection made elsewhere (by `whereis`) as this ref's.
+    pub(crate) fn adopt(&self, conn: Arc<Conn>, key: (u64, u64)) {
+        let mut all = CONNS.lock();
+        all.retain(|_, w| w.strong_count() > 0);
+        all.insert((self.addr.clone(), key.0, key.1), Arc::downgrade(&conn));
+        drop(all);
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((sys::getpid(), key, conn));
+    }
+
+    /// A connection of any message type, for system messages: this process's existing one if
+    /// there is one (so a stop comes after what this process sent before it).
+    pub(crate) fn any_conn(&self) -> Result<Arc<Conn>> {
+        if let Some((pid, _, c)) = &*self.conn.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *pid == sys::getpid() {
+                return Ok(c.clone());
+            }
+        }
+        let existing = CONNS
+            .lock()
+            .iter()
+            .filter(|(k, _)| k.0 == self.addr)
+            .find_map(|(_, w)| w.upgrade());
+        if let Some(c) = existing {
+            return Ok(c);
+        }
+        // A monitor-role hello does not check the schema: any ref may stop or register.
+        self.conn(
+            || Role::Monitor,
+            (0, 0),
+            Wait::timeout(Duration::from_secs(30)),
+        )
+    }
+
+    /// This process's connection to the actor as a caller of `msg`/`reply`.
+    pub(crate) fn conn(
+        &self,
+        role: impl FnOnce() -> Role,
+        key: (u64, u64),
+        wait: Wait,
+    ) -> Result<Arc<Conn>> {
+        let me = sys::getpid();
+        let mut mine = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((pid, k, c)) = &*mine {
+            if *pid == me && *k == key {
+                return Ok(c.clone());
+            }
+        }
+        let k = (self.addr.clone(), key.0, key.1);
+        let shared = CONNS.lock().get(&k).and_then(Weak::upgrade);
+        let conn = match shared {
+            Some(c) => c,
+            None => {
+                let c = Conn::open(&self.addr, &role(), wait).map_err(|e| match e {
+                    ConnectError::NotThere => self.died(self.refine(ExitReason::Unknown)),
+                    ConnectError::Failed(e) => e,
+                })?;
+                let mut all = CONNS.lock();
+                all.retain(|_, w| w.strong_count() > 0);
+                all.insert(k, Arc::downgrade(&c));
+                c
+            }
+        };
+        *mine = Some((me, key, conn.clone()));
+        Ok(conn)
+    }
+}
+
+/// A typed, cloneable, serializable reference to a running actor.
+///
+/// Clones share one connection; a ref sent to another process (in `Process` args, in a message,
+/// in a Pool task) connects from there on first use, and checks there that both sides mean the
+/// same message types ([`Error::SchemaMismatch`] otherwise).
+///
+/// The actor's process is a child of the process that spawned it: it ends when stopped, killed,
+/// or when that process ends. Dropping refs does not stop it.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{ActorRef, Process};
+///
+/// struct Counter { n: u64 }
+/// #[procactor::actor]
+/// impl Counter {
+///     fn init(_: ()) -> Self { Counter { n: 0 } }
+///     pub fn add(&mut self, k: u64) -> u64 { self.n += k; self.n }
+/// }
+///
+/// fn worker(c: ActorRef<Counter>) -> u64 { c.add(1).unwrap() }
+///
+/// let c = procactor::spawn::<Counter>(())?;
+/// let ps: Vec<_> = (0..3).map(|_| Process::new(worker, c.clone()).start()).collect::<Result<_, _>>()?;
+/// for p in ps { p.join()?; }
+/// assert_eq!(c.add(0)?, 3);
+/// c.stop()?;
+/// # c.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct ActorRef<A> {
+    pub(crate) inner: Arc<RefInner>,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef {
+            inner: self.inner.clone(),
+            _a: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("name", &self.inner.name)
+            .field("pid", &self.inner.pid)
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl<A> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.id == other.inner.id
+    }
+}
+
+impl<A> Eq for ActorRef<A> {}
+
+impl<A> ActorRef<A> {
+    pub(crate) fn from_inner(inner: Arc<RefInner>) -> Self {
+        ActorRef {
+            inner,
+            _a: PhantomData,
+        }
+    }
+
+    /// This incarnation's id (a restarted actor has a new one).
+    pub fn id(&self) -> ActorId {
+        self.inner.id
+    }
+
+    /// The actor's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The actor's process id.
+    pub fn pid(&self) -> u32 {
+        self.inner.pid
+    }
+
+    /// Watches the actor from this process: [`Monitor::wait`] returns once it has ended.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # struct Idle;
+    /// # #[procactor::actor] impl Idle { fn init(_: ()) -> Self { Idle } pub fn ping(&self) {} }
+    /// let a = procactor::spawn::<Idle>(())?;
+    /// let m = a.monitor()?;
+    /// a.kill()?;
+    /// let down = m.wait_timeout(std::time::Duration::from_secs(10))?;
+    /// assert_eq!(down.reason, procactor::ExitReason::Killed { signal: 9 });
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn monitor(&self) -> Result<Monitor> {
+        Monitor::open(self.inner.clone())
+    }
+
+    /// Asks the actor to stop: it handles every message this process sent before, runs its
+    /// `stopping` hook and ends normally. Returns at once; [`join`](ActorRef::join) waits.
+    /// Stopping an actor that has already ended is not an error.
+    pub fn stop(&self) -> Result<()> {
+        let conn = match self.any_conn() {
+            Ok(c) => c,
+            Err(Error::ActorDied { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match conn.sys(&Sys::Stop) {
+            Ok(()) | Err(Error::Disconnected) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kills the actor's process (SIGKILL): no hook runs, messages in flight are lost.
+    pub fn kill(&self) -> Result<()> {
+        if let Some(h) = self.inner.handle() {
+            return h.kill();
+        }
+        // Not our child: reach it by pid, but only while it still answers at its address (so
+        // the pid is still this actor's, not a recycled one).
+        let pidfd = match sys::pidfd_open(self.inner.pid) {
+            Ok(fd) => fd,
+            Err(_) => return Ok(()),
+        };
+        if sys::connect_abstract(&self.inner.addr).is_err() {
+            return Ok(());
+        }
+        sys::signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGKILL)
+            .map_err(|e| Error::io("pidfd_send_signal", e))
+    }
+
+    /// Waits for the actor to end and says how. In the process that spawned it the reason is
+    /// exact (its exit status); elsewhere an actor killed by a signal reads as
+    /// [`ExitReason::Unknown`].
+    pub fn join(&self) -> Result<ExitReason> {
+        self.join_wait(Wait::Forever)
+    }
+
+    /// [`join`](ActorRef::join), waiting at most `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<ExitReason> {
+        self.join_wait(Wait::timeout(timeout))
+    }
+
+    fn join_wait(&self, wait: Wait) -> Result<ExitReason> {
+        if let Some(r) = self.inner.reason_from_handle(wait) {
+            return r;
+        }
+        Monitor::open(self.inner.clone())?
+            .wait_for(wait)
+            .map(|d| d.reason)
+    }
+
+    /// True while the actor's process runs.
+    pub fn is_alive(&self) -> bool {
+        match self.inner.handle() {
+            Some(h) => h.is_alive(),
+            None => sys::connect_abstract(&self.inner.addr).is_ok(),
+        }
+    }
+
+    fn any_conn(&self) -> Result<Arc<Conn>> {
+        self.inner.any_conn()
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    fn typed_conn(&self, wait: Wait) -> Result<Arc<Conn>> {
+        let (m, r) = (A::Msg::schema(), A::Reply::schema());
+        self.inner
+            .conn(|| Role::caller(m, r), (m.fingerprint, r.fingerprint), wait)
+    }
+
+    fn ask_wait(&self, msg: &A::Msg, wait: Wait) -> Result<A::Reply> {
+        let conn = self.typed_conn(wait)?;
+        conn.ask(msg, wait).map_err(|e| self.inner.refine_err(e))
+    }
+
+    fn tell_wait(&self, msg: &A::Msg, wait: Wait) -> Result<()> {
+        let conn = self.typed_conn(wait)?;
+        conn.tell(msg, wait).map_err(|e| self.inner.refine_err(e))
+    }
+
+    /// Sends `msg` and waits for the reply (the "ask"). A handler that panics, or an actor that
+    /// dies first, gives [`Error::ActorDied`] with the reason.
+    pub fn ask(&self, msg: A::Msg) -> Result<A::Reply> {
+        self.ask_wait(&msg, Wait::Forever)
+    }
+
+    /// [`ask`](ActorRef::ask), waiting at most `timeout` in all (a full mailbox included). The
+    /// actor may still handle the message; its late reply is dropped.
+    pub fn ask_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply> {
+        self.ask_wait(&msg, Wait::timeout(timeout))
+    }
+
+    /// Sends `msg` without waiting for a reply (the "tell"). Tells are written in batches by a
+    /// background thread; messages from one thread arrive in order, asks included. Blocks only
+    /// while a bounded mailbox is full.
+    pub fn tell(&self, msg: A::Msg) -> Result<()> {
+        self.tell_wait(&msg, Wait::Forever)
+    }
+
+    /// [`tell`](ActorRef::tell) that fails with [`Error::MailboxFull`] instead of waiting.
+    pub fn try_tell(&self, msg: A::Msg) -> Result<()> {
+        self.tell_wait(&msg, Wait::No)
+    }
+
+    /// [`tell`](ActorRef::tell) that waits at most `timeout` for room in a bounded mailbox.
+    pub fn tell_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<()> {
+        self.tell_wait(&msg, Wait::timeout(timeout))
+    }
+
+    /// The tell form of the generated methods: `actor.send().add(1)?` sends without waiting.
+    pub fn send(&self) -> Tell<'_, A> {
+        Tell(self)
+    }
+
+    /// The non-blocking tell form: `actor.try_send().add(1)?` fails with
+    /// [`Error::MailboxFull`] rather than wait.
+    pub fn try_send(&self) -> TryTell<'_, A> {
+        TryTell(self)
+    }
+
+    /// The bounded ask form: `actor.timeout(d).add(1)?` gives up after `d`.
+    pub fn timeout(&self, timeout: Duration) -> Timed<'_, A> {
+        Timed(self, timeout)
+    }
+}
+
+/// Serialized as its address: the receiving process connects on first use.
+#[derive(Serialize, Deserialize)]
+struct RefWire {
+    id: u64,
+    name: String,
+    pid: u32,
+    addr: String,
+}
+
+impl<A> Serialize for ActorRef<A> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        RefWire {
+            id: self.inner.id.0,
+            name: self.inner.name.clone(),
+            pid: self.inner.pid,
+            addr: self.inner.addr.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, A> Deserialize<'de> for ActorRef<A> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = RefWire::deserialize(d)?;
+        Ok(ActorRef::from_inner(Arc::new(RefInner::new(
+            ActorId(w.id),
+            w.name,
+            w.pid,
+            w.addr,
+            None,
+        ))))
+    }
+}
+
+/// How the methods `#[procactor::actor]` generates send their message: implemented by
+/// [`ActorRef`] (ask), [`Tell`], [`TryTell`] and [`Timed`].
+pub trait Caller<A: Actor> {
+    /// What a method returning `R` gives back in this form.
+    type Out<R>;
+
+    /// Sends `msg`; `pick` takes this message's value out of the actor's reply enum.
+    #[doc(hidden)]
+    fn call<R>(&self, msg: A::Msg, pick: fn(A::Reply) -> Option<R>) -> Self::Out<R>;
+}
+
+fn picked<R, Rep>(reply: Rep, pick: fn(Rep) -> Option<R>) -> Result<R> {
+    pick(reply).ok_or(Error::Decode {
+        expected: std::any::type_name::<R>(),
+        reason: "the actor answered with the reply of another message".into(),
+    })
+}
+
+impl<A: Actor> Caller<A> for ActorRef<A> {
+    type Out<R> = Result<R>;
+    fn call<R>(&self, msg: A::Msg, pick: fn(A::Reply) -> Option<R>) -> Result<R> {
+        picked(self.ask(msg)?, pick)
+    }
+}
+
+/// The tell form (see [`ActorRef::send`]): generated methods return `Result<()>` at once.
+pub struct Tell<'a, A>(&'a ActorRef<A>);
+
+impl<A: Actor> Caller<A> for Tell<'_, A> {
+    type Out<R> = Result<()>;
+    fn call<R>(&self, msg: A::Msg, _pick: fn(A::Reply) -> Option<R>) -> Result<()> {
+        self.0.tell(msg)
+    }
+}
+
+/// The non-blocking tell form (see [`ActorRef::try_send`]).
+pub struct TryTell<'a, A>(&'a ActorRef<A>);
+
+impl<A: Actor> Caller<A> for TryTell<'_, A> {
+    type Out<R> = Result<()>;
+    fn call<R>(&self, msg: A::Msg, _pick: fn(A::Reply) -> Option<R>) -> Result<()> {
+        self.0.try_tell(msg)
+    }
+}
+
+/// The bounded ask form (see [`ActorRef::timeout`]).
+pub struct Timed<'a, A>(&'a ActorRef<A>, Duration);
+
+impl<A: Actor> Caller<A> for Timed<'_, A> {
+    type Out<R> = Result<R>;
+    fn call<R>(&self, msg: A::Msg, pick: fn(A::Reply) -> Option<R>) -> Result<R> {
+        picked(self.0.ask_timeout(msg, self.1)?, pick)
+    }
+}
+
+/// A watch on an actor from any process (see [`ActorRef::monitor`]).
+pub struct Monitor {
+    chan: Option<Channel>,
+    inner: Arc<RefInner>,
+    down: Mutex<Option<Down>>,
+}
+
+impl Monitor {
+    fn open(inner: Arc<RefInner>) -> Result<Monitor> {
+        let chan = match super::client::handshake(
+            &inner.addr,
+            &Role::Monitor,
+            Wait::timeout(Duration::from_secs(30)),
+        ) {
+            Ok((chan, _, _)) => Some(chan),
+            Err(ConnectError::NotThere) => None,
+            Err(ConnectError::Failed(e)) => return Err(e),
+        };
+        Ok(Monitor {
+            chan,
+            inner,
+            down: Mutex::new(None),
+        })
+    }
+
+    /// Waits until the actor has ended.
+    pub fn wait(&self) -> Result<Down> {
+        self.wait_for(Wait::Forever)
+    }
+
+    /// [`wait`](Monitor::wait), at most `timeout`.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Down> {
+        self.wait_for(Wait::timeout(timeout))
+    }
+
+    fn wait_for(&self, wait: Wait) -> Result<Down> {
+        let mut down = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = &*down {
+            return Ok(d.clone());
+        }
+        let mut reason = ExitReason::Unknown;
+        if let Some(chan) = &self.chan {
+            loop {
+                let got = chan.recv(wait, |f| match f.kind {
+                    proto::EXIT => Ok(Some(
+                        wire::decode::<proto::LastWords>(f.payload, Vec::new())?.reason,
+                    )),
+                    _ => Ok(None),
+                });
+                match got {
+                    Ok(Some(r)) => {
+                        reason = r;
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(Error::Disconnected) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        // Its exit status, where we have it, says more than its last words (a kill has none).
+        let reason = match self.inner.reason_from_handle(wait) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) if e.is_timeout() => return Err(e),
+            _ => reason,
+        };
+        let d = Down {
+            id: self.inner.id,
+            name: self.inner.name.clone(),
+            reason,
+        };
+        *down = Some(d.clone());
+        Ok(d)
+    }
+}

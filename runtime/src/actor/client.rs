@@ -1,0 +1,495 @@
+//! The caller's side of an actor connection: one per (process, actor), shared by every
+//! `ActorRef` to that actor in the process, so messages from one thread arrive in the order they
+//! were sent, tells and asks alike.
+//!
+//! Tells go to an outbox that a per-process flusher thread writes out: a burst of tells becomes a
+//! few large records (one system call per batch, not per message), and a handler that tells
+//! another actor never blocks on that actor's socket (two actors telling each other cannot
+//! deadlock). An ask writes the outbox (its tells first) itself and waits for its reply; replies
+//! carry their request id, so several threads can ask at once: one reads, the others wait for
+//! what it stashes for them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::gate::{Full, Gate};
+use super::proto::{self, Role, Welcome};
+use crate::error::{Error, ExitReason, Result};
+use crate::per_process::PerProcess;
+use crate::sys;
+use crate::wire::{self, Channel, Wait, INLINE_MAX};
+
+/// Why a connection could not be made.
+pub(crate) enum ConnectError {
+    /// Nobody listens there (the actor is gone, or the name is free).
+    NotThere,
+    /// The other side refused (schema mismatch) or the exchange failed.
+    Failed(Error),
+}
+
+/// Connects to `addr` in `role`, waiting for the welcome as `wait` says. Returns the channel, the
+/// welcome and the descriptor that came with it (a bounded mailbox's gate).
+pub(crate) fn handshake(
+    addr: &str,
+    role: &Role,
+    wait: Wait,
+) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
+    let fd = match sys::connect_abstract(addr) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT)) => {
+            return Err(ConnectError::NotThere)
+        }
+        Err(e) => return Err(ConnectError::Failed(Error::io("connect", e))),
+    };
+    let chan = Channel::from_fd(fd);
+    let mut hello = Vec::new();
+    wire::encode(role, &mut hello).map_err(ConnectError::Failed)?;
+    match chan.send(proto::HELLO, 0, &hello, &[]) {
+        Ok(()) => {}
+        Err(Error::Disconnected) => return Err(ConnectError::NotThere),
+        Err(e) => return Err(ConnectError::Failed(e)),
+    }
+    let answer = chan.recv(wait, |f| match f.kind {
+        proto::WELCOME => {
+            let w: Welcome = wire::decode(f.payload, Vec::new())?;
+            Ok(Ok((w, f.fds.into_iter().next())))
+        }
+        proto::REFUSED => Ok(Err(wire::decode::<String>(f.payload, Vec::new())?)),
+        // The actor ended while we were connecting: its last words came instead.
+        proto::EXIT => Err(Error::Disconnected),
+        k => Err(Error::Decode {
+            expected: "an actor's welcome",
+            reason: format!("frame of kind {k}"),
+        }),
+    });
+    match answer {
+        Ok(Ok((w, fd))) => Ok((chan, w, fd)),
+        Ok(Err(theirs)) => Err(ConnectError::Failed(match role {
+            Role::Caller { msg, .. } => Error::SchemaMismatch {
+                ours: msg.0.clone(),
+                theirs,
+            },
+            _ => Error::Decode {
+                expected: "an actor's welcome",
+                reason: theirs,
+            },
+        })),
+        Err(Error::Disconnected) => Err(ConnectError::NotThere),
+        Err(e) => Err(ConnectError::Failed(e)),
+    }
+}
+
+/// A run of envelopes sent as one record.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    batches: VecDeque<Batch>,
+    /// The flusher has this connection on its list.
+    scheduled: bool,
+}
+
+enum Stashed {
+    Reply(Vec<u8>, Vec<OwnedFd>),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct Replies {
+    /// A thread is reading the socket; the others wait on the condvar.
+    reading: bool,
+    stash: HashMap<u64, Stashed>,
+    /// Ids whose callers gave up: their replies are dropped when they come.
+    abandoned: HashSet<u64>,
+    /// The actor is gone: its last words if it said any.
+    gone: Option<ExitReason>,
+}
+
+/// A caller's connection to one actor.
+pub(crate) struct Conn {
+    chan: Channel,
+    pub(crate) welcome: Welcome,
+    gate: Option<Gate>,
+    outbox: Mutex<Outbox>,
+    /// Held while writing: whoever holds it sends everything queued before, so order is kept.
+    writing: Mutex<()>,
+    replies: Mutex<Replies>,
+    replied: Condvar,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What an ask got back.
+enum Answer<R> {
+    Reply(R),
+    Failed(String),
+}
+
+impl Conn {
+    pub(crate) fn open(
+        addr: &str,
+        role: &Role,
+        wait: Wait,
+    ) -> std::result::Result<Arc<Conn>, ConnectError> {
+        let (chan, welcome, fd) = handshake(addr, role, wait)?;
+        let gate = match (welcome.capacity, fd) {
+            (Some(_), Some(fd)) => Some(Gate::map(fd).map_err(ConnectError::Failed)?),
+            (Some(_), None) => {
+                return Err(ConnectError::Failed(Error::Decode {
+                    expected: "an actor's welcome",
+                    reason: "bounded mailbox without its gate".into(),
+                }))
+            }
+            _ => None,
+        };
+        Ok(Arc::new(Conn {
+            chan,
+            welcome,
+            gate,
+            outbox: Mutex::default(),
+            writing: Mutex::new(()),
+            replies: Mutex::default(),
+            replied: Condvar::new(),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    fn died(&self, reason: ExitReason) -> Error {
+        Error::ActorDied {
+            name: self.welcome.name.clone(),
+            pid: self.welcome.pid,
+            reason,
+        }
+    }
+
+    /// The actor's end, if this connection has seen it.
+    pub(crate) fn gone(&self) -> Option<ExitReason> {
+        lock(&self.replies).gone.clone()
+    }
+
+    /// Takes a mailbox slot (bounded mailboxes only).
+    fn admit(&self, wait: Wait) -> Result<()> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        gate.acquire(self.welcome.slot, wait)
+            .map_err(|full| match full {
+                Full::Now => Error::MailboxFull {
+                    name: self.welcome.name.clone(),
+                    pid: self.welcome.pid,
+                },
+                Full::Timeout(e) => e,
+            })
+    }
+
+    /// Appends one envelope to the outbox.
+    fn push<M: Serialize + ?Sized>(&self, op: u8, id: u64, msg: &M) -> Result<()> {
+        let mut out = lock(&self.outbox);
+        if out.batches.is_empty() {
+            out.batches.push_back(Batch::default());
+        }
+        let tail = out.batches.back_mut().expect("just ensured");
+        let start = tail.buf.len();
+        let head = proto::header_len(op);
+        tail.buf.resize(start + head, 0);
+        let raw = match wire::encode(msg, &mut tail.buf) {
+            Ok(raw) => raw,
+            Err(e) => {
+                tail.buf.truncate(start);
+                return Err(e);
+            }
+        };
+        let len = tail.buf.len() - start - head;
+        let mut header = Vec::with_capacity(head);
+        proto::put_header(&mut header, op, id, len, raw.len());
+        tail.buf[start..start + head].copy_from_slice(&header);
+        // Handles inside the message: their descriptors must outlive the caller's value.
+        let mut fds = Vec::with_capacity(raw.len());
+        for fd in raw {
+            match sys::dup(wire::borrow_collected(fd)) {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    tail.buf.truncate(start);
+                    return Err(Error::io("dup", e));
+                }
+            }
+        }
+        let too_big = tail.buf.len() > INLINE_MAX || tail.fds.len() + fds.len() > sys::MAX_FDS;
+        if too_big && start > 0 {
+            // This envelope starts the next record.
+            let moved = tail.buf.split_off(start);
+            out.batches.push_back(Batch { buf: moved, fds });
+        } else {
+            tail.fds.extend(fds);
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued, in order.
+    fn flush(&self) -> Result<()> {
+        let _writing = lock(&self.writing);
+        let batches = std::mem::take(&mut lock(&self.outbox).batches);
+        for b in batches {
+            let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
+            if let Err(e) = self.chan.send(proto::BATCH, 0, &b.buf, &raw) {
+                let mut r = lock(&self.replies);
+                if r.gone.is_none() && matches!(e, Error::Disconnected) {
+                    r.gone = Some(ExitReason::Unknown);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends without waiting for a reply (the flusher writes it soon).
+    pub(crate) fn tell<M: Serialize>(self: &Arc<Self>, msg: &M, wait: Wait) -> Result<()> {
+        if let Some(reason) = self.gone() {
+            return Err(self.died(reason));
+        }
+        self.admit(wait)?;
+        self.push(proto::OP_TELL, 0, msg)?;
+        self.schedule();
+        Ok(())
+    }
+
+    /// Sends a system message, in order with the rest, and writes it out now.
+    pub(crate) fn sys(&self, msg: &proto::Sys) -> Result<()> {
+        self.push(proto::OP_SYS, 0, msg)?;
+        self.flush()
+    }
+
+    fn schedule(self: &Arc<Self>) {
+        let mut out = lock(&self.outbox);
+        if out.scheduled {
+            return;
+        }
+        out.scheduled = true;
+        drop(out);
+        flusher_schedule(self.clone());
+    }
+
+    /// Sends `msg` and waits for its reply as `wait` says (the wait covers a full mailbox too).
+    pub(crate) fn ask<M: Serialize, R: DeserializeOwned>(&self, msg: &M, wait: Wait) -> Result<R> {
+        if let Some(reason) = self.gone() {
+            return Err(self.died(reason));
+        }
+        self.admit(wait)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.push(proto::OP_ASK, id, msg)?;
+        if let Err(e) = self.flush() {
+            return Err(match e {
+                Error::Disconnected => self.died(self.last_words(wait)),
+                e => e,
+            });
+        }
+        match self.wait_reply::<R>(id, wait)? {
+            Answer::Reply(r) => Ok(r),
+            Answer::Failed(reason) => Err(Error::Rejected {
+                name: self.welcome.name.clone(),
+                pid: self.welcome.pid,
+                reason,
+            }),
+        }
+    }
+
+    /// After a failed write: reads what the actor said last (its words come before EOF).
+    fn last_words(&self, wait: Wait) -> ExitReason {
+        let short = Wait::timeout(std::time::Duration::from_millis(100));
+        let wait = match (wait.deadline(), short.deadline()) {
+            (Some(a), Some(b)) if a < b => wait,
+            _ => short,
+        };
+        loop {
+            if let Some(g) = self.gone() {
+                return g;
+            }
+            if self.read_one::<()>(u64::MAX, wait).is_err() {
+                return self.gone().unwrap_or(ExitReason::Unknown);
+            }
+        }
+    }
+
+    fn wait_reply<R: DeserializeOwned>(&self, id: u64, wait: Wait) -> Result<Answer<R>> {
+        let mut r = lock(&self.replies);
+        loop {
+            if let Some(s) = r.stash.remove(&id) {
+                return match s {
+                    Stashed::Reply(bytes, fds) => Ok(Answer::Reply(wire::decode(&bytes, fds)?)),
+                    Stashed::Failed(why) => Ok(Answer::Failed(why)),
+                };
+            }
+            if let Some(reason) = r.gone.clone() {
+                return Err(self.died(reason));
+            }
+            if r.reading {
+                r = match wait.deadline() {
+                    None => self.replied.wait(r).unwrap_or_else(|p| p.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            r.abandoned.insert(id);
+                            return Err(wait.expired());
+                        }
+                        self.replied
+                            .wait_timeout(r, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                };
+                continue;
+            }
+            r.reading = true;
+            drop(r);
+            let got = self.read_one::<R>(id, wait);
+            r = lock(&self.replies);
+            r.reading = false;
+            self.replied.notify_all();
+            match got {
+                Ok(Some(answer)) => return Ok(answer),
+                Ok(None) => {}
+                Err(e) if e.is_timeout() => {
+                    r.abandoned.insert(id);
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one frame: the answer if it is for `id`, else stashes or drops it and gives `None`.
+    fn read_one<R: DeserializeOwned>(&self, id: u64, wait: Wait) -> Result<Option<Answer<R>>> {
+        enum Got<R> {
+            Mine(Answer<R>),
+            Other(u64, Stashed),
+            Words(ExitReason),
+        }
+        let got = self.chan.recv(wait, |f| match f.kind {
+            proto::REPLY if f.fingerprint == id => {
+                Ok(Got::Mine(Answer::Reply(wire::decode(f.payload, f.fds)?)))
+            }
+            proto::REPLY => Ok(Got::Other(
+                f.fingerprint,
+                Stashed::Reply(f.payload.to_vec(), f.fds),
+            )),
+            proto::FAILED => {
+                let why: String = wire::decode(f.payload, Vec::new())?;
+                if f.fingerprint == id {
+                    Ok(Got::Mine(Answer::Failed(why)))
+                } else {
+                    Ok(Got::Other(f.fingerprint, Stashed::Failed(why)))
+                }
+            }
+            proto::EXIT => {
+                let w: proto::LastWords = wire::decode(f.payload, Vec::new())?;
+                Ok(Got::Words(w.reason))
+            }
+            k => Err(Error::Decode {
+                expected: "an actor's reply",
+                reason: format!("frame of kind {k}"),
+            }),
+        });
+        let mut r = lock(&self.replies);
+        match got {
+            Ok(Got::Mine(a)) => Ok(Some(a)),
+            Ok(Got::Other(other, s)) => {
+                if !r.abandoned.remove(&other) {
+                    r.stash.insert(other, s);
+                }
+                Ok(None)
+            }
+            Ok(Got::Words(reason)) => {
+                r.gone = Some(reason);
+                Ok(None)
+            }
+            Err(Error::Disconnected) => {
+                if r.gone.is_none() {
+                    r.gone = Some(ExitReason::Unknown);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.chan.as_fd()
+    }
+}
+
+/// The per-process flusher: connections with tells waiting to be written.
+struct Flusher {
+    pending: Vec<Arc<Conn>>,
+    sleeping: bool,
+    wake: Arc<Condvar>,
+    running: bool,
+}
+
+static FLUSHER: PerProcess<Flusher> = PerProcess::new(|| Flusher {
+    pending: Vec::new(),
+    sleeping: false,
+    wake: Arc::new(Condvar::new()),
+    running: false,
+});
+
+fn flusher_schedule(conn: Arc<Conn>) {
+    let mut f = FLUSHER.lock();
+    f.pending.push(conn);
+    if !f.running {
+        f.running = true;
+        let started = std::thread::Builder::new()
+            .name("procactor-flush".into())
+            .spawn(flusher_loop);
+        if started.is_err() {
+            // No thread to spare: write in the caller's thread instead.
+            f.running = false;
+            let pending = std::mem::take(&mut f.pending);
+            drop(f);
+            flush_all(pending);
+            return;
+        }
+    }
+    if f.sleeping {
+        f.wake.notify_one();
+    }
+}
+
+fn flush_all(pending: Vec<Arc<Conn>>) {
+    for conn in pending {
+        lock(&conn.outbox).scheduled = false;
+        if let Err(e) = conn.flush() {
+            log::debug!(target: "procactor::actor", "tells to actor {:?} lost: {e}", conn.welcome.name);
+        }
+    }
+}
+
+fn flusher_loop() {
+    let mut f = FLUSHER.lock();
+    loop {
+        if f.pending.is_empty() {
+            f.sleeping = true;
+            let wake = f.wake.clone();
+            f = wake.wait(f).unwrap_or_else(|p| p.into_inner());
+            f.sleeping = false;
+            continue;
+        }
+        let pending = std::mem::take(&mut f.pending);
+        drop(f);
+        flush_all(pending);
+        f = FLUSHER.lock();
+    }
+}

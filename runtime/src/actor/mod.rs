@@ -1,0 +1,280 @@
+//! Actors: each one an isolated OS process with a mailbox, reached through a typed
+//! [`ActorRef`].
+//!
+//! Write the actor as a plain struct and put `#[procactor::actor]` on its `impl` block: every
+//! `pub fn` becomes a message, `fn init(args) -> Self` builds the state in the child. Or implement
+//! [`Actor`] by hand with a `#[derive(Message)]` enum.
+//!
+//! ```
+//! # procactor::init();
+//! use procactor::ActorRef;
+//!
+//! struct Counter { total: u64 }
+//!
+//! #[procactor::actor]
+//! impl Counter {
+//!     fn init(start: u64) -> Self { Counter { total: start } }
+//!     pub fn add(&mut self, n: u64) -> u64 { self.total += n; self.total }
+//!     pub fn get(&self) -> u64 { self.total }
+//! }
+//!
+//! let c: ActorRef<Counter> = procactor::spawn::<Counter>(10)?; // a new process
+//! assert_eq!(c.add(5)?, 15);                                   // ask: typed reply
+//! c.send().add(1)?;                                            // tell: no reply awaited
+//! assert_eq!(c.get()?, 16);
+//! c.stop()?;
+//! assert_eq!(c.join()?, procactor::ExitReason::Normal);
+//! # Ok::<(), procactor::Error>(())
+//! ```
+
+mod actor_ref;
+mod client;
+mod context;
+mod gate;
+mod proto;
+mod registry;
+mod server;
+mod supervisor;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use actor_ref::{ActorRef, Caller, Monitor, Tell, Timed, TryTell};
+pub use context::Context;
+pub use registry::{register, unregister, whereis};
+pub use supervisor::{ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorRef};
+
+use crate::bootstrap::StartMethod;
+use crate::error::{ExitReason, Result};
+use crate::message::Message;
+
+/// The error an actor's `init` may return: any error type converts into it with `?`.
+pub type InitError = Box<dyn std::error::Error + std::marker::Send + Sync>;
+
+/// An actor: state that lives in its own process and handles one message at a time.
+///
+/// `#[procactor::actor]` writes this impl for you; by hand it looks like this:
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Actor, Context, InitError, Message};
+/// use serde::{Deserialize, Serialize};
+///
+/// struct Greeter { greeting: String }
+///
+/// #[derive(Serialize, Deserialize, Message)]
+/// enum GreeterMsg { Greet(String), Count }
+///
+/// #[derive(Serialize, Deserialize, Message, Debug, PartialEq)]
+/// enum GreeterReply { Text(String), Number(usize) }
+///
+/// impl Actor for Greeter {
+///     type Args = String;
+///     type Msg = GreeterMsg;
+///     type Reply = GreeterReply;
+///
+///     fn init(greeting: String, _ctx: &mut Context<Self>) -> Result<Self, InitError> {
+///         Ok(Greeter { greeting })
+///     }
+///
+///     fn handle(&mut self, msg: GreeterMsg, _ctx: &mut Context<Self>) -> GreeterReply {
+///         match msg {
+///             GreeterMsg::Greet(name) => GreeterReply::Text(format!("{}, {name}!", self.greeting)),
+///             GreeterMsg::Count => GreeterReply::Number(self.greeting.len()),
+///         }
+///     }
+/// }
+///
+/// let g = procactor::spawn::<Greeter>("Hello".into())?;
+/// assert_eq!(g.ask(GreeterMsg::Greet("Ada".into()))?, GreeterReply::Text("Hello, Ada!".into()));
+/// g.stop()?;
+/// # g.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub trait Actor: Sized + 'static {
+    /// What `init` is built from: sent to the new process.
+    type Args: Serialize + DeserializeOwned;
+    /// The messages it handles.
+    type Msg: Message;
+    /// What it answers (a tell's answer is computed and dropped).
+    type Reply: Message;
+
+    /// Builds the state, in the actor's own process (so it need not be serializable). An error
+    /// ends the actor with [`ExitReason::InitFailed`], and `spawn` returns it.
+    fn init(args: Self::Args, ctx: &mut Context<Self>) -> std::result::Result<Self, InitError>;
+
+    /// Handles one message.
+    fn handle(&mut self, msg: Self::Msg, ctx: &mut Context<Self>) -> Self::Reply;
+
+    /// Runs once after `init`, before the first message.
+    fn started(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// Runs when the actor is about to stop normally, after its mailbox was drained.
+    fn stopping(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// Runs last, with the reason the actor ends (after a panic too, on a best-effort basis).
+    fn stopped(&mut self, _reason: &ExitReason) {}
+
+    /// A monitored actor ended (see [`Context::monitor`]).
+    fn on_down(&mut self, _down: Down, _ctx: &mut Context<Self>) {}
+
+    /// A linked actor ended while this one traps exits (see [`Context::trap_exit`]).
+    fn on_exit(&mut self, _exit: Down, _ctx: &mut Context<Self>) {}
+}
+
+/// A message that a watched actor ended: which one, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Down {
+    /// The actor's id.
+    pub id: ActorId,
+    /// The actor's name.
+    pub name: String,
+    /// How it ended.
+    pub reason: ExitReason,
+}
+
+/// An actor incarnation's identity: a restarted actor is a new process with a new id.
+///
+/// ```
+/// let id = procactor::ActorId(0x2a);
+/// assert_eq!(id.to_string(), "000000000000002a");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ActorId(pub u64);
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The size of an actor's mailbox.
+///
+/// ```
+/// use procactor::Mailbox;
+/// assert_eq!(Mailbox::default(), Mailbox::Unbounded);
+/// assert_eq!(Mailbox::bounded(8), Mailbox::Bounded(8));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mailbox {
+    /// Tells never block; a slow actor's backlog grows in memory.
+    #[default]
+    Unbounded,
+    /// At most this many messages wait: a `tell` blocks while it is full (`try_send` fails with
+    /// [`Error::MailboxFull`](crate::Error::MailboxFull), `tell_timeout` times out).
+    Bounded(u32),
+}
+
+impl Mailbox {
+    /// A bounded mailbox of `capacity` (at least 1).
+    pub fn bounded(capacity: u32) -> Mailbox {
+        Mailbox::Bounded(capacity.clamp(1, u32::MAX / 2))
+    }
+}
+
+/// Starts actor `A` in a new process with default options; see [`ActorBuilder`] for the others.
+///
+/// ```
+/// # procactor::init();
+/// struct Echo;
+/// #[procactor::actor]
+/// impl Echo {
+///     fn init(_: ()) -> Self { Echo }
+///     pub fn echo(&self, s: String) -> String { s }
+/// }
+/// let e = procactor::spawn::<Echo>(())?;
+/// assert_eq!(e.echo("hi".into())?, "hi");
+/// # e.stop()?; e.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub fn spawn<A: Actor>(args: A::Args) -> Result<ActorRef<A>> {
+    ActorBuilder::new(args).spawn()
+}
+
+/// Options for a new actor: name, mailbox, start method, registered name.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{ActorBuilder, Mailbox};
+/// struct Sink { n: u64 }
+/// #[procactor::actor]
+/// impl Sink {
+///     fn init(_: ()) -> Self { Sink { n: 0 } }
+///     pub fn put(&mut self, _x: u64) { self.n += 1 }
+///     pub fn count(&self) -> u64 { self.n }
+/// }
+/// let s = ActorBuilder::<Sink>::new(())
+///     .name("sink")
+///     .mailbox(Mailbox::bounded(100))
+///     .register("the-sink")
+///     .spawn()?;
+/// assert_eq!(s.name(), "sink");
+/// let found = procactor::whereis::<Sink>("the-sink")?.expect("registered");
+/// found.put(7)?;
+/// assert_eq!(s.count()?, 1);
+/// # s.stop()?; s.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct ActorBuilder<A: Actor> {
+    args: A::Args,
+    name: Option<String>,
+    mailbox: Mailbox,
+    method: Option<StartMethod>,
+    start_timeout: Duration,
+    register: Option<String>,
+    _a: PhantomData<fn() -> A>,
+}
+
+impl<A: Actor> ActorBuilder<A> {
+    /// Options for an actor built from `args`.
+    pub fn new(args: A::Args) -> Self {
+        ActorBuilder {
+            args,
+            name: None,
+            mailbox: Mailbox::Unbounded,
+            method: None,
+            start_timeout: Duration::from_secs(30),
+            register: None,
+            _a: PhantomData,
+        }
+    }
+
+    /// The actor's name (its process's name too); default: the type's name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Its mailbox (default: unbounded).
+    pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// How to make its process (default: [`get_start_method`](crate::get_start_method)).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// How long `spawn` waits for the process to start and `init` to finish (default 30 s).
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Registers the actor under `name` (see [`whereis`]) before `spawn` returns.
+    pub fn register(mut self, name: impl Into<String>) -> Self {
+        self.register = Some(name.into());
+        self
+    }
+
+    /// Starts the process, waits for `init` and returns a ref to the actor.
+    pub fn spawn(self) -> Result<ActorRef<A>> {
+        server::spawn(self)
+    }
+}

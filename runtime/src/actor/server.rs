@@ -1,0 +1,767 @@
+//! The actor's own process: `spawn` on the caller's side, and the event loop that accepts
+//! connections, reads batches of envelopes and runs the handlers, one message at a time.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::actor_ref::{ActorRef, RefInner};
+use super::context::{Context, Watch};
+use super::gate::{self, Gate};
+use super::proto::{self, Role, Sys, Welcome};
+use super::{Actor, ActorBuilder, ActorId, Down, Mailbox};
+use crate::bootstrap;
+use crate::error::{Error, ExitReason, Result};
+use crate::message::Message;
+use crate::process::Process;
+use crate::sys;
+use crate::wire::{self, Channel, Fd, Wait};
+
+/// What the new process gets.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Boot<Args> {
+    listener: Fd,
+    id: u64,
+    name: String,
+    addr: String,
+    capacity: Option<u32>,
+    args: Args,
+}
+
+/// A fresh id: our pid and a counter (unique among live processes of the session), plus a
+/// little of the clock so a recycled pid does not reuse an address still held by a dying actor.
+fn new_id() -> u64 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() >> 20)
+        .unwrap_or(0);
+    (u64::from(sys::getpid()) << 32) | u64::from(n.wrapping_add(clock << 20))
+}
+
+fn type_short_name<A>() -> String {
+    let full = std::any::type_name::<A>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base).to_string()
+}
+
+pub(crate) fn spawn<A: Actor>(b: ActorBuilder<A>) -> Result<ActorRef<A>> {
+    let session = bootstrap::session();
+    let name = b.name.unwrap_or_else(type_short_name::<A>);
+    let (id, addr, listener) = loop {
+        let id = new_id();
+        let addr = proto::actor_addr(&session, id);
+        match sys::listen_abstract(&addr) {
+            Ok(l) => break (id, addr, l),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) => return Err(Error::io("listen", e)),
+        }
+    };
+    let boot = Boot {
+        listener: Fd(listener),
+        id,
+        name: name.clone(),
+        addr: addr.clone(),
+        capacity: match b.mailbox {
+            Mailbox::Unbounded => None,
+            Mailbox::Bounded(n) => Some(n),
+        },
+        args: b.args,
+    };
+    let mut p = Process::new(actor_main::<A>, boot)
+        .name(name.clone())
+        .daemon(true)
+        .start_timeout(b.start_timeout);
+    if let Some(m) = b.method {
+        p = p.start_method(m);
+    }
+    // Our copy of the listener goes with `p`: from here only the child holds it.
+    let handle = p.start()?;
+    let pid = handle.pid();
+    let r = ActorRef::<A>::from_inner(Arc::new(RefInner::new(
+        ActorId(id),
+        name.clone(),
+        pid,
+        addr,
+        Some(handle),
+    )));
+    // The welcome comes once `init` has returned: the ref is ready when we return it.
+    let (m, rep) = (A::Msg::schema(), A::Reply::schema());
+    if let Err(e) = r.inner.conn(
+        || Role::caller(m, rep),
+        (m.fingerprint, rep.fingerprint),
+        Wait::timeout(b.start_timeout),
+    ) {
+        let _ = r.kill();
+        let _ = r.join_timeout(Duration::from_secs(5));
+        return Err(match e {
+            Error::Timeout(t) => Error::Start {
+                name,
+                reason: format!("init did not finish within {t:?}"),
+            },
+            e => e,
+        });
+    }
+    if let Some(n) = b.register {
+        if let Err(e) = super::registry::register(&n, &r) {
+            let _ = r.kill();
+            let _ = r.join_timeout(Duration::from_secs(5));
+            return Err(e);
+        }
+    }
+    Ok(r)
+}
+
+/// The job of an actor's process.
+fn actor_main<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
+    let Boot {
+        listener,
+        id,
+        name,
+        addr,
+        capacity,
+        args,
+    } = boot;
+    let me = ActorRef::<A>::from_inner(Arc::new(RefInner::new(
+        ActorId(id),
+        name.clone(),
+        sys::getpid(),
+        addr.clone(),
+        None,
+    )));
+    let mut ctx = Context::new(me);
+    let welcome = Welcome {
+        name,
+        pid: sys::getpid(),
+        id,
+        addr,
+        capacity,
+        slot: 0,
+    };
+    let mut server = match Server::<A>::new(listener.0, welcome) {
+        Ok(s) => s,
+        Err(e) => {
+            return ExitReason::InitFailed {
+                message: e.to_string(),
+            }
+        }
+    };
+    let state = match catch_unwind(AssertUnwindSafe(|| A::init(args, &mut ctx))) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return ExitReason::InitFailed {
+                message: e.to_string(),
+            }
+        }
+        Err(p) => return panicked(&*p),
+    };
+    server.run(state, ctx)
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> ExitReason {
+    let (message, location) = bootstrap::caught_panic(payload);
+    ExitReason::Panicked { message, location }
+}
+
+/// What a connection is to us.
+enum Peer {
+    /// Connected, hello not read yet.
+    New(Channel),
+    /// Sends messages; `slot` in the gate of a bounded mailbox.
+    Caller { chan: Channel, slot: u32 },
+    /// Wants our last words (and may send system messages: stop, register).
+    Watcher(Channel),
+    /// A linked actor: its death is ours unless we trap exits.
+    LinkedIn {
+        chan: Channel,
+        name: String,
+        pid: u32,
+    },
+    /// A watch this actor made (monitor or link).
+    Watching(Watch),
+}
+
+impl Peer {
+    fn chan(&self) -> Option<&Channel> {
+        match self {
+            Peer::New(c) | Peer::Caller { chan: c, .. } | Peer::Watcher(c) => Some(c),
+            Peer::LinkedIn { chan, .. } => Some(chan),
+            Peer::Watching(w) => w.chan.as_ref(),
+        }
+    }
+}
+
+const LISTENER: u64 = 1 << 63;
+
+struct Server<A: Actor> {
+    poller: sys::Poller,
+    /// Token → listening socket, and the registered name it binds (None: our own address).
+    listeners: HashMap<u64, (OwnedFd, Option<String>)>,
+    peers: HashMap<u64, Peer>,
+    next_token: u64,
+    welcome: Welcome,
+    gate: Option<Gate>,
+    free_slots: Vec<u32>,
+    ready: Vec<u64>,
+    /// The record being handled (copied out of the receive buffer: handlers may receive too).
+    batch: Vec<u8>,
+    reply: Vec<u8>,
+    stop_requested: bool,
+    _a: std::marker::PhantomData<fn() -> A>,
+}
+
+/// What reading a connection turned up.
+enum Read {
+    Nothing,
+    Batch(Vec<OwnedFd>),
+    Closed,
+}
+
+impl<A: Actor> Server<A> {
+    fn new(listener: OwnedFd, welcome: Welcome) -> Result<Self> {
+        let poller = sys::Poller::new().map_err(|e| Error::io("epoll", e))?;
+        poller
+            .add(listener.as_fd(), LISTENER)
+            .map_err(|e| Error::io("epoll", e))?;
+        let gate = welcome.capacity.map(Gate::create).transpose()?;
+        let mut listeners = HashMap::new();
+        listeners.insert(LISTENER, (listener, None));
+        Ok(Server {
+            poller,
+            listeners,
+            peers: HashMap::new(),
+            next_token: 1,
+            welcome,
+            gate,
+            free_slots: (0..gate::SLOTS as u32).rev().collect(),
+            ready: Vec::new(),
+            batch: Vec::new(),
+            reply: Vec::new(),
+            stop_requested: false,
+            _a: std::marker::PhantomData,
+        })
+    }
+
+    fn add_peer(&mut self, peer: Peer) {
+        let token = self.next_token;
+        self.next_token += 1;
+        if let Some(chan) = peer.chan() {
+            if self.poller.add(chan.as_fd(), token).is_err() {
+                return;
+            }
+        } else if let Peer::Watching(w) = &peer {
+            // Already gone when we looked: report it on the next turn of the loop.
+            self.ready.push(token);
+            let _ = w;
+        }
+        self.peers.insert(token, peer);
+    }
+
+    fn remove_peer(&mut self, token: u64) -> Option<Peer> {
+        let peer = self.peers.remove(&token)?;
+        if let Some(chan) = peer.chan() {
+            self.poller.remove(chan.as_fd());
+        }
+        if let (Peer::Caller { slot, .. }, Some(gate)) = (&peer, &self.gate) {
+            // Whatever this caller took and never delivered is given back.
+            gate.release(*slot, gate.held_by(*slot));
+            self.free_slots.push(*slot);
+        }
+        Some(peer)
+    }
+
+    fn run(&mut self, mut state: A, mut ctx: Context<A>) -> ExitReason {
+        self.adopt_watches(&mut ctx);
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| state.started(&mut ctx))) {
+            return self.finish(&mut state, &mut ctx, panicked(&*p));
+        }
+        let mut pending: Vec<u64> = Vec::new();
+        loop {
+            self.adopt_watches(&mut ctx);
+            if let Some(reason) = ctx.stop.take() {
+                return self.finish(&mut state, &mut ctx, reason);
+            }
+            if self.stop_requested {
+                return self.finish(&mut state, &mut ctx, ExitReason::Normal);
+            }
+            if pending.is_empty() {
+                if let Err(e) = self.wait() {
+                    log::error!(target: "procactor::actor", "event loop failed: {e}");
+                    return self.finish(&mut state, &mut ctx, ExitReason::Unknown);
+                }
+                pending.append(&mut self.ready);
+            }
+            let Some(token) = pending.pop() else {
+                continue;
+            };
+            if let Err(reason) = self.service(token, &mut state, &mut ctx) {
+                return self.finish(&mut state, &mut ctx, reason);
+            }
+        }
+    }
+
+    /// Waits for readiness: spins briefly first when we have a core to spin on (a wake-up from
+    /// sleep costs tens of microseconds on small VMs).
+    fn wait(&mut self) -> std::io::Result<()> {
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
+        let spin = wire::spin_time();
+        if !spin.is_zero() {
+            let until = Instant::now() + spin;
+            loop {
+                self.poller.wait(Some(Instant::now()), &mut self.ready)?;
+                if !self.ready.is_empty() || Instant::now() >= until {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+            if !self.ready.is_empty() {
+                return Ok(());
+            }
+        }
+        self.poller.wait(None, &mut self.ready)
+    }
+
+    fn adopt_watches(&mut self, ctx: &mut Context<A>) {
+        for w in ctx.watches.drain(..).collect::<Vec<_>>() {
+            self.add_peer(Peer::Watching(w));
+        }
+    }
+
+    /// Handles readiness of one token; `Err` with the reason when the actor must end.
+    fn service(
+        &mut self,
+        token: u64,
+        state: &mut A,
+        ctx: &mut Context<A>,
+    ) -> std::result::Result<(), ExitReason> {
+        if token & LISTENER != 0 {
+            self.accept(token);
+            return Ok(());
+        }
+        match self.peers.get(&token) {
+            None => Ok(()),
+            Some(Peer::New(_)) => {
+                self.hello(token);
+                Ok(())
+            }
+            Some(Peer::Caller { .. }) | Some(Peer::Watcher(_)) => match self.read(token) {
+                Read::Nothing => Ok(()),
+                Read::Closed => {
+                    self.remove_peer(token);
+                    Ok(())
+                }
+                Read::Batch(fds) => self.dispatch(token, fds, state, ctx),
+            },
+            Some(Peer::LinkedIn { .. }) | Some(Peer::Watching(_)) => {
+                self.watched_ended(token, state, ctx)
+            }
+        }
+    }
+
+    fn accept(&mut self, token: u64) {
+        loop {
+            let Some((listener, _)) = self.listeners.get(&token) else {
+                return;
+            };
+            match sys::accept(listener.as_fd()) {
+                Ok(Some(fd)) => {
+                    // Only processes of our own user may talk to us.
+                    if sys::peer_uid(fd.as_fd()).ok() != Some(sys::getuid()) {
+                        log::warn!(target: "procactor::actor", "refused a connection from another user");
+                        continue;
+                    }
+                    self.add_peer(Peer::New(Channel::from_fd(fd)));
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    log::warn!(target: "procactor::actor", "accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads a hello and answers it.
+    fn hello(&mut self, token: u64) {
+        let Some(Peer::New(chan)) = self.peers.get(&token) else {
+            return;
+        };
+        let role = chan.recv(Wait::No, |f| {
+            if f.kind != proto::HELLO {
+                return Err(Error::Decode {
+                    expected: "a hello",
+                    reason: format!("frame of kind {}", f.kind),
+                });
+            }
+            wire::decode::<Role>(f.payload, Vec::new())
+        });
+        let role = match role {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return, // woken for nothing
+            Err(e) => {
+                log::warn!(target: "procactor::actor", "bad hello on actor {:?}: {e}", self.welcome.name);
+                self.remove_peer(token);
+                return;
+            }
+        };
+        let Some(Peer::New(chan)) = self.remove_peer(token) else {
+            return;
+        };
+        let refuse = |chan: &Channel, why: String| {
+            let mut buf = Vec::new();
+            if wire::encode(&why, &mut buf).is_ok() {
+                let _ = chan.try_send_small(proto::REFUSED, 0, &buf);
+            }
+        };
+        let mut welcome = self.welcome.clone();
+        let peer = match role {
+            Role::Caller { msg, reply } => {
+                let (m, r) = (A::Msg::schema(), A::Reply::schema());
+                if msg.1 != m.fingerprint || reply.1 != r.fingerprint {
+                    refuse(&chan, format!("{} (replies: {})", m.name, r.name));
+                    return;
+                }
+                let slot = match &self.gate {
+                    None => 0,
+                    Some(_) => match self.free_slots.pop() {
+                        Some(s) => s,
+                        None => {
+                            refuse(&chan, "too many callers of a bounded mailbox".into());
+                            return;
+                        }
+                    },
+                };
+                welcome.slot = slot;
+                Peer::Caller { chan, slot }
+            }
+            Role::Monitor => Peer::Watcher(chan),
+            Role::Link { name, pid } => Peer::LinkedIn { chan, name, pid },
+        };
+        let mut buf = Vec::new();
+        if wire::encode(&welcome, &mut buf).is_err() {
+            return;
+        }
+        let sent = match (&peer, &self.gate) {
+            (Peer::Caller { .. }, Some(gate)) => {
+                let fd: RawFd = std::os::fd::AsRawFd::as_raw_fd(&gate.as_fd());
+                peer.chan().map(|c| c.send(proto::WELCOME, 0, &buf, &[fd]))
+            }
+            _ => peer.chan().map(|c| c.send(proto::WELCOME, 0, &buf, &[])),
+        };
+        if matches!(sent, Some(Ok(()))) {
+            self.add_peer(peer);
+        } else if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
+            self.free_slots.push(*slot);
+        }
+    }
+
+    /// Reads one record from a caller into `self.batch`.
+    fn read(&mut self, token: u64) -> Read {
+        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
+            return Read::Closed;
+        };
+        let batch = &mut self.batch;
+        let got = chan.recv_large_into(Wait::No, &mut Vec::new(), |f| {
+            if f.kind != proto::BATCH {
+                return Err(Error::Decode {
+                    expected: "a batch of messages",
+                    reason: format!("frame of kind {}", f.kind),
+                });
+            }
+            batch.clear();
+            batch.extend_from_slice(f.payload);
+            Ok(f.fds)
+        });
+        match got {
+            Ok(fds) => Read::Batch(fds),
+            Err(e) if e.is_timeout() => Read::Nothing,
+            Err(Error::Disconnected) => Read::Closed,
+            Err(e) => {
+                log::warn!(target: "procactor::actor", "actor {:?} dropped a record: {e}", self.welcome.name);
+                Read::Nothing
+            }
+        }
+    }
+
+    /// Handles the envelopes of `self.batch`, in order.
+    fn dispatch(
+        &mut self,
+        token: u64,
+        fds: Vec<OwnedFd>,
+        state: &mut A,
+        ctx: &mut Context<A>,
+    ) -> std::result::Result<(), ExitReason> {
+        let batch = std::mem::take(&mut self.batch);
+        let mut fds = fds.into_iter();
+        let mut rest = &batch[..];
+        let caller_slot = match self.peers.get(&token) {
+            Some(Peer::Caller { slot, .. }) => Some(*slot),
+            _ => None,
+        };
+        let mut outcome = Ok(());
+        loop {
+            let env = match proto::next_envelope(&mut rest) {
+                Ok(Some(env)) => env,
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!(target: "procactor::actor", "actor {:?} got garbage: {e}", self.welcome.name);
+                    break;
+                }
+            };
+            let env_fds: Vec<OwnedFd> = fds.by_ref().take(env.nfds).collect();
+            if self.stop_requested || ctx.stop.is_some() {
+                // Sent after the stop: refused, as if the actor were already gone.
+                continue;
+            }
+            let step = match (env.op, caller_slot) {
+                (proto::OP_SYS, _) => {
+                    self.system(env.payload, env_fds);
+                    Ok(())
+                }
+                (op, Some(slot)) => {
+                    let r = self.message(token, op, env.id, env.payload, env_fds, state, ctx);
+                    if let Some(gate) = &self.gate {
+                        if gate.held_by(slot) > 0 {
+                            gate.release(slot, 1);
+                        }
+                    }
+                    r
+                }
+                (_, None) => {
+                    log::warn!(target: "procactor::actor", "actor {:?}: message from a connection that did not say hello as a caller", self.welcome.name);
+                    Ok(())
+                }
+            };
+            if let Err(reason) = step {
+                outcome = Err(reason);
+                break;
+            }
+            self.adopt_watches(ctx);
+        }
+        self.batch = batch;
+        outcome
+    }
+
+    /// One tell or ask.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        token: u64,
+        op: u8,
+        id: u64,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+        state: &mut A,
+        ctx: &mut Context<A>,
+    ) -> std::result::Result<(), ExitReason> {
+        let msg = match wire::decode::<A::Msg>(payload, fds) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!(target: "procactor::actor", "actor {:?} could not decode a message: {e}", self.welcome.name);
+                if op == proto::OP_ASK {
+                    self.answer(token, proto::FAILED, id, &e.to_string());
+                }
+                return Ok(());
+            }
+        };
+        let reply = match catch_unwind(AssertUnwindSafe(|| state.handle(msg, ctx))) {
+            Ok(r) => r,
+            Err(p) => return Err(panicked(&*p)),
+        };
+        if op == proto::OP_ASK {
+            self.answer(token, proto::REPLY, id, &reply);
+        }
+        Ok(())
+    }
+
+    /// Sends a reply (or a failure) to the caller on `token`.
+    fn answer<T: Serialize + ?Sized>(&mut self, token: u64, kind: u8, id: u64, value: &T) {
+        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
+            return;
+        };
+        self.reply.clear();
+        let (kind, fds) = match wire::encode(value, &mut self.reply) {
+            Ok(fds) => (kind, fds),
+            Err(e) => {
+                self.reply.clear();
+                let _ = wire::encode(&e.to_string(), &mut self.reply);
+                (proto::FAILED, Vec::new())
+            }
+        };
+        let sent = if fds.is_empty() && self.reply.len() <= wire::INLINE_MAX {
+            // Never block on a caller that stopped reading (it gave up on this reply).
+            chan.try_send_small(kind, id, &self.reply).map(|sent| {
+                if !sent {
+                    log::warn!(target: "procactor::actor", "a caller of actor {:?} is not reading its replies; one dropped", self.welcome.name);
+                }
+            })
+        } else {
+            chan.send(kind, id, &self.reply, &fds)
+        };
+        if let Err(e) = sent {
+            log::debug!(target: "procactor::actor", "reply not delivered: {e}");
+        }
+    }
+
+    fn system(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
+        match wire::decode::<Sys>(payload, fds) {
+            Ok(Sys::Stop) => self.stop_requested = true,
+            Ok(Sys::Register { name, listener }) => {
+                let token = LISTENER | self.next_token;
+                self.next_token += 1;
+                if self.poller.add(listener.0.as_fd(), token).is_ok() {
+                    self.listeners.insert(token, (listener.0, Some(name)));
+                    self.ready.push(token); // callers may be queued already
+                }
+            }
+            Ok(Sys::Unregister(name)) => {
+                let gone: Vec<u64> = self
+                    .listeners
+                    .iter()
+                    .filter(|(_, (_, n))| n.as_deref() == Some(name.as_str()))
+                    .map(|(t, _)| *t)
+                    .collect();
+                for t in gone {
+                    if let Some((fd, _)) = self.listeners.remove(&t) {
+                        self.poller.remove(fd.as_fd());
+                    }
+                }
+            }
+            Err(e) => {
+                log::warn!(target: "procactor::actor", "actor {:?}: bad system message: {e}", self.welcome.name)
+            }
+        }
+    }
+
+    /// A linked or watched actor's connection has something: its last words or its end.
+    fn watched_ended(
+        &mut self,
+        token: u64,
+        state: &mut A,
+        ctx: &mut Context<A>,
+    ) -> std::result::Result<(), ExitReason> {
+        let words = match self.peers.get(&token).and_then(Peer::chan) {
+            None => None,
+            Some(chan) => match chan.recv(Wait::No, |f| {
+                if f.kind == proto::EXIT {
+                    Ok(Some(
+                        wire::decode::<proto::LastWords>(f.payload, Vec::new())?.reason,
+                    ))
+                } else {
+                    Ok(None)
+                }
+            }) {
+                Ok(Some(reason)) => Some(reason),
+                Ok(None) => return Ok(()), // a welcome, or nothing for us
+                Err(e) if e.is_timeout() => return Ok(()),
+                Err(_) => None,
+            },
+        };
+        let Some(peer) = self.remove_peer(token) else {
+            return Ok(());
+        };
+        let (id, name, reason, link) = match peer {
+            Peer::Watching(w) => {
+                let reason = w.target.refine(words.unwrap_or(ExitReason::Unknown));
+                (w.target.id, w.target.name.clone(), reason, w.link)
+            }
+            Peer::LinkedIn { name, pid, .. } => (
+                ActorId(u64::from(pid) << 32),
+                name,
+                words.unwrap_or(ExitReason::Unknown),
+                true,
+            ),
+            _ => return Ok(()),
+        };
+        let down = Down {
+            id,
+            name: name.clone(),
+            reason: reason.clone(),
+        };
+        let hook = if !link {
+            catch_unwind(AssertUnwindSafe(|| state.on_down(down, ctx)))
+        } else if ctx.trap_exit {
+            catch_unwind(AssertUnwindSafe(|| state.on_exit(down, ctx)))
+        } else if reason.is_abnormal() {
+            return Err(ExitReason::Linked {
+                name,
+                reason: Box::new(reason),
+            });
+        } else {
+            Ok(())
+        };
+        hook.map_err(|p| panicked(&*p))
+    }
+
+    /// Ends the actor: drains the mailbox (normal stop only), runs the hooks, and tells every
+    /// connection why it ends.
+    fn finish(&mut self, state: &mut A, ctx: &mut Context<A>, reason: ExitReason) -> ExitReason {
+        let mut reason = reason;
+        if reason == ExitReason::Normal && self.stop_requested {
+            self.stop_requested = false;
+            if let Err(r) = self.drain(state, ctx) {
+                reason = r;
+            }
+            self.stop_requested = true;
+        }
+        if reason == ExitReason::Normal {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| state.stopping(ctx))) {
+                reason = panicked(&*p);
+            }
+        }
+        let mut buf = Vec::new();
+        if wire::encode(
+            &proto::LastWords {
+                reason: reason.clone(),
+            },
+            &mut buf,
+        )
+        .is_ok()
+        {
+            for peer in self.peers.values() {
+                if let Some(chan) = peer.chan() {
+                    let _ = chan.try_send_small(proto::EXIT, 0, &buf);
+                }
+            }
+        }
+        let _ = catch_unwind(AssertUnwindSafe(|| state.stopped(&reason)));
+        reason
+    }
+
+    /// Handles what is already waiting on every caller connection (after a stop request).
+    fn drain(
+        &mut self,
+        state: &mut A,
+        ctx: &mut Context<A>,
+    ) -> std::result::Result<(), ExitReason> {
+        let callers: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Caller { .. } | Peer::Watcher(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in callers {
+            // Bounded: a caller that keeps sending cannot keep us alive for ever.
+            for _ in 0..10_000 {
+                match self.read(token) {
+                    Read::Batch(fds) => {
+                        self.dispatch(token, fds, state, ctx)?;
+                        if ctx.stop.is_some() {
+                            return Ok(());
+                        }
+                    }
+                    Read::Nothing | Read::Closed => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
