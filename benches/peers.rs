@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use procactor::{Connection, Pipe, Process, StartMethod};
+use procactor::{ActorRef, Connection, Pipe, Process, StartMethod};
 
 const CHUNK: usize = 1 << 20;
 
@@ -128,6 +128,129 @@ fn pipe_bulk(quick: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The counter actor of `actor_ask` and `actor_tell`.
+struct Counter {
+    total: u64,
+}
+
+#[procactor::actor]
+impl Counter {
+    fn init(_: ()) -> Self {
+        Counter { total: 0 }
+    }
+
+    pub fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+
+    pub fn get(&self) -> u64 {
+        self.total
+    }
+}
+
+/// The idle actor of `spawn_many`: answers its pid.
+struct Idle;
+
+#[procactor::actor]
+impl Idle {
+    fn init(_: ()) -> Self {
+        Idle
+    }
+
+    pub fn getpid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+fn actor_ask(quick: bool) -> Result<(), String> {
+    let rounds: u64 = if quick { 5_000 } else { 20_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let c: ActorRef<Counter> = procactor::spawn::<Counter>(()).map_err(e)?;
+    c.add(0).map_err(e)?;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        c.add(1).map_err(e)?;
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let total = c.get().map_err(e)?;
+    c.stop().map_err(e)?;
+    c.join().map_err(e)?;
+    if total != rounds {
+        return Err(format!("counter says {total}, expected {rounds}"));
+    }
+    emit(
+        "procactor",
+        "actor_ask",
+        dt / rounds as f64 * 1e6,
+        "us/call",
+        "lower",
+    );
+    Ok(())
+}
+
+fn actor_tell(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 50_000 } else { 200_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let c: ActorRef<Counter> = procactor::spawn::<Counter>(()).map_err(e)?;
+    let t = Instant::now();
+    for _ in 0..n {
+        c.send().add(1).map_err(e)?;
+    }
+    let total = c.get().map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    c.stop().map_err(e)?;
+    c.join().map_err(e)?;
+    if total != n {
+        return Err(format!("counter says {total}, expected {n}"));
+    }
+    emit("procactor", "actor_tell", n as f64 / dt, "msgs/s", "higher");
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn spawn_many(quick: bool) -> Result<(), String> {
+    let n = if quick { 50 } else { 200 };
+    let e = |e: procactor::Error| e.to_string();
+    let t = Instant::now();
+    let actors: Vec<ActorRef<Idle>> =
+        procactor::spawn_many::<Idle>(std::iter::repeat_n((), n)).map_err(e)?;
+    let pids: Vec<u32> = actors
+        .iter()
+        .map(|a| a.getpid())
+        .collect::<Result<_, _>>()
+        .map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    if pids.iter().zip(&actors).any(|(p, a)| *p != a.pid()) {
+        return Err("an actor answered with another pid".into());
+    }
+    let mut rss: Vec<u64> = pids.iter().filter_map(|p| rss_kib(*p)).collect();
+    rss.sort_unstable();
+    for a in &actors {
+        a.stop().map_err(e)?;
+    }
+    for a in &actors {
+        a.join().map_err(e)?;
+    }
+    if rss.len() != n {
+        return Err("could not read every actor's VmRSS".into());
+    }
+    emit("procactor", "spawn_many", dt * 1e3, "ms", "lower");
+    emit(
+        "procactor",
+        "idle_rss",
+        rss[rss.len() / 2] as f64 / 1024.0,
+        "MiB/process",
+        "lower",
+    );
+    Ok(())
+}
+
 type Workload = fn(bool) -> Result<(), String>;
 
 fn main() {
@@ -139,10 +262,13 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
-    let workloads: [(&str, Workload); 3] = [
+    let workloads: [(&str, Workload); 6] = [
         ("spawn", spawn),
         ("pipe_rtt", pipe_rtt),
         ("pipe_bulk", pipe_bulk),
+        ("actor_ask", actor_ask),
+        ("actor_tell", actor_tell),
+        ("spawn_many", spawn_many),
     ];
     let mut failed = false;
     for (name, run) in workloads {

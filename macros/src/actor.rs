@@ -100,14 +100,14 @@ fn params(sig: &syn::Signature) -> syn::Result<(Vec<(syn::Ident, syn::Type)>, bo
             takes_ctx = true;
             continue;
         }
+        // A pattern (`_`, a tuple) gets a name of its own: the handler is called positionally.
         let ident = match &*t.pat {
-            syn::Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => p.ident.clone(),
-            other => {
-                return Err(err(
-                    other.span(),
-                    "message parameters must be plain names (`n: u64`), not patterns",
-                ))
+            syn::Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let mut ident = p.ident.clone();
+                ident.set_span(t.pat.span());
+                ident
             }
+            other => format_ident!("arg{}", i, span = other.span()),
         };
         args.push((ident, (*t.ty).clone()));
     }

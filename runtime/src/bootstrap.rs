@@ -153,6 +153,8 @@ pub(crate) struct Spec<'a> {
     pub daemon: bool,
     pub method: StartMethod,
     pub start_timeout: Duration,
+    /// For `Spawn`: wait until the child has reached `init()` (when the job goes early).
+    pub await_hello: bool,
 }
 
 /// A child that was started: its pid, a pidfd on it, and the channel its outcome comes back on.
@@ -325,6 +327,9 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
                 Err(Error::Disconnected) => {}
                 Err(e) => return Err(e),
             }
+        }
+        if early && sent_early && !spec.await_hello {
+            return Ok(());
         }
         await_hello(spec, &started)?;
         if early && !sent_early {
@@ -672,8 +677,12 @@ pub(crate) fn read_outcome<R: DeserializeOwned>(
 ) -> Result<Option<Result<Outcome<R>, Failure>>> {
     let want = wire::fingerprint::<Outcome<R>>();
     let res = chan.recv(wait, |frame| {
+        if frame.fingerprint == wire::fingerprint::<Hello>() {
+            // A child started without waiting for its hello (see `Spec::await_hello`).
+            return Ok(None);
+        }
         if frame.fingerprint == failure_fingerprint() {
-            return wire::decode::<Failure>(frame.payload, frame.fds).map(Err);
+            return wire::decode::<Failure>(frame.payload, frame.fds).map(|f| Some(Err(f)));
         }
         if frame.fingerprint != want {
             return Err(Error::Decode {
@@ -681,10 +690,11 @@ pub(crate) fn read_outcome<R: DeserializeOwned>(
                 reason: "the child reported a value of another type".into(),
             });
         }
-        wire::decode::<Outcome<R>>(frame.payload, frame.fds).map(Ok)
+        wire::decode::<Outcome<R>>(frame.payload, frame.fds).map(|o| Some(Ok(o)))
     });
     match res {
-        Ok(v) => Ok(Some(v)),
+        Ok(None) => read_outcome(chan, wait),
+        Ok(Some(v)) => Ok(Some(v)),
         Err(Error::Disconnected) => Ok(None),
         Err(e) => Err(e),
     }

@@ -21,8 +21,8 @@ mod sys;
 mod wire;
 
 pub use actor::{
-    register, spawn, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef, Caller,
-    ChildInfo, ChildSpec, Context, Down, InitError, Mailbox, Monitor, Restart, Strategy,
+    register, spawn, spawn_many, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef,
+    Caller, ChildInfo, ChildSpec, Context, Down, InitError, Mailbox, Monitor, Restart, Strategy,
     Supervisor, SupervisorRef, Tell, Timed, TryTell,
 };
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};

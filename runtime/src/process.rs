@@ -60,6 +60,7 @@ pub struct Process<A, R> {
     daemon: bool,
     method: Option<StartMethod>,
     start_timeout: Duration,
+    await_hello: bool,
     internal: bool,
 }
 
@@ -87,6 +88,7 @@ where
             daemon: false,
             method: None,
             start_timeout: Duration::from_secs(30),
+            await_hello: true,
             internal: false,
         }
     }
@@ -151,6 +153,14 @@ where
         self
     }
 
+    /// Returns as soon as the job is handed over, without waiting for a spawned child to reach
+    /// `init()`: for callers that wait for the child some other way (an actor's welcome), so
+    /// that many children can start at once. A child that never gets there is seen at `join`.
+    pub(crate) fn no_hello_wait(mut self) -> Self {
+        self.await_hello = false;
+        self
+    }
+
     /// A runtime process (the fork server): not listed by `active_children`.
     pub(crate) fn internal(mut self) -> Self {
         self.internal = true;
@@ -176,6 +186,7 @@ where
             daemon: self.daemon,
             method: self.method.unwrap_or_else(bootstrap::get_start_method),
             start_timeout: self.start_timeout,
+            await_hello: self.await_hello,
         };
         let started = bootstrap::start(&spec, self.f, &self.args)?;
         // `self.args` drops here: the parent's copies of handles given to the child close now,

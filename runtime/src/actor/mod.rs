@@ -195,6 +195,27 @@ pub fn spawn<A: Actor>(args: A::Args) -> Result<ActorRef<A>> {
     ActorBuilder::new(args).spawn()
 }
 
+/// Starts one actor `A` per item of `args`, all at once: the processes start side by side, then
+/// every `init` is awaited. If one fails, all are killed and the error returned.
+///
+/// ```
+/// # procactor::init();
+/// struct Cell { v: u32 }
+/// #[procactor::actor]
+/// impl Cell {
+///     fn init(v: u32) -> Self { Cell { v } }
+///     pub fn value(&self) -> u32 { self.v }
+/// }
+/// let cells = procactor::spawn_many::<Cell>(0..8)?;
+/// assert_eq!(cells[5].value()?, 5);
+/// for c in &cells { c.stop()?; }
+/// # for c in &cells { c.join()?; }
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub fn spawn_many<A: Actor>(args: impl IntoIterator<Item = A::Args>) -> Result<Vec<ActorRef<A>>> {
+    server::spawn_many(args.into_iter().map(ActorBuilder::new))
+}
+
 /// Options for a new actor: name, mailbox, start method, registered name.
 ///
 /// ```

@@ -52,6 +52,49 @@ fn type_short_name<A>() -> String {
 }
 
 pub(crate) fn spawn<A: Actor>(b: ActorBuilder<A>) -> Result<ActorRef<A>> {
+    ready(launch(b)?)
+}
+
+pub(crate) fn spawn_many<A: Actor>(
+    builders: impl IntoIterator<Item = ActorBuilder<A>>,
+) -> Result<Vec<ActorRef<A>>> {
+    // All processes first, then all welcomes: the children start up side by side.
+    let mut launched = Vec::new();
+    for b in builders {
+        match launch(b) {
+            Ok(l) => launched.push(l),
+            Err(e) => {
+                for l in &launched {
+                    abandon(&l.actor);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let refs: Vec<ActorRef<A>> = launched.iter().map(|l| l.actor.clone()).collect();
+    let mut out = Vec::with_capacity(launched.len());
+    for l in launched {
+        match ready(l) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                for r in &refs {
+                    abandon(r);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An actor whose process runs, and whose `init` may not have finished.
+struct Launched<A> {
+    actor: ActorRef<A>,
+    start_timeout: Duration,
+    register: Option<String>,
+}
+
+fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
     let session = bootstrap::session();
     let name = b.name.unwrap_or_else(type_short_name::<A>);
     let (id, addr, listener) = loop {
@@ -74,44 +117,60 @@ pub(crate) fn spawn<A: Actor>(b: ActorBuilder<A>) -> Result<ActorRef<A>> {
         },
         args: b.args,
     };
+    // No wait for the child's bootstrap: its welcome (below) says it is running.
     let mut p = Process::new(actor_main::<A>, boot)
         .name(name.clone())
         .daemon(true)
-        .start_timeout(b.start_timeout);
+        .start_timeout(b.start_timeout)
+        .no_hello_wait();
     if let Some(m) = b.method {
         p = p.start_method(m);
     }
     // Our copy of the listener goes with `p`: from here only the child holds it.
     let handle = p.start()?;
     let pid = handle.pid();
-    let r = ActorRef::<A>::from_inner(Arc::new(RefInner::new(
-        ActorId(id),
-        name.clone(),
-        pid,
-        addr,
-        Some(handle),
-    )));
-    // The welcome comes once `init` has returned: the ref is ready when we return it.
+    Ok(Launched {
+        actor: ActorRef::from_inner(Arc::new(RefInner::new(
+            ActorId(id),
+            name,
+            pid,
+            addr,
+            Some(handle),
+        ))),
+        start_timeout: b.start_timeout,
+        register: b.register,
+    })
+}
+
+/// Kills and reaps an actor that will not be handed out.
+fn abandon<A>(r: &ActorRef<A>) {
+    let _ = r.kill();
+    let _ = r.join_timeout(Duration::from_secs(5));
+}
+
+/// Waits for the welcome, which comes once `init` has returned: the ref is ready then.
+fn ready<A: Actor>(l: Launched<A>) -> Result<ActorRef<A>> {
+    let r = l.actor;
     let (m, rep) = (A::Msg::schema(), A::Reply::schema());
     if let Err(e) = r.inner.conn(
         || Role::caller(m, rep),
         (m.fingerprint, rep.fingerprint),
-        Wait::timeout(b.start_timeout),
+        Wait::timeout(l.start_timeout),
     ) {
-        let _ = r.kill();
-        let _ = r.join_timeout(Duration::from_secs(5));
+        abandon(&r);
         return Err(match e {
             Error::Timeout(t) => Error::Start {
-                name,
-                reason: format!("init did not finish within {t:?}"),
+                name: r.name().to_string(),
+                reason: format!(
+                    "the actor did not finish starting (bootstrap and init) within {t:?}"
+                ),
             },
             e => e,
         });
     }
-    if let Some(n) = b.register {
+    if let Some(n) = l.register {
         if let Err(e) = super::registry::register(&n, &r) {
-            let _ = r.kill();
-            let _ = r.join_timeout(Duration::from_secs(5));
+            abandon(&r);
             return Err(e);
         }
     }

@@ -1,0 +1,556 @@
+//! Actors in real processes: asks and tells, panics, kills, dead callers, garbage on the wire,
+//! bounded mailboxes, monitors, links, the registry, and many actors at once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, pid_alive, reaped, BOUND};
+use procactor::{
+    ActorBuilder, ActorRef, Connection, Context, Down, Error, ExitReason, Mailbox, Message, Pipe,
+    Process,
+};
+
+procactor::test_support!();
+
+/// Stops (or kills) an actor when dropped, and waits for it: nothing left behind on failure.
+struct Stopped<A>(ActorRef<A>);
+
+impl<A> std::ops::Deref for Stopped<A> {
+    type Target = ActorRef<A>;
+    fn deref(&self) -> &ActorRef<A> {
+        &self.0
+    }
+}
+
+impl<A> Drop for Stopped<A> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.join_timeout(BOUND);
+    }
+}
+
+pub struct Counter {
+    total: u64,
+    report: Option<Connection<u64>>,
+}
+
+#[procactor::actor]
+impl Counter {
+    fn init(report: Option<Connection<u64>>) -> Self {
+        Counter { total: 0, report }
+    }
+
+    pub fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+
+    pub fn get(&self) -> u64 {
+        self.total
+    }
+
+    pub fn echo(&self, v: String) -> String {
+        v
+    }
+
+    pub fn nap(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
+    pub fn explode(&mut self, why: String) -> u64 {
+        panic!("{why}")
+    }
+
+    pub fn quit(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+
+    fn stopping(&mut self) {
+        if let Some(r) = &self.report {
+            let _ = r.send(self.total);
+        }
+    }
+}
+
+fn counter() -> Stopped<Counter> {
+    Stopped(procactor::spawn::<Counter>(None).expect("spawn counter"))
+}
+
+#[test]
+fn ask_tell_and_a_normal_stop() {
+    let c = counter();
+    assert_ne!(c.pid(), std::process::id());
+    assert_eq!(c.add(2).unwrap(), 2);
+    for _ in 0..10_000 {
+        c.send().add(1).unwrap();
+    }
+    assert_eq!(c.get().unwrap(), 10_002, "tells arrive before a later ask");
+    assert_eq!(c.timeout(BOUND).echo("hi".into()).unwrap(), "hi");
+    c.stop().unwrap();
+    assert_eq!(c.join_timeout(BOUND).unwrap(), ExitReason::Normal);
+    assert!(!pid_alive(c.pid()));
+    // After the end: a clear error, no hang.
+    assert!(matches!(c.get(), Err(Error::ActorDied { .. })));
+    c.stop().unwrap(); // stopping a stopped actor is fine
+}
+
+#[test]
+fn stop_drains_what_was_sent_before() {
+    let (here, there) = Pipe::<u64>::duplex().unwrap();
+    let c = Stopped(procactor::spawn::<Counter>(Some(there)).unwrap());
+    for _ in 0..5_000 {
+        c.send().add(1).unwrap();
+    }
+    c.stop().unwrap();
+    assert_eq!(here.recv_timeout(BOUND).unwrap(), 5_000);
+    assert_eq!(c.join_timeout(BOUND).unwrap(), ExitReason::Normal);
+}
+
+#[test]
+fn a_handler_panic_is_the_callers_error_not_a_hang() {
+    let c = counter();
+    c.add(1).unwrap();
+    let err = c.explode("kaboom".into()).unwrap_err();
+    match &err {
+        Error::ActorDied {
+            reason: ExitReason::Panicked { message, location },
+            pid,
+            ..
+        } => {
+            assert_eq!(message, "kaboom");
+            assert!(location.as_deref().unwrap_or("").contains("actor.rs"));
+            assert_eq!(*pid, c.pid());
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert!(matches!(
+        c.join_timeout(BOUND).unwrap(),
+        ExitReason::Panicked { .. }
+    ));
+}
+
+#[test]
+fn ctx_stop_ends_the_actor_normally() {
+    let c = counter();
+    c.quit().unwrap();
+    assert_eq!(c.join_timeout(BOUND).unwrap(), ExitReason::Normal);
+}
+
+#[test]
+fn kill_is_seen_by_callers_and_monitors() {
+    let c = counter();
+    let m = c.monitor().unwrap();
+    let pid = c.pid();
+    c.kill().unwrap();
+    let down = m.wait_timeout(BOUND).unwrap();
+    assert_eq!(down.reason, ExitReason::Killed { signal: 9 });
+    assert_eq!(down.id, c.id());
+    match c.get() {
+        Err(Error::ActorDied { reason, .. }) => {
+            assert_eq!(reason, ExitReason::Killed { signal: 9 })
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert!(!pid_alive(pid));
+}
+
+#[test]
+fn ask_timeout_is_honoured_and_the_late_reply_goes_nowhere() {
+    let c = counter();
+    let t = Instant::now();
+    let err = c.timeout(Duration::from_millis(100)).nap(600).unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // The next ask gets its own reply, not the late one.
+    assert_eq!(c.timeout(BOUND).echo("mine".into()).unwrap(), "mine");
+}
+
+fn asker((c, tag): (ActorRef<Counter>, u32)) -> u32 {
+    let mut ok = 0;
+    for i in 0..200 {
+        let v = format!("{tag}-{i}");
+        assert_eq!(c.echo(v.clone()).unwrap(), v);
+        c.add(1).unwrap();
+        ok += 1;
+    }
+    ok
+}
+
+#[test]
+fn refs_travel_and_every_reply_reaches_its_own_caller() {
+    let c = counter();
+    let procs: Vec<_> = (0..6)
+        .map(|tag| reaped(Process::new(asker, (c.0.clone(), tag)).start().unwrap()))
+        .collect();
+    // Threads of this process at the same time, on one shared connection.
+    let threads: Vec<_> = (100..104)
+        .map(|tag| {
+            let c = c.0.clone();
+            std::thread::spawn(move || asker((c, tag)))
+        })
+        .collect();
+    for p in &procs {
+        assert_eq!(p.join_timeout(BOUND).unwrap(), 200);
+    }
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(c.get().unwrap(), 10 * 200);
+}
+
+fn ask_and_get_killed(c: ActorRef<Counter>) {
+    let _ = c.nap(2_000);
+}
+
+#[test]
+fn a_caller_killed_mid_ask_does_not_hurt_the_actor() {
+    let c = counter();
+    let p = reaped(
+        Process::new(ask_and_get_killed, c.0.clone())
+            .start()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    p.kill().unwrap();
+    assert!(p.join_timeout(BOUND).is_err());
+    assert_eq!(c.timeout(BOUND).add(5).unwrap(), 5);
+}
+
+#[test]
+fn init_failures_come_back_from_spawn() {
+    struct Picky;
+    #[procactor::actor]
+    impl Picky {
+        fn init(n: i32) -> Result<Self, String> {
+            if n < 0 {
+                return Err(format!("{n} is negative"));
+            }
+            if n == 0 {
+                panic!("zero!");
+            }
+            Ok(Picky)
+        }
+        pub fn ping(&self) {}
+    }
+    match procactor::spawn::<Picky>(-1) {
+        Err(Error::ActorDied {
+            reason: ExitReason::InitFailed { message },
+            ..
+        }) => assert_eq!(message, "-1 is negative"),
+        other => panic!("unexpected: {other:?}"),
+    }
+    match procactor::spawn::<Picky>(0) {
+        Err(Error::ActorDied {
+            reason: ExitReason::Panicked { message, .. },
+            ..
+        }) => assert_eq!(message, "zero!"),
+        other => panic!("unexpected: {other:?}"),
+    }
+    let ok = Stopped(procactor::spawn::<Picky>(1).unwrap());
+    ok.ping().unwrap();
+}
+
+pub struct Other;
+
+#[procactor::actor]
+impl Other {
+    fn init(_: ()) -> Self {
+        Other
+    }
+    pub fn add(&self, n: i32) -> i32 {
+        n
+    }
+}
+
+#[test]
+fn registry_and_schema_mismatch() {
+    let c = counter();
+    procactor::register("registry-test-counter", &c).unwrap();
+    assert!(matches!(
+        procactor::register("registry-test-counter", &c),
+        Err(Error::NameTaken(_))
+    ));
+    let found = procactor::whereis::<Counter>("registry-test-counter")
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.pid(), c.pid());
+    assert_eq!(found.add(3).unwrap(), 3);
+    match procactor::whereis::<Other>("registry-test-counter") {
+        Err(Error::SchemaMismatch { ours, theirs }) => {
+            assert!(ours.contains("OtherMsg"), "{ours}");
+            assert!(theirs.contains("CounterMsg"), "{theirs}");
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert!(procactor::whereis::<Counter>("nobody-has-this")
+        .unwrap()
+        .is_none());
+    // The name goes with the actor.
+    c.kill().unwrap();
+    c.join_timeout(BOUND).unwrap();
+    assert!(eventually(BOUND, || procactor::whereis::<Counter>(
+        "registry-test-counter"
+    )
+    .unwrap()
+    .is_none()));
+}
+
+#[test]
+fn bounded_mailbox_pushes_back() {
+    let c = Stopped(
+        ActorBuilder::<Counter>::new(None)
+            .mailbox(Mailbox::bounded(2))
+            .spawn()
+            .unwrap(),
+    );
+    c.send().nap(400).unwrap(); // busy; its slot is held until handled
+    c.send().add(1).unwrap();
+    let full = c.try_send().add(1).unwrap_err();
+    assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
+    let t = Instant::now();
+    let timed_out = c.tell_timeout(CounterMsg::Add { n: 1 }, Duration::from_millis(50));
+    assert!(timed_out.unwrap_err().is_timeout());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    // A plain tell waits for room instead.
+    c.send().add(1).unwrap();
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 2);
+}
+
+fn fill_mailbox(c: ActorRef<Counter>) {
+    loop {
+        let _ = c.send().add(1);
+    }
+}
+
+#[test]
+fn a_killed_sender_gives_its_mailbox_slots_back() {
+    let c = Stopped(
+        ActorBuilder::<Counter>::new(None)
+            .mailbox(Mailbox::bounded(4))
+            .spawn()
+            .unwrap(),
+    );
+    c.send().nap(300).unwrap();
+    let p = reaped(Process::new(fill_mailbox, c.0.clone()).start().unwrap());
+    std::thread::sleep(Duration::from_millis(150));
+    p.kill().unwrap();
+    let _ = p.join_timeout(BOUND);
+    // Everything the killed sender took is handled or given back: the mailbox has room again.
+    assert!(eventually(BOUND, || c.try_send().add(0).is_ok()));
+    assert!(c.timeout(BOUND).get().unwrap() <= 4);
+}
+
+/// Frames by hand, to feed the mailbox garbage through a real connection.
+mod raw {
+    use std::io::IoSlice;
+    use std::os::fd::OwnedFd;
+
+    use rustix::net::{
+        connect, recv, sendmsg, socket, AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags,
+        SocketAddrUnix, SocketType,
+    };
+
+    pub fn connect_name(name: &str) -> OwnedFd {
+        let addr = format!("procactor/{}/n/{name}", std::process::id());
+        let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+        connect(
+            &fd,
+            &SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        fd
+    }
+
+    pub fn send(fd: &OwnedFd, kind: u8, fp: u64, payload: &[u8]) {
+        let mut head = vec![kind];
+        head.extend_from_slice(&fp.to_le_bytes());
+        let parts = [IoSlice::new(&head), IoSlice::new(payload)];
+        let _ = sendmsg(
+            fd,
+            &parts,
+            &mut SendAncillaryBuffer::default(),
+            SendFlags::NOSIGNAL,
+        );
+    }
+
+    /// One frame's kind, fingerprint field and payload.
+    pub fn recv_frame(fd: &OwnedFd) -> (u8, u64, Vec<u8>) {
+        let mut buf = vec![0u8; 70_000];
+        let (n, _) = recv(fd, &mut buf[..], RecvFlags::empty()).unwrap();
+        assert!(n >= 9, "short frame");
+        (
+            buf[0],
+            u64::from_le_bytes(buf[1..9].try_into().unwrap()),
+            buf[9..n].to_vec(),
+        )
+    }
+}
+
+#[test]
+fn garbage_in_the_mailbox_is_answered_and_survived() {
+    let c = counter();
+    procactor::register("garbage-test-counter", &c).unwrap();
+
+    // Garbage instead of a hello: the connection is dropped, the actor goes on.
+    let junk = raw::connect_name("garbage-test-counter");
+    raw::send(&junk, 0xee, 1, b"\xff\xfe\xfd");
+    assert_eq!(c.timeout(BOUND).add(1).unwrap(), 1);
+
+    // A proper hello (postcard: variant 0, then the two schemas), then garbage messages.
+    let fd = raw::connect_name("garbage-test-counter");
+    #[derive(serde::Serialize)]
+    enum Role {
+        Caller {
+            msg: (String, u64),
+            reply: (String, u64),
+        },
+    }
+    let (m, r) = (CounterMsg::schema(), CounterReply::schema());
+    let hello = postcard::to_stdvec(&Role::Caller {
+        msg: (m.name.into(), m.fingerprint),
+        reply: (r.name.into(), r.fingerprint),
+    })
+    .unwrap();
+    raw::send(&fd, 20, 0, &hello);
+    assert_eq!(raw::recv_frame(&fd).0, 21, "welcome");
+    // A batch: a garbage tell (ignored), then a garbage ask with id 7 (answered with an error).
+    let mut batch = vec![1u8];
+    batch.extend_from_slice(&3u32.to_le_bytes());
+    batch.push(0);
+    batch.extend_from_slice(b"\xff\xff\xff");
+    batch.push(2);
+    batch.extend_from_slice(&2u32.to_le_bytes());
+    batch.push(0);
+    batch.extend_from_slice(&7u64.to_le_bytes());
+    batch.extend_from_slice(b"\x63\x00");
+    raw::send(&fd, 23, 0, &batch);
+    let (kind, id, why) = raw::recv_frame(&fd);
+    assert_eq!((kind, id), (25, 7), "a failure reply to request 7");
+    assert!(String::from_utf8_lossy(&why).contains("decode"));
+    // A truncated envelope: logged and dropped.
+    raw::send(&fd, 23, 0, &[2, 0xff, 0xff, 0xff, 0x7f, 0]);
+    // The actor still serves everyone.
+    assert_eq!(c.timeout(BOUND).add(1).unwrap(), 2);
+}
+
+pub struct Watcher {
+    downs: Vec<Down>,
+    exits: Vec<Down>,
+}
+
+#[procactor::actor]
+impl Watcher {
+    fn init(trap: bool, ctx: &mut Context<Self>) -> Self {
+        ctx.trap_exit(trap);
+        Watcher {
+            downs: Vec::new(),
+            exits: Vec::new(),
+        }
+    }
+
+    pub fn watch(&mut self, other: ActorRef<Counter>, ctx: &mut Context<Self>) {
+        ctx.monitor(&other).unwrap();
+    }
+
+    pub fn link_to(&mut self, other: ActorRef<Counter>, ctx: &mut Context<Self>) {
+        ctx.link(&other).unwrap();
+    }
+
+    pub fn spawn_child(&mut self, ctx: &mut Context<Self>) -> ActorRef<Counter> {
+        let c = ctx.spawn::<Counter>(None).unwrap();
+        ctx.monitor(&c).unwrap();
+        c
+    }
+
+    pub fn downs(&self) -> Vec<Down> {
+        self.downs.clone()
+    }
+
+    pub fn exits(&self) -> Vec<Down> {
+        self.exits.clone()
+    }
+
+    fn on_down(&mut self, down: Down) {
+        self.downs.push(down);
+    }
+
+    fn on_exit(&mut self, exit: Down) {
+        self.exits.push(exit);
+    }
+}
+
+#[test]
+fn monitors_deliver_down_with_the_reason() {
+    let w = Stopped(procactor::spawn::<Watcher>(false).unwrap());
+    let c = counter();
+    w.watch(c.0.clone()).unwrap();
+    let _ = c.explode("watched".into());
+    assert!(eventually(BOUND, || !w.downs().unwrap().is_empty()));
+    let d = &w.downs().unwrap()[0];
+    assert_eq!(d.id, c.id());
+    assert!(matches!(&d.reason, ExitReason::Panicked { message, .. } if message == "watched"));
+
+    // A child of the watcher killed by a signal: the exact reason (the watcher reaps it).
+    let child = w.spawn_child().unwrap();
+    child.kill().unwrap();
+    assert!(eventually(BOUND, || w.downs().unwrap().len() == 2));
+    assert_eq!(
+        w.downs().unwrap()[1].reason,
+        ExitReason::Killed { signal: 9 }
+    );
+}
+
+#[test]
+fn linked_actors_die_together_unless_trapping() {
+    let w = Stopped(procactor::spawn::<Watcher>(false).unwrap());
+    let c = counter();
+    w.link_to(c.0.clone()).unwrap();
+    let _ = c.explode("linked".into());
+    match w.join_timeout(BOUND).unwrap() {
+        ExitReason::Linked { name, reason } => {
+            assert_eq!(name, "Counter");
+            assert!(matches!(*reason, ExitReason::Panicked { .. }));
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+
+    // Links go both ways: the watcher dying takes the counter with it.
+    let w = Stopped(procactor::spawn::<Watcher>(false).unwrap());
+    let c = counter();
+    w.link_to(c.0.clone()).unwrap();
+    w.kill().unwrap();
+    assert!(matches!(
+        c.join_timeout(BOUND).unwrap(),
+        ExitReason::Linked { .. }
+    ));
+
+    // Trapping: the death is a message.
+    let t = Stopped(procactor::spawn::<Watcher>(true).unwrap());
+    let c = counter();
+    t.link_to(c.0.clone()).unwrap();
+    c.kill().unwrap();
+    assert!(eventually(BOUND, || !t.exits().unwrap().is_empty()));
+    assert!(t.downs().unwrap().is_empty());
+}
+
+#[test]
+fn two_hundred_actors_at_once_all_answer_and_all_are_reaped() {
+    let actors: Vec<Stopped<Counter>> = procactor::spawn_many::<Counter>((0..200).map(|_| None))
+        .unwrap()
+        .into_iter()
+        .map(Stopped)
+        .collect();
+    for (i, a) in actors.iter().enumerate() {
+        assert_eq!(a.timeout(BOUND).add(i as u64).unwrap(), i as u64);
+    }
+    let pids: Vec<u32> = actors.iter().map(|a| a.pid()).collect();
+    for a in &actors {
+        a.stop().unwrap();
+    }
+    for a in &actors {
+        assert_eq!(a.join_timeout(BOUND).unwrap(), ExitReason::Normal);
+    }
+    assert!(pids.iter().all(|p| !pid_alive(*p)));
+}
