@@ -1,5 +1,5 @@
-//! `#[procactor::main]`: the attribute works on a real program, and its misuse gives a compile
-//! error on the offending span (pinned with trybuild).
+//! The macros (`#[procactor::main]`, `#[procactor::actor]`, `#[derive(Message)]`) work on real
+//! programs, and their misuse gives a compile error on the offending span (pinned with trybuild).
 
 #[test]
 fn main_attribute() {
@@ -9,4 +9,17 @@ fn main_attribute() {
     t.compile_fail("tests/ui/main_async.rs");
     t.compile_fail("tests/ui/main_with_arguments.rs");
     t.compile_fail("tests/ui/main_on_a_struct.rs");
+}
+
+#[test]
+fn actor_attribute() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/actor_ok.rs");
+    t.compile_fail("tests/ui/actor_self_by_value.rs");
+    t.compile_fail("tests/ui/actor_generic_method.rs");
+    t.compile_fail("tests/ui/actor_not_serde.rs");
+    t.compile_fail("tests/ui/actor_borrowed_arg.rs");
+    t.compile_fail("tests/ui/actor_reserved_name.rs");
+    t.compile_fail("tests/ui/actor_without_init.rs");
+    t.compile_fail("tests/ui/message_on_union.rs");
 }

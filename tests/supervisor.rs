@@ -98,7 +98,10 @@ fn one_for_all_and_rest_for_one_restart_their_siblings() {
             .start()
             .unwrap(),
     );
-    let (a, b) = (pid_of(&all.0, "o4a-a").unwrap(), pid_of(&all.0, "o4a-b").unwrap());
+    let (a, b) = (
+        pid_of(&all.0, "o4a-a").unwrap(),
+        pid_of(&all.0, "o4a-b").unwrap(),
+    );
     let _ = all.0.child::<Worker>("o4a-b").unwrap().crash();
     assert!(replaced(&all.0, "o4a-b", b));
     assert!(replaced(&all.0, "o4a-a", a), "the sibling restarts too");
@@ -117,8 +120,15 @@ fn one_for_all_and_rest_for_one_restart_their_siblings() {
         .collect();
     let _ = rest.0.child::<Worker>("r41-b").unwrap().crash();
     assert!(replaced(&rest.0, "r41-b", pids[1]));
-    assert!(replaced(&rest.0, "r41-c", pids[2]), "those after it restart");
-    assert_eq!(pid_of(&rest.0, "r41-a"), Some(pids[0]), "those before it do not");
+    assert!(
+        replaced(&rest.0, "r41-c", pids[2]),
+        "those after it restart"
+    );
+    assert_eq!(
+        pid_of(&rest.0, "r41-a"),
+        Some(pids[0]),
+        "those before it do not"
+    );
 }
 
 #[test]
@@ -142,7 +152,11 @@ fn restart_policies() {
     let t = sup.0.child::<Worker>("policy-transient").unwrap();
     let _ = t.crash();
     assert!(replaced(&sup.0, "policy-transient", t.pid()));
-    sup.0.child::<Worker>("policy-transient").unwrap().quit().unwrap();
+    sup.0
+        .child::<Worker>("policy-transient")
+        .unwrap()
+        .quit()
+        .unwrap();
     assert!(eventually(BOUND, || pid_of(&sup.0, "policy-transient").is_none()));
     // Temporary: never restarted.
     let _ = sup.0.child::<Worker>("policy-temporary").unwrap().crash();

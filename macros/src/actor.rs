@@ -132,6 +132,25 @@ fn returns_result(sig: &syn::Signature) -> bool {
     }
 }
 
+/// A borrowed type cannot be sent to another process: say so on the type.
+fn refuse_borrowed(ty: &syn::Type) -> syn::Result<()> {
+    if let syn::Type::Reference(r) = ty {
+        let owned = match &*r.elem {
+            syn::Type::Path(p) if p.path.is_ident("str") => "`String` instead of `&str`",
+            syn::Type::Slice(_) => "a `Vec<T>` instead of a slice",
+            _ => "the value itself instead of a reference",
+        };
+        return Err(err(
+            ty.span(),
+            format!(
+                "message arguments and replies travel to another process: take an owned type \
+                 ({owned})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A compile-time check that `ty` can travel in a message, reported on `ty` itself.
 fn assert_message_type(ty: &syn::Type) -> TokenStream {
     quote_spanned! {ty.span()=>
@@ -258,9 +277,11 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         }
         let (args, takes_ctx) = params(sig)?;
         for (_, ty) in &args {
+            refuse_borrowed(ty)?;
             checks.push(assert_message_type(ty));
         }
         let out = output(sig);
+        refuse_borrowed(&out)?;
         checks.push(assert_message_type(&out));
         handlers.push(Handler {
             variant: camel(&sig.ident),

@@ -1,0 +1,8 @@
+struct A;
+
+#[procactor::actor]
+impl A {
+    pub fn ping(&self) {}
+}
+
+fn main() {}
