@@ -3,7 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use procactor::{Connection, Error, Pipe, Process, StartMethod};
+use procactor::{
+    ActorBuilder, ActorRef, ChildSpec, Connection, Context, Down, Error, Mailbox, Pipe, Process,
+    StartMethod, Strategy, Supervisor,
+};
 use serde_bytes::ByteBuf;
 
 /// The tour's own logger: prints every record (the children's arrive tagged with name and pid).
@@ -55,6 +58,137 @@ fn who(_: ()) -> String {
         me.pid,
         parent.unwrap_or_default()
     )
+}
+
+/// An actor: its state lives in its own process; every `pub fn` is a typed message.
+struct Counter {
+    total: u64,
+}
+
+#[procactor::actor]
+impl Counter {
+    fn init(start: u64) -> Self {
+        Counter { total: start }
+    }
+
+    pub fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+
+    pub fn nap(&self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    pub fn crash(&mut self) -> u64 {
+        panic!("the counter crashed on purpose")
+    }
+}
+
+/// An actor that watches others and keeps their obituaries.
+struct Watcher {
+    downs: Vec<String>,
+}
+
+#[procactor::actor]
+impl Watcher {
+    fn init(_: ()) -> Self {
+        Watcher { downs: Vec::new() }
+    }
+
+    pub fn watch(&mut self, c: ActorRef<Counter>, ctx: &mut Context<Self>) {
+        let _ = ctx.monitor(&c);
+    }
+
+    pub fn downs(&self) -> Vec<String> {
+        self.downs.clone()
+    }
+
+    fn on_down(&mut self, down: Down) {
+        self.downs.push(format!("{} {}", down.name, down.reason));
+    }
+}
+
+fn ask_from_a_child(c: ActorRef<Counter>) -> u64 {
+    c.add(100).unwrap_or(0)
+}
+
+fn wait_until(mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn actors() -> Result<(), Error> {
+    section("Actors: #[procactor::actor] turns methods into typed messages");
+    let c = procactor::spawn::<Counter>(1)?;
+    println!("  Counter actor runs as pid {}", c.pid());
+    println!("  ask add(2) -> {}", c.add(2)?);
+    let t = Instant::now();
+    for _ in 0..100_000 {
+        c.send().add(1)?;
+    }
+    println!(
+        "  100,000 tells then one ask -> {} in {:?} (tells go in batches)",
+        c.add(0)?,
+        t.elapsed()
+    );
+    let child = Process::new(ask_from_a_child, c.clone()).start()?;
+    println!(
+        "  a ref travels to another process, which asks add(100) -> {}",
+        child.join()?
+    );
+    println!(
+        "  ask with a timeout on a slow handler: {}",
+        c.timeout(Duration::from_millis(50)).nap(300).unwrap_err()
+    );
+
+    section("Actors: failures, monitors, the registry, bounded mailboxes");
+    let w = procactor::spawn::<Watcher>(())?;
+    w.watch(c.clone())?;
+    println!(
+        "  a handler panics; the caller gets: {}",
+        c.crash().unwrap_err()
+    );
+    wait_until(|| w.downs().map(|d| !d.is_empty()).unwrap_or(true));
+    println!("  the watcher's on_down saw: {:?}", w.downs()?);
+    let c2 = procactor::spawn::<Counter>(0)?;
+    procactor::register("tour-counter", &c2)?;
+    let found = procactor::whereis::<Counter>("tour-counter")?.map(|r| r.pid());
+    println!("  registered as \"tour-counter\"; whereis finds pid {found:?}");
+    c2.kill()?;
+    println!("  killed with SIGKILL: join says {}", c2.join()?);
+    let b = ActorBuilder::<Counter>::new(0)
+        .mailbox(Mailbox::bounded(1))
+        .spawn()?;
+    b.send().nap(200)?;
+    b.send().add(1)?;
+    println!(
+        "  a full bounded mailbox: try_send gives \"{}\"",
+        b.try_send().add(1).unwrap_err()
+    );
+    b.stop()?;
+    w.stop()?;
+    println!("  stopped: {} / {}", b.join()?, w.join()?);
+
+    section("Supervisor: a crashed child is replaced by a fresh process");
+    let sup = Supervisor::new(Strategy::OneForOne)
+        .child(ChildSpec::new::<Counter>("tour-supervised", 0)?)
+        .start()?;
+    let before = sup.child::<Counter>("tour-supervised")?;
+    let _ = before.crash();
+    wait_until(|| sup.restarts().unwrap_or(1) > 0);
+    let after = sup.child::<Counter>("tour-supervised")?;
+    println!(
+        "  child pid {} crashed; now pid {} answers add(5) -> {}",
+        before.pid(),
+        after.pid(),
+        after.add(5)?
+    );
+    sup.stop()?;
+    println!("  supervisor stopped: {}", sup.join()?);
+    Ok(())
 }
 
 fn section(title: &str) {
@@ -186,6 +320,8 @@ fn main() -> Result<(), Error> {
     d.kill()?;
     let _ = d.join();
     println!("  after kill + join: {:?}", procactor::active_children());
+
+    actors()?;
 
     println!("\ntour done");
     Ok(())

@@ -30,8 +30,11 @@ pub(crate) struct RefInner {
     /// How it ended, once known (a process's value can be taken once; this is asked often).
     exit: Mutex<Option<ExitReason>>,
     /// This process's connection to it (re-made in a forked copy).
-    conn: Mutex<Option<(u32, (u64, u64), Arc<Conn>)>>,
+    conn: Mutex<Option<OwnConn>>,
 }
+
+/// A connection and who may use it: (pid of the process that made it, schema key, connection).
+type OwnConn = (u32, (u64, u64), Arc<Conn>);
 
 /// Connections of this process, per (address, message schema, reply schema): every `ActorRef`
 /// to an actor uses one, so one thread's messages keep their order whichever ref sent them.
