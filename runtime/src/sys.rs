@@ -277,8 +277,28 @@ pub(crate) fn parent_is(pid: u32) -> bool {
     rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(pid)
 }
 
+/// Our pid, cached: it is asked on every actor call, and a system call per ask shows. Forgotten in
+/// a forked child, by a `pthread_atfork` handler (glibc's `fork`) and by `fork_child` (raw clone).
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(crate) fn getpid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    use std::sync::atomic::Ordering;
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a handler that only stores to an atomic.
+    HOOK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forget_pid));
+    });
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
 
 pub(crate) fn gettid() -> u32 {
@@ -440,7 +460,10 @@ pub(crate) unsafe fn fork_child(kind: ForkKind) -> io::Result<Option<u32>> {
     };
     match pid {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(None),
+        0 => {
+            forget_pid();
+            Ok(None)
+        }
         p => Ok(Some(p as u32)),
     }
 }

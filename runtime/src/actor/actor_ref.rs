@@ -1,6 +1,7 @@
 //! [`ActorRef`]: the typed address of an actor, and the call forms the `#[actor]` macro's
 //! methods go through ([`Caller`]).
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -33,8 +34,9 @@ pub(crate) struct RefInner {
     conn: Mutex<Option<OwnConn>>,
 }
 
-/// A connection and who may use it: (pid of the process that made it, schema key, connection).
-type OwnConn = (u32, (u64, u64), Arc<Conn>);
+/// A connection and who may use it: (pid of the process that made it, the actor type it was
+/// checked for (None: system messages only), connection).
+type OwnConn = (u32, Option<TypeId>, Arc<Conn>);
 
 /// Connections of this process, per (address, message schema, reply schema): every `ActorRef`
 /// to an actor uses one, so one thread's messages keep their order whichever ref sent them.
@@ -131,13 +133,15 @@ impl RefInner {
         }
     }
 
-    /// Installs a connection made elsewhere (by `whereis`) as this ref's.
-    pub(crate) fn adopt(&self, conn: Arc<Conn>, key: (u64, u64)) {
+    /// Installs a connection made elsewhere (by `whereis`) as this ref's, for actor type `A`.
+    pub(crate) fn adopt<A: Actor>(&self, conn: Arc<Conn>) {
+        let key = (A::Msg::schema().fingerprint, A::Reply::schema().fingerprint);
         let mut all = CONNS.lock();
         all.retain(|_, w| w.strong_count() > 0);
         all.insert((self.addr.clone(), key.0, key.1), Arc::downgrade(&conn));
         drop(all);
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some((sys::getpid(), key, conn));
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((sys::getpid(), Some(TypeId::of::<A>()), conn));
     }
 
     /// A connection of any message type, for system messages: this process's existing one if
@@ -158,32 +162,46 @@ impl RefInner {
         }
         // A monitor-role hello does not check the schema: any ref may stop or register.
         self.conn(
-            || Role::Monitor,
-            (0, 0),
+            None,
+            || (Role::Monitor, (0, 0)),
             Wait::timeout(Duration::from_secs(30)),
         )
     }
 
     /// This process's connection to the actor as a caller of `msg`/`reply`.
-    pub(crate) fn conn(
+    pub(crate) fn typed_conn<A: Actor>(&self, wait: Wait) -> Result<Arc<Conn>> {
+        self.conn(
+            Some(TypeId::of::<A>()),
+            || {
+                let (m, r) = (A::Msg::schema(), A::Reply::schema());
+                (Role::caller(m, r), (m.fingerprint, r.fingerprint))
+            },
+            wait,
+        )
+    }
+
+    /// This process's connection to the actor: the cached one if it was made here for `local`,
+    /// else one shared with other refs (by address and schemas), else a new one.
+    fn conn(
         &self,
-        role: impl FnOnce() -> Role,
-        key: (u64, u64),
+        local: Option<TypeId>,
+        make: impl FnOnce() -> (Role, (u64, u64)),
         wait: Wait,
     ) -> Result<Arc<Conn>> {
         let me = sys::getpid();
         let mut mine = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((pid, k, c)) = &*mine {
-            if *pid == me && *k == key {
+            if *pid == me && *k == local {
                 return Ok(c.clone());
             }
         }
+        let (role, key) = make();
         let k = (self.addr.clone(), key.0, key.1);
         let shared = CONNS.lock().get(&k).and_then(Weak::upgrade);
         let conn = match shared {
             Some(c) => c,
             None => {
-                let c = Conn::open(&self.addr, &role(), wait).map_err(|e| match e {
+                let c = Conn::open(&self.addr, &role, wait).map_err(|e| match e {
                     ConnectError::NotThere => self.died(self.refine(ExitReason::Unknown)),
                     ConnectError::Failed(e) => e,
                 })?;
@@ -193,7 +211,7 @@ impl RefInner {
                 c
             }
         };
-        *mine = Some((me, key, conn.clone()));
+        *mine = Some((me, local, conn.clone()));
         Ok(conn)
     }
 }
@@ -369,9 +387,7 @@ impl<A> ActorRef<A> {
 
 impl<A: Actor> ActorRef<A> {
     fn typed_conn(&self, wait: Wait) -> Result<Arc<Conn>> {
-        let (m, r) = (A::Msg::schema(), A::Reply::schema());
-        self.inner
-            .conn(|| Role::caller(m, r), (m.fingerprint, r.fingerprint), wait)
+        self.inner.typed_conn::<A>(wait)
     }
 
     fn ask_wait(&self, msg: &A::Msg, wait: Wait) -> Result<A::Reply> {

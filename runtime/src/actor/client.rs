@@ -212,9 +212,7 @@ impl Conn {
             }
         };
         let len = tail.buf.len() - start - head;
-        let mut header = Vec::with_capacity(head);
-        proto::put_header(&mut header, op, id, len, raw.len());
-        tail.buf[start..start + head].copy_from_slice(&header);
+        proto::write_header(&mut tail.buf[start..start + head], op, id, len, raw.len());
         // Handles inside the message: their descriptors must outlive the caller's value.
         let mut fds = Vec::with_capacity(raw.len());
         for fd in raw {

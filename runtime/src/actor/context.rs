@@ -122,6 +122,7 @@ impl<A: Actor> Context<A> {
         let role = Role::Link {
             name: self.me.name().to_string(),
             pid: self.me.pid(),
+            id: self.me.id().0,
         };
         self.watch(other.inner.clone(), role, true)
     }

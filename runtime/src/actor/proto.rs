@@ -59,7 +59,7 @@ pub(crate) enum Role {
     /// Only wants the actor's last words.
     Monitor,
     /// A link from the actor `name`: each side's death is the other's business.
-    Link { name: String, pid: u32 },
+    Link { name: String, pid: u32, id: u64 },
 }
 
 impl Role {
@@ -107,13 +107,13 @@ pub(crate) struct Envelope<'a> {
 
 const FIXED: usize = 6;
 
-/// Appends an envelope header for a payload of `len` bytes (the payload follows it).
-pub(crate) fn put_header(buf: &mut Vec<u8>, op: u8, id: u64, len: usize, nfds: usize) {
-    buf.push(op);
-    buf.extend_from_slice(&(len as u32).to_le_bytes());
-    buf.push(nfds as u8);
+/// Writes an envelope header into `out` (exactly [`header_len`] bytes).
+pub(crate) fn write_header(out: &mut [u8], op: u8, id: u64, len: usize, nfds: usize) {
+    out[0] = op;
+    out[1..5].copy_from_slice(&(len as u32).to_le_bytes());
+    out[5] = nfds as u8;
     if op == OP_ASK {
-        buf.extend_from_slice(&id.to_le_bytes());
+        out[FIXED..FIXED + 8].copy_from_slice(&id.to_le_bytes());
     }
 }
 
@@ -173,6 +173,12 @@ pub(crate) struct LastWords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_header(buf: &mut Vec<u8>, op: u8, id: u64, len: usize, nfds: usize) {
+        let at = buf.len();
+        buf.resize(at + header_len(op), 0);
+        write_header(&mut buf[at..], op, id, len, nfds);
+    }
 
     #[test]
     fn envelopes_round_trip_and_garbage_is_an_error() {

@@ -89,7 +89,7 @@ pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
     };
     let w = conn.welcome.clone();
     let inner = Arc::new(RefInner::new(ActorId(w.id), w.name, w.pid, w.addr, None));
-    inner.adopt(conn, (m.fingerprint, r.fingerprint));
+    inner.adopt::<A>(conn);
     Ok(Some(ActorRef::from_inner(inner)))
 }
 

@@ -151,12 +151,7 @@ fn abandon<A>(r: &ActorRef<A>) {
 /// Waits for the welcome, which comes once `init` has returned: the ref is ready then.
 fn ready<A: Actor>(l: Launched<A>) -> Result<ActorRef<A>> {
     let r = l.actor;
-    let (m, rep) = (A::Msg::schema(), A::Reply::schema());
-    if let Err(e) = r.inner.conn(
-        || Role::caller(m, rep),
-        (m.fingerprint, rep.fingerprint),
-        Wait::timeout(l.start_timeout),
-    ) {
+    if let Err(e) = r.inner.typed_conn::<A>(Wait::timeout(l.start_timeout)) {
         abandon(&r);
         return Err(match e {
             Error::Timeout(t) => Error::Start {
@@ -240,7 +235,7 @@ enum Peer {
     LinkedIn {
         chan: Channel,
         name: String,
-        pid: u32,
+        id: ActorId,
     },
     /// A watch this actor made (monitor or link).
     Watching(Watch),
@@ -314,10 +309,9 @@ impl<A: Actor> Server<A> {
             if self.poller.add(chan.as_fd(), token).is_err() {
                 return;
             }
-        } else if let Peer::Watching(w) = &peer {
-            // Already gone when we looked: report it on the next turn of the loop.
+        } else {
+            // A watch whose target was already gone: report it on the next turn of the loop.
             self.ready.push(token);
-            let _ = w;
         }
         self.peers.insert(token, peer);
     }
@@ -465,6 +459,11 @@ impl<A: Actor> Server<A> {
         let role = match role {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return, // woken for nothing
+            Err(Error::Disconnected) => {
+                // A liveness probe (`is_alive`, `kill` from another process): nothing to say.
+                self.remove_peer(token);
+                return;
+            }
             Err(e) => {
                 log::warn!(target: "procactor::actor", "bad hello on actor {:?}: {e}", self.welcome.name);
                 self.remove_peer(token);
@@ -502,7 +501,11 @@ impl<A: Actor> Server<A> {
                 Peer::Caller { chan, slot }
             }
             Role::Monitor => Peer::Watcher(chan),
-            Role::Link { name, pid } => Peer::LinkedIn { chan, name, pid },
+            Role::Link { name, id, .. } => Peer::LinkedIn {
+                chan,
+                name,
+                id: ActorId(id),
+            },
         };
         let mut buf = Vec::new();
         if wire::encode(&welcome, &mut buf).is_err() {
@@ -732,12 +735,9 @@ impl<A: Actor> Server<A> {
                 let reason = w.target.refine(words.unwrap_or(ExitReason::Unknown));
                 (w.target.id, w.target.name.clone(), reason, w.link)
             }
-            Peer::LinkedIn { name, pid, .. } => (
-                ActorId(u64::from(pid) << 32),
-                name,
-                words.unwrap_or(ExitReason::Unknown),
-                true,
-            ),
+            Peer::LinkedIn { name, id, .. } => {
+                (id, name, words.unwrap_or(ExitReason::Unknown), true)
+            }
             _ => return Ok(()),
         };
         let down = Down {
