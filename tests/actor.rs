@@ -200,6 +200,20 @@ fn refs_travel_and_every_reply_reaches_its_own_caller() {
     assert_eq!(c.get().unwrap(), 10 * 200);
 }
 
+fn tell_and_return(c: ActorRef<Counter>) {
+    for _ in 0..1_000 {
+        c.send().add(1).unwrap();
+    }
+}
+
+#[test]
+fn tells_in_flight_go_out_before_a_child_reports_it_returned() {
+    let c = counter();
+    let p = reaped(Process::new(tell_and_return, c.0.clone()).start().unwrap());
+    p.join_timeout(BOUND).unwrap();
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 1_000);
+}
+
 fn ask_and_get_killed(c: ActorRef<Counter>) {
     let _ = c.nap(2_000);
 }

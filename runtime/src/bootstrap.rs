@@ -593,6 +593,34 @@ fn install_panic_hook() {
     }));
 }
 
+/// Work to finish before this process reports its outcome and exits (`_exit` runs no
+/// destructors and no atexit handlers). The main program runs them at `exit` too.
+static EXIT_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `hook` before this process (and every child it makes) ends its job, and at `exit()`.
+pub(crate) fn at_exit(hook: fn()) {
+    let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    if hooks.is_empty() {
+        extern "C" fn run() {
+            run_exit_hooks();
+        }
+        // SAFETY: registers a plain function; it runs at exit() on the main thread.
+        unsafe {
+            libc::atexit(run);
+        }
+    }
+    if !hooks.contains(&hook) {
+        hooks.push(hook);
+    }
+}
+
+fn run_exit_hooks() {
+    let hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for h in hooks {
+        h();
+    }
+}
+
 /// The message and location of a panic caught with `catch_unwind` in this thread.
 pub(crate) fn caught_panic(payload: &(dyn std::any::Any + Send)) -> (String, Option<String>) {
     (
@@ -648,6 +676,9 @@ where
             location: PANIC_LOCATION.with(|l| l.borrow_mut().take()),
         },
     };
+    // What the function left in flight (tells waiting for the flusher) goes out before the
+    // parent hears that it returned.
+    run_exit_hooks();
     let code = if matches!(outcome, Outcome::Returned(_)) {
         0
     } else {

@@ -43,6 +43,11 @@ type OwnConn = (u32, Option<TypeId>, Arc<Conn>);
 type ConnKey = (String, u64, u64);
 static CONNS: PerProcess<HashMap<ConnKey, Weak<Conn>>> = PerProcess::new(HashMap::new);
 
+/// Every connection of this process still in use.
+pub(crate) fn live_conns() -> Vec<Arc<Conn>> {
+    CONNS.lock().values().filter_map(Weak::upgrade).collect()
+}
+
 impl RefInner {
     pub(crate) fn new(
         id: ActorId,

@@ -144,6 +144,7 @@ impl Conn {
         wait: Wait,
     ) -> std::result::Result<Arc<Conn>, ConnectError> {
         let (chan, welcome, fd) = handshake(addr, role, wait)?;
+        crate::bootstrap::at_exit(flush_before_exit);
         let gate = match (welcome.capacity, fd) {
             (Some(_), Some(fd)) => Some(Gate::map(fd).map_err(ConnectError::Failed)?),
             (Some(_), None) => {
@@ -419,6 +420,21 @@ impl Conn {
                 Ok(None)
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Writes out every connection's queued tells, waiting at most a few seconds on a receiver that
+/// does not read: runs before this process ends (see `bootstrap::at_exit`).
+pub(crate) fn flush_before_exit() {
+    for conn in super::actor_ref::live_conns() {
+        let _ = rustix::net::sockopt::set_socket_timeout(
+            &conn.chan,
+            rustix::net::sockopt::Timeout::Send,
+            Some(std::time::Duration::from_secs(5)),
+        );
+        if let Err(e) = conn.flush() {
+            log::warn!(target: "procactor::actor", "tells to actor {:?} lost at exit: {e}", conn.welcome.name);
         }
     }
 }
