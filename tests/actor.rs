@@ -211,7 +211,9 @@ fn tells_in_flight_go_out_before_a_child_reports_it_returned() {
     let c = counter();
     let p = reaped(Process::new(tell_and_return, c.0.clone()).start().unwrap());
     p.join_timeout(BOUND).unwrap();
-    assert_eq!(c.timeout(BOUND).get().unwrap(), 1_000);
+    // None lost. (Not necessarily handled yet: messages from different processes have no order
+    // with each other, so the child's last records may come after this process's ask.)
+    assert!(eventually(BOUND, || c.timeout(BOUND).get().unwrap() == 1_000));
 }
 
 fn ask_and_get_killed(c: ActorRef<Counter>) {
