@@ -59,6 +59,18 @@ impl Counter {
         ms
     }
 
+    /// `n` bytes, after `ms` milliseconds.
+    pub fn big(&self, n: usize, ms: u64) -> serde_bytes::ByteBuf {
+        std::thread::sleep(Duration::from_millis(ms));
+        serde_bytes::ByteBuf::from(vec![7u8; n])
+    }
+
+    pub fn sum(&mut self, data: serde_bytes::ByteBuf) -> u64 {
+        let s: u64 = data.iter().map(|b| u64::from(*b)).sum();
+        self.total += s;
+        s
+    }
+
     pub fn explode(&mut self, why: String) -> u64 {
         panic!("{why}")
     }
@@ -198,6 +210,25 @@ fn refs_travel_and_every_reply_reaches_its_own_caller() {
         assert_eq!(t.join().unwrap(), 200);
     }
     assert_eq!(c.get().unwrap(), 10 * 200);
+}
+
+#[test]
+fn large_messages_and_replies_both_ways() {
+    let c = counter();
+    let mib = 1 << 20;
+    assert_eq!(c.big(3 * mib, 0).unwrap().len(), 3 * mib);
+    let data = serde_bytes::ByteBuf::from(vec![1u8; 2 * mib]);
+    assert_eq!(c.sum(data.clone()).unwrap(), 2 * mib as u64);
+    c.send().sum(data).unwrap();
+    assert_eq!(c.get().unwrap(), 4 * mib as u64);
+    // A caller that gives up on a large reply never blocks the actor: the reply is detached.
+    assert!(c
+        .timeout(Duration::from_millis(50))
+        .big(8 * mib, 200)
+        .unwrap_err()
+        .is_timeout());
+    assert_eq!(c.timeout(BOUND).echo("after".into()).unwrap(), "after");
+    assert_eq!(c.timeout(BOUND).add(0).unwrap(), 4 * mib as u64);
 }
 
 fn tell_and_return(c: ActorRef<Counter>) {

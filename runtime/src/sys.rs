@@ -140,17 +140,36 @@ pub(crate) fn write_all(fd: BorrowedFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes all of `data` to a file.
+pub(crate) fn write_file(fd: BorrowedFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::write(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// Appends bytes from a stream socket to `buf` until it holds `target` bytes, without
 /// zero-filling first; `Ok(false)` if the peer closed before that.
 pub(crate) fn read_until_len(fd: BorrowedFd, buf: &mut Vec<u8>, target: usize) -> io::Result<bool> {
     buf.reserve_exact(target.saturating_sub(buf.len()));
+    // A side stream is a socket; a detached payload (see `Channel::send_detached`) a memory file.
+    let mut socket = true;
     while buf.len() < target {
         let want = target - buf.len();
         let spare = &mut buf.spare_capacity_mut()[..want];
-        match rustix::net::recv(fd, spare, RecvFlags::WAITALL) {
-            Ok((([], _), _)) => return Ok(false),
-            Ok(((got, _), _)) => {
-                let n = got.len();
+        let got = if socket {
+            rustix::net::recv(fd, spare, RecvFlags::WAITALL).map(|((got, _), _)| got.len())
+        } else {
+            rustix::io::read(fd, spare).map(|(got, _)| got.len())
+        };
+        match got {
+            Err(Errno::NOTSOCK) if socket => socket = false,
+            Ok(0) => return Ok(false),
+            Ok(n) => {
                 // SAFETY: the kernel initialised the first `n` spare bytes.
                 unsafe { buf.set_len(buf.len() + n) };
             }

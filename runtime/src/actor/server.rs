@@ -666,10 +666,23 @@ impl<A: Actor> Server<A> {
                 }
             })
         } else {
-            chan.send(kind, id, &self.reply, &fds)
+            chan.send_detached(kind, id, &self.reply, &fds)
         };
-        if let Err(e) = sent {
-            log::debug!(target: "procactor::actor", "reply not delivered: {e}");
+        match sent {
+            Ok(()) | Err(Error::Disconnected) => {}
+            Err(e) => {
+                // The caller is waiting: tell it why its reply cannot come.
+                log::warn!(target: "procactor::actor", "actor {:?} could not send a reply: {e}", self.welcome.name);
+                self.reply.clear();
+                if wire::encode(
+                    &format!("the reply could not be sent: {e}"),
+                    &mut self.reply,
+                )
+                .is_ok()
+                {
+                    let _ = chan.try_send_small(proto::FAILED, id, &self.reply);
+                }
+            }
         }
     }
 
