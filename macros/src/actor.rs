@@ -398,50 +398,35 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         quote!()
     };
 
-    let hook = |name: &str, sig: TokenStream, call: TokenStream| -> TokenStream {
-        match hooks.iter().find(|(n, _)| n == name) {
-            Some(_) => quote!(#sig { #call }),
-            None => quote!(),
+    // Forwards a hook of the trait to the user's method of that name, if there is one: `arg` is
+    // the hook's own parameter, `ctx` whether the trait passes a context.
+    let forward = |name: &str, arg: Option<TokenStream>, ctx: bool| -> TokenStream {
+        let Some((_, user_takes_ctx)) = hooks.iter().find(|(n, _)| n == name) else {
+            return quote!();
+        };
+        let ident = format_ident!("{name}");
+        let (param, pass) = match arg {
+            Some(param) => {
+                let pass = quote!(hook_arg,);
+                (quote!(hook_arg: #param,), pass)
+            }
+            None => (quote!(), quote!()),
+        };
+        let ctx_param = ctx.then(|| quote!(ctx: &mut #pa::Context<Self>));
+        let silence = ctx.then(|| quote!(let _ = &ctx;));
+        let ctx_pass = (ctx && *user_takes_ctx).then(|| quote!(ctx));
+        quote! {
+            fn #ident(&mut self, #param #ctx_param) {
+                #silence
+                <#self_ty>::#ident(self, #pass #ctx_pass)
+            }
         }
     };
-    let ctx_of = |name: &str| hooks.iter().any(|(n, c)| n == name && *c);
-    let started = {
-        let ctx = ctx_of("started").then(|| quote!(ctx));
-        hook(
-            "started",
-            quote!(fn started(&mut self, ctx: &mut #pa::Context<Self>)),
-            quote!(let _ = &ctx; <#self_ty>::started(self, #ctx)),
-        )
-    };
-    let stopping = {
-        let ctx = ctx_of("stopping").then(|| quote!(ctx));
-        hook(
-            "stopping",
-            quote!(fn stopping(&mut self, ctx: &mut #pa::Context<Self>)),
-            quote!(let _ = &ctx; <#self_ty>::stopping(self, #ctx)),
-        )
-    };
-    let stopped = hook(
-        "stopped",
-        quote!(fn stopped(&mut self, reason: &#pa::ExitReason)),
-        quote!(<#self_ty>::stopped(self, reason)),
-    );
-    let on_down = {
-        let ctx = ctx_of("on_down").then(|| quote!(, ctx));
-        hook(
-            "on_down",
-            quote!(fn on_down(&mut self, down: #pa::Down, ctx: &mut #pa::Context<Self>)),
-            quote!(let _ = &ctx; <#self_ty>::on_down(self, down #ctx)),
-        )
-    };
-    let on_exit = {
-        let ctx = ctx_of("on_exit").then(|| quote!(, ctx));
-        hook(
-            "on_exit",
-            quote!(fn on_exit(&mut self, exit: #pa::Down, ctx: &mut #pa::Context<Self>)),
-            quote!(let _ = &ctx; <#self_ty>::on_exit(self, exit #ctx)),
-        )
-    };
+    let started = forward("started", None, true);
+    let stopping = forward("stopping", None, true);
+    let stopped = forward("stopped", Some(quote!(&#pa::ExitReason)), false);
+    let on_down = forward("on_down", Some(quote!(#pa::Down)), true);
+    let on_exit = forward("on_exit", Some(quote!(#pa::Down)), true);
 
     let msg_doc = format!("The messages of actor [`{self_ident}`] (one variant per `pub fn`).");
     let reply_doc = format!("The replies of actor [`{self_ident}`].");

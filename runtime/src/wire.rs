@@ -282,13 +282,38 @@ impl Channel {
         ))
     }
 
-    /// Sends one frame. `fds` are the descriptors of handles inside the payload.
+    /// Sends one frame. `fds` are the descriptors of handles inside the payload. A payload above
+    /// `INLINE_MAX` goes on a side stream, written while the receiver reads it.
     pub(crate) fn send(
         &self,
         kind: u8,
         fingerprint: u64,
         payload: &[u8],
         fds: &[RawFd],
+    ) -> Result<()> {
+        self.send_frame(kind, fingerprint, payload, fds, false)
+    }
+
+    /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
+    /// goes into a memory file whose descriptor travels with the header (the receiver reads it
+    /// like a side stream). For replies to callers that may have given up.
+    pub(crate) fn send_detached(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> Result<()> {
+        self.send_frame(kind, fingerprint, payload, fds, true)
+    }
+
+    fn send_frame(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+        detached: bool,
     ) -> Result<()> {
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
@@ -301,42 +326,29 @@ impl Channel {
         }
         header[0] = kind | FLAG_LARGE;
         header[HEADER..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        let (mine, theirs) = sys::stream_pair().map_err(|e| Error::io("socketpair", e))?;
+        let (side, mine) = if detached {
+            let file = rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
+                .map_err(|e| Error::io("memfd_create", e))?;
+            sys::write_file(file.as_fd(), payload).map_err(|e| Error::io("write", e))?;
+            rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
+                .map_err(|e| Error::io("lseek", e))?;
+            (file, None)
+        } else {
+            let (mine, theirs) = sys::stream_pair().map_err(|e| Error::io("socketpair", e))?;
+            (theirs, Some(mine))
+        };
         let mut all = Vec::with_capacity(borrowed.len() + 1);
-        all.push(theirs.as_fd());
+        all.push(side.as_fd());
         all.extend_from_slice(&borrowed);
         sys::send_record(self.as_fd(), &[IoSlice::new(&header)], &all)
             .map_err(|e| Error::io("send", e))?;
-        drop(theirs);
-        sys::write_all(mine.as_fd(), payload).map_err(|e| Error::io("send", e))
-    }
-
-    /// Sends one frame without ever waiting for the receiver to read a large payload: above
-    /// `INLINE_MAX` the payload goes into a memory file whose descriptor travels with the header
-    /// (the receiver reads it like a side stream). For replies to callers that may have given up.
-    pub(crate) fn send_detached(
-        &self,
-        kind: u8,
-        fingerprint: u64,
-        payload: &[u8],
-        fds: &[RawFd],
-    ) -> Result<()> {
-        if payload.len() <= INLINE_MAX {
-            return self.send(kind, fingerprint, payload, fds);
+        drop(side);
+        match mine {
+            Some(stream) => {
+                sys::write_all(stream.as_fd(), payload).map_err(|e| Error::io("send", e))
+            }
+            None => Ok(()),
         }
-        let file = rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::io("memfd_create", e))?;
-        sys::write_file(file.as_fd(), payload).map_err(|e| Error::io("write", e))?;
-        rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
-            .map_err(|e| Error::io("lseek", e))?;
-        let mut header = [0u8; LARGE_HEADER];
-        header[0] = kind | FLAG_LARGE;
-        header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
-        header[HEADER..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-        let mut all = vec![file.as_fd()];
-        all.extend(fds.iter().map(|&fd| borrow_collected(fd)));
-        sys::send_record(self.as_fd(), &[IoSlice::new(&header)], &all)
-            .map_err(|e| Error::io("send", e))
     }
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
