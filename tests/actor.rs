@@ -30,6 +30,19 @@ impl<A> Drop for Stopped<A> {
     }
 }
 
+/// A value that refuses to be serialized when it holds `true`.
+#[derive(serde::Deserialize)]
+pub struct Fussy(bool);
+
+impl serde::Serialize for Fussy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 {
+            return Err(serde::ser::Error::custom("Fussy refuses"));
+        }
+        s.serialize_newtype_struct("Fussy", &self.0)
+    }
+}
+
 pub struct Counter {
     total: u64,
     report: Option<Connection<u64>>,
@@ -69,6 +82,10 @@ impl Counter {
         let s: u64 = data.iter().map(|b| u64::from(*b)).sum();
         self.total += s;
         s
+    }
+
+    pub fn fussy(&mut self, f: Fussy) -> bool {
+        f.0
     }
 
     pub fn explode(&mut self, why: String) -> u64 {
@@ -363,6 +380,26 @@ fn bounded_mailbox_pushes_back() {
     // A plain tell waits for room instead.
     c.send().add(1).unwrap();
     assert_eq!(c.timeout(BOUND).get().unwrap(), 2);
+}
+
+#[test]
+fn a_message_that_fails_to_encode_gives_its_mailbox_slot_back() {
+    let c = Stopped(
+        ActorBuilder::<Counter>::new(None)
+            .mailbox(Mailbox::bounded(1))
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..3 {
+        // Bounded forms: a leaked slot fails the test instead of hanging it.
+        let asked = c.timeout(Duration::from_secs(2)).fussy(Fussy(true));
+        assert!(matches!(asked, Err(Error::Encode { .. })), "{asked:?}");
+        let told = c.try_send().fussy(Fussy(true));
+        assert!(matches!(told, Err(Error::Encode { .. })), "{told:?}");
+    }
+    c.try_send().add(1).unwrap();
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 1);
+    assert!(!c.timeout(BOUND).fussy(Fussy(false)).unwrap());
 }
 
 fn fill_mailbox(c: ActorRef<Counter>) {

@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
@@ -125,6 +125,8 @@ pub(crate) struct Conn {
     replies: Mutex<Replies>,
     replied: Condvar,
     next_id: AtomicU64,
+    /// `replies.gone` is set: read without the lock on every tell.
+    dead: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -164,6 +166,7 @@ impl Conn {
             replies: Mutex::default(),
             replied: Condvar::new(),
             next_id: AtomicU64::new(1),
+            dead: AtomicBool::new(false),
         }))
     }
 
@@ -173,6 +176,18 @@ impl Conn {
             pid: self.welcome.pid,
             reason,
         }
+    }
+
+    /// Records that the actor ended: with its last words, or (`None`) without, which does not
+    /// overwrite words already heard.
+    fn mark_gone(&self, r: &mut Replies, words: Option<ExitReason>) {
+        match words {
+            Some(reason) => r.gone = Some(reason),
+            None => {
+                r.gone.get_or_insert(ExitReason::Unknown);
+            }
+        }
+        self.dead.store(true, Ordering::Release);
     }
 
     /// The actor's end, if this connection has seen it.
@@ -195,8 +210,15 @@ impl Conn {
             })
     }
 
-    /// Appends one envelope to the outbox.
-    fn push<M: Serialize + ?Sized>(&self, op: u8, id: u64, msg: &M) -> Result<()> {
+    /// Appends one envelope to the outbox. With `for_flusher`, also puts the connection on the
+    /// flusher's list (under the same lock); true if it was not there yet.
+    fn push<M: Serialize + ?Sized>(
+        &self,
+        op: u8,
+        id: u64,
+        msg: &M,
+        for_flusher: bool,
+    ) -> Result<bool> {
         let mut out = lock(&self.outbox);
         if out.batches.is_empty() {
             out.batches.push_back(Batch::default());
@@ -233,7 +255,9 @@ impl Conn {
         } else {
             tail.fds.extend(fds);
         }
-        Ok(())
+        let newly = for_flusher && !out.scheduled;
+        out.scheduled |= for_flusher;
+        Ok(newly)
     }
 
     /// Writes everything queued, in order.
@@ -243,9 +267,8 @@ impl Conn {
         for b in batches {
             let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
             if let Err(e) = self.chan.send(proto::BATCH, 0, &b.buf, &raw) {
-                let mut r = lock(&self.replies);
-                if r.gone.is_none() && matches!(e, Error::Disconnected) {
-                    r.gone = Some(ExitReason::Unknown);
+                if matches!(e, Error::Disconnected) {
+                    self.mark_gone(&mut lock(&self.replies), None);
                 }
                 return Err(e);
             }
@@ -255,39 +278,50 @@ impl Conn {
 
     /// Sends without waiting for a reply (the flusher writes it soon).
     pub(crate) fn tell<M: Serialize>(self: &Arc<Self>, msg: &M, wait: Wait) -> Result<()> {
-        if let Some(reason) = self.gone() {
-            return Err(self.died(reason));
-        }
+        self.check_alive()?;
         self.admit(wait)?;
-        self.push(proto::OP_TELL, 0, msg)?;
-        self.schedule();
+        if self.push_admitted(proto::OP_TELL, 0, msg, true)? {
+            flusher_schedule(self.clone());
+        }
         Ok(())
+    }
+
+    /// [`push`](Conn::push) of a message that took a mailbox slot: the slot is given back if
+    /// the message cannot be encoded.
+    fn push_admitted<M: Serialize>(
+        &self,
+        op: u8,
+        id: u64,
+        msg: &M,
+        for_flusher: bool,
+    ) -> Result<bool> {
+        self.push(op, id, msg, for_flusher).inspect_err(|_| {
+            if let Some(gate) = &self.gate {
+                gate.release(self.welcome.slot, 1);
+            }
+        })
+    }
+
+    /// Fails at once if this connection has seen the actor end (no lock: checked per tell).
+    fn check_alive(&self) -> Result<()> {
+        if !self.dead.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(self.died(self.gone().unwrap_or(ExitReason::Unknown)))
     }
 
     /// Sends a system message, in order with the rest, and writes it out now.
     pub(crate) fn sys(&self, msg: &proto::Sys) -> Result<()> {
-        self.push(proto::OP_SYS, 0, msg)?;
+        self.push(proto::OP_SYS, 0, msg, false)?;
         self.flush()
-    }
-
-    fn schedule(self: &Arc<Self>) {
-        let mut out = lock(&self.outbox);
-        if out.scheduled {
-            return;
-        }
-        out.scheduled = true;
-        drop(out);
-        flusher_schedule(self.clone());
     }
 
     /// Sends `msg` and waits for its reply as `wait` says (the wait covers a full mailbox too).
     pub(crate) fn ask<M: Serialize, R: DeserializeOwned>(&self, msg: &M, wait: Wait) -> Result<R> {
-        if let Some(reason) = self.gone() {
-            return Err(self.died(reason));
-        }
+        self.check_alive()?;
         self.admit(wait)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.push(proto::OP_ASK, id, msg)?;
+        self.push_admitted(proto::OP_ASK, id, msg, false)?;
         if let Err(e) = self.flush() {
             return Err(match e {
                 Error::Disconnected => self.died(self.last_words(wait)),
@@ -410,13 +444,11 @@ impl Conn {
                 Ok(None)
             }
             Ok(Got::Words(reason)) => {
-                r.gone = Some(reason);
+                self.mark_gone(&mut r, Some(reason));
                 Ok(None)
             }
             Err(Error::Disconnected) => {
-                if r.gone.is_none() {
-                    r.gone = Some(ExitReason::Unknown);
-                }
+                self.mark_gone(&mut r, None);
                 Ok(None)
             }
             Err(e) => Err(e),
