@@ -50,7 +50,8 @@ pub fn register<A>(name: &str, actor: &ActorRef<A>) -> Result<()> {
         }
         Err(e) => return Err(Error::io("listen", e)),
     };
-    let conn = monitor_conn(actor)?;
+    // The ref's own connection if it has one: the registration comes after what it sent.
+    let conn = actor.inner.any_conn()?;
     conn.sys(&Sys::Register {
         name: name.to_string(),
         listener: Fd(listener),
@@ -91,9 +92,4 @@ pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
     let inner = Arc::new(RefInner::new(ActorId(w.id), w.name, w.pid, w.addr, None));
     inner.adopt::<A>(conn);
     Ok(Some(ActorRef::from_inner(inner)))
-}
-
-/// A connection for system messages: the ref's own if it has one (so order is kept).
-fn monitor_conn<A>(actor: &ActorRef<A>) -> Result<Arc<Conn>> {
-    actor.inner.any_conn()
 }
