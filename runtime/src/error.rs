@@ -174,6 +174,32 @@ pub enum Error {
     #[error("the name {0:?} is already registered to a live actor")]
     NameTaken(String),
 
+    /// A queue was closed: no more `put`s, and (for `get`) nothing is left to take.
+    #[error("the queue is closed")]
+    Closed,
+
+    /// `try_get` on an empty queue.
+    #[error("the queue is empty")]
+    Empty,
+
+    /// `try_put` on a full queue.
+    #[error("the queue is full")]
+    Full,
+
+    /// A `Barrier` was broken (a party timed out, or `abort`/`reset` was called) while waiting
+    /// or before this `wait`.
+    #[error("the barrier is broken (a party timed out, aborted or reset it)")]
+    BrokenBarrier,
+
+    /// The call would block for ever: the calling thread already holds this lock.
+    #[error("deadlock: {0}")]
+    Deadlock(&'static str),
+
+    /// A call that breaks the object's rules, such as releasing a `BoundedSemaphore` past its
+    /// bound or calling `task_done` more often than items were put (Python's `ValueError`).
+    #[error("{0}")]
+    InvalidState(&'static str),
+
     /// An operating-system call failed.
     #[error("{op}: {source}")]
     Io {

@@ -4,7 +4,8 @@
 //! Modules, bottom up (a module uses only those above it):
 //! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
-//! `process` → `message` (schemas) → `actor`.
+//! `process` → `shm` (shared memory) → `sync` (robust locks) → `shared` (values) → `queue` →
+//! `message` (schemas) → `actor`.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,10 @@ mod message;
 mod per_process;
 mod pipe;
 mod process;
+mod queue;
+mod shared;
+mod shm;
+mod sync;
 mod sys;
 mod wire;
 
@@ -26,12 +31,22 @@ pub use actor::{
     Supervisor, SupervisorRef, Tell, Timed, TryTell,
 };
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
+/// Plain-old-data types can live in [`Value`] and [`Array`] (derive it with `bytemuck`).
+pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Result};
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessHandle,
     ProcessInfo,
+};
+pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
+pub use shared::{
+    Array, ArrayGuard, DataGuard, RawArray, RawValue, SharedMemory, Value, ValueGuard,
+};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard,
 };
 
 #[doc(hidden)]

@@ -585,10 +585,20 @@ pub(crate) fn getuid() -> u32 {
     rustix::process::getuid().as_raw()
 }
 
-/// Sends one record without blocking: `Ok(false)` if the peer's buffer is full.
-pub(crate) fn try_send_record(fd: BorrowedFd, parts: &[IoSlice]) -> io::Result<bool> {
-    let mut control = SendAncillaryBuffer::default();
+/// Sends one record (with at most one descriptor) without blocking: `Ok(false)` if the peer's
+/// buffer is full.
+pub(crate) fn try_send_record(
+    fd: BorrowedFd,
+    parts: &[IoSlice],
+    with: Option<BorrowedFd>,
+) -> io::Result<bool> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let fds = with.as_slice();
     loop {
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("no room for a descriptor"));
+        }
         match sendmsg(
             fd,
             parts,

@@ -364,7 +364,7 @@ impl Channel {
         header[0] = kind;
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
         let parts = [IoSlice::new(&header), IoSlice::new(payload)];
-        sys::try_send_record(self.as_fd(), &parts).map_err(|e| Error::io("send", e))
+        sys::try_send_record(self.as_fd(), &parts, None).map_err(|e| Error::io("send", e))
     }
 
     /// Waits for data (or EOF) for at most `wait`; true if a receive would not block.

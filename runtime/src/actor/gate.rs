@@ -150,7 +150,7 @@ impl Gate {
         s.slots[slot as usize % SLOTS].fetch_sub(n, Ordering::AcqRel);
         s.queued.fetch_sub(n, Ordering::AcqRel);
         if s.waiters.load(Ordering::Acquire) > 0 {
-            let _ = futex::wake(&s.queued, futex::Flags::empty(), u32::MAX);
+            let _ = futex::wake(&s.queued, futex::Flags::empty(), i32::MAX as u32);
         }
     }
 

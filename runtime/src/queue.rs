@@ -1,0 +1,796 @@
+//! `Queue<T>`, `SimpleQueue<T>` and `JoinableQueue<T>`: many producer and consumer processes on
+//! one FIFO of typed items.
+//!
+//! The queue is a ring of bytes in shared memory under one robust mutex. An item is encoded
+//! (postcard) before the lock is taken, copied into the ring under it, and *committed* by a
+//! single store of the ring's tail: a producer killed before that store leaves nothing behind,
+//! one killed after it has delivered its item. Consumers commit a `get` by a single store of
+//! the head. Everything else in the ring's header (the item count) is recomputed from the ring
+//! by the next locker when a holder died. A consumer that finds the queue empty polls it for a
+//! few microseconds before it sleeps (only with 2+ CPUs), so a busy queue costs no syscall.
+//!
+//! Items too large for a quarter of the ring travel in a memfd of their own, whose descriptor
+//! goes over a socket shared by the queue's handles; the ring holds a small record naming it.
+
+use std::cell::RefCell;
+use std::io::IoSlice;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::shm::{Layout, Region, Shared};
+use crate::sync::robust::RawMutex;
+use crate::sync::RawCondvar;
+use crate::sys;
+use crate::wire::{self, Fd, SendFd, Wait};
+
+/// Bytes of ring a queue has unless told otherwise.
+const DEFAULT_CAPACITY: usize = 1 << 20;
+/// Record header: payload length, kind.
+const REC_HEAD: u64 = 8;
+const KIND_INLINE: u32 = 1;
+/// The payload is `(id, len)` of a memfd sent on the spill socket.
+const KIND_SPILL: u32 = 2;
+
+#[repr(C)]
+pub(crate) struct QueueCell {
+    mutex: RawMutex,
+    /// Byte positions (ever increasing) of the first record and past the last one.
+    head: AtomicU64,
+    tail: AtomicU64,
+    count: AtomicU32,
+    /// Most items at once (0: no limit but the ring's bytes).
+    maxsize: AtomicU32,
+    closed: AtomicU32,
+    not_empty: RawCondvar,
+    not_full: RawCondvar,
+    /// JoinableQueue: items put and not yet `task_done`.
+    unfinished: AtomicU64,
+    all_done: RawCondvar,
+    type_tag: AtomicU64,
+    next_spill: AtomicU64,
+}
+
+// SAFETY: atomics; the ring after it is plain bytes, written only under `mutex` and only where
+// no committed record lies.
+unsafe impl Layout for QueueCell {
+    const MAGIC: u32 = 0x5155_4555;
+    fn in_use_here(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
+}
+
+fn record_len(payload: usize) -> u64 {
+    REC_HEAD + (payload as u64).next_multiple_of(8)
+}
+
+/// One process's handle: the ring and both ends of the spill socket.
+struct Inner {
+    cell: Shared<QueueCell>,
+    capacity: u64,
+    spill_tx: OwnedFd,
+    spill_rx: OwnedFd,
+}
+
+thread_local! {
+    /// Encoded items waiting to be copied in, and copied out waiting to be decoded.
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What a consumer took out of the ring.
+enum Taken {
+    /// The payload is in `BUF`.
+    Inline,
+    Spilled(Region),
+}
+
+/// A multi-producer, multi-consumer FIFO queue between processes (Python's
+/// `multiprocessing.Queue`).
+///
+/// `put` returns once the item is in shared memory: a producer that dies afterwards has still
+/// delivered it, and one that dies during `put` delivers nothing (never half an item). Items
+/// from one producer come out in the order it put them. `close` ends the queue: later puts fail
+/// with `Error::Closed`, and consumers get what is left, then `Error::Closed`.
+///
+/// A queue holds up to 1 MiB of encoded items by default ([`QueueBuilder::capacity_bytes`]);
+/// past that, `put` waits as on a full bounded queue. Items may not contain procactor handles
+/// (send those in a message or over a `Pipe`).
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Process, Queue};
+///
+/// fn producer(q: Queue<u32>) {
+///     for i in 0..100 {
+///         q.put(&i).unwrap();
+///     }
+///     q.close();
+/// }
+///
+/// let q = Queue::new()?;
+/// let p = Process::new(producer, q.clone()).start()?;
+/// let mut sum = 0;
+/// while let Ok(i) = q.get() {
+///     sum += i;
+/// }
+/// assert_eq!(sum, 4950);
+/// p.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Queue<T> {
+    inner: Arc<Inner>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+/// Options for a [`Queue`].
+///
+/// ```
+/// # procactor::init();
+/// let q = procactor::Queue::<String>::builder()
+///     .maxsize(10)
+///     .capacity_bytes(64 * 1024)
+///     .build()?;
+/// assert_eq!(q.maxsize(), Some(10));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueueBuilder<T> {
+    maxsize: u32,
+    capacity: usize,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+impl<T> QueueBuilder<T> {
+    /// At most `n` items at once (`put` waits while there are `n`).
+    pub fn maxsize(mut self, n: u32) -> Self {
+        self.maxsize = n;
+        self
+    }
+
+    /// Bytes of shared memory for encoded items (at least 4 KiB; default 1 MiB). Items larger
+    /// than a quarter of it go in memory of their own.
+    pub fn capacity_bytes(mut self, bytes: usize) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Creates the queue.
+    pub fn build(self) -> Result<Queue<T>> {
+        let capacity = self.capacity.max(4096).next_multiple_of(8);
+        let cell = Shared::<QueueCell>::new("procactor-queue", capacity)?;
+        cell.maxsize.store(self.maxsize, Ordering::Relaxed);
+        cell.type_tag
+            .store(wire::fingerprint::<T>(), Ordering::Release);
+        let (spill_tx, spill_rx) = sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
+        for fd in [&spill_tx, &spill_rx] {
+            rustix::io::ioctl_fionbio(fd, true).map_err(|e| Error::io("ioctl", e))?;
+        }
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                cell,
+                capacity: capacity as u64,
+                spill_tx,
+                spill_rx,
+            }),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// The queue's mutex, held.
+struct Held<'a>(&'a Inner);
+
+impl<'a> Held<'a> {
+    fn lock(inner: &'a Inner) -> Result<Held<'a>> {
+        if inner.cell.mutex.lock(Wait::Forever)? {
+            inner.repair();
+        }
+        Ok(Held(inner))
+    }
+
+    /// Releases the mutex, sleeps on `cv`, takes the mutex back.
+    fn sleep(&self, cv: &RawCondvar, wait: Wait) -> Result<()> {
+        let seq = cv.prepare();
+        self.0.cell.mutex.unlock();
+        let slept = cv.sleep(seq, wait);
+        // Only `Deadlock` can fail a lock that waits for ever, and we just released it.
+        if let Ok(true) = self.0.cell.mutex.lock(Wait::Forever) {
+            self.0.repair();
+        }
+        slept
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.cell.mutex.unlock();
+    }
+}
+
+impl Inner {
+    fn ring(&self) -> *mut u8 {
+        self.cell.tail()
+    }
+
+    /// Copies `bytes` into the ring at position `pos` (under the mutex, into free space).
+    fn write_at(&self, pos: u64, bytes: &[u8]) {
+        let off = (pos % self.capacity) as usize;
+        let first = bytes.len().min(self.capacity as usize - off);
+        // SAFETY: both copies stay inside the ring (`first` fits before its end, the rest after
+        // its start, and callers never write more than the ring holds); we hold the mutex.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring().add(off), first);
+            std::ptr::copy_nonoverlapping(
+                bytes[first..].as_ptr(),
+                self.ring(),
+                bytes.len() - first,
+            );
+        }
+    }
+
+    /// Copies bytes out of the ring from position `pos` (under the mutex).
+    fn read_at(&self, pos: u64, out: &mut [u8]) {
+        let off = (pos % self.capacity) as usize;
+        let first = out.len().min(self.capacity as usize - off);
+        // SAFETY: as `write_at`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ring().add(off), out.as_mut_ptr(), first);
+            let rest = out.len() - first;
+            std::ptr::copy_nonoverlapping(self.ring(), out[first..].as_mut_ptr(), rest);
+        }
+    }
+
+    fn read_header(&self, pos: u64) -> (u64, u32) {
+        let mut h = [0u8; REC_HEAD as usize];
+        self.read_at(pos, &mut h);
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let kind = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        (len as u64, kind)
+    }
+
+    /// After a holder died: recounts the committed records, the only state not committed by a
+    /// single store.
+    #[cold]
+    fn repair(&self) {
+        let c = &*self.cell;
+        let (head, tail) = (
+            c.head.load(Ordering::Relaxed),
+            c.tail.load(Ordering::Relaxed),
+        );
+        let mut pos = head;
+        let mut count = 0;
+        while pos < tail {
+            let (len, kind) = self.read_header(pos);
+            if len > self.capacity || !matches!(kind, KIND_INLINE | KIND_SPILL) {
+                log::error!(target: "procactor::queue", "queue memory is corrupt: dropping its {} items", tail - head);
+                c.head.store(tail, Ordering::Release);
+                count = 0;
+                break;
+            }
+            pos += record_len(len as usize);
+            count += 1;
+        }
+        c.count.store(count, Ordering::Relaxed);
+        log::warn!(target: "procactor::queue", "a process died inside a queue operation; the queue is consistent ({count} items)");
+    }
+
+    fn put(&self, wait: Wait) -> Result<()> {
+        BUF.with(|buf| {
+            let buf = buf.borrow();
+            let spill = if record_len(buf.len()) > self.capacity / 4 {
+                Some(self.spill(&buf)?)
+            } else {
+                None
+            };
+            let payload_len = if spill.is_some() { 16 } else { buf.len() };
+            let rec = record_len(payload_len);
+            let c = &*self.cell;
+            let held = Held::lock(self)?;
+            loop {
+                if c.closed.load(Ordering::Relaxed) != 0 {
+                    return Err(Error::Closed);
+                }
+                let (head, tail) = (
+                    c.head.load(Ordering::Relaxed),
+                    c.tail.load(Ordering::Relaxed),
+                );
+                let maxsize = c.maxsize.load(Ordering::Relaxed);
+                let room = maxsize == 0 || c.count.load(Ordering::Relaxed) < maxsize;
+                if room && self.capacity - (tail - head) >= rec {
+                    let sent = match &spill {
+                        None => true,
+                        Some((fd, _)) => {
+                            let id = c.next_spill.load(Ordering::Relaxed);
+                            let ok = sys::try_send_record(
+                                self.spill_tx.as_fd(),
+                                &[IoSlice::new(&id.to_le_bytes())],
+                                Some(fd.as_fd()),
+                            )
+                            .map_err(|e| Error::io("send", e))?;
+                            if ok {
+                                c.next_spill.store(id + 1, Ordering::Relaxed);
+                            }
+                            ok
+                        }
+                    };
+                    if sent {
+                        let mut head_bytes = [0u8; REC_HEAD as usize];
+                        head_bytes[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+                        let kind = if spill.is_some() {
+                            KIND_SPILL
+                        } else {
+                            KIND_INLINE
+                        };
+                        head_bytes[4..].copy_from_slice(&kind.to_le_bytes());
+                        self.write_at(tail, &head_bytes);
+                        match &spill {
+                            None => self.write_at(tail + REC_HEAD, &buf),
+                            Some((_, len)) => {
+                                let id = c.next_spill.load(Ordering::Relaxed) - 1;
+                                let mut p = [0u8; 16];
+                                p[..8].copy_from_slice(&id.to_le_bytes());
+                                p[8..].copy_from_slice(&(*len as u64).to_le_bytes());
+                                self.write_at(tail + REC_HEAD, &p);
+                            }
+                        }
+                        // The commit: from here on the item is delivered.
+                        c.tail.store(tail + rec, Ordering::Release);
+                        c.count.fetch_add(1, Ordering::Relaxed);
+                        c.unfinished.fetch_add(1, Ordering::Relaxed);
+                        if c.not_empty.has_sleepers() {
+                            c.not_empty.notify(1);
+                        }
+                        return Ok(());
+                    }
+                }
+                if matches!(wait, Wait::No) {
+                    return Err(Error::Full);
+                }
+                held.sleep(&c.not_full, wait)?;
+            }
+        })
+    }
+
+    /// An item too large for the ring, in a memfd of its own.
+    fn spill(&self, bytes: &[u8]) -> Result<(OwnedFd, usize)> {
+        let fd = rustix::fs::memfd_create("procactor-queue-item", rustix::fs::MemfdFlags::CLOEXEC)
+            .map_err(|e| Error::io("memfd_create", e))?;
+        sys::write_file(fd.as_fd(), bytes).map_err(|e| Error::io("write", e))?;
+        Ok((fd, bytes.len()))
+    }
+
+    /// Polls an empty queue for a moment before sleeping (a cross-core wake-up costs far more).
+    fn spin_while_empty(&self, wait: Wait) {
+        let spin = wire::spin_time();
+        if matches!(wait, Wait::No) || spin.is_zero() {
+            return;
+        }
+        let c = &*self.cell;
+        let mut until = Instant::now() + spin;
+        if let Some(deadline) = wait.deadline() {
+            until = until.min(deadline);
+        }
+        let mut n = 0u32;
+        while c.head.load(Ordering::Relaxed) == c.tail.load(Ordering::Acquire)
+            && c.closed.load(Ordering::Relaxed) == 0
+        {
+            n += 1;
+            if n % 64 == 0 && Instant::now() >= until {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn get(&self, wait: Wait) -> Result<Taken> {
+        self.spin_while_empty(wait);
+        let c = &*self.cell;
+        let held = Held::lock(self)?;
+        let head = loop {
+            let head = c.head.load(Ordering::Relaxed);
+            if head != c.tail.load(Ordering::Relaxed) {
+                break head;
+            }
+            if c.closed.load(Ordering::Relaxed) != 0 {
+                return Err(Error::Closed);
+            }
+            if matches!(wait, Wait::No) {
+                return Err(Error::Empty);
+            }
+            held.sleep(&c.not_empty, wait)?;
+        };
+        let (len, kind) = self.read_header(head);
+        let corrupt = |reason: &str| Error::Decode {
+            expected: "a queue record",
+            reason: reason.to_string(),
+        };
+        if len > self.capacity {
+            self.repair();
+            return Err(corrupt("the queue's memory was overwritten"));
+        }
+        let taken = match kind {
+            KIND_INLINE => BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.resize(len as usize, 0);
+                self.read_at(head + REC_HEAD, &mut buf);
+                Ok(Taken::Inline)
+            }),
+            KIND_SPILL => {
+                let mut p = [0u8; 16];
+                self.read_at(head + REC_HEAD, &mut p);
+                let id = u64::from_le_bytes(p[..8].try_into().unwrap_or_default());
+                let size = u64::from_le_bytes(p[8..].try_into().unwrap_or_default());
+                self.take_spilled(id, size as usize).map(Taken::Spilled)
+            }
+            _ => Err(corrupt("unknown record kind")),
+        };
+        // The commit (even for a record we could not read: it must not block the queue).
+        c.head
+            .store(head + record_len(len as usize), Ordering::Release);
+        c.count.fetch_sub(1, Ordering::Relaxed);
+        if c.not_full.has_sleepers() {
+            c.not_full.notify(u32::MAX);
+        }
+        // If we were woken for this item but more are here, pass the wake-up on.
+        if c.head.load(Ordering::Relaxed) != c.tail.load(Ordering::Relaxed)
+            && c.not_empty.has_sleepers()
+        {
+            c.not_empty.notify(1);
+        }
+        drop(held);
+        taken
+    }
+
+    /// Receives the memfd of spilled item `id` (under the mutex, so spills come in ring order;
+    /// descriptors a producer sent but never committed, because it died, are skipped).
+    fn take_spilled(&self, id: u64, size: usize) -> Result<Region> {
+        let mut idb = [0u8; 8];
+        loop {
+            match sys::recv_record(self.spill_rx.as_fd(), &mut idb, true)
+                .map_err(|e| Error::io("recv", e))?
+            {
+                sys::Recv::Record(8, mut fds) if fds.len() == 1 => {
+                    if u64::from_le_bytes(idb) == id {
+                        let fd = fds.pop().ok_or(Error::Disconnected)?;
+                        return Region::open(fd, Some(size), "a queued item");
+                    }
+                }
+                sys::Recv::Record(..) => {}
+                sys::Recv::Eof | sys::Recv::WouldBlock => {
+                    return Err(Error::Decode {
+                        expected: "a queued item",
+                        reason: "its memory was lost".into(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+impl<T> Queue<T> {
+    /// Options: `maxsize`, ring size.
+    pub fn builder() -> QueueBuilder<T> {
+        QueueBuilder {
+            maxsize: 0,
+            capacity: DEFAULT_CAPACITY,
+            _type: PhantomData,
+        }
+    }
+
+    /// A queue with no limit on the number of items (but the ring's bytes).
+    pub fn new() -> Result<Queue<T>> {
+        Queue::builder().build()
+    }
+
+    /// A queue of at most `maxsize` items (Python's `Queue(maxsize)`; 0 means no limit).
+    pub fn bounded(maxsize: u32) -> Result<Queue<T>> {
+        Queue::builder().maxsize(maxsize).build()
+    }
+
+    /// The item limit, if any.
+    pub fn maxsize(&self) -> Option<u32> {
+        Some(self.inner.cell.maxsize.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// About how many items are in the queue (others change it at any moment).
+    pub fn qsize(&self) -> usize {
+        self.inner.cell.count.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether the queue is empty now.
+    pub fn is_empty(&self) -> bool {
+        let c = &*self.inner.cell;
+        c.head.load(Ordering::Relaxed) == c.tail.load(Ordering::Relaxed)
+    }
+
+    /// Whether a bounded queue holds `maxsize` items now.
+    pub fn is_full(&self) -> bool {
+        self.maxsize().is_some_and(|m| self.qsize() >= m as usize)
+    }
+
+    /// Closes the queue for every process: puts fail with `Closed` from now on; gets drain
+    /// what is left, then fail with `Closed`. Wakes everyone waiting.
+    pub fn close(&self) {
+        let c = &*self.inner.cell;
+        c.closed.store(1, Ordering::Release);
+        c.not_empty.notify(u32::MAX);
+        c.not_full.notify(u32::MAX);
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.cell.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Puts an item, waiting while the queue is full.
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.put_with(item, Wait::Forever)
+    }
+
+    /// Puts an item, waiting at most `timeout` for room (`Err(Timeout)` then).
+    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
+        self.put_with(item, Wait::timeout(timeout))
+    }
+
+    /// Puts an item if there is room now (`Err(Full)` otherwise).
+    pub fn try_put(&self, item: &T) -> Result<()> {
+        self.put_with(item, Wait::No)
+    }
+
+    /// Takes the oldest item, waiting for one. `Err(Closed)` once the queue is closed and empty.
+    pub fn get(&self) -> Result<T> {
+        self.get_with(Wait::Forever)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (`Err(Timeout)` then).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_with(Wait::timeout(timeout))
+    }
+
+    /// Takes the oldest item if there is one (`Err(Empty)` otherwise).
+    pub fn try_get(&self) -> Result<T> {
+        self.get_with(Wait::No)
+    }
+
+    fn put_with(&self, item: &T, wait: Wait) -> Result<()> {
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            let fds = wire::encode(item, &mut buf)?;
+            if fds.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Encode {
+                    type_name: std::any::type_name::<T>(),
+                    reason: "procactor handles cannot go through a Queue (shared memory); \
+                             send them in a message or over a Pipe"
+                        .into(),
+                })
+            }
+        })?;
+        self.inner.put(wait)
+    }
+
+    fn get_with(&self, wait: Wait) -> Result<T> {
+        match self.inner.get(wait)? {
+            Taken::Inline => BUF.with(|buf| wire::decode(&buf.borrow(), Vec::new())),
+            Taken::Spilled(region) => {
+                // SAFETY: nobody else has this memfd: the producer let go of it once sent.
+                let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) };
+                wire::decode(bytes, Vec::new())
+            }
+        }
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let i = &*self.inner;
+        (
+            &i.cell,
+            SendFd(i.spill_tx.as_fd()),
+            SendFd(i.spill_rx.as_fd()),
+        )
+            .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (cell, Fd(spill_tx), Fd(spill_rx)) = <(Shared<QueueCell>, Fd, Fd)>::deserialize(d)?;
+        if cell.type_tag.load(Ordering::Acquire) != wire::fingerprint::<T>() {
+            return Err(serde::de::Error::custom(format!(
+                "a queue of another item type where a Queue<{}> was expected",
+                std::any::type_name::<T>()
+            )));
+        }
+        let capacity = cell.tail_len() as u64;
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                cell,
+                capacity,
+                spill_tx,
+                spill_rx,
+            }),
+            _type: PhantomData,
+        })
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("qsize", &self.qsize())
+            .field("maxsize", &self.maxsize())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// A queue with the short interface of Python's `SimpleQueue`: `put`, `get`, `is_empty`,
+/// `close` (no size limit).
+///
+/// ```
+/// # procactor::init();
+/// let q = procactor::SimpleQueue::new()?;
+/// q.put(&"hi".to_string())?;
+/// assert_eq!(q.get()?, "hi");
+/// assert!(q.is_empty());
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize, Debug)]
+#[serde(transparent)]
+#[serde(bound = "")]
+pub struct SimpleQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new empty queue.
+    pub fn new() -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue {
+            queue: Queue::new()?,
+        })
+    }
+
+    /// Puts an item (waits only if 1 MiB of items are waiting).
+    pub fn put(&self, item: &T) -> Result<()> {
+        self.queue.put(item)
+    }
+
+    /// Takes the oldest item, waiting for one.
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// Takes the oldest item, waiting at most `timeout`.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    /// Whether it is empty now.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Closes it (see [`Queue::close`]).
+    pub fn close(&self) {
+        self.queue.close()
+    }
+}
+
+/// A [`Queue`] that also counts unfinished tasks (Python's `JoinableQueue`): every `put` adds
+/// one, every `task_done` removes one, and `join` waits until none is left. Every `Queue`
+/// method is available through `Deref`.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{JoinableQueue, Process};
+/// use std::time::Duration;
+///
+/// fn worker(q: JoinableQueue<u32>) {
+///     while let Ok(_job) = q.get() {
+///         q.task_done().unwrap();
+///     }
+/// }
+///
+/// let q = JoinableQueue::new()?;
+/// let w = Process::new(worker, q.clone()).start()?;
+/// for job in 0..10 {
+///     q.put(&job)?;
+/// }
+/// q.join_timeout(Duration::from_secs(30))?; // every job done
+/// q.close();
+/// w.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Clone, Serialize, Deserialize, Debug)]
+#[serde(transparent)]
+#[serde(bound = "")]
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> JoinableQueue<T> {
+    /// A new queue with no item limit.
+    pub fn new() -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue {
+            queue: Queue::new()?,
+        })
+    }
+
+    /// A new queue of at most `maxsize` items.
+    pub fn bounded(maxsize: u32) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue {
+            queue: Queue::bounded(maxsize)?,
+        })
+    }
+
+    /// Marks one item taken with `get` as processed. `Err(InvalidState)` if called more times
+    /// than items were put.
+    pub fn task_done(&self) -> Result<()> {
+        let inner = &*self.queue.inner;
+        let c = &*inner.cell;
+        let _held = Held::lock(inner)?;
+        let left = c.unfinished.load(Ordering::Relaxed);
+        if left == 0 {
+            return Err(Error::InvalidState(
+                "task_done() called more times than there were items",
+            ));
+        }
+        c.unfinished.store(left - 1, Ordering::Relaxed);
+        if left == 1 {
+            c.all_done.notify(u32::MAX);
+        }
+        Ok(())
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> u64 {
+        self.queue.inner.cell.unfinished.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.join_with(Wait::Forever)
+    }
+
+    /// As [`join`](JoinableQueue::join), for at most `timeout`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_with(Wait::timeout(timeout))
+    }
+
+    fn join_with(&self, wait: Wait) -> Result<()> {
+        let inner = &*self.queue.inner;
+        let held = Held::lock(inner)?;
+        while inner.cell.unfinished.load(Ordering::Relaxed) > 0 {
+            held.sleep(&inner.cell.all_done, wait)?;
+        }
+        Ok(())
+    }
+}
+
+impl<T> Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.queue
+    }
+}

@@ -1,0 +1,667 @@
+//! Plain data in shared memory: `Value<T>` and `Array<T>` (each with its own robust lock),
+//! `RawValue<T>` and `RawArray<T>` (no lock), and `SharedMemory` (raw bytes, optionally named).
+//!
+//! `T` is plain old data ([`bytemuck::Pod`]: integers, floats, arrays of them, `#[repr(C)]`
+//! structs deriving `Pod`): any bytes are a valid `T`, so a process killed in the middle of a
+//! write leaves a wrong value at worst, never an invalid one.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytemuck::Pod;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+use crate::shm::{Layout, Shared};
+use crate::sync::robust::RawMutex;
+use crate::wire::{self, Wait};
+
+#[repr(C)]
+pub(crate) struct DataCell {
+    mutex: RawMutex,
+    /// Fingerprint of `T`: a `Value<u64>` does not open as a `Value<f64>`.
+    type_tag: AtomicU64,
+    /// Items of `T` after the cell.
+    len: AtomicU64,
+}
+
+// SAFETY: atomics; the items after the cell are `Pod`, valid for any bytes.
+unsafe impl Layout for DataCell {
+    const MAGIC: u32 = 0x4441_5441;
+    fn in_use_here(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
+}
+
+/// `len` items of `T` in shared memory. The common part of the four types below.
+struct Data<T> {
+    cell: Shared<DataCell>,
+    _type: PhantomData<T>,
+}
+
+impl<T: Pod> Data<T> {
+    fn new(items: &[T], what: &'static str) -> Result<Data<T>> {
+        if std::mem::align_of::<T>() > 64 {
+            return Err(Error::Unsupported(
+                "shared values need an alignment of at most 64 bytes",
+            ));
+        }
+        let cell = Shared::<DataCell>::new(what, std::mem::size_of_val(items))?;
+        cell.type_tag
+            .store(wire::fingerprint::<T>(), Ordering::Relaxed);
+        cell.len.store(items.len() as u64, Ordering::Release);
+        let data = Data {
+            cell,
+            _type: PhantomData,
+        };
+        // SAFETY: fresh memory of exactly this many items, not shared with anyone yet.
+        unsafe { data.slice_mut() }.copy_from_slice(items);
+        Ok(data)
+    }
+
+    fn len(&self) -> usize {
+        self.cell.len.load(Ordering::Relaxed) as usize
+    }
+
+    fn ptr(&self) -> *mut T {
+        self.cell.tail().cast()
+    }
+
+    /// # Safety
+    /// The caller holds the lock (or has the memory to itself): nobody writes meanwhile.
+    unsafe fn slice(&self) -> &[T] {
+        std::slice::from_raw_parts(self.ptr(), self.len())
+    }
+
+    /// # Safety
+    /// The caller holds the lock (or has the memory to itself): nobody else reads or writes.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut(&self) -> &mut [T] {
+        std::slice::from_raw_parts_mut(self.ptr(), self.len())
+    }
+
+    /// Reads item `i` without a lock: a volatile read (another process may be writing it).
+    fn read(&self, i: usize) -> Option<T> {
+        // SAFETY: in bounds, aligned (64-byte aligned start), and any bytes are a valid `T`.
+        (i < self.len()).then(|| unsafe { self.ptr().add(i).read_volatile() })
+    }
+
+    fn write(&self, i: usize, value: T) {
+        let len = self.len();
+        assert!(
+            i < len,
+            "index {i} out of range for a shared array of {len}"
+        );
+        // SAFETY: as `read`.
+        unsafe { self.ptr().add(i).write_volatile(value) }
+    }
+
+    fn lock(&self, wait: Wait) -> Result<DataGuard<'_, T>> {
+        let owner_died = self.cell.mutex.lock(wait)?;
+        Ok(DataGuard {
+            data: self,
+            owner_died,
+            _thread: PhantomData,
+        })
+    }
+
+    fn open(cell: Shared<DataCell>) -> Result<Data<T>> {
+        let size = std::mem::size_of::<T>() as u64;
+        let len = cell.len.load(Ordering::Acquire);
+        if cell.type_tag.load(Ordering::Relaxed) != wire::fingerprint::<T>()
+            || len.checked_mul(size) != Some(cell.tail_len() as u64)
+        {
+            return Err(Error::Decode {
+                expected: std::any::type_name::<T>(),
+                reason: "shared memory holding another type".into(),
+            });
+        }
+        Ok(Data {
+            cell,
+            _type: PhantomData,
+        })
+    }
+}
+
+impl<T> Clone for Data<T> {
+    fn clone(&self) -> Self {
+        Data {
+            cell: self.cell.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> Serialize for Data<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.cell.serialize(s)
+    }
+}
+
+impl<'de, T: Pod> Deserialize<'de> for Data<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Data::open(Shared::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Exclusive access to a [`Value`] or [`Array`] while its lock is held.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct DataGuard<'a, T> {
+    data: &'a Data<T>,
+    owner_died: bool,
+    _thread: PhantomData<*const ()>,
+}
+
+impl<T> DataGuard<'_, T> {
+    /// True when the previous holder died holding the lock (its write may be half done).
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+impl<T> Drop for DataGuard<'_, T> {
+    fn drop(&mut self) {
+        self.data.cell.mutex.unlock();
+    }
+}
+
+/// The guard of a [`Value`]: derefs to the value.
+pub type ValueGuard<'a, T> = DataGuard<'a, T>;
+
+macro_rules! handle_common {
+    ($ty:ident) => {
+        impl<T> Clone for $ty<T> {
+            fn clone(&self) -> Self {
+                $ty {
+                    data: self.data.clone(),
+                }
+            }
+        }
+
+        impl<T> Serialize for $ty<T> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.data.serialize(s)
+            }
+        }
+
+        impl<'de, T: Pod> Deserialize<'de> for $ty<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok($ty {
+                    data: Data::deserialize(d)?,
+                })
+            }
+        }
+    };
+}
+
+/// One `T` in shared memory with its own robust lock (Python's `multiprocessing.Value`).
+///
+/// `get` and `set` take the lock; `lock()` holds it for a read-modify-write, which a plain
+/// `v.set(v.get() + 1)` from two processes is not.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Process, Value};
+///
+/// fn bump(v: Value<i64>) {
+///     for _ in 0..1000 {
+///         *v.lock() += 1;
+///     }
+/// }
+///
+/// let v = Value::new(0i64)?;
+/// let ps = (0..2)
+///     .map(|_| Process::new(bump, v.clone()).start())
+///     .collect::<Result<Vec<_>, _>>()?;
+/// for p in ps {
+///     p.join()?;
+/// }
+/// assert_eq!(v.get(), 2000);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Value<T> {
+    data: Data<T>,
+}
+
+handle_common!(Value);
+
+impl<T: Pod> Value<T> {
+    /// A new shared value.
+    pub fn new(value: T) -> Result<Value<T>> {
+        Ok(Value {
+            data: Data::new(&[value], "procactor-value")?,
+        })
+    }
+
+    /// Reads it (under the lock).
+    pub fn get(&self) -> T {
+        *self.lock()
+    }
+
+    /// Writes it (under the lock).
+    pub fn set(&self, value: T) {
+        *self.lock() = value;
+    }
+
+    /// Holds the lock; the guard derefs to the value. Panics if this thread already holds it
+    /// (that would wait for ever).
+    pub fn lock(&self) -> ValueGuard<'_, T> {
+        self.data
+            .lock(Wait::Forever)
+            .unwrap_or_else(|e| panic!("Value::lock: {e}"))
+    }
+
+    /// Holds the lock, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>> {
+        self.data.lock(Wait::timeout(timeout))
+    }
+}
+
+impl<T: Pod> Deref for DataGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the lock is held; a Value has exactly one item.
+        unsafe { &self.data.slice()[0] }
+    }
+}
+
+impl<T: Pod> DerefMut for DataGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as `deref`, and `&mut self` makes this the only borrow.
+        unsafe { &mut self.data.slice_mut()[0] }
+    }
+}
+
+/// Items of `T` in shared memory with one robust lock (Python's `multiprocessing.Array`).
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Array, Process};
+///
+/// fn double(a: Array<f64>) {
+///     for x in a.lock().iter_mut() {
+///         *x *= 2.0;
+///     }
+/// }
+///
+/// let a = Array::from_slice(&[1.0, 2.0, 3.0])?;
+/// Process::new(double, a.clone()).start()?.join()?;
+/// assert_eq!(a.to_vec(), [2.0, 4.0, 6.0]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Array<T> {
+    data: Data<T>,
+}
+
+handle_common!(Array);
+
+/// The guard of an [`Array`]: derefs to the slice of items.
+pub struct ArrayGuard<'a, T>(DataGuard<'a, T>);
+
+impl<T: Pod> Array<T> {
+    /// `len` copies of `value`.
+    pub fn new(len: usize, value: T) -> Result<Array<T>> {
+        Array::from_slice(&vec![value; len])
+    }
+
+    /// A copy of `items`.
+    pub fn from_slice(items: &[T]) -> Result<Array<T>> {
+        Ok(Array {
+            data: Data::new(items, "procactor-array")?,
+        })
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether it has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Item `i` (under the lock), `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        self.lock().get(i).copied()
+    }
+
+    /// Sets item `i` (under the lock). Panics past the end, as slice indexing does.
+    pub fn set(&self, i: usize, value: T) {
+        self.lock()[i] = value;
+    }
+
+    /// A copy of all items (under the lock).
+    pub fn to_vec(&self) -> Vec<T> {
+        self.lock().to_vec()
+    }
+
+    /// Holds the lock; the guard derefs to `[T]`. Panics if this thread already holds it.
+    pub fn lock(&self) -> ArrayGuard<'_, T> {
+        ArrayGuard(
+            self.data
+                .lock(Wait::Forever)
+                .unwrap_or_else(|e| panic!("Array::lock: {e}")),
+        )
+    }
+
+    /// Holds the lock, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>> {
+        self.data.lock(Wait::timeout(timeout)).map(ArrayGuard)
+    }
+}
+
+impl<T> ArrayGuard<'_, T> {
+    /// True when the previous holder died holding the lock.
+    pub fn owner_died(&self) -> bool {
+        self.0.owner_died
+    }
+}
+
+impl<T: Pod> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the lock is held.
+        unsafe { self.0.data.slice() }
+    }
+}
+
+impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: the lock is held and `&mut self` makes this the only borrow.
+        unsafe { self.0.data.slice_mut() }
+    }
+}
+
+/// One `T` in shared memory without a lock (Python's `RawValue`): each `get`/`set` is one
+/// volatile access, so concurrent read-modify-writes lose updates (see the race demo).
+///
+/// ```
+/// # procactor::init();
+/// let v = procactor::RawValue::new(7u32)?;
+/// v.set(v.get() * 6);
+/// assert_eq!(v.get(), 42);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct RawValue<T> {
+    data: Data<T>,
+}
+
+handle_common!(RawValue);
+
+impl<T: Pod> RawValue<T> {
+    /// A new shared value.
+    pub fn new(value: T) -> Result<RawValue<T>> {
+        Ok(RawValue {
+            data: Data::new(&[value], "procactor-rawvalue")?,
+        })
+    }
+
+    /// Reads it.
+    pub fn get(&self) -> T {
+        self.data.read(0).unwrap_or_else(T::zeroed)
+    }
+
+    /// Writes it.
+    pub fn set(&self, value: T) {
+        self.data.write(0, value)
+    }
+}
+
+/// Items of `T` in shared memory without a lock (Python's `RawArray`).
+///
+/// ```
+/// # procactor::init();
+/// let a = procactor::RawArray::new(3, 0u8)?;
+/// a.set(1, 9);
+/// assert_eq!(a.to_vec(), [0, 9, 0]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct RawArray<T> {
+    data: Data<T>,
+}
+
+handle_common!(RawArray);
+
+impl<T: Pod> RawArray<T> {
+    /// `len` copies of `value`.
+    pub fn new(len: usize, value: T) -> Result<RawArray<T>> {
+        RawArray::from_slice(&vec![value; len])
+    }
+
+    /// A copy of `items`.
+    pub fn from_slice(items: &[T]) -> Result<RawArray<T>> {
+        Ok(RawArray {
+            data: Data::new(items, "procactor-rawarray")?,
+        })
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether it has no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Item `i`, `None` past the end.
+    pub fn get(&self, i: usize) -> Option<T> {
+        self.data.read(i)
+    }
+
+    /// Sets item `i`. Panics past the end.
+    pub fn set(&self, i: usize, value: T) {
+        self.data.write(i, value)
+    }
+
+    /// A copy of all items (each read once; not a snapshot if others write meanwhile).
+    pub fn to_vec(&self) -> Vec<T> {
+        (0..self.len()).filter_map(|i| self.data.read(i)).collect()
+    }
+}
+
+#[repr(C)]
+pub(crate) struct BytesCell {
+    /// Handles (per process) attached to a named object: the last one out unlinks the name.
+    attached: AtomicU32,
+}
+
+// SAFETY: atomics; the bytes after it are plain bytes.
+unsafe impl Layout for BytesCell {
+    const MAGIC: u32 = 0x4259_5445;
+}
+
+/// A block of raw bytes shared between processes (Python's `shared_memory.SharedMemory`).
+///
+/// Anonymous ([`new`](SharedMemory::new)) blocks travel as handles (`Process` arguments,
+/// messages) and are freed with their last handle. Named ones ([`create`](SharedMemory::create))
+/// can also be attached by name from any process of the same user
+/// ([`open`](SharedMemory::open)); the name is removed when the last handle is dropped, or by
+/// [`unlink`](SharedMemory::unlink). A process killed while attached keeps the name alive until
+/// `unlink`.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::SharedMemory;
+///
+/// let name = format!("procactor-doc-{}", std::process::id());
+/// let shm = SharedMemory::create(&name, 16)?;
+/// shm.write(0, b"hello")?;
+/// let other = SharedMemory::open(&name)?;
+/// assert_eq!(&other.to_vec()[..5], b"hello");
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedMemory {
+    cell: Shared<BytesCell>,
+    name: Option<Arc<Attached>>,
+}
+
+/// This process's attachment to a named block.
+struct Attached {
+    name: String,
+    cell: Shared<BytesCell>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        if self.cell.attached.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = rustix::shm::unlink(self.name.as_str());
+        }
+    }
+}
+
+fn shm_path(name: &str) -> Result<String> {
+    if name.is_empty() || name.contains('/') || name.len() > 200 {
+        return Err(Error::InvalidState(
+            "a SharedMemory name is 1 to 200 characters without '/'",
+        ));
+    }
+    Ok(format!("/{name}"))
+}
+
+impl SharedMemory {
+    /// An anonymous block of `size` zeroed bytes.
+    pub fn new(size: usize) -> Result<SharedMemory> {
+        Ok(SharedMemory {
+            cell: Shared::new("procactor-shm", size)?,
+            name: None,
+        })
+    }
+
+    /// A new named block of `size` zeroed bytes; `Err(NameTaken)` if the name exists.
+    pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
+        use rustix::fs::Mode;
+        use rustix::shm::OFlags;
+        let path = shm_path(name)?;
+        let fd = rustix::shm::open(
+            path.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => Error::NameTaken(name.to_string()),
+            e => Error::io("shm_open", e),
+        })?;
+        let cell = Shared::<BytesCell>::create_in(fd, "procactor-shm", size).inspect_err(|_| {
+            let _ = rustix::shm::unlink(path.as_str());
+        })?;
+        Ok(SharedMemory::attach(cell, path))
+    }
+
+    /// Attaches the named block another process created.
+    pub fn open(name: &str) -> Result<SharedMemory> {
+        use rustix::fs::Mode;
+        use rustix::shm::OFlags;
+        let path = shm_path(name)?;
+        let fd = rustix::shm::open(path.as_str(), OFlags::RDWR, Mode::empty())
+            .map_err(|e| Error::io("shm_open", e))?;
+        Ok(SharedMemory::attach(
+            Shared::open(fd, "a procactor SharedMemory")?,
+            path,
+        ))
+    }
+
+    fn attach(cell: Shared<BytesCell>, name: String) -> SharedMemory {
+        cell.attached.fetch_add(1, Ordering::AcqRel);
+        SharedMemory {
+            cell: cell.clone(),
+            name: Some(Arc::new(Attached { name, cell })),
+        }
+    }
+
+    /// The name it was created with (`None` for an anonymous block).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().map(|a| &a.name[1..])
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.cell.tail_len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first byte. Other processes may write the memory at any time: accessing it through
+    /// this pointer is up to you (use your own `Lock`, or atomics).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.cell.tail()
+    }
+
+    /// Copies `data` in at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: in bounds (checked); bytes have no invalid values; a concurrent writer can
+        // only make the bytes wrong, which is the documented contract of raw shared memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes out from `offset`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: as `write`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// A copy of all the bytes.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0; self.len()];
+        // Cannot fail: the whole block.
+        let _ = self.read(0, &mut v);
+        v
+    }
+
+    /// Removes the name now (attached handles keep working; nobody new can `open` it).
+    pub fn unlink(&self) -> Result<()> {
+        match &self.name {
+            Some(a) => rustix::shm::unlink(a.name.as_str()).map_err(|e| Error::io("shm_unlink", e)),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::InvalidState("access past the end of a SharedMemory")),
+        }
+    }
+}
+
+impl Serialize for SharedMemory {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.cell, self.name.as_ref().map(|a| a.name.as_str())).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMemory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (cell, name) = <(Shared<BytesCell>, Option<String>)>::deserialize(d)?;
+        Ok(match name {
+            Some(name) => SharedMemory::attach(cell, name),
+            None => SharedMemory { cell, name: None },
+        })
+    }
+}
+
+impl std::fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("name", &self.name())
+            .field("len", &self.len())
+            .finish()
+    }
+}

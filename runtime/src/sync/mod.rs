@@ -1,0 +1,98 @@
+//! Synchronisation between processes, in shared memory with futexes: Python's `Lock`, `RLock`,
+//! `Semaphore`, `BoundedSemaphore`, `Event`, `Condition` and `Barrier`.
+//!
+//! Every handle is `Clone + Serialize`: pass it to a `Process` or put it in a message, and the
+//! other process maps the same object. Locks are robust: a holder killed by a signal does not
+//! leave the lock taken for ever (see [`LockGuard::owner_died`]).
+
+mod barrier;
+mod condition;
+mod event;
+mod lock;
+pub(crate) mod robust;
+mod semaphore;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use rustix::event::Timespec;
+use rustix::io::Errno;
+use rustix::thread::futex;
+
+pub use barrier::Barrier;
+pub use condition::Condition;
+pub use event::Event;
+pub use lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};
+
+use crate::error::Result;
+use crate::wire::Wait;
+
+/// Sleeps while `word` holds `expected`, at most until the wait's deadline. Returns early on a
+/// wake-up, a signal or a changed word (the caller re-checks); `Err(Timeout)` once the deadline
+/// has passed.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, wait: Wait) -> Result<()> {
+    let timeout = match wait {
+        Wait::No => return Err(wait.expired()),
+        Wait::Forever => None,
+        Wait::Until { deadline, .. } => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(wait.expired());
+            }
+            Some(Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            }))
+        }
+    };
+    match futex::wait(word, futex::Flags::empty(), expected, timeout.as_ref()) {
+        Err(Errno::TIMEDOUT) => Err(wait.expired()),
+        // Woken, interrupted, or the word changed before we slept.
+        _ => Ok(()),
+    }
+}
+
+/// Wakes up to `n` processes sleeping on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // The kernel reads the count as an `int`: u32::MAX would be -1, which wakes only one.
+    let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
+}
+
+/// A condition variable word in shared memory, used with a [`robust::RawMutex`]: a sequence
+/// number bumped by every notify, and a count of sleepers so that a notify with nobody asleep
+/// costs no syscall. A sleeper killed in its sleep leaves the count high: notifies then make a
+/// useless syscall, nothing worse.
+#[repr(C)]
+pub(crate) struct RawCondvar {
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl RawCondvar {
+    /// Under the mutex, before releasing it: what to sleep on.
+    pub(crate) fn prepare(&self) -> u32 {
+        self.sleepers.fetch_add(1, Ordering::AcqRel);
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// After releasing the mutex: sleeps unless a notify came since `prepare`.
+    pub(crate) fn sleep(&self, seq: u32, wait: Wait) -> Result<()> {
+        let slept = futex_wait(&self.seq, seq, wait);
+        self.sleepers.fetch_sub(1, Ordering::AcqRel);
+        slept
+    }
+
+    /// Wakes at most `n` sleepers.
+    pub(crate) fn notify(&self, n: u32) {
+        self.seq.fetch_add(1, Ordering::Release);
+        if n > 0 && self.sleepers.load(Ordering::Acquire) > 0 {
+            futex_wake(&self.seq, n);
+        }
+    }
+
+    /// Whether anyone sleeps on it.
+    pub(crate) fn has_sleepers(&self) -> bool {
+        self.sleepers.load(Ordering::Acquire) > 0
+    }
+}
