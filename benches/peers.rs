@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use procactor::{ActorRef, Connection, Pipe, Process, StartMethod};
+use procactor::{ActorRef, Connection, Lock, Pipe, Process, Queue, RawValue, StartMethod};
 
 const CHUNK: usize = 1 << 20;
 
@@ -271,6 +271,137 @@ fn spawn_many_once(system: &str, n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The start methods the queue and lock workloads run with: the default, and fork (CPython's
+/// peer forks too), since these timings include starting the processes.
+const METHODS: [(&str, StartMethod); 2] = [
+    ("procactor", StartMethod::Spawn),
+    ("procactor-fork", StartMethod::Fork),
+];
+
+fn producer((q, n): (Queue<u64>, u64)) {
+    for i in 0..n {
+        q.put(&i).expect("producer: put");
+    }
+}
+
+fn consumer((q, n, out): (Queue<u64>, u64, Queue<u64>)) {
+    let mut sum = 0;
+    for _ in 0..n {
+        sum += q.get().expect("consumer: get");
+    }
+    out.put(&sum).expect("consumer: out");
+}
+
+fn queue(workload: &str, producers: u64, consumers: u64, quick: bool) -> Result<(), String> {
+    let n_total: u64 = if quick { 40_000 } else { 200_000 };
+    let e = |e: procactor::Error| e.to_string();
+    for (system, method) in METHODS {
+        let q = Queue::<u64>::new().map_err(e)?;
+        let out = Queue::<u64>::new().map_err(e)?;
+        let (per_p, per_c) = (n_total / producers, n_total / consumers);
+        let t = Instant::now();
+        let mut ps = Vec::new();
+        for _ in 0..producers {
+            ps.push(
+                Process::new(producer, (q.clone(), per_p))
+                    .start_method(method)
+                    .start()
+                    .map_err(e)?,
+            );
+        }
+        for _ in 0..consumers {
+            ps.push(
+                Process::new(consumer, (q.clone(), per_c, out.clone()))
+                    .start_method(method)
+                    .start()
+                    .map_err(e)?,
+            );
+        }
+        let mut sum = 0;
+        for _ in 0..consumers {
+            sum += out.get().map_err(e)?;
+        }
+        let dt = t.elapsed().as_secs_f64();
+        for p in ps {
+            p.join().map_err(e)?;
+        }
+        if sum != producers * (per_p * (per_p - 1) / 2) {
+            return Err(format!("{workload}: the consumers summed {sum}"));
+        }
+        emit(system, workload, n_total as f64 / dt, "msgs/s", "higher");
+    }
+    Ok(())
+}
+
+fn queue_1p1c(quick: bool) -> Result<(), String> {
+    queue("queue_1p1c", 1, 1, quick)
+}
+
+fn queue_4p4c(quick: bool) -> Result<(), String> {
+    queue("queue_4p4c", 4, 4, quick)
+}
+
+fn locked_incr((v, lock, n): (RawValue<u64>, Lock, u64)) {
+    for _ in 0..n {
+        let _g = lock.acquire().expect("lock");
+        v.set(v.get() + 1);
+    }
+}
+
+fn lock_counter(quick: bool) -> Result<(), String> {
+    let per: u64 = if quick { 10_000 } else { 50_000 };
+    let procs = 4;
+    let e = |e: procactor::Error| e.to_string();
+    for (system, method) in METHODS {
+        let v = RawValue::new(0u64).map_err(e)?;
+        let lock = Lock::new().map_err(e)?;
+        let t = Instant::now();
+        let ps = (0..procs)
+            .map(|_| {
+                Process::new(locked_incr, (v.clone(), lock.clone(), per))
+                    .start_method(method)
+                    .start()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        for p in ps {
+            p.join().map_err(e)?;
+        }
+        let dt = t.elapsed().as_secs_f64();
+        if v.get() != procs * per {
+            return Err(format!(
+                "lock_counter: {} increments, not {}",
+                v.get(),
+                procs * per
+            ));
+        }
+        emit(
+            system,
+            "lock_counter",
+            (procs * per) as f64 / dt,
+            "incr/s",
+            "higher",
+        );
+    }
+    // The uncontended cost, in one process (no syscall: tens of nanoseconds).
+    let lock = Lock::new().map_err(e)?;
+    let n = 1_000_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        drop(std::hint::black_box(lock.acquire().map_err(e)?));
+    }
+    let ns = t.elapsed().as_secs_f64() / n as f64 * 1e9;
+    eprintln!("peers: uncontended Lock acquire+release: {ns:.1} ns");
+    emit(
+        "procactor",
+        "lock_uncontended",
+        ns,
+        "ns/acquire+release",
+        "lower",
+    );
+    Ok(())
+}
+
 type Workload = fn(bool) -> Result<(), String>;
 
 fn main() {
@@ -282,10 +413,13 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
-    let workloads: [(&str, Workload); 6] = [
+    let workloads: [(&str, Workload); 9] = [
         ("spawn", spawn),
         ("pipe_rtt", pipe_rtt),
         ("pipe_bulk", pipe_bulk),
+        ("queue_1p1c", queue_1p1c),
+        ("queue_4p4c", queue_4p4c),
+        ("lock_counter", lock_counter),
         ("actor_ask", actor_ask),
         ("actor_tell", actor_tell),
         ("spawn_many", spawn_many),

@@ -12,7 +12,7 @@
 //! Items too large for a quarter of the ring travel in a memfd of their own, whose descriptor
 //! goes over a socket shared by the queue's handles; the ring holds a small record naming it.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::io::IoSlice;
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -42,6 +42,9 @@ const KIND_SPILL: u32 = 2;
 #[repr(C)]
 pub(crate) struct QueueCell {
     mutex: RawMutex,
+    /// Keeps the mutex on a cache line of its own: consumers poll `head`/`tail` while they
+    /// wait, which must not steal the line a producer is locking.
+    _line: [u8; 40],
     /// Byte positions (ever increasing) of the first record and past the last one.
     head: AtomicU64,
     tail: AtomicU64,
@@ -81,13 +84,13 @@ struct Inner {
 
 thread_local! {
     /// Encoded items waiting to be copied in, and copied out waiting to be decoded.
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    // Taken out and put back (not borrowed in a closure): results then return in place.
+    static BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// What a consumer took out of the ring.
 enum Taken {
-    /// The payload is in `BUF`.
-    Inline,
+    Inline(Vec<u8>),
     Spilled(Region),
 }
 
@@ -154,8 +157,8 @@ impl<T> QueueBuilder<T> {
         self
     }
 
-    /// Bytes of shared memory for encoded items (at least 4 KiB; default 1 MiB). Items larger
-    /// than a quarter of it go in memory of their own.
+    /// Bytes of shared memory for encoded items (rounded up to a power of two from 4 KiB to
+    /// 2 GiB; default 1 MiB). Items larger than a quarter of it go in memory of their own.
     pub fn capacity_bytes(mut self, bytes: usize) -> Self {
         self.capacity = bytes;
         self
@@ -163,7 +166,8 @@ impl<T> QueueBuilder<T> {
 
     /// Creates the queue.
     pub fn build(self) -> Result<Queue<T>> {
-        let capacity = self.capacity.max(4096).next_multiple_of(8);
+        // A power of two: positions map into the ring with a mask, not a division.
+        let capacity = self.capacity.clamp(4096, 1 << 31).next_power_of_two();
         let cell = Shared::<QueueCell>::new("procactor-queue", capacity)?;
         cell.maxsize.store(self.maxsize, Ordering::Relaxed);
         cell.type_tag
@@ -221,7 +225,7 @@ impl Inner {
 
     /// Copies `bytes` into the ring at position `pos` (under the mutex, into free space).
     fn write_at(&self, pos: u64, bytes: &[u8]) {
-        let off = (pos % self.capacity) as usize;
+        let off = (pos & (self.capacity - 1)) as usize;
         let first = bytes.len().min(self.capacity as usize - off);
         // SAFETY: both copies stay inside the ring (`first` fits before its end, the rest after
         // its start, and callers never write more than the ring holds); we hold the mutex.
@@ -237,7 +241,7 @@ impl Inner {
 
     /// Copies bytes out of the ring from position `pos` (under the mutex).
     fn read_at(&self, pos: u64, out: &mut [u8]) {
-        let off = (pos % self.capacity) as usize;
+        let off = (pos & (self.capacity - 1)) as usize;
         let first = out.len().min(self.capacity as usize - off);
         // SAFETY: as `write_at`.
         unsafe {
@@ -281,9 +285,8 @@ impl Inner {
         log::warn!(target: "procactor::queue", "a process died inside a queue operation; the queue is consistent ({count} items)");
     }
 
-    fn put(&self, wait: Wait) -> Result<()> {
-        BUF.with(|buf| {
-            let buf = buf.borrow();
+    fn put(&self, buf: &[u8], wait: Wait) -> Result<()> {
+        {
             let spill = if record_len(buf.len()) > self.capacity / 4 {
                 Some(self.spill(&buf)?)
             } else {
@@ -342,8 +345,11 @@ impl Inner {
                         }
                         // The commit: from here on the item is delivered.
                         c.tail.store(tail + rec, Ordering::Release);
-                        c.count.fetch_add(1, Ordering::Relaxed);
-                        c.unfinished.fetch_add(1, Ordering::Relaxed);
+                        // Under the mutex: plain stores, no read-modify-write needed.
+                        c.count
+                            .store(c.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                        let unfinished = c.unfinished.load(Ordering::Relaxed);
+                        c.unfinished.store(unfinished + 1, Ordering::Relaxed);
                         if c.not_empty.has_sleepers() {
                             c.not_empty.notify(1);
                         }
@@ -355,7 +361,7 @@ impl Inner {
                 }
                 held.sleep(&c.not_full, wait)?;
             }
-        })
+        }
     }
 
     /// An item too large for the ring, in a memfd of its own.
@@ -373,14 +379,19 @@ impl Inner {
             return;
         }
         let c = &*self.cell;
+        let empty = || {
+            c.head.load(Ordering::Relaxed) == c.tail.load(Ordering::Acquire)
+                && c.closed.load(Ordering::Relaxed) == 0
+        };
+        if !empty() {
+            return;
+        }
         let mut until = Instant::now() + spin;
         if let Some(deadline) = wait.deadline() {
             until = until.min(deadline);
         }
         let mut n = 0u32;
-        while c.head.load(Ordering::Relaxed) == c.tail.load(Ordering::Acquire)
-            && c.closed.load(Ordering::Relaxed) == 0
-        {
+        while empty() {
             n += 1;
             if n % 64 == 0 && Instant::now() >= until {
                 return;
@@ -416,12 +427,12 @@ impl Inner {
             return Err(corrupt("the queue's memory was overwritten"));
         }
         let taken = match kind {
-            KIND_INLINE => BUF.with(|buf| {
-                let mut buf = buf.borrow_mut();
+            KIND_INLINE => {
+                let mut buf = BUF.take();
                 buf.resize(len as usize, 0);
                 self.read_at(head + REC_HEAD, &mut buf);
-                Ok(Taken::Inline)
-            }),
+                Ok(Taken::Inline(buf))
+            }
             KIND_SPILL => {
                 let mut p = [0u8; 16];
                 self.read_at(head + REC_HEAD, &mut p);
@@ -434,7 +445,8 @@ impl Inner {
         // The commit (even for a record we could not read: it must not block the queue).
         c.head
             .store(head + record_len(len as usize), Ordering::Release);
-        c.count.fetch_sub(1, Ordering::Relaxed);
+        let count = c.count.load(Ordering::Relaxed);
+        c.count.store(count.saturating_sub(1), Ordering::Relaxed);
         if c.not_full.has_sleepers() {
             c.not_full.notify(u32::MAX);
         }
@@ -562,34 +574,43 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn put_with(&self, item: &T, wait: Wait) -> Result<()> {
-        BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            let fds = wire::encode(item, &mut buf)?;
-            if fds.is_empty() {
-                Ok(())
-            } else {
-                Err(Error::Encode {
-                    type_name: std::any::type_name::<T>(),
-                    reason: "procactor handles cannot go through a Queue (shared memory); \
-                             send them in a message or over a Pipe"
-                        .into(),
-                })
-            }
+        let mut buf = BUF.take();
+        buf.clear();
+        // Plain postcard: a procactor handle inside refuses to serialize here, since the ring
+        // cannot carry its descriptor.
+        let buf = postcard::to_extend(item, buf).map_err(|e| Error::Encode {
+            type_name: std::any::type_name::<T>(),
+            reason: format!(
+                "{e} (procactor handles cannot go through a Queue: send them in a message or \
+                 over a Pipe)"
+            ),
         })?;
-        self.inner.put(wait)
+        let put = self.inner.put(&buf, wait);
+        BUF.set(buf);
+        put
     }
 
     fn get_with(&self, wait: Wait) -> Result<T> {
         match self.inner.get(wait)? {
-            Taken::Inline => BUF.with(|buf| wire::decode(&buf.borrow(), Vec::new())),
+            Taken::Inline(buf) => {
+                let item = decode(&buf);
+                BUF.set(buf);
+                item
+            }
             Taken::Spilled(region) => {
                 // SAFETY: nobody else has this memfd: the producer let go of it once sent.
                 let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) };
-                wire::decode(bytes, Vec::new())
+                decode(bytes)
             }
         }
     }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode {
+        expected: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
 }
 
 impl<T> Clone for Queue<T> {
@@ -623,6 +644,11 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
             )));
         }
         let capacity = cell.tail_len() as u64;
+        if !capacity.is_power_of_two() {
+            return Err(serde::de::Error::custom(
+                "a queue ring that is not a power of two",
+            ));
+        }
         Ok(Queue {
             inner: Arc::new(Inner {
                 cell,

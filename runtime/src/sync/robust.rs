@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::ptr::{addr_of, null_mut};
 use std::sync::atomic::{compiler_fence, AtomicPtr, AtomicU32, Ordering};
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::sys;
 use crate::wire::Wait;
 
@@ -149,6 +149,25 @@ impl ThreadList {
     }
 }
 
+/// Why `lock` gave up.
+#[derive(Debug)]
+pub(crate) enum LockFail {
+    Timeout(Wait),
+    Deadlock,
+}
+
+impl From<LockFail> for Error {
+    #[cold]
+    fn from(f: LockFail) -> Error {
+        match f {
+            LockFail::Timeout(wait) => wait.expired(),
+            LockFail::Deadlock => Error::Deadlock(
+                "this thread already holds the lock (use an RLock to lock it again)",
+            ),
+        }
+    }
+}
+
 /// How many times a contended `lock` checks the word before it sleeps (only with 2+ CPUs).
 const SPINS: u32 = 100;
 
@@ -158,9 +177,10 @@ impl RawMutex {
     }
 
     /// Locks, waiting as `wait` says. `Ok(true)` when the previous holder died holding it.
-    /// Locking a mutex this thread holds is `Error::Deadlock` (it could never succeed).
+    /// Locking a mutex this thread holds is `LockFail::Deadlock` (it could never succeed).
+    /// (A small error type: `Error` is large, and copying it costs the fast path.)
     #[inline]
-    pub(crate) fn lock(&self, wait: Wait) -> Result<bool> {
+    pub(crate) fn lock(&self, wait: Wait) -> std::result::Result<bool, LockFail> {
         LIST.with(|list| {
             let tid = list.tid();
             list.head.pending.store(self.node(), Ordering::Relaxed);
@@ -183,7 +203,7 @@ impl RawMutex {
     }
 
     #[cold]
-    fn lock_contended(&self, tid: u32, wait: Wait) -> Result<bool> {
+    fn lock_contended(&self, tid: u32, wait: Wait) -> std::result::Result<bool, LockFail> {
         let spins = if sys::usable_cpus() > 1 { SPINS } else { 0 };
         let mut spun = 0;
         let mut slept = false;
@@ -207,12 +227,10 @@ impl RawMutex {
                 continue;
             }
             if v & TID_MASK == tid {
-                return Err(Error::Deadlock(
-                    "this thread already holds the lock (use an RLock to lock it again)",
-                ));
+                return Err(LockFail::Deadlock);
             }
             if matches!(wait, Wait::No) {
-                return Err(Error::Timeout(std::time::Duration::ZERO));
+                return Err(LockFail::Timeout(wait));
             }
             if spun < spins {
                 spun += 1;
@@ -228,7 +246,9 @@ impl RawMutex {
                 continue;
             }
             slept = true;
-            futex_wait(&self.word, v | WAITERS, wait)?;
+            if futex_wait(&self.word, v | WAITERS, wait).is_err() {
+                return Err(LockFail::Timeout(wait));
+            }
         }
     }
 
