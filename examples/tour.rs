@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use procactor::{
-    ActorBuilder, ActorRef, ChildSpec, Connection, Context, Down, Error, Mailbox, Pipe, Process,
-    StartMethod, Strategy, Supervisor,
+    ActorBuilder, ActorRef, Array, Barrier, ChildSpec, Connection, Context, Down, Error, Event,
+    JoinableQueue, Lock, Mailbox, Pipe, Process, Queue, RawValue, StartMethod, Strategy,
+    Supervisor, Value,
 };
 use serde_bytes::ByteBuf;
 
@@ -191,6 +192,100 @@ fn actors() -> Result<(), Error> {
     Ok(())
 }
 
+fn produce((q, n): (Queue<u64>, u64)) {
+    for i in 0..n {
+        q.put(&i).expect("put");
+    }
+}
+
+fn hold_lock((lock, held): (Lock, Event)) {
+    let _g = lock.acquire().expect("acquire");
+    held.set();
+    std::thread::sleep(Duration::from_secs(3600));
+}
+
+fn bump((v, a, start): (Value<u64>, Array<u32>, Barrier)) -> u32 {
+    let index = start.wait().expect("barrier");
+    for _ in 0..10_000 {
+        *v.lock() += 1;
+    }
+    a.set(index as usize, 1);
+    index
+}
+
+fn square_jobs(q: JoinableQueue<u64>) {
+    while let Ok(_job) = q.get() {
+        q.task_done().expect("task_done");
+    }
+}
+
+fn queues_and_locks() -> Result<(), Error> {
+    section("Queue: many producers and consumers, in shared memory");
+    let q = Queue::<u64>::bounded(1000)?;
+    let t = Instant::now();
+    let producers = (0..2)
+        .map(|_| Process::new(produce, (q.clone(), 50_000)).start())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut sum = 0;
+    for _ in 0..100_000 {
+        sum += q.get_timeout(Duration::from_secs(30))?;
+    }
+    for p in producers {
+        p.join()?;
+    }
+    println!(
+        "  2 producers -> 100,000 items (sum {sum}) in {:?}, processes started included",
+        t.elapsed()
+    );
+    println!("  try_get on the empty queue: {}", q.try_get().unwrap_err());
+    q.close();
+    println!("  after close, put says: {}", q.put(&1).unwrap_err());
+    let jobs = JoinableQueue::<u64>::new()?;
+    let worker = Process::new(square_jobs, jobs.clone()).start()?;
+    for j in 0..100 {
+        jobs.put(&j)?;
+    }
+    jobs.join_timeout(Duration::from_secs(30))?;
+    println!("  JoinableQueue: 100 jobs put, join() returned once the worker marked all done");
+    jobs.close();
+    worker.join()?;
+
+    section("Locks that survive their holder: kill -9 inside the critical section");
+    let lock = Lock::new()?;
+    let held = Event::new()?;
+    let holder = Process::new(hold_lock, (lock.clone(), held.clone())).start()?;
+    held.wait_timeout(Duration::from_secs(30))?;
+    holder.kill()?;
+    let _ = holder.join();
+    let g = lock.acquire_timeout(Duration::from_secs(30))?;
+    println!(
+        "  holder pid {} killed holding the lock: acquired anyway, owner_died = {} (CPython hangs here)",
+        holder.pid(),
+        g.owner_died()
+    );
+    drop(g);
+
+    section("Value, Array, Barrier: shared memory with robust locks");
+    let v = Value::new(0u64)?;
+    let a = Array::new(3, 0u32)?;
+    let start = Barrier::new(3)?;
+    let ps = (0..2)
+        .map(|_| Process::new(bump, (v.clone(), a.clone(), start.clone())).start())
+        .collect::<Result<Vec<_>, _>>()?;
+    let mine = start.wait()?;
+    a.set(mine as usize, 1);
+    let theirs = ps.iter().map(|p| p.join()).collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "  barrier arrival indexes: me {mine}, children {theirs:?}; array {:?}",
+        a.to_vec()
+    );
+    println!("  2 x 10,000 `*v.lock() += 1` = {}", v.get());
+    let raw = RawValue::new(1.5f64)?;
+    raw.set(raw.get() * 2.0);
+    println!("  RawValue (no lock): {}", raw.get());
+    Ok(())
+}
+
 fn section(title: &str) {
     println!("\n== {title}");
 }
@@ -321,6 +416,7 @@ fn main() -> Result<(), Error> {
     let _ = d.join();
     println!("  after kill + join: {:?}", procactor::active_children());
 
+    queues_and_locks()?;
     actors()?;
 
     println!("\ntour done");
