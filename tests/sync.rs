@@ -97,7 +97,7 @@ fn lock_whose_holder_is_killed_goes_to_the_next_acquirer() {
         );
         held.wait_timeout(BOUND).unwrap();
         assert!(lock.is_locked());
-        assert!(matches!(lock.try_acquire(), None));
+        assert!(lock.try_acquire().is_none());
         p.kill().unwrap();
         let g = lock
             .acquire_timeout(BOUND)

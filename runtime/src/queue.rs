@@ -286,81 +286,79 @@ impl Inner {
     }
 
     fn put(&self, buf: &[u8], wait: Wait) -> Result<()> {
-        {
-            let spill = if record_len(buf.len()) > self.capacity / 4 {
-                Some(self.spill(&buf)?)
-            } else {
-                None
-            };
+        let spill = if record_len(buf.len()) > self.capacity / 4 {
+            Some(self.spill(buf)?)
+        } else {
+            None
+        };
+        let c = &*self.cell;
+        let held = Held::lock(self)?;
+        loop {
+            if c.closed.load(Ordering::Relaxed) != 0 {
+                return Err(Error::Closed);
+            }
             let payload_len = if spill.is_some() { 16 } else { buf.len() };
-            let rec = record_len(payload_len);
-            let c = &*self.cell;
-            let held = Held::lock(self)?;
-            loop {
-                if c.closed.load(Ordering::Relaxed) != 0 {
-                    return Err(Error::Closed);
-                }
-                let (head, tail) = (
-                    c.head.load(Ordering::Relaxed),
-                    c.tail.load(Ordering::Relaxed),
-                );
-                let maxsize = c.maxsize.load(Ordering::Relaxed);
-                let room = maxsize == 0 || c.count.load(Ordering::Relaxed) < maxsize;
-                if room && self.capacity - (tail - head) >= rec {
-                    let sent = match &spill {
-                        None => true,
-                        Some((fd, _)) => {
-                            let id = c.next_spill.load(Ordering::Relaxed);
-                            let ok = sys::try_send_record(
-                                self.spill_tx.as_fd(),
-                                &[IoSlice::new(&id.to_le_bytes())],
-                                Some(fd.as_fd()),
-                            )
-                            .map_err(|e| Error::io("send", e))?;
-                            if ok {
-                                c.next_spill.store(id + 1, Ordering::Relaxed);
-                            }
-                            ok
-                        }
-                    };
-                    if sent {
-                        let mut head_bytes = [0u8; REC_HEAD as usize];
-                        head_bytes[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-                        let kind = if spill.is_some() {
-                            KIND_SPILL
-                        } else {
-                            KIND_INLINE
-                        };
-                        head_bytes[4..].copy_from_slice(&kind.to_le_bytes());
-                        self.write_at(tail, &head_bytes);
-                        match &spill {
-                            None => self.write_at(tail + REC_HEAD, &buf),
-                            Some((_, len)) => {
-                                let id = c.next_spill.load(Ordering::Relaxed) - 1;
-                                let mut p = [0u8; 16];
-                                p[..8].copy_from_slice(&id.to_le_bytes());
-                                p[8..].copy_from_slice(&(*len as u64).to_le_bytes());
-                                self.write_at(tail + REC_HEAD, &p);
-                            }
-                        }
-                        // The commit: from here on the item is delivered.
-                        c.tail.store(tail + rec, Ordering::Release);
-                        // Under the mutex: plain stores, no read-modify-write needed.
-                        c.count
-                            .store(c.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                        let unfinished = c.unfinished.load(Ordering::Relaxed);
-                        c.unfinished.store(unfinished + 1, Ordering::Relaxed);
-                        if c.not_empty.has_sleepers() {
-                            c.not_empty.notify(1);
-                        }
+            if self.has_room(record_len(payload_len)) {
+                match &spill {
+                    None => {
+                        self.commit(KIND_INLINE, buf);
                         return Ok(());
                     }
+                    Some((fd, len)) => {
+                        // The descriptor first, then the record naming it (see take_spilled).
+                        let id = c.next_spill.load(Ordering::Relaxed);
+                        let sent = sys::try_send_record(
+                            self.spill_tx.as_fd(),
+                            &[IoSlice::new(&id.to_le_bytes())],
+                            Some(fd.as_fd()),
+                        )
+                        .map_err(|e| Error::io("send", e))?;
+                        if sent {
+                            c.next_spill.store(id + 1, Ordering::Relaxed);
+                            let mut record = [0u8; 16];
+                            record[..8].copy_from_slice(&id.to_le_bytes());
+                            record[8..].copy_from_slice(&(*len as u64).to_le_bytes());
+                            self.commit(KIND_SPILL, &record);
+                            return Ok(());
+                        }
+                        // The socket is full of unread large items: wait as for a full ring.
+                    }
                 }
-                if matches!(wait, Wait::No) {
-                    return Err(Error::Full);
-                }
-                held.sleep(&c.not_full, wait)?;
             }
+            if matches!(wait, Wait::No) {
+                return Err(Error::Full);
+            }
+            held.sleep(&c.not_full, wait)?;
+        }
+    }
+
+    /// Whether a record of `rec` bytes may be put now (under the mutex).
+    fn has_room(&self, rec: u64) -> bool {
+        let c = &*self.cell;
+        let used = c.tail.load(Ordering::Relaxed) - c.head.load(Ordering::Relaxed);
+        let maxsize = c.maxsize.load(Ordering::Relaxed);
+        (maxsize == 0 || c.count.load(Ordering::Relaxed) < maxsize) && self.capacity - used >= rec
+    }
+
+    /// Writes a record at the tail and commits it (under the mutex, after `has_room`).
+    fn commit(&self, kind: u32, payload: &[u8]) {
+        let c = &*self.cell;
+        let tail = c.tail.load(Ordering::Relaxed);
+        let mut header = [0u8; REC_HEAD as usize];
+        header[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&kind.to_le_bytes());
+        self.write_at(tail, &header);
+        self.write_at(tail + REC_HEAD, payload);
+        // The commit: from this store on, the item is delivered.
+        c.tail
+            .store(tail + record_len(payload.len()), Ordering::Release);
+        // Under the mutex: plain stores, no read-modify-write needed.
+        c.count
+            .store(c.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        c.unfinished
+            .store(c.unfinished.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if c.not_empty.has_sleepers() {
+            c.not_empty.notify(1);
         }
     }
 

@@ -114,8 +114,6 @@ impl Drop for Region {
 pub(crate) unsafe trait Layout: Sync + Sized {
     /// Tells one kind of object from another when a descriptor arrives.
     const MAGIC: u32;
-    /// Sets the fields of a fresh (zeroed) object.
-    fn init(&self) {}
     /// True while this process depends on the mapping staying in place even after its last
     /// handle is gone: a lock in it held by one of our threads is on that thread's robust list,
     /// which the kernel reads when the thread dies.
@@ -159,7 +157,7 @@ impl Drop for Mapped {
 }
 
 impl<S: Layout> Shared<S> {
-    /// A new zeroed `S` (then `S::init`) followed by `tail` zeroed bytes.
+    /// A new zeroed `S` followed by `tail` zeroed bytes.
     pub(crate) fn new(what: &'static str, tail: usize) -> Result<Shared<S>> {
         let fd = rustix::fs::memfd_create(what, rustix::fs::MemfdFlags::CLOEXEC)
             .map_err(|e| Error::io("memfd_create", e))?;
@@ -176,7 +174,6 @@ impl<S: Layout> Shared<S> {
             .map_err(|e| Error::io("ftruncate", e))?;
         let shared = Shared::<S>::wrap(Region::map(fd, Self::size(tail))?);
         shared.header().tail_len.store(tail_len, Ordering::Relaxed);
-        shared.init();
         shared.header().magic.store(S::MAGIC, Ordering::Release);
         Ok(shared)
     }

@@ -7,94 +7,65 @@
 //! messages a killed sender took but never delivered (still in its buffer) are not lost.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use rustix::event::Timespec;
 use rustix::thread::futex;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
 /// Connections one bounded actor can serve at once (each has a counter in the table).
 pub(crate) const SLOTS: usize = 1020;
 
 #[repr(C)]
-struct Shared {
+pub(crate) struct GateCell {
     /// Messages taken and not yet handled, over all connections.
     queued: AtomicU32,
     /// Senders sleeping on `queued`.
     waiters: AtomicU32,
     capacity: AtomicU32,
-    _pad: AtomicU32,
     /// Per connection: slots it took that the actor has not handled yet.
     slots: [AtomicU32; SLOTS],
 }
 
-const SIZE: usize = std::mem::size_of::<Shared>();
+// SAFETY: atomics only.
+unsafe impl Layout for GateCell {
+    const MAGIC: u32 = 0x4741_5445;
+}
 
 /// One process's mapping of a gate.
 pub(crate) struct Gate {
-    ptr: NonNull<Shared>,
-    fd: OwnedFd,
+    cell: Shared<GateCell>,
 }
-
-// SAFETY: `Shared` holds only atomics; the mapping lives as long as the `Gate`.
-unsafe impl Send for Gate {}
-unsafe impl Sync for Gate {}
 
 /// Why a slot could not be taken.
 pub(crate) enum Full {
     /// `Wait::No` and the mailbox is full.
     Now,
     /// The wait ran out.
-    Timeout(Error),
+    Timeout(crate::error::Error),
 }
 
 impl Gate {
     /// A new gate (in the actor's process).
     pub(crate) fn create(capacity: u32) -> Result<Gate> {
-        let fd = rustix::fs::memfd_create("procactor-mailbox", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::io("memfd_create", e))?;
-        rustix::fs::ftruncate(&fd, SIZE as u64).map_err(|e| Error::io("ftruncate", e))?;
-        let gate = Gate::map(fd)?;
-        gate.shared().capacity.store(capacity, Ordering::Release);
-        Ok(gate)
+        let cell = Shared::<GateCell>::new("procactor-mailbox", 0)?;
+        cell.capacity.store(capacity, Ordering::Release);
+        Ok(Gate { cell })
     }
 
     /// Maps a gate received from an actor.
     pub(crate) fn map(fd: OwnedFd) -> Result<Gate> {
-        let len = rustix::fs::fstat(&fd)
-            .map_err(|e| Error::io("fstat", e))?
-            .st_size;
-        if len != SIZE as i64 {
-            return Err(Error::Decode {
-                expected: "a mailbox gate",
-                reason: format!("{len}-byte memory object"),
-            });
-        }
-        // SAFETY: a fresh shared mapping of the whole object (size checked above); it is only
-        // accessed as `Shared`, whose fields are atomics valid for any bit pattern, and unmapped
-        // in `Drop`.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                SIZE,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
-                rustix::mm::MapFlags::SHARED,
-                &fd,
-                0,
-            )
-        }
-        .map_err(|e| Error::io("mmap", e))?;
-        let ptr = NonNull::new(ptr.cast::<Shared>()).ok_or(Error::Unsupported("mmap gave null"))?;
-        Ok(Gate { ptr, fd })
+        Ok(Gate {
+            cell: Shared::open(fd, "a mailbox gate")?,
+        })
     }
 
-    fn shared(&self) -> &Shared {
-        // SAFETY: mapped for our lifetime (see `map`).
-        unsafe { self.ptr.as_ref() }
+    fn shared(&self) -> &GateCell {
+        &self.cell
     }
 
     pub(crate) fn capacity(&self) -> u32 {
@@ -162,15 +133,6 @@ impl Gate {
 
 impl AsFd for Gate {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe {
-            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), SIZE);
-        }
+        self.cell.fd()
     }
 }
