@@ -169,3 +169,60 @@ fn shared_memory_named_and_anonymous() {
         Err(Error::InvalidState(_))
     ));
 }
+
+type Handles = (
+    procactor::Queue<u32>,
+    procactor::Lock,
+    Value<u64>,
+    SharedMemory,
+);
+
+fn use_handles_from_a_pipe(conn: procactor::Connection<Handles>) {
+    let (q, lock, v, shm) = conn.recv_timeout(BOUND).unwrap();
+    let _g = lock.acquire().unwrap();
+    *v.lock() += 1;
+    shm.write(0, b"via pipe").unwrap();
+    q.put(&7).unwrap();
+}
+
+#[test]
+fn handles_travel_inside_messages() {
+    let (here, there) = procactor::Pipe::<Handles>::duplex().unwrap();
+    let p = reaped(
+        Process::new(use_handles_from_a_pipe, there)
+            .start()
+            .unwrap(),
+    );
+    let q = procactor::Queue::new().unwrap();
+    let lock = procactor::Lock::new().unwrap();
+    let v = Value::new(41u64).unwrap();
+    let shm = SharedMemory::new(8).unwrap();
+    here.send((q.clone(), lock.clone(), v.clone(), shm.clone()))
+        .unwrap();
+    assert_eq!(q.get_timeout(BOUND).unwrap(), 7);
+    p.join_timeout(BOUND).unwrap();
+    assert_eq!(v.get(), 42);
+    assert_eq!(shm.to_vec(), b"via pipe");
+    assert!(!lock.is_locked());
+}
+
+#[test]
+fn dropping_handles_closes_their_descriptors_and_mappings() {
+    let before = common::open_fds();
+    for _ in 0..50 {
+        let q = procactor::Queue::<u32>::new().unwrap();
+        q.put(&1).unwrap();
+        let _l = procactor::Lock::new().unwrap();
+        let _c = procactor::Condition::new().unwrap();
+        let _b = procactor::Barrier::new(2).unwrap();
+        let _v = Value::new(0u8).unwrap();
+        let _a = Array::new(1000, 0u64).unwrap();
+        let _s = SharedMemory::new(10).unwrap();
+    }
+    // Other tests run in parallel threads and open descriptors too: allow a little slack.
+    assert!(
+        common::open_fds() <= before + 8,
+        "{before} -> {}",
+        common::open_fds()
+    );
+}
