@@ -527,6 +527,18 @@ impl<T> Queue<T> {
 
     /// Closes the queue for every process: puts fail with `Closed` from now on; gets drain
     /// what is left, then fail with `Closed`. Wakes everyone waiting.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Error, Queue};
+    /// let q = Queue::new()?;
+    /// q.put(&1u8)?;
+    /// q.close();
+    /// assert!(matches!(q.put(&2), Err(Error::Closed)));
+    /// assert_eq!(q.get()?, 1);
+    /// assert!(matches!(q.get(), Err(Error::Closed)));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn close(&self) {
         let c = &*self.inner.cell;
         c.closed.store(1, Ordering::Release);
@@ -562,6 +574,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Takes the oldest item, waiting at most `timeout` (`Err(Timeout)` then).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// let q = procactor::Queue::<u32>::bounded(1)?;
+    /// assert!(q.get_timeout(Duration::from_millis(10)).is_err());
+    /// q.try_put(&5)?;
+    /// assert!(matches!(q.try_put(&6), Err(procactor::Error::Full)));
+    /// assert_eq!(q.get_timeout(Duration::from_millis(10))?, 5);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_with(Wait::timeout(timeout))
     }

@@ -106,6 +106,16 @@ impl Barrier {
     }
 
     /// Breaks the barrier: current and later waits fail with `BrokenBarrier` until `reset`.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let b = procactor::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(matches!(b.wait(), Err(procactor::Error::BrokenBarrier)));
+    /// b.reset();
+    /// assert!(!b.is_broken());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn abort(&self) {
         let _g = self.locked();
         self.end_generation(true);

@@ -119,6 +119,27 @@ impl Lock {
 impl<'a> LockGuard<'a> {
     /// True when the previous holder died holding the lock: what it protected may be
     /// inconsistent. procactor also logs a warning when this happens.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Event, Lock, Process};
+    /// use std::time::Duration;
+    ///
+    /// fn hold_and_hang((lock, held): (Lock, Event)) {
+    ///     let _g = lock.acquire().unwrap();
+    ///     held.set();
+    ///     std::thread::sleep(Duration::from_secs(3600));
+    /// }
+    ///
+    /// let (lock, held) = (Lock::new()?, Event::new()?);
+    /// let p = Process::new(hold_and_hang, (lock.clone(), held.clone())).start()?;
+    /// held.wait_timeout(Duration::from_secs(30))?;
+    /// p.kill()?; // SIGKILL inside the critical section
+    /// let g = lock.acquire_timeout(Duration::from_secs(30))?;
+    /// assert!(g.owner_died());
+    /// # let _ = p.join();
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn owner_died(&self) -> bool {
         self.owner_died
     }
