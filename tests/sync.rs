@@ -52,6 +52,22 @@ fn locked_incr((lock, v, n): (Lock, RawValue<u64>, u32)) {
     }
 }
 
+/// Starts `holder` with `handle` and an event it sets once it holds the lock; returns when it
+/// does (the process is killed and reaped when the guard drops).
+fn start_holder<A>(holder: fn((A, Event)), handle: A) -> common::Reaped<()>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+{
+    let held = Event::new().unwrap();
+    let p = reaped(
+        Process::new(holder, (handle, held.clone()))
+            .start()
+            .unwrap(),
+    );
+    held.wait_timeout(BOUND).unwrap();
+    p
+}
+
 /// Asserts that `took` waited about `asked`: not less, and not unboundedly more.
 fn honoured(took: Duration, asked: Duration) {
     assert!(
@@ -113,19 +129,10 @@ fn lock_whose_holder_is_killed_goes_to_the_next_acquirer() {
 #[test]
 fn waiter_blocked_when_the_holder_is_killed_is_woken() {
     let lock = Lock::new().unwrap();
-    let held = Event::new().unwrap();
-    let p = reaped(
-        Process::new(hold_lock, (lock.clone(), held.clone()))
-            .start()
-            .unwrap(),
-    );
-    held.wait_timeout(BOUND).unwrap();
+    let p = start_holder(hold_lock, lock.clone());
     let waiter = {
         let lock = lock.clone();
-        std::thread::spawn(move || {
-            let g = lock.acquire_timeout(BOUND).map(|g| g.owner_died());
-            g
-        })
+        std::thread::spawn(move || lock.acquire_timeout(BOUND).map(|g| g.owner_died()))
     };
     std::thread::sleep(Duration::from_millis(50));
     p.kill().unwrap();
@@ -135,13 +142,7 @@ fn waiter_blocked_when_the_holder_is_killed_is_woken() {
 #[test]
 fn rlock_value_and_condition_locks_survive_a_killed_holder() {
     let rlock = RLock::new().unwrap();
-    let held = Event::new().unwrap();
-    let p = reaped(
-        Process::new(hold_rlock, (rlock.clone(), held.clone()))
-            .start()
-            .unwrap(),
-    );
-    held.wait_timeout(BOUND).unwrap();
+    let p = start_holder(hold_rlock, rlock.clone());
     p.kill().unwrap();
     let g = rlock.acquire_timeout(BOUND).unwrap();
     assert!(g.owner_died());
@@ -150,13 +151,7 @@ fn rlock_value_and_condition_locks_survive_a_killed_holder() {
     assert!(!rlock.is_locked());
 
     let v = Value::new(0u64).unwrap();
-    let held = Event::new().unwrap();
-    let p = reaped(
-        Process::new(hold_value, (v.clone(), held.clone()))
-            .start()
-            .unwrap(),
-    );
-    held.wait_timeout(BOUND).unwrap();
+    let p = start_holder(hold_value, v.clone());
     p.kill().unwrap();
     let g = v.lock_timeout(BOUND).unwrap();
     assert!(g.owner_died());
@@ -164,13 +159,7 @@ fn rlock_value_and_condition_locks_survive_a_killed_holder() {
     drop(g);
 
     let cond = Condition::new().unwrap();
-    let held = Event::new().unwrap();
-    let p = reaped(
-        Process::new(hold_lock, (cond.lock().clone(), held.clone()))
-            .start()
-            .unwrap(),
-    );
-    held.wait_timeout(BOUND).unwrap();
+    let p = start_holder(hold_lock, cond.lock().clone());
     p.kill().unwrap();
     let g = cond.acquire_timeout(BOUND).unwrap();
     assert!(g.owner_died());
@@ -201,13 +190,7 @@ fn locking_twice_in_one_thread_is_a_deadlock_error() {
 #[test]
 fn lock_timeout_is_honoured_across_processes() {
     let lock = Lock::new().unwrap();
-    let held = Event::new().unwrap();
-    let _p = reaped(
-        Process::new(hold_lock, (lock.clone(), held.clone()))
-            .start()
-            .unwrap(),
-    );
-    held.wait_timeout(BOUND).unwrap();
+    let _p = start_holder(hold_lock, lock.clone());
     let asked = Duration::from_millis(150);
     let t = Instant::now();
     assert!(matches!(lock.acquire_timeout(asked), Err(Error::Timeout(d)) if d == asked));
