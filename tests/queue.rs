@@ -311,3 +311,49 @@ fn simple_queue_and_bad_items() {
     ));
     assert!(locks.is_empty());
 }
+
+/// The descriptor of this process's only mapping of a queue, found as a stranger would.
+fn queue_memory() -> std::fs::File {
+    let fd = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("procactor-queue"))
+        })
+        .expect("the queue's memfd");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fd.path())
+        .unwrap()
+}
+
+#[test]
+fn garbage_written_into_the_ring_is_an_error_not_a_hang() {
+    use std::os::unix::fs::FileExt;
+    let q = Queue::<u64>::new().unwrap();
+    for i in 0..3 {
+        q.put(&i).unwrap();
+    }
+    let mem = queue_memory();
+    // Find the first record (length 1, kind 1: the item 0) and overwrite it and all after it.
+    let len = mem.metadata().unwrap().len();
+    let mut bytes = vec![0; len as usize];
+    mem.read_exact_at(&mut bytes, 0).unwrap();
+    let first = (64..bytes.len() - 8)
+        .step_by(8)
+        .find(|&i| bytes[i..i + 8] == [1, 0, 0, 0, 1, 0, 0, 0])
+        .expect("the first record") as u64;
+    mem.write_all_at(&vec![0xff; (len - first) as usize], first)
+        .unwrap();
+    // The queue says the memory is garbage, drops what it held, and goes on working.
+    let err = q.get_timeout(BOUND).unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "{err}");
+    assert!(
+        matches!(q.try_get(), Err(Error::Empty)),
+        "garbage was not dropped"
+    );
+    q.put(&9).unwrap();
+    assert_eq!(q.get_timeout(BOUND).unwrap(), 9);
+}
