@@ -8,13 +8,10 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Instant;
-
-use rustix::event::Timespec;
-use rustix::thread::futex;
 
 use crate::error::Result;
 use crate::shm::{Layout, Shared};
+use crate::sync::{futex_wait, futex_wake};
 use crate::wire::Wait;
 
 /// Connections one bounded actor can serve at once (each has a counter in the table).
@@ -91,24 +88,18 @@ impl Gate {
                 }
                 continue;
             }
-            let timeout = match wait {
-                Wait::No => return Err(Full::Now),
-                Wait::Forever => None,
-                Wait::Until { deadline, .. } => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Full::Timeout(wait.expired()));
-                    }
-                    Some(Timespec::try_from(left).unwrap_or(Timespec {
-                        tv_sec: i64::MAX,
-                        tv_nsec: 0,
-                    }))
-                }
-            };
+            if matches!(wait, Wait::No) {
+                return Err(Full::Now);
+            }
             s.waiters.fetch_add(1, Ordering::AcqRel);
             // Sleeps only while `queued` is still `q`: a release in between is not missed.
-            let _ = futex::wait(&s.queued, futex::Flags::empty(), q, timeout.as_ref());
+            let slept = futex_wait(&s.queued, q, wait);
             s.waiters.fetch_sub(1, Ordering::AcqRel);
+            if let Err(timeout) = slept {
+                if s.queued.load(Ordering::Acquire) >= cap {
+                    return Err(Full::Timeout(timeout));
+                }
+            }
         }
     }
 
@@ -121,7 +112,7 @@ impl Gate {
         s.slots[slot as usize % SLOTS].fetch_sub(n, Ordering::AcqRel);
         s.queued.fetch_sub(n, Ordering::AcqRel);
         if s.waiters.load(Ordering::Acquire) > 0 {
-            let _ = futex::wake(&s.queued, futex::Flags::empty(), i32::MAX as u32);
+            futex_wake(&s.queued, u32::MAX);
         }
     }
 
