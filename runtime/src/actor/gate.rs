@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::error::Result;
 use crate::shm::{Layout, Shared};
-use crate::sync::{futex_wait, futex_wake};
+use crate::sync::{sleep_counted, wake_counted};
 use crate::wire::Wait;
 
 /// Connections one bounded actor can serve at once (each has a counter in the table).
@@ -91,11 +91,8 @@ impl Gate {
             if matches!(wait, Wait::No) {
                 return Err(Full::Now);
             }
-            s.waiters.fetch_add(1, Ordering::AcqRel);
             // Sleeps only while `queued` is still `q`: a release in between is not missed.
-            let slept = futex_wait(&s.queued, q, wait);
-            s.waiters.fetch_sub(1, Ordering::AcqRel);
-            if let Err(timeout) = slept {
+            if let Err(timeout) = sleep_counted(&s.queued, q, &s.waiters, wait) {
                 if s.queued.load(Ordering::Acquire) >= cap {
                     return Err(Full::Timeout(timeout));
                 }
@@ -110,10 +107,8 @@ impl Gate {
         }
         let s = self.shared();
         s.slots[slot as usize % SLOTS].fetch_sub(n, Ordering::AcqRel);
-        s.queued.fetch_sub(n, Ordering::AcqRel);
-        if s.waiters.load(Ordering::Acquire) > 0 {
-            futex_wake(&s.queued, u32::MAX);
-        }
+        s.queued.fetch_sub(n, Ordering::SeqCst);
+        wake_counted(&s.queued, &s.waiters, u32::MAX);
     }
 
     /// What connection `slot` still holds: given back when it ends.

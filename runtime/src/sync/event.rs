@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{futex_wait, futex_wake};
+use super::{sleep_counted, wake_counted};
 use crate::error::Result;
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
@@ -56,10 +56,8 @@ impl Event {
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        self.cell.flag.store(1, Ordering::Release);
-        if self.cell.waiters.load(Ordering::Acquire) > 0 {
-            futex_wake(&self.cell.flag, u32::MAX);
-        }
+        self.cell.flag.store(1, Ordering::SeqCst);
+        wake_counted(&self.cell.flag, &self.cell.waiters, u32::MAX);
     }
 
     /// Clears the flag.
@@ -85,9 +83,7 @@ impl Event {
     fn wait_until(&self, wait: Wait) -> Result<()> {
         let cell = &*self.cell;
         while !self.is_set() {
-            cell.waiters.fetch_add(1, Ordering::AcqRel);
-            let slept = futex_wait(&cell.flag, 0, wait);
-            cell.waiters.fetch_sub(1, Ordering::AcqRel);
+            let slept = sleep_counted(&cell.flag, 0, &cell.waiters, wait);
             if slept.is_err() && !self.is_set() {
                 return slept;
             }

@@ -59,10 +59,32 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
 }
 
+/// Sleeps on `word` (while it holds `expected`, as [`futex_wait`]) counted in `sleepers`, so
+/// that [`wake_counted`] makes no syscall when nobody sleeps. A sleeper killed in its sleep
+/// leaves the count high: wakes then make a useless syscall, nothing worse.
+pub(crate) fn sleep_counted(
+    word: &AtomicU32,
+    expected: u32,
+    sleepers: &AtomicU32,
+    wait: Wait,
+) -> Result<()> {
+    // SeqCst with the waker's: either it sees our count, or we see its change of `word`.
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let slept = futex_wait(word, expected, wait);
+    sleepers.fetch_sub(1, Ordering::AcqRel);
+    slept
+}
+
+/// Wakes up to `n` of the processes in [`sleep_counted`] on `word`, if there are any. The
+/// caller changed `word` just before, with a SeqCst store or read-modify-write.
+pub(crate) fn wake_counted(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
+    if n > 0 && sleepers.load(Ordering::SeqCst) > 0 {
+        futex_wake(word, n);
+    }
+}
+
 /// A condition variable word in shared memory, used with a [`robust::RawMutex`]: a sequence
-/// number bumped by every notify, and a count of sleepers so that a notify with nobody asleep
-/// costs no syscall. A sleeper killed in its sleep leaves the count high: notifies then make a
-/// useless syscall, nothing worse.
+/// number bumped by every notify, and its sleepers counted as in [`sleep_counted`].
 #[repr(C)]
 pub(crate) struct RawCondvar {
     seq: AtomicU32,
@@ -70,9 +92,10 @@ pub(crate) struct RawCondvar {
 }
 
 impl RawCondvar {
-    /// Under the mutex, before releasing it: what to sleep on.
+    /// Under the mutex, before releasing it: counts us as a sleeper (so that a notifier that
+    /// checks `has_sleepers` under the mutex does notify) and says what to sleep on.
     pub(crate) fn prepare(&self) -> u32 {
-        self.sleepers.fetch_add(1, Ordering::AcqRel);
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         self.seq.load(Ordering::Acquire)
     }
 
@@ -85,14 +108,12 @@ impl RawCondvar {
 
     /// Wakes at most `n` sleepers.
     pub(crate) fn notify(&self, n: u32) {
-        self.seq.fetch_add(1, Ordering::Release);
-        if n > 0 && self.sleepers.load(Ordering::Acquire) > 0 {
-            futex_wake(&self.seq, n);
-        }
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        wake_counted(&self.seq, &self.sleepers, n);
     }
 
     /// Whether anyone sleeps on it.
     pub(crate) fn has_sleepers(&self) -> bool {
-        self.sleepers.load(Ordering::Acquire) > 0
+        self.sleepers.load(Ordering::SeqCst) > 0
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{futex_wait, futex_wake};
+use super::{sleep_counted, wake_counted};
 use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
@@ -103,7 +103,7 @@ impl Semaphore {
         let cell = &*self.cell;
         let bound = cell.bound.load(Ordering::Relaxed);
         cell.permits
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |p| {
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |p| {
                 (p < bound).then_some(p + 1)
             })
             .map_err(|_| {
@@ -113,9 +113,7 @@ impl Semaphore {
                     "a Semaphore released past 4 billion permits"
                 })
             })?;
-        if cell.waiters.load(Ordering::Acquire) > 0 {
-            futex_wake(&cell.permits, 1);
-        }
+        wake_counted(&cell.permits, &cell.waiters, 1);
         Ok(())
     }
 
@@ -141,10 +139,7 @@ impl Semaphore {
             if matches!(wait, Wait::No) {
                 return Err(wait.expired());
             }
-            cell.waiters.fetch_add(1, Ordering::AcqRel);
-            let slept = futex_wait(&cell.permits, 0, wait);
-            cell.waiters.fetch_sub(1, Ordering::AcqRel);
-            slept?;
+            sleep_counted(&cell.permits, 0, &cell.waiters, wait)?;
         }
     }
 }
@@ -160,10 +155,8 @@ impl SemaphoreGuard<'_> {
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
         // Cannot pass the bound: this permit was taken from it.
-        self.cell.permits.fetch_add(1, Ordering::Release);
-        if self.cell.waiters.load(Ordering::Acquire) > 0 {
-            futex_wake(&self.cell.permits, 1);
-        }
+        self.cell.permits.fetch_add(1, Ordering::SeqCst);
+        wake_counted(&self.cell.permits, &self.cell.waiters, 1);
     }
 }
 
