@@ -8,7 +8,10 @@
 
 use std::time::Instant;
 
-use procactor::{ActorRef, Connection, Lock, Pipe, Process, Queue, RawValue, StartMethod};
+use procactor::{
+    as_completed, ActorRef, Connection, Executor, Lock, Pipe, Pool, Process, Queue, RawValue,
+    StartMethod,
+};
 
 const CHUNK: usize = 1 << 20;
 
@@ -402,6 +405,124 @@ fn lock_counter(quick: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// python_mp.py's busy(n), translated exactly; black_box keeps the loop from being folded.
+#[inline(never)]
+fn busy(n: u64) -> u64 {
+    let n = std::hint::black_box(n);
+    let mut acc: u64 = 0;
+    for i in 0..n {
+        acc = (acc * 31 + i) % 1_000_003;
+    }
+    std::hint::black_box(acc)
+}
+
+fn pool_map_small(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 200_000 } else { 1_000_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let pool = Pool::new(procactor::cpu_count()).map_err(e)?;
+    let t = Instant::now();
+    let r = pool.map(square, 0..n).map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    drop(pool);
+    if r.len() as u64 != n || r[r.len() - 1] != (n - 1) * (n - 1) {
+        return Err("pool_map_small: wrong results".into());
+    }
+    emit(
+        "procactor",
+        "pool_map_small",
+        n as f64 / dt,
+        "items/s",
+        "higher",
+    );
+    Ok(())
+}
+
+fn pool_map_cpu(quick: bool) -> Result<(), String> {
+    let tasks = if quick { 200 } else { 1000 };
+    let work = 20_000u64;
+    let e = |e: procactor::Error| e.to_string();
+    let t = Instant::now();
+    let seq: Vec<u64> = (0..tasks).map(|_| busy(work)).collect();
+    let t_seq = t.elapsed().as_secs_f64();
+    let pool = Pool::new(procactor::cpu_count()).map_err(e)?;
+    let t = Instant::now();
+    let par = pool.map(busy, vec![work; tasks]).map_err(e)?;
+    let t_par = t.elapsed().as_secs_f64();
+    drop(pool);
+    if seq != par {
+        return Err("pool_map_cpu: results differ from the sequential run".into());
+    }
+    emit(
+        "procactor",
+        "pool_map_cpu",
+        t_seq / t_par,
+        "x speedup",
+        "higher",
+    );
+    Ok(())
+}
+
+fn pool_apply_async(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 2_000 } else { 10_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let pool = Pool::new(procactor::cpu_count()).map_err(e)?;
+    let t = Instant::now();
+    let rs = (0..n)
+        .map(|i| pool.apply_async(square, i))
+        .collect::<procactor::Result<Vec<_>>>()
+        .map_err(e)?;
+    let total = rs
+        .iter()
+        .map(|r| r.get())
+        .sum::<procactor::Result<u64>>()
+        .map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    drop(pool);
+    if total != (0..n).map(|i| i * i).sum::<u64>() {
+        return Err("pool_apply_async: wrong total".into());
+    }
+    emit(
+        "procactor",
+        "pool_apply_async",
+        n as f64 / dt,
+        "tasks/s",
+        "higher",
+    );
+    Ok(())
+}
+
+fn executor_submit(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 2_000 } else { 10_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let ex = Executor::new(procactor::cpu_count()).map_err(e)?;
+    let t = Instant::now();
+    let fs = (0..n)
+        .map(|i| ex.submit(square, i))
+        .collect::<procactor::Result<Vec<_>>>()
+        .map_err(e)?;
+    let total = as_completed(&fs)
+        .map(|f| f.result())
+        .sum::<procactor::Result<u64>>()
+        .map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    drop(ex);
+    if total != (0..n).map(|i| i * i).sum::<u64>() {
+        return Err("executor_submit: wrong total".into());
+    }
+    emit(
+        "procactor",
+        "executor_submit",
+        n as f64 / dt,
+        "tasks/s",
+        "higher",
+    );
+    Ok(())
+}
+
 type Workload = fn(bool) -> Result<(), String>;
 
 fn main() {
@@ -413,13 +534,17 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
-    let workloads: [(&str, Workload); 9] = [
+    let workloads: [(&str, Workload); 13] = [
         ("spawn", spawn),
         ("pipe_rtt", pipe_rtt),
         ("pipe_bulk", pipe_bulk),
         ("queue_1p1c", queue_1p1c),
         ("queue_4p4c", queue_4p4c),
         ("lock_counter", lock_counter),
+        ("pool_map_small", pool_map_small),
+        ("pool_map_cpu", pool_map_cpu),
+        ("pool_apply_async", pool_apply_async),
+        ("executor_submit", executor_submit),
         ("actor_ask", actor_ask),
         ("actor_tell", actor_tell),
         ("spawn_many", spawn_many),

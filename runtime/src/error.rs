@@ -174,9 +174,55 @@ pub enum Error {
     #[error("the name {0:?} is already registered to a live actor")]
     NameTaken(String),
 
-    /// A queue was closed: no more `put`s, and (for `get`) nothing is left to take.
-    #[error("the queue is closed")]
+    /// A queue, pool or executor was closed: no more `put`s or tasks, and (for `get`) nothing
+    /// is left to take.
+    #[error("closed: the queue, pool or executor takes no more work")]
     Closed,
+
+    /// A pool task panicked. The pool goes on; `index` is the item's position in its `map`
+    /// (0 for `apply`).
+    #[error("task #{index} panicked in pool worker (pid {pid}) at {}: {message}", location.as_deref().unwrap_or("<unknown>"))]
+    TaskPanicked {
+        /// The item's position in its `map` call (0 for a single task).
+        index: usize,
+        /// The worker that ran it.
+        pid: u32,
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: Option<String>,
+    },
+
+    /// The pool worker running this task died (SIGKILL from the OOM killer, `exit()` inside
+    /// the task...). The worker was replaced and the other tasks went on.
+    #[error("task #{index} was lost: its pool worker (pid {pid}) {}", lost_how(*signal, *code))]
+    WorkerLost {
+        /// The item's position in its `map` call (0 for a single task).
+        index: usize,
+        /// The worker that died.
+        pid: u32,
+        /// The signal that ended it, if one did.
+        signal: Option<i32>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+    },
+
+    /// The task was cancelled before it finished: `Future::cancel`, `shutdown` with
+    /// `cancel_futures`, `Pool::terminate`, or an `imap` dropped before its end.
+    #[error("the task was cancelled")]
+    Cancelled,
+
+    /// A pool worker's initializer panicked. The pool does not restart workers in a loop: it
+    /// fails to build, or (for a replacement worker) fails every task from then on.
+    #[error("the pool initializer panicked in worker pid {pid} at {}: {message}", location.as_deref().unwrap_or("<unknown>"))]
+    InitializerFailed {
+        /// The worker whose initializer failed.
+        pid: u32,
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic.
+        location: Option<String>,
+    },
 
     /// `try_get` on an empty queue.
     #[error("the queue is empty")]
@@ -232,6 +278,14 @@ impl Error {
     /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
+    }
+}
+
+fn lost_how(signal: Option<i32>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(s), _) => format!("was killed by signal {s} ({})", signal_name(s)),
+        (None, Some(c)) => format!("exited with code {c}"),
+        (None, None) => "ended".into(),
     }
 }
 

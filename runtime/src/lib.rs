@@ -5,7 +5,7 @@
 //! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
 //! `process` → `shm` (shared memory) → `sync` (robust locks) → `shared` (values) → `queue` →
-//! `message` (schemas) → `actor`.
+//! `message` (schemas) → `actor` → `pool` (Pool, Executor).
 
 #![warn(missing_docs)]
 
@@ -17,6 +17,7 @@ mod logs;
 mod message;
 mod per_process;
 mod pipe;
+mod pool;
 mod process;
 mod queue;
 mod shared;
@@ -36,6 +37,11 @@ pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Result};
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
+pub use pool::{
+    as_completed, as_completed_timeout, wait, wait_timeout, AsCompleted, AsCompletedTimeout,
+    AsyncResult, Executor, ExecutorBuilder, Future, Imap, ImapUnordered, Pool, PoolBuilder,
+    ReturnWhen, Waited,
+};
 pub use process::{
     active_children, cpu_count, current_process, parent_process, Process, ProcessHandle,
     ProcessInfo,

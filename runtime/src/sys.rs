@@ -679,3 +679,38 @@ impl Poller {
         }
     }
 }
+
+/// An eventfd (non-blocking): a counter another thread bumps to wake a poller.
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    use rustix::event::{eventfd, EventfdFlags};
+    Ok(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?)
+}
+
+/// Adds one to an eventfd (wakes its poller).
+pub(crate) fn eventfd_signal(fd: BorrowedFd) {
+    // Fails only when the counter would overflow: the poller is awake then anyway.
+    let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+}
+
+/// Resets an eventfd to zero.
+pub(crate) fn eventfd_drain(fd: BorrowedFd) {
+    let mut buf = [0u8; 8];
+    let _ = rustix::io::read(fd, &mut buf);
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Shuts the sending direction of a socket: the peer reads what is queued, then EOF.
+pub(crate) fn shutdown_write(fd: BorrowedFd) {
+    // Fails only if the peer is already gone, which is what we wanted.
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
+}

@@ -112,10 +112,40 @@ pub(crate) fn borrow_collected<'a>(fd: RawFd) -> BorrowedFd<'a> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
+/// A postcard output that appends to a borrowed `Vec` (postcard's own `to_io` writes byte by
+/// byte through `io::Write`; this is several times faster for small values).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends the postcard encoding of `value` to `buf` (no descriptor collection: see
+/// [`encode`]). On error, `buf` may hold a partial encoding past its old length.
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> postcard::Result<()> {
+    postcard::serialize_with_flavor(value, Append(buf))
+}
+
 /// Encodes `value` (postcard), collecting the descriptors of the handles inside it.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
     let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
-    let res = postcard::to_io(value, &mut *buf);
+    let res = append(value, buf);
     let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
     match res {
         Ok(_) if fds.len() > sys::MAX_FDS => Err(Error::Encode {
@@ -163,6 +193,39 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
             other => other.to_string(),
         },
     })
+}
+
+/// Encodes each of `items` after the other into `buf` (no length prefix), collecting the
+/// descriptors of the handles inside them: a pool chunk, decoded one item at a time by
+/// [`with_incoming`] and `postcard::take_from_bytes`.
+pub(crate) fn encode_each<T: Serialize>(items: &[T], buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
+    let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let res = items.iter().try_for_each(|item| append(item, buf));
+    let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
+    match res {
+        Ok(()) if fds.len() > sys::MAX_FDS => Err(Error::Encode {
+            type_name: std::any::type_name::<T>(),
+            reason: format!(
+                "{} handles in one chunk; at most {}",
+                fds.len(),
+                sys::MAX_FDS
+            ),
+        }),
+        Ok(()) => Ok(fds),
+        Err(e) => Err(Error::Encode {
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Runs `f` with `fds` as the descriptors that handles decoded inside it take (by index).
+/// Descriptors no handle claimed are closed afterwards.
+pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+    let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
+    let out = f();
+    INCOMING.with(|i| i.replace(prev));
+    out
 }
 
 /// A received frame: its kind, fingerprint, payload and descriptors.
@@ -291,7 +354,7 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, payload, fds, false)
+        self.send_frame(kind, fingerprint, &[payload], fds, false)
     }
 
     /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
@@ -304,32 +367,49 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, payload, fds, true)
+        self.send_frame(kind, fingerprint, &[payload], fds, true)
+    }
+
+    /// [`send_detached`](Channel::send_detached) of a payload given in parts (sent as their
+    /// concatenation, without copying them together first).
+    pub(crate) fn send_parts_detached(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        parts: &[&[u8]],
+        fds: &[RawFd],
+    ) -> Result<()> {
+        self.send_frame(kind, fingerprint, parts, fds, true)
     }
 
     fn send_frame(
         &self,
         kind: u8,
         fingerprint: u64,
-        payload: &[u8],
+        payload: &[&[u8]],
         fds: &[RawFd],
         detached: bool,
     ) -> Result<()> {
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
-        if payload.len() <= INLINE_MAX {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        if len <= INLINE_MAX {
             header[0] = kind;
-            let parts = [IoSlice::new(&header[..HEADER]), IoSlice::new(payload)];
+            let mut parts = Vec::with_capacity(payload.len() + 1);
+            parts.push(IoSlice::new(&header[..HEADER]));
+            parts.extend(payload.iter().map(|p| IoSlice::new(p)));
             return sys::send_record(self.as_fd(), &parts, &borrowed)
                 .map_err(|e| Error::io("send", e));
         }
         header[0] = kind | FLAG_LARGE;
-        header[HEADER..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        header[HEADER..].copy_from_slice(&(len as u64).to_le_bytes());
         let (side, mine) = if detached {
             let file = rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
                 .map_err(|e| Error::io("memfd_create", e))?;
-            sys::write_file(file.as_fd(), payload).map_err(|e| Error::io("write", e))?;
+            for part in payload {
+                sys::write_file(file.as_fd(), part).map_err(|e| Error::io("write", e))?;
+            }
             rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
                 .map_err(|e| Error::io("lseek", e))?;
             (file, None)
@@ -344,9 +424,9 @@ impl Channel {
             .map_err(|e| Error::io("send", e))?;
         drop(side);
         match mine {
-            Some(stream) => {
-                sys::write_all(stream.as_fd(), payload).map_err(|e| Error::io("send", e))
-            }
+            Some(stream) => payload.iter().try_for_each(|part| {
+                sys::write_all(stream.as_fd(), part).map_err(|e| Error::io("send", e))
+            }),
             None => Ok(()),
         }
     }

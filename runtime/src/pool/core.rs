@@ -1,0 +1,895 @@
+//! The parent side of a pool: the workers, the queue of runs waiting for one, dispatch, and the
+//! pool thread, which reads the workers' reports, replaces dead workers, blames the one item each
+//! death cost, and kills workers whose task ran past its deadline.
+//!
+//! Each worker has its own channel and at most two batches in flight (one running, one queued
+//! behind it, so a worker never idles for a round trip), one when batches are long (so that
+//! uneven tasks do not wait behind a long one while another worker idles). Because the pool
+//! knows exactly what each worker holds, a death loses one item, never a hang.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::bootstrap::StartMethod;
+use crate::error::{Error, Result};
+use crate::pool::job::{Delivery, Fail, Items, JobCore};
+use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
+use crate::process::{Process, ProcessHandle};
+use crate::shm::Shared;
+use crate::sys::{self, Poller};
+use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
+
+/// A batch longer than this (estimated) is not queued behind another one.
+const LONG_BATCH: Duration = Duration::from_millis(20);
+/// Independent tasks are grouped into batches of about this much work.
+const BATCH_WORK: Duration = Duration::from_millis(1);
+const MAX_BATCH_ITEMS: usize = 1024;
+/// A batch's payload stops growing past this (a single run may be larger).
+const MAX_BATCH_BYTES: usize = 16 << 20;
+/// How long a new worker may take to start and run its initializer.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a pool is built with.
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) method: Option<StartMethod>,
+    pub(crate) init: Option<InitSpec>,
+    pub(crate) max_tasks: Option<usize>,
+    pub(crate) task_timeout: Option<Duration>,
+}
+
+/// An initializer, kept to start replacement workers.
+pub(crate) struct InitSpec {
+    pub(crate) entry: isize,
+    pub(crate) func: isize,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl InitSpec {
+    fn call(&self) -> Result<InitCall> {
+        let fds = self
+            .fds
+            .iter()
+            .map(|fd| sys::dup(fd.as_fd()).map(Fd))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("dup", e))?;
+        Ok(InitCall {
+            entry: self.entry,
+            func: self.func,
+            bytes: self.bytes.clone(),
+            fds,
+        })
+    }
+}
+
+/// Items of one job encoded together: a `map` chunk, or one task.
+pub(crate) struct RunData {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) count: u32,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// A run waiting for a worker: which function, which items, which of them still to do.
+pub(crate) struct Run {
+    pub(crate) job: Arc<JobCore>,
+    pub(crate) entry: isize,
+    pub(crate) func: isize,
+    pub(crate) data: Arc<RunData>,
+    /// The job index of the run's first item.
+    pub(crate) base: usize,
+    /// Ordinals already done (or blamed) by an earlier attempt, ascending.
+    pub(crate) skip: Vec<u32>,
+    pub(crate) chunk: bool,
+}
+
+impl Run {
+    fn runnable(&self) -> usize {
+        self.data.count as usize - self.skip.len()
+    }
+
+    /// The ordinals this run will run, in order.
+    fn ordinals(&self) -> Vec<u32> {
+        let mut skip = self.skip.iter().peekable();
+        (0..self.data.count)
+            .filter(|o| skip.next_if_eq(&o).is_none())
+            .collect()
+    }
+
+    /// The same run with only `keep` (ascending ordinals) left to do.
+    fn retry(&self, keep: &[u32]) -> Run {
+        let mut k = keep.iter().peekable();
+        Run {
+            job: self.job.clone(),
+            entry: self.entry,
+            func: self.func,
+            data: self.data.clone(),
+            base: self.base,
+            skip: (0..self.data.count)
+                .filter(|o| k.next_if_eq(&o).is_none())
+                .collect(),
+            chunk: self.chunk,
+        }
+    }
+}
+
+/// A run on a worker, and how many of its items were reported.
+struct Sent {
+    run: Run,
+    order: Vec<u32>,
+    done: usize,
+}
+
+struct InFlight {
+    id: u32,
+    runs: Vec<Sent>,
+    left: usize,
+}
+
+struct Worker {
+    handle: ProcessHandle<()>,
+    chan: Arc<Channel>,
+    board: Shared<Board>,
+    inflight: VecDeque<InFlight>,
+    ready: bool,
+    /// Runs given to it (for `max_tasks_per_child`).
+    tasks: usize,
+    retiring: bool,
+    /// The board's cursor when the pool killed it for running past the task timeout.
+    timed_out: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    Running,
+    /// No new work; the workers end once the work in hand is done.
+    Closed,
+    Terminating,
+    Stopped,
+}
+
+struct State {
+    pending: VecDeque<Run>,
+    workers: Vec<Option<Worker>>,
+    phase: Phase,
+    /// A replacement worker's initializer failed: every task fails with this from then on.
+    broken: Option<Fail>,
+    next_batch: u32,
+    /// Moving average of one item's run time in a worker, in nanoseconds (None: no task has
+    /// reported yet).
+    item_ns: Option<f64>,
+    buf: Vec<u8>,
+}
+
+pub(crate) struct Core {
+    state: Mutex<State>,
+    /// Wakes the pool thread (close, terminate).
+    wake: OwnedFd,
+    stopped: Condvar,
+    config: Config,
+}
+
+/// Outcomes to hand to jobs once the state lock is released (done-callbacks run user code).
+type Out = Vec<(Arc<JobCore>, Delivery)>;
+
+fn deliver_all(out: Out) {
+    for (job, d) in out {
+        job.deliver(d);
+    }
+}
+
+impl Core {
+    /// Starts the workers, waits until each ran its initializer, and starts the pool thread.
+    pub(crate) fn start(config: Config) -> Result<(Arc<Core>, std::thread::JoinHandle<()>)> {
+        let wake = sys::eventfd().map_err(|e| Error::io("eventfd", e))?;
+        let core = Arc::new(Core {
+            state: Mutex::new(State {
+                pending: VecDeque::new(),
+                workers: Vec::new(),
+                phase: Phase::Running,
+                broken: None,
+                next_batch: 1,
+                item_ns: None,
+                buf: Vec::new(),
+            }),
+            wake,
+            stopped: Condvar::new(),
+            config,
+        });
+        let mut started = Vec::new();
+        let result = (|| {
+            for _ in 0..core.config.processes {
+                started.push(core.start_worker()?);
+            }
+            for w in &mut started {
+                core.await_ready(w)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for w in &started {
+                let _ = w.handle.kill();
+                let _ = w.handle.join_timeout(READY_TIMEOUT);
+            }
+            return Err(e);
+        }
+        core.lock().workers = started.into_iter().map(Some).collect();
+        let thread_core = core.clone();
+        let thread = std::thread::Builder::new()
+            .name("procactor-pool".into())
+            .spawn(move || thread_core.pool_thread())
+            .map_err(|e| Error::io("spawn the pool thread", e))?;
+        Ok((core, thread))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start_worker(&self) -> Result<Worker> {
+        let (ours, theirs) = Channel::pair()?;
+        let board = Shared::<Board>::new("procactor-pool-board", 0)?;
+        let init = self.config.init.as_ref().map(InitSpec::call).transpose()?;
+        let args = WorkerArgs {
+            chan: Fd(theirs.into_fd()),
+            board: board.clone(),
+            init,
+            timed: self.config.task_timeout.is_some(),
+        };
+        let mut p = Process::new(worker::worker_main, args)
+            .name("PoolWorker")
+            .daemon(true)
+            .internal();
+        if let Some(m) = self.config.method {
+            p = p.start_method(m);
+        }
+        let handle = p.start()?;
+        Ok(Worker {
+            handle,
+            chan: Arc::new(ours),
+            board,
+            inflight: VecDeque::new(),
+            ready: false,
+            tasks: 0,
+            retiring: false,
+            timed_out: None,
+        })
+    }
+
+    /// Waits for a new worker's first report (before the pool thread exists).
+    fn await_ready(&self, w: &mut Worker) -> Result<()> {
+        let report = w.chan.recv(Wait::timeout(READY_TIMEOUT), |f| {
+            wire::decode_prefix::<Report>(f.payload, Vec::new()).map(|(r, _)| r)
+        });
+        match report {
+            Ok(Report::Ready) => {
+                w.ready = true;
+                Ok(())
+            }
+            Ok(Report::InitFailed { message, location }) => Err(Error::InitializerFailed {
+                pid: w.handle.pid(),
+                message,
+                location,
+            }),
+            Ok(Report::Done { .. }) => Err(Error::Start {
+                name: "PoolWorker".into(),
+                reason: "the worker reported before it was ready".into(),
+            }),
+            Err(Error::Disconnected) => Err(w.handle.join().err().unwrap_or(Error::Start {
+                name: "PoolWorker".into(),
+                reason: "the worker ended before it was ready".into(),
+            })),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn processes(&self) -> usize {
+        self.config.processes
+    }
+
+    /// Queues runs (all of one job, or several) and hands what it can to idle workers.
+    pub(crate) fn submit(&self, runs: Vec<Run>) -> Result<()> {
+        let mut st = self.lock();
+        if st.phase != Phase::Running {
+            return Err(Error::Closed);
+        }
+        if let Some(why) = &st.broken {
+            return Err(why.error(0));
+        }
+        st.pending.extend(runs);
+        self.dispatch(&mut st);
+        Ok(())
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// No more submissions; the workers end once the work in hand is done.
+    pub(crate) fn close(&self) {
+        let mut st = self.lock();
+        if st.phase == Phase::Running {
+            st.phase = Phase::Closed;
+        }
+        drop(st);
+        sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Kills the workers; everything not finished fails with `Cancelled`.
+    pub(crate) fn terminate(&self) {
+        let mut st = self.lock();
+        if st.phase != Phase::Stopped {
+            st.phase = Phase::Terminating;
+        }
+        drop(st);
+        sys::eventfd_signal(self.wake.as_fd());
+    }
+
+    /// Waits until the pool thread stopped every worker.
+    pub(crate) fn wait_stopped(&self, wait: Wait) -> Result<()> {
+        let mut st = self.lock();
+        while st.phase != Phase::Stopped {
+            st = match wait.deadline() {
+                None => self.stopped.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(wait.expired());
+                    }
+                    self.stopped
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// The jobs of the runs waiting for a worker.
+    pub(crate) fn pending_jobs(&self) -> Vec<Arc<JobCore>> {
+        let st = self.lock();
+        let mut jobs: Vec<Arc<JobCore>> = st.pending.iter().map(|r| r.job.clone()).collect();
+        jobs.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        jobs
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let st = self.lock();
+        st.workers
+            .iter()
+            .flatten()
+            .map(|w| w.handle.pid())
+            .collect()
+    }
+
+    /// Hands batches to workers with room, as long as there is work.
+    fn dispatch(&self, st: &mut State) {
+        if st.broken.is_some() || st.phase == Phase::Terminating || st.phase == Phase::Stopped {
+            return;
+        }
+        loop {
+            while st.pending.front().is_some_and(|r| r.job.is_finished()) {
+                st.pending.pop_front();
+            }
+            let Some(front) = st.pending.front() else {
+                return;
+            };
+            // Unknown cost: a chunk is taken for short (queued behind another).
+            let est =
+                st.item_ns.unwrap_or(0.0) * if front.chunk { front.runnable() } else { 1 } as f64;
+            let long = est > LONG_BATCH.as_nanos() as f64;
+            let candidates = st
+                .workers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| Some((i, w.as_ref()?)))
+                .filter(|(_, w)| w.ready && !w.retiring);
+            let ready = candidates.clone().count();
+            let Some((slot, load)) = candidates
+                .map(|(i, w)| (i, w.inflight.len()))
+                .min_by_key(|&(_, n)| n)
+            else {
+                return;
+            };
+            if load >= 2 || (load >= 1 && long) {
+                return;
+            }
+            let allowance = self.config.max_tasks.map(|max| {
+                let w = st.workers[slot].as_ref().map_or(0, |w| w.tasks);
+                max.saturating_sub(w).max(1)
+            });
+            let batch = take_batch(st, ready, allowance);
+            if batch.is_empty() {
+                continue;
+            }
+            self.send_batch(st, slot, batch);
+        }
+    }
+
+    fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>) {
+        let id = st.next_batch;
+        st.next_batch = st.next_batch.wrapping_add(1).max(1);
+        let header = BatchHeader {
+            id,
+            runs: runs
+                .iter()
+                .map(|r| RunHeader {
+                    entry: r.entry,
+                    func: r.func,
+                    count: r.data.count,
+                    len: r.data.bytes.len() as u32,
+                    nfds: r.data.fds.len() as u32,
+                    skip: r.skip.clone(),
+                    chunk: r.chunk,
+                })
+                .collect(),
+        };
+        let mut buf = std::mem::take(&mut st.buf);
+        buf.clear();
+        let fds: Vec<RawFd> = runs
+            .iter()
+            .flat_map(|r| r.data.fds.iter().map(|f| f.as_raw_fd()))
+            .collect();
+        let sent = wire::encode(&header, &mut buf).and_then(|_| {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(runs.len() + 1);
+            parts.push(&buf);
+            parts.extend(runs.iter().map(|r| &r.data.bytes[..]));
+            let w = st.workers[slot].as_ref().ok_or(Error::Disconnected)?;
+            // Detached: never wait for a worker to read (it may be writing to us).
+            let fp = wire::fingerprint::<BatchHeader>();
+            w.chan.send_parts_detached(KIND_VALUE, fp, &parts, &fds)
+        });
+        buf.clear();
+        st.buf = buf;
+        let Some(w) = st.workers[slot].as_mut() else {
+            return;
+        };
+        if sent.is_err() {
+            // The worker is dying; the pool thread sees its end. The runs wait for another.
+            w.ready = false;
+            for r in runs.into_iter().rev() {
+                st.pending.push_front(r);
+            }
+            return;
+        }
+        w.tasks += runs.len();
+        let left = runs.iter().map(Run::runnable).sum();
+        let runs = runs
+            .into_iter()
+            .map(|run| Sent {
+                order: if run.skip.is_empty() {
+                    Vec::new()
+                } else {
+                    run.ordinals()
+                },
+                run,
+                done: 0,
+            })
+            .collect();
+        w.inflight.push_back(InFlight { id, runs, left });
+        if self.config.max_tasks.is_some_and(|max| w.tasks >= max) {
+            // Retire: the worker finishes what it holds, reads EOF and exits; it is replaced.
+            w.retiring = true;
+            sys::shutdown_write(w.chan.as_fd());
+        }
+    }
+
+    /// The pool thread: reports, deaths, deadlines, close and terminate.
+    fn pool_thread(self: Arc<Self>) {
+        let mut poller = match Poller::new() {
+            Ok(p) => p,
+            Err(e) => {
+                log::error!(target: "procactor::pool", "pool thread: epoll: {e}");
+                self.stop_all();
+                return;
+            }
+        };
+        let _ = poller.add(self.wake.as_fd(), 0);
+        let mut chans: Vec<Option<Arc<Channel>>> = Vec::new();
+        {
+            let st = self.lock();
+            for (i, w) in st.workers.iter().enumerate() {
+                let chan = w.as_ref().map(|w| w.chan.clone());
+                if let Some(c) = &chan {
+                    let _ = poller.add(c.as_fd(), i as u64 + 1);
+                }
+                chans.push(chan);
+            }
+        }
+        let mut ready = Vec::new();
+        let mut frame = Vec::new();
+        loop {
+            let next = self.check_deadlines();
+            if let Err(e) = poller.wait(next, &mut ready) {
+                log::error!(target: "procactor::pool", "pool thread: epoll_wait: {e}");
+                self.stop_all();
+                return;
+            }
+            for &token in &ready {
+                if token == 0 {
+                    sys::eventfd_drain(self.wake.as_fd());
+                    continue;
+                }
+                let slot = token as usize - 1;
+                let Some(chan) = chans.get(slot).cloned().flatten() else {
+                    continue;
+                };
+                if !self.read_reports(slot, &chan, &mut frame) {
+                    poller.remove(chan.as_fd());
+                    chans[slot] = None;
+                    if let Some(new) = self.worker_died(slot) {
+                        let _ = poller.add(new.as_fd(), token);
+                        chans[slot] = Some(new);
+                    }
+                }
+            }
+            match self.phase() {
+                Phase::Terminating => {
+                    self.stop_all();
+                    return;
+                }
+                Phase::Closed if self.wind_down() => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads every report waiting on a worker's channel; false when the worker is gone.
+    fn read_reports(&self, slot: usize, chan: &Channel, frame: &mut Vec<u8>) -> bool {
+        loop {
+            let mut tail: Option<Vec<u8>> = None;
+            let got = chan.recv_large_into(Wait::No, frame, |f| {
+                let (report, rest) = wire::decode_prefix::<Report>(f.payload, Vec::new())?;
+                tail = Some(rest.to_vec());
+                Ok(report)
+            });
+            match got {
+                Ok(report) => self.on_report(slot, report, tail.unwrap_or_default()),
+                Err(Error::Timeout(_)) => return true,
+                Err(Error::Disconnected) => return false,
+                Err(e) => {
+                    // Garbage from a worker: it cannot be trusted with more work.
+                    log::error!(target: "procactor::pool", "pool worker sent garbage: {e}");
+                    let st = self.lock();
+                    if let Some(w) = st.workers[slot].as_ref() {
+                        let _ = w.handle.kill();
+                    }
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn on_report(&self, slot: usize, report: Report, mut tail: Vec<u8>) {
+        let mut st = self.lock();
+        let mut out = Out::new();
+        match report {
+            Report::Ready => {
+                if let Some(w) = st.workers[slot].as_mut() {
+                    w.ready = true;
+                }
+            }
+            Report::InitFailed { message, location } => {
+                let pid = st.workers[slot].as_ref().map_or(0, |w| w.handle.pid());
+                log::error!(
+                    target: "procactor::pool",
+                    "a replacement pool worker's initializer panicked ({message}); \
+                     the pool fails every task from now on"
+                );
+                st.broken = Some(Fail::Init {
+                    pid,
+                    message,
+                    location,
+                });
+                fail_pending(&mut st, &mut out);
+            }
+            Report::Done {
+                batch,
+                busy_ns,
+                segments,
+            } => {
+                let pid = st.workers[slot].as_ref().map_or(0, |w| w.handle.pid());
+                let mut items_done = 0usize;
+                if let Some(w) = st.workers[slot].as_mut() {
+                    let Some(flight) = w.inflight.iter_mut().find(|f| f.id == batch) else {
+                        return;
+                    };
+                    let mut offset = 0usize;
+                    for seg in segments {
+                        let Some(sent) = flight.runs.get_mut(seg.run as usize) else {
+                            break;
+                        };
+                        let (count, len) = (seg.count as usize, seg.len as usize);
+                        let Some(bytes) = tail.get(offset..offset + len) else {
+                            break;
+                        };
+                        // The usual case, one segment that is the whole tail: move it.
+                        let bytes = if offset == 0 && len == tail.len() {
+                            std::mem::take(&mut tail)
+                        } else {
+                            bytes.to_vec()
+                        };
+                        offset += len;
+                        let count = count.min(sent.run.runnable() - sent.done);
+                        let base = sent.run.base;
+                        let items = if sent.order.is_empty() {
+                            Items::Range(base + sent.done..base + sent.done + count)
+                        } else {
+                            Items::List(
+                                sent.order[sent.done..sent.done + count]
+                                    .iter()
+                                    .map(|&o| base + o as usize)
+                                    .collect(),
+                            )
+                        };
+                        sent.done += count;
+                        flight.left -= count;
+                        items_done += count;
+                        out.push((sent.run.job.clone(), Delivery::Ran { items, bytes, pid }));
+                    }
+                    while w.inflight.front().is_some_and(|f| f.left == 0) {
+                        w.inflight.pop_front();
+                    }
+                }
+                if items_done > 0 {
+                    let per_item = busy_ns as f64 / items_done as f64;
+                    st.item_ns = Some(match st.item_ns {
+                        Some(avg) => 0.5 * avg + 0.5 * per_item,
+                        None => per_item,
+                    });
+                }
+            }
+        }
+        self.dispatch(&mut st);
+        drop(st);
+        deliver_all(out);
+    }
+
+    /// A worker's channel ended: reap it, blame the item it was running, give the rest of its
+    /// work to others, and start a replacement. Returns the replacement's channel.
+    fn worker_died(&self, slot: usize) -> Option<Arc<Channel>> {
+        let w = self.lock().workers[slot].take()?;
+        let pid = w.handle.pid();
+        let (signal, code) = match w.handle.join_timeout(READY_TIMEOUT) {
+            Ok(()) => (None, None),
+            Err(Error::Killed { signal, .. }) => (Some(signal), None),
+            Err(Error::Exited { code, .. }) => (None, Some(code)),
+            Err(_) => (None, Some(-1)),
+        };
+        let normal = signal.is_none() && code.is_none() && w.timed_out.is_none();
+        let cursor = w
+            .timed_out
+            .unwrap_or_else(|| w.board.cursor.load(Ordering::Acquire));
+        let why = match (w.timed_out, self.config.task_timeout) {
+            (Some(_), Some(t)) => Fail::Timeout(t),
+            _ => Fail::Lost { pid, signal, code },
+        };
+        if !normal && !w.inflight.is_empty() {
+            log::warn!(
+                target: "procactor::pool",
+                "pool worker pid {pid} died ({why:?}); replacing it"
+            );
+        }
+        let mut out = Out::new();
+        let mut retry = Vec::new();
+        for flight in w.inflight {
+            let mut pos = 0usize;
+            for sent in flight.runs {
+                let ordinals = if sent.order.is_empty() {
+                    sent.run.ordinals()
+                } else {
+                    sent.order.clone()
+                };
+                let mut keep = Vec::new();
+                for (k, &o) in ordinals.iter().enumerate().skip(sent.done) {
+                    let here = (flight.id as u64) << 32 | (pos + k) as u64;
+                    if !normal && here == cursor {
+                        out.push((
+                            sent.run.job.clone(),
+                            Delivery::Failed {
+                                items: Items::List(vec![sent.run.base + o as usize]),
+                                why: why.clone(),
+                            },
+                        ));
+                    } else {
+                        keep.push(o);
+                    }
+                }
+                pos += ordinals.len();
+                if !keep.is_empty() {
+                    retry.push(sent.run.retry(&keep));
+                }
+            }
+        }
+        let mut st = self.lock();
+        for r in retry.into_iter().rev() {
+            st.pending.push_front(r);
+        }
+        let has_work =
+            !st.pending.is_empty() || st.workers.iter().flatten().any(|w| !w.inflight.is_empty());
+        let replace = st.broken.is_none()
+            && match st.phase {
+                Phase::Running => true,
+                Phase::Closed => has_work,
+                _ => false,
+            };
+        if st.broken.is_some() {
+            fail_pending(&mut st, &mut out);
+        }
+        drop(st);
+        deliver_all(out);
+        if !replace {
+            return None;
+        }
+        match self.start_worker() {
+            Ok(new) => {
+                let chan = new.chan.clone();
+                self.lock().workers[slot] = Some(new);
+                Some(chan)
+            }
+            Err(e) => {
+                log::error!(target: "procactor::pool", "could not replace a pool worker: {e}");
+                let mut st = self.lock();
+                if st.workers.iter().all(Option::is_none) {
+                    // No worker left and none can start: nothing would ever run.
+                    st.broken = Some(Fail::Lost { pid, signal, code });
+                    let mut out = Out::new();
+                    fail_pending(&mut st, &mut out);
+                    drop(st);
+                    deliver_all(out);
+                }
+                None
+            }
+        }
+    }
+
+    /// Kills workers whose item ran past the task timeout; when to check next.
+    fn check_deadlines(&self) -> Option<Instant> {
+        let timeout = self.config.task_timeout?;
+        let limit = timeout.as_nanos() as u64;
+        let now = sys::monotonic_ns();
+        let mut next = now + limit;
+        let mut st = self.lock();
+        for w in st.workers.iter_mut().flatten() {
+            if w.timed_out.is_some() {
+                continue;
+            }
+            let cursor = w.board.cursor.load(Ordering::Acquire);
+            let started = w.board.started_ns.load(Ordering::Relaxed);
+            if started == 0 || w.inflight.is_empty() {
+                continue;
+            }
+            if now.saturating_sub(started) >= limit {
+                log::warn!(
+                    target: "procactor::pool",
+                    "a pool task ran past its {timeout:?} timeout; killing worker pid {}",
+                    w.handle.pid()
+                );
+                let _ = w.handle.kill();
+                w.timed_out = Some(cursor);
+            } else {
+                next = next.min(started + limit);
+            }
+        }
+        Some(Instant::now() + Duration::from_nanos(next.saturating_sub(now)))
+    }
+
+    /// After `close`: once no work is left, ends the workers; true when all are gone.
+    fn wind_down(&self) -> bool {
+        let mut st = self.lock();
+        let busy =
+            !st.pending.is_empty() || st.workers.iter().flatten().any(|w| !w.inflight.is_empty());
+        if busy {
+            return false;
+        }
+        for w in st.workers.iter_mut().flatten() {
+            if !w.retiring {
+                w.retiring = true;
+                sys::shutdown_write(w.chan.as_fd());
+            }
+        }
+        if st.workers.iter().any(Option::is_some) {
+            return false;
+        }
+        st.phase = Phase::Stopped;
+        self.stopped.notify_all();
+        true
+    }
+
+    /// Kills and reaps every worker; everything unfinished fails with `Cancelled`.
+    fn stop_all(&self) {
+        let mut st = self.lock();
+        st.phase = Phase::Terminating;
+        let workers: Vec<Worker> = st.workers.iter_mut().filter_map(Option::take).collect();
+        let mut jobs: Vec<Arc<JobCore>> = st.pending.drain(..).map(|r| r.job).collect();
+        drop(st);
+        for w in &workers {
+            let _ = w.handle.kill();
+        }
+        for w in workers {
+            let _ = w.handle.join_timeout(READY_TIMEOUT);
+            jobs.extend(
+                w.inflight
+                    .into_iter()
+                    .flat_map(|f| f.runs)
+                    .map(|s| s.run.job),
+            );
+        }
+        jobs.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        for job in jobs {
+            job.abandon();
+        }
+        let mut st = self.lock();
+        st.phase = Phase::Stopped;
+        self.stopped.notify_all();
+    }
+}
+
+/// Takes the next batch off the queue: one `map` chunk, or a group of independent tasks sized to
+/// about `BATCH_WORK` (and to a fair share of what waits, so every worker gets some).
+fn take_batch(st: &mut State, ready_workers: usize, allowance: Option<usize>) -> Vec<Run> {
+    let mut batch: Vec<Run> = Vec::new();
+    // Unknown cost: one task per batch until one has reported.
+    let by_time = match st.item_ns {
+        Some(ns) => (BATCH_WORK.as_nanos() as f64 / ns.max(1.0)) as usize,
+        None => 1,
+    };
+    let waiting: usize = st.pending.iter().take(MAX_BATCH_ITEMS * 4).count();
+    let fair = waiting.div_ceil(2 * ready_workers.max(1));
+    let mut limit = by_time.clamp(1, MAX_BATCH_ITEMS).min(fair.max(1));
+    if let Some(a) = allowance {
+        limit = limit.min(a);
+    }
+    let (mut bytes, mut fds) = (0usize, 0usize);
+    while let Some(run) = st.pending.front() {
+        let first = batch.is_empty();
+        if !first
+            && (run.chunk
+                || batch.len() >= limit
+                || bytes + run.data.bytes.len() > MAX_BATCH_BYTES
+                || fds + run.data.fds.len() > sys::MAX_FDS)
+        {
+            break;
+        }
+        let Some(run) = st.pending.pop_front() else {
+            break;
+        };
+        if !run.job.start() {
+            continue; // cancelled while it waited
+        }
+        bytes += run.data.bytes.len();
+        fds += run.data.fds.len();
+        let chunk = run.chunk;
+        batch.push(run);
+        if chunk {
+            break;
+        }
+    }
+    batch
+}
+
+/// Fails every queued run (the pool is broken).
+fn fail_pending(st: &mut State, out: &mut Out) {
+    let Some(why) = st.broken.clone() else {
+        return;
+    };
+    for run in st.pending.drain(..) {
+        let items = run
+            .ordinals()
+            .into_iter()
+            .map(|o| run.base + o as usize)
+            .collect();
+        out.push((
+            run.job.clone(),
+            Delivery::Failed {
+                items: Items::List(items),
+                why: why.clone(),
+            },
+        ));
+    }
+}

@@ -1,0 +1,427 @@
+//! A job: one `map`, one `apply_async` or one `submit`, as the parent sees it. The pool thread
+//! delivers its items' raw outcomes here; the user's thread decodes them into `R` (typed code
+//! runs where the type is known, and the pool thread never decodes).
+
+use std::ops::Range;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::wire::Wait;
+
+/// What a worker writes for each item it ran (postcard, one after the other). The failure
+/// variants do not involve `R`, so a worker without an `R` at hand writes them as
+/// `ItemOutcome<()>` and the parent reads them as any `ItemOutcome<R>`.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum ItemOutcome<R> {
+    Ok(R),
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+    Unencodable {
+        reason: String,
+    },
+    Undecodable {
+        reason: String,
+    },
+}
+
+/// Item positions (in the job) that one delivery covers, in the order of its outcomes.
+#[derive(Clone, Debug)]
+pub(crate) enum Items {
+    Range(Range<usize>),
+    List(Vec<usize>),
+}
+
+impl Items {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Items::Range(r) => r.len(),
+            Items::List(l) => l.len(),
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        let (range, list) = match self {
+            Items::Range(r) => (Some(r.clone()), None),
+            Items::List(l) => (None, Some(l.iter().copied())),
+        };
+        range
+            .into_iter()
+            .flatten()
+            .chain(list.into_iter().flatten())
+    }
+}
+
+/// Why items failed without an outcome from a worker (cheap to copy to every item).
+#[derive(Clone, Debug)]
+pub(crate) enum Fail {
+    Lost {
+        pid: u32,
+        signal: Option<i32>,
+        code: Option<i32>,
+    },
+    Timeout(Duration),
+    Cancelled,
+    Init {
+        pid: u32,
+        message: String,
+        location: Option<String>,
+    },
+}
+
+impl Fail {
+    pub(crate) fn error(&self, index: usize) -> Error {
+        match self.clone() {
+            Fail::Lost { pid, signal, code } => Error::WorkerLost {
+                index,
+                pid,
+                signal,
+                code,
+            },
+            Fail::Timeout(d) => Error::Timeout(d),
+            Fail::Cancelled => Error::Cancelled,
+            Fail::Init {
+                pid,
+                message,
+                location,
+            } => Error::InitializerFailed {
+                pid,
+                message,
+                location,
+            },
+        }
+    }
+}
+
+/// Outcomes for some items of a job.
+pub(crate) enum Delivery {
+    /// Encoded `ItemOutcome<R>`s from worker `pid`, one per item.
+    Ran {
+        items: Items,
+        bytes: Vec<u8>,
+        pid: u32,
+    },
+    /// Items that never produced an outcome.
+    Failed { items: Items, why: Fail },
+}
+
+impl Delivery {
+    pub(crate) fn items(&self) -> &Items {
+        match self {
+            Delivery::Ran { items, .. } | Delivery::Failed { items, .. } => items,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.items().len()
+    }
+
+    /// Decodes every item of this delivery, in order, handing `(index, result)` to `out`.
+    pub(crate) fn decode<R: DeserializeOwned>(&self, mut out: impl FnMut(usize, ItemResult<R>)) {
+        match self {
+            Delivery::Failed { items, why } => items
+                .iter()
+                .for_each(|i| out(i, Err(Box::new(why.error(i))))),
+            Delivery::Ran { items, bytes, pid } => {
+                let mut rest = &bytes[..];
+                let mut broken: Option<String> = None;
+                for index in items.iter() {
+                    if let Some(reason) = &broken {
+                        out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
+                        continue;
+                    }
+                    match postcard::take_from_bytes::<ItemOutcome<R>>(rest) {
+                        Ok((outcome, tail)) => {
+                            rest = tail;
+                            out(index, outcome_result(outcome, index, *pid));
+                        }
+                        Err(e) => {
+                            // Nothing after a bad outcome can be located: the rest fail too.
+                            let reason = format!("a pool result from worker pid {pid}: {e}");
+                            out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
+                            broken = Some(reason);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn decode_error<R>(reason: String) -> Error {
+    Error::Decode {
+        expected: std::any::type_name::<R>(),
+        reason,
+    }
+}
+
+/// One item's result while it travels inside the pool: the error boxed, so that moving results
+/// around costs little more than moving `R`.
+pub(crate) type ItemResult<R> = std::result::Result<R, Box<Error>>;
+
+#[inline]
+fn outcome_result<R>(outcome: ItemOutcome<R>, index: usize, pid: u32) -> ItemResult<R> {
+    match outcome {
+        ItemOutcome::Ok(r) => Ok(r),
+        failed => Err(Box::new(outcome_error(failed, index, pid))),
+    }
+}
+
+#[cold]
+fn outcome_error<R>(outcome: ItemOutcome<R>, index: usize, pid: u32) -> Error {
+    match outcome {
+        ItemOutcome::Ok(_) => Error::InvalidState("not a failure"),
+        ItemOutcome::Panicked { message, location } => Error::TaskPanicked {
+            index,
+            pid,
+            message,
+            location,
+        },
+        ItemOutcome::Unencodable { reason } => Error::Encode {
+            type_name: std::any::type_name::<R>(),
+            reason: format!("task #{index}'s result, in pool worker pid {pid}: {reason}"),
+        },
+        ItemOutcome::Undecodable { reason } => Error::Decode {
+            expected: "a pool task's argument",
+            reason: format!("task #{index}, in pool worker pid {pid}: {reason}"),
+        },
+    }
+}
+
+/// A job's shared state: the pool thread delivers, the user's handles wait and decode.
+pub(crate) struct JobCore {
+    total: usize,
+    state: Mutex<JobState>,
+    cond: Condvar,
+}
+
+pub(crate) struct JobState {
+    /// Deliveries not yet taken (an `imap` takes them; an `AsyncResult` keeps them, so that
+    /// `get` can be called again).
+    pub(crate) deliveries: Vec<Delivery>,
+    /// Items resolved so far (delivered, taken or not).
+    resolved: usize,
+    /// Items in the job (a copy of `JobCore::total`, for checks under the lock).
+    total: usize,
+    /// Some run of the job went to a worker: `cancel` is too late.
+    started: bool,
+    cancelled: bool,
+    waiters: usize,
+    on_done: Vec<Box<dyn FnOnce() + Send>>,
+    wakers: Vec<Waker>,
+}
+
+impl JobState {
+    /// Every item resolved (with a value, an error, or cancelled).
+    pub(crate) fn is_done(&self) -> bool {
+        self.resolved >= self.total
+    }
+
+    fn resolved_all(&self) -> bool {
+        self.is_done()
+    }
+}
+
+impl JobCore {
+    pub(crate) fn new(total: usize) -> JobCore {
+        JobCore {
+            total,
+            state: Mutex::new(JobState {
+                deliveries: Vec::new(),
+                resolved: 0,
+                total,
+                started: false,
+                cancelled: false,
+                waiters: 0,
+                on_done: Vec::new(),
+                wakers: Vec::new(),
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, JobState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds outcomes; wakes waiters, and runs the done-callbacks when the last item resolved.
+    pub(crate) fn deliver(&self, d: Delivery) {
+        let mut st = self.lock();
+        if st.resolved_all() {
+            return; // cancelled already: late results go nowhere
+        }
+        st.resolved += d.len();
+        st.deliveries.push(d);
+        self.after_change(st);
+    }
+
+    fn after_change(&self, mut st: MutexGuard<'_, JobState>) {
+        let done = st.resolved_all();
+        let (callbacks, wakers) = if done {
+            (
+                std::mem::take(&mut st.on_done),
+                std::mem::take(&mut st.wakers),
+            )
+        } else {
+            (Vec::new(), std::mem::take(&mut st.wakers))
+        };
+        // A notify is a syscall even with nobody waiting: only when someone is.
+        if st.waiters > 0 {
+            self.cond.notify_all();
+        }
+        drop(st);
+        wakers.into_iter().for_each(Waker::wake);
+        for cb in callbacks {
+            // A callback's panic must not take the pool thread down with it.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(cb)).is_err() {
+                log::error!(target: "procactor::pool", "a done-callback panicked");
+            }
+        }
+    }
+
+    /// Marks the job as having a run on a worker; false if it was cancelled (skip the run).
+    pub(crate) fn start(&self) -> bool {
+        let mut st = self.lock();
+        if st.cancelled || st.resolved_all() {
+            return false;
+        }
+        st.started = true;
+        true
+    }
+
+    /// Was the job cancelled?
+    pub(crate) fn was_cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+
+    /// Is the job over (every item resolved, or cancelled)?
+    pub(crate) fn is_finished(&self) -> bool {
+        let st = self.lock();
+        st.cancelled || st.resolved_all()
+    }
+
+    /// Cancels the job if no run of it has started: its items fail with `Cancelled`.
+    pub(crate) fn cancel(&self) -> bool {
+        let st = self.lock();
+        if st.started || st.resolved_all() {
+            return st.cancelled;
+        }
+        self.cancel_locked(st);
+        true
+    }
+
+    /// Cancels whatever has not resolved yet, started or not (an `imap` dropped early,
+    /// `terminate`): unresolved items fail with `Cancelled`.
+    pub(crate) fn abandon(&self) {
+        let st = self.lock();
+        if !st.resolved_all() {
+            self.cancel_locked(st);
+        }
+    }
+
+    fn cancel_locked(&self, mut st: MutexGuard<'_, JobState>) {
+        st.cancelled = true;
+        let mut seen = vec![false; self.total];
+        for d in &st.deliveries {
+            match d {
+                Delivery::Ran { items, .. } | Delivery::Failed { items, .. } => {
+                    items.iter().for_each(|i| seen[i] = true)
+                }
+            }
+        }
+        let rest: Vec<usize> = (0..self.total).filter(|&i| !seen[i]).collect();
+        st.resolved = self.total;
+        st.deliveries.push(Delivery::Failed {
+            items: Items::List(rest),
+            why: Fail::Cancelled,
+        });
+        self.after_change(st);
+    }
+
+    /// Runs `cb` once every item resolved (at once if they have).
+    pub(crate) fn on_done(&self, cb: Box<dyn FnOnce() + Send>) {
+        let mut st = self.lock();
+        if st.resolved_all() {
+            drop(st);
+            cb();
+        } else {
+            st.on_done.push(cb);
+        }
+    }
+
+    /// Registers an async waker, unless the job is done (then false: poll again).
+    pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
+        let mut st = self.lock();
+        if st.resolved_all() {
+            return false;
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(waker)) {
+            st.wakers.push(waker.clone());
+        }
+        true
+    }
+
+    /// Waits until `ready(state)` holds or `wait` runs out (`Err(Timeout)`).
+    pub(crate) fn wait_until<'a>(
+        &'a self,
+        wait: Wait,
+        mut ready: impl FnMut(&JobState) -> bool,
+    ) -> Result<MutexGuard<'a, JobState>> {
+        let mut st = self.lock();
+        while !ready(&st) {
+            st.waiters += 1;
+            st = match wait {
+                Wait::Forever => self.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Wait::No => {
+                    st.waiters -= 1;
+                    return Err(wait.expired());
+                }
+                Wait::Until { deadline, .. } => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        st.waiters -= 1;
+                        return Err(wait.expired());
+                    }
+                    self.cond
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+            st.waiters -= 1;
+        }
+        Ok(st)
+    }
+
+    /// Waits for the whole job.
+    pub(crate) fn wait_done(&self, wait: Wait) -> Result<MutexGuard<'_, JobState>> {
+        self.wait_until(wait, |st| st.resolved_all())
+    }
+}
+
+/// Decodes a finished job's results in item order; the first failure (by index) is the error.
+pub(crate) fn collect_all<R: DeserializeOwned>(job: &JobCore, st: &JobState) -> Result<Vec<R>> {
+    let mut slots: Vec<Option<Result<R>>> = Vec::with_capacity(job.total());
+    slots.resize_with(job.total(), || None);
+    for d in &st.deliveries {
+        d.decode::<R>(|i, r| {
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(r.map_err(|e| *e));
+            }
+        });
+    }
+    slots
+        .into_iter()
+        .map(|s| s.unwrap_or(Err(Error::Cancelled)))
+        .collect()
+}

@@ -1,0 +1,1015 @@
+//! `Pool` (Python's `multiprocessing.Pool`) and `Executor` (`ProcessPoolExecutor`): a fixed set
+//! of worker processes running `fn(A) -> R` over many items.
+//!
+//! Unlike CPython's, a worker that dies mid-task (SIGKILL, `exit`, a segfault) costs exactly that
+//! task, which fails with [`Error::WorkerLost`]; the worker is replaced and everything else
+//! completes. A panicking task is [`Error::TaskPanicked`]; a task past the pool's
+//! [`task_timeout`](PoolBuilder::task_timeout) has its worker killed and fails with
+//! [`Error::Timeout`]. Nothing hangs.
+//!
+//! Modules: `job` (one call's results, decoded in the caller's thread), `core` (workers,
+//! dispatch, the pool thread), `worker` (the worker process), `executor` (futures).
+
+mod core;
+mod executor;
+mod job;
+mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use self::core::{Config, Core, InitSpec, Phase, Run, RunData};
+use self::job::{collect_all, Delivery, ItemResult, Items, JobCore, JobState};
+use self::worker::Callable;
+use crate::bootstrap::{self, StartMethod};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::wire::{self, Wait};
+
+pub use executor::{
+    as_completed, as_completed_timeout, wait, wait_timeout, AsCompleted, AsCompletedTimeout,
+    Executor, ExecutorBuilder, Future, ReturnWhen, Waited,
+};
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// ```
+/// # procactor::init();
+/// use procactor::Pool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+/// assert_eq!(pool.apply(square, 7)?, 49);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
+/// Dropping the pool terminates it: the workers are killed and reaped, and what had not finished
+/// fails with [`Error::Cancelled`]. Call [`close`](Pool::close) and [`join`](Pool::join) to
+/// let the work in hand finish first.
+pub struct Pool {
+    core: Arc<Core>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Options for a [`Pool`] (or an [`Executor`]).
+///
+/// ```
+/// # procactor::init();
+/// use std::time::Duration;
+/// use procactor::{Pool, StartMethod};
+///
+/// fn setup(greeting: String) { assert_eq!(greeting, "hi") }
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .start_method(StartMethod::ForkServer)
+///     .initializer(setup, "hi".to_string())
+///     .max_tasks_per_child(100)
+///     .task_timeout(Duration::from_secs(10))
+///     .build()?;
+/// assert_eq!(pool.map(double, [1, 2, 3])?, [2, 4, 6]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[must_use = "a PoolBuilder does nothing until .build()"]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+    init: Option<Result<InitSpec>>,
+    max_tasks: Option<usize>,
+    task_timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// How many worker processes (default: [`cpu_count`](crate::cpu_count)). Zero is an error
+    /// at [`build`](PoolBuilder::build).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::builder().processes(3).build()?;
+    /// assert_eq!(pool.processes(), 3);
+    /// assert!(procactor::Pool::new(0).is_err());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// How the workers are started (default: the process-wide default).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Pool, StartMethod};
+    /// fn inc(x: i32) -> i32 { x + 1 }
+    /// let pool = Pool::builder().processes(1).start_method(StartMethod::Fork).build()?;
+    /// assert_eq!(pool.apply(inc, 1)?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// `f(args)` runs once in every worker before its first task (and in every replacement).
+    /// If it panics, [`build`](PoolBuilder::build) fails with [`Error::InitializerFailed`]; a
+    /// replacement whose initializer panics makes every later task fail with it, rather than
+    /// restarting workers in a loop.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Error, Pool};
+    /// fn refuse(_: ()) { panic!("no database") }
+    /// let err = Pool::builder().processes(1).initializer(refuse, ()).build().err().unwrap();
+    /// assert!(matches!(err, Error::InitializerFailed { ref message, .. } if message == "no database"));
+    /// ```
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        let spec = (|| {
+            let mut bytes = Vec::new();
+            let fds = wire::encode(&args, &mut bytes)?;
+            let fds = dup_all(&fds)?;
+            Ok(InitSpec {
+                entry: worker::init_entry_offset::<A>(),
+                func: bootstrap::fn_offset(f as usize),
+                bytes,
+                fds,
+            })
+        })();
+        self.init = Some(spec);
+        self
+    }
+
+    /// A worker is replaced by a fresh process after this many tasks (a `map` chunk counts as
+    /// one, as in Python): a bound on what leaky task code can accumulate.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn pid(_: u32) -> u32 { std::process::id() }
+    /// let pool = procactor::Pool::builder().processes(1).max_tasks_per_child(1).build()?;
+    /// let a = pool.apply(pid, 0)?;
+    /// let b = pool.apply(pid, 0)?;
+    /// assert_ne!(a, b);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn max_tasks_per_child(mut self, k: usize) -> Self {
+        self.max_tasks = Some(k);
+        self
+    }
+
+    /// Every task (every item of a `map`) has this long to run. Past it, its worker is killed
+    /// and replaced, and the task fails with [`Error::Timeout`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = procactor::Pool::builder()
+    ///     .processes(1)
+    ///     .task_timeout(Duration::from_millis(300))
+    ///     .build()?;
+    /// assert!(pool.apply(nap, 30_000).unwrap_err().is_timeout());
+    /// assert_eq!(pool.apply(nap, 1)?, 1); // a new worker took over
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the workers and waits until each has run the initializer.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::builder().build()?;
+    /// assert_eq!(pool.processes(), procactor::cpu_count());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        let (core, thread) = Core::start(self.config()?)?;
+        Ok(Pool {
+            core,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn config(self) -> Result<Config> {
+        let processes = self.processes.unwrap_or_else(crate::process::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidState("a pool needs at least one process"));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(Error::InvalidState(
+                "max_tasks_per_child must be at least 1",
+            ));
+        }
+        if self.task_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidState("task_timeout must be above zero"));
+        }
+        Ok(Config {
+            processes,
+            method: self.method,
+            init: self.init.transpose()?,
+            max_tasks: self.max_tasks,
+            task_timeout: self.task_timeout,
+        })
+    }
+}
+
+fn dup_all(fds: &[std::os::fd::RawFd]) -> Result<Vec<std::os::fd::OwnedFd>> {
+    fds.iter()
+        .map(|&fd| sys::dup(wire::borrow_collected(fd)).map_err(|e| Error::io("dup", e)))
+        .collect()
+}
+
+/// CPython's default chunk size for `map`: `ceil(n / (4 * workers))`.
+fn default_chunksize(n: usize, workers: usize) -> usize {
+    n.div_ceil(4 * workers).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` workers, started now. `Pool::new(0)` is an error.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::new(2)?;
+    /// assert_eq!(pool.pids().len(), 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// Options: processes, start method, initializer, `max_tasks_per_child`, task timeout.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::builder().processes(1).build()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            processes: None,
+            method: None,
+            init: None,
+            max_tasks: None,
+            task_timeout: None,
+        }
+    }
+
+    /// The number of worker processes.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// assert_eq!(procactor::Pool::new(2)?.processes(), 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.core.processes()
+    }
+
+    /// The pids of the live workers (a replaced worker has a new pid).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert_ne!(pool.pids()[0], std::process::id());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn pids(&self) -> Vec<u32> {
+        self.core.pids()
+    }
+
+    /// `f` over every item, results in order, in chunks of CPython's default size
+    /// (`ceil(n / (4 * processes))`). The first failing item (by position) is the error; the
+    /// pool stays usable. See [`try_map`](Pool::try_map) for every item's result.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let squares = pool.map(square, 0..1000)?;
+    /// assert_eq!(squares[999], 998_001);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
+        collect_ordered(&job)
+    }
+
+    /// [`map`](Pool::map) with chunks of `chunksize` items: each chunk goes to a worker as one
+    /// task, and its results come back together.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn neg(x: i32) -> i32 { -x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// assert_eq!(pool.map_chunked(neg, 1..=5, 2)?, [-1, -2, -3, -4, -5]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn map_chunked<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(chunksize))?;
+        collect_ordered(&job)
+    }
+
+    /// [`map`](Pool::map) that returns every item's result: a panic, a lost worker or a timeout
+    /// fails only its own item. The outer `Err` is for the call itself (a closed pool, an item
+    /// that cannot be encoded).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::Error;
+    /// fn picky(x: u32) -> u32 { assert!(x != 2, "not two"); x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let results = pool.try_map(picky, 0..4)?;
+    /// assert_eq!(results[1].as_ref().unwrap(), &1);
+    /// assert!(matches!(&results[2], Err(Error::TaskPanicked { index: 2, message, .. }) if message == "not two"));
+    /// assert_eq!(pool.map(picky, [5])?, [5]); // still usable
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn try_map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<Result<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
+        let mut out = Vec::with_capacity(job.total());
+        drive::<R>(&job, Wait::Forever, &mut Ordered::new(), |_, r| {
+            out.push(r.map_err(|e| *e));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// `f(a, b)` for every pair (Python's `starmap`), results in order.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn pow(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// let pool = procactor::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(pow, [(2, 10), (3, 3)])?, [1024, 27]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        B: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A, B) -> R, (A, B), R>(f, items, None)?;
+        collect_ordered(&job)
+    }
+
+    /// Results in order, each as soon as it (and those before it) are done: good for progress
+    /// bars. Items go to workers one by one (Python's `chunksize=1`; the pool still groups tiny
+    /// tasks into batches). Dropping the iterator early cancels what has not started.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let mut done = 0;
+    /// for r in pool.imap(square, 0..10)? {
+    ///     r?;
+    ///     done += 1; // e.g. bar.inc(1)
+    /// }
+    /// assert_eq!(done, 10);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn imap<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Imap<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
+        Ok(Imap::new(job, None))
+    }
+
+    /// Like [`imap`](Pool::imap), but in completion order. Each item comes with its position.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let mut got: Vec<(usize, u64)> = pool
+    ///     .imap_unordered(square, 0..5)?
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// got.sort();
+    /// assert_eq!(got, [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn imap_unordered<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<ImapUnordered<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
+        Ok(ImapUnordered {
+            job,
+            ready: VecDeque::new(),
+            yielded: 0,
+            _r: PhantomData,
+        })
+    }
+
+    /// Runs `f(arg)` in a worker and waits for it.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn shout(s: String) -> String { s.to_uppercase() }
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert_eq!(pool.apply(shout, "hey".into())?, "HEY");
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, arg)?.get()
+    }
+
+    /// Starts `f(arg)` in a worker; the result comes through the returned [`AsyncResult`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let pending: Vec<_> = (0..100).map(|i| pool.apply_async(square, i)).collect::<Result<_, _>>()?;
+    /// let total: u64 = pending.iter().map(|r| r.get()).sum::<Result<u64, _>>()?;
+    /// assert_eq!(total, (0..100u64).map(|i| i * i).sum());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
+        Ok(AsyncResult {
+            job,
+            collect: collect_one::<R>,
+        })
+    }
+
+    /// [`map`](Pool::map) without waiting: the results come through the returned
+    /// [`AsyncResult`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn inc(x: u8) -> u8 { x + 1 }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let r = pool.map_async(inc, [1, 2, 3])?;
+    /// assert_eq!(r.get()?, [2, 3, 4]);
+    /// assert!(r.ready() && r.successful()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn map_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
+        Ok(AsyncResult {
+            job,
+            collect: collect_all::<R>,
+        })
+    }
+
+    /// No more tasks may be submitted ([`Error::Closed`]); the workers exit once the work in
+    /// hand is done. Then [`join`](Pool::join).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// let r = pool.apply_async(id, 1)?;
+    /// pool.close();
+    /// assert!(matches!(pool.apply(id, 2), Err(procactor::Error::Closed)));
+    /// pool.join()?;
+    /// assert_eq!(r.get()?, 1); // finished before the workers left
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.core.close();
+    }
+
+    /// Waits for the workers to exit, after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate) (before either, [`Error::InvalidState`]).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert!(pool.join().is_err());
+    /// pool.close();
+    /// pool.join()?;
+    /// assert!(pool.pids().is_empty());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        if self.core.phase() == Phase::Running {
+            return Err(Error::InvalidState("join() before close() or terminate()"));
+        }
+        self.core.wait_stopped(Wait::Forever)?;
+        self.join_thread();
+        Ok(())
+    }
+
+    /// Kills the workers now and reaps them; every task not finished fails with
+    /// [`Error::Cancelled`]. Returns once the workers are gone.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn nap(s: u64) { std::thread::sleep(Duration::from_secs(s)) }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let r = pool.map_async(nap, vec![60; 1000])?;
+    /// pool.terminate();
+    /// assert!(matches!(r.get(), Err(procactor::Error::Cancelled)));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn terminate(&self) {
+        self.core.terminate();
+        let _ = self.core.wait_stopped(Wait::Forever);
+        self.join_thread();
+    }
+
+    fn join_thread(&self) {
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+
+    /// Encodes the items into runs (chunks of `chunksize`, or CPython's default) and queues them.
+    fn start_job<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Arc<JobCore>>
+    where
+        F: Callable<A, R>,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = chunksize
+            .unwrap_or_else(|| default_chunksize(items.len(), self.processes()))
+            .max(1);
+        let job = Arc::new(JobCore::new(items.len()));
+        let entry = worker::run_entry_offset::<F, A, R>();
+        let func = bootstrap::fn_offset(f.addr());
+        // Chunk by chunk: the workers start on the first while the rest is encoded.
+        for (i, chunk) in items.chunks(chunksize).enumerate() {
+            // Room for the usual encoding (varints are at most as long as the value), no regrowth.
+            let mut bytes = Vec::with_capacity(std::mem::size_of_val(chunk).min(1 << 26));
+            let fds = wire::encode_each(chunk, &mut bytes)?;
+            let run = Run {
+                job: job.clone(),
+                entry,
+                func,
+                data: Arc::new(RunData {
+                    bytes,
+                    count: chunk.len() as u32,
+                    fds: dup_all(&fds)?,
+                }),
+                base: i * chunksize,
+                skip: Vec::new(),
+                chunk: chunksize > 1,
+            };
+            if let Err(e) = self.core.submit(vec![run]) {
+                job.abandon();
+                return Err(e);
+            }
+        }
+        Ok(job)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if self.core.phase() != Phase::Stopped {
+            self.terminate();
+        }
+        self.join_thread();
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("processes", &self.processes())
+            .field("pids", &self.pids())
+            .finish()
+    }
+}
+
+fn collect_one<R: DeserializeOwned>(job: &JobCore, st: &JobState) -> Result<R> {
+    collect_all::<R>(job, st)?
+        .pop()
+        .ok_or(Error::InvalidState("an empty task"))
+}
+
+/// A job's results in item order, failing fast: the first failing item (by position) is the
+/// error, and what has not started is cancelled.
+fn collect_ordered<R: DeserializeOwned>(job: &JobCore) -> Result<Vec<R>> {
+    let mut out = Vec::with_capacity(job.total());
+    let mut failed = None;
+    drive::<R>(job, Wait::Forever, &mut Ordered::new(), |_, r| match r {
+        Ok(v) => {
+            out.push(v);
+            true
+        }
+        Err(e) => {
+            failed = Some(*e);
+            false
+        }
+    })?;
+    match failed {
+        Some(e) => {
+            job.abandon();
+            Err(e)
+        }
+        None => Ok(out),
+    }
+}
+
+/// Feeds a job's results to `sink` in item order as they arrive, until every item went to it
+/// or `sink` returns false. Items that never came (a cancelled job) are [`Error::Cancelled`].
+fn drive<R: DeserializeOwned>(
+    job: &JobCore,
+    wait: Wait,
+    order: &mut Ordered<R>,
+    mut sink: impl FnMut(usize, ItemResult<R>) -> bool,
+) -> Result<()> {
+    let total = job.total();
+    loop {
+        if !order.pump(&mut sink) {
+            return Ok(());
+        }
+        if order.next >= total {
+            return Ok(());
+        }
+        let batch = take_deliveries(job, wait)?;
+        if batch.is_empty() {
+            // Over, and these items never came: they were cancelled.
+            while order.next < total {
+                order.next += 1;
+                if !sink(order.next - 1, Err(Box::new(Error::Cancelled))) {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        order.absorb(batch);
+    }
+}
+
+/// Puts deliveries back in item order. A delivery of a range waits whole until its turn and is
+/// decoded then; the items of a retried run come one by one and wait decoded.
+struct Ordered<R> {
+    next: usize,
+    ranges: BTreeMap<usize, Delivery>,
+    singles: BTreeMap<usize, ItemResult<R>>,
+}
+
+impl<R: DeserializeOwned> Ordered<R> {
+    fn new() -> Self {
+        Ordered {
+            next: 0,
+            ranges: BTreeMap::new(),
+            singles: BTreeMap::new(),
+        }
+    }
+
+    fn absorb(&mut self, batch: Vec<Delivery>) {
+        for d in batch {
+            match d.items() {
+                Items::Range(r) if r.is_empty() => {}
+                Items::Range(r) => {
+                    self.ranges.insert(r.start, d);
+                }
+                Items::List(_) => d.decode::<R>(|i, r| {
+                    self.singles.insert(i, r);
+                }),
+            }
+        }
+    }
+
+    /// Hands every item that is next in order to `sink`; false if `sink` said stop.
+    fn pump(&mut self, sink: &mut impl FnMut(usize, ItemResult<R>) -> bool) -> bool {
+        loop {
+            if let Some(r) = self.singles.remove(&self.next) {
+                self.next += 1;
+                if !sink(self.next - 1, r) {
+                    return false;
+                }
+            } else if let Some(d) = self.ranges.remove(&self.next) {
+                self.next += d.items().len();
+                let mut go = true;
+                d.decode::<R>(|i, r| {
+                    if go {
+                        go = sink(i, r);
+                    }
+                });
+                if !go {
+                    return false;
+                }
+            } else {
+                return true;
+            }
+        }
+    }
+}
+
+/// Waits for deliveries and takes them (empty: the job is over and everything was taken).
+fn take_deliveries(job: &JobCore, wait: Wait) -> Result<Vec<Delivery>> {
+    let mut st = job.wait_until(wait, |st| !st.deliveries.is_empty() || st.is_done())?;
+    Ok(std::mem::take(&mut st.deliveries))
+}
+
+/// The result of [`Pool::apply_async`] or [`Pool::map_async`] (Python's `AsyncResult`).
+///
+/// ```
+/// # procactor::init();
+/// use std::time::Duration;
+/// fn slow(x: u32) -> u32 { std::thread::sleep(Duration::from_millis(200)); x }
+/// let pool = procactor::Pool::new(1)?;
+/// let r = pool.apply_async(slow, 5)?;
+/// assert!(!r.ready());
+/// assert!(r.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+/// assert!(r.successful().is_err()); // not ready yet
+/// assert_eq!(r.get()?, 5);
+/// assert_eq!(r.get()?, 5); // as often as you like
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct AsyncResult<T> {
+    job: Arc<JobCore>,
+    collect: fn(&JobCore, &JobState) -> Result<T>,
+}
+
+impl<T> AsyncResult<T> {
+    /// Waits for the result.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert_eq!(pool.apply_async(id, 3)?.get()?, 3);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.get_wait(Wait::Forever)
+    }
+
+    /// Waits at most `timeout` ([`Error::Timeout`] after; the task goes on).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert_eq!(pool.apply_async(id, 3)?.get_timeout(Duration::from_secs(30))?, 3);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_wait(Wait::timeout(timeout))
+    }
+
+    fn get_wait(&self, wait: Wait) -> Result<T> {
+        let st = self.job.wait_done(wait)?;
+        (self.collect)(&self.job, &st)
+    }
+
+    /// Waits until the result is ready.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// let r = pool.apply_async(id, 3)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        drop(self.job.wait_done(Wait::Forever));
+    }
+
+    /// Waits at most `timeout`; true if the result is ready.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// assert!(pool.apply_async(id, 3)?.wait_timeout(Duration::from_secs(30)));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.job.wait_done(Wait::timeout(timeout)).is_ok()
+    }
+
+    /// Is the result ready (a value or an error)?
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// let r = pool.apply_async(id, 3)?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.job.lock().is_done()
+    }
+
+    /// Did the task succeed? [`Error::InvalidState`] while it is not ready (Python's
+    /// `ValueError`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn boom(_: ()) { panic!("boom") }
+    /// let pool = procactor::Pool::new(1)?;
+    /// let r = pool.apply_async(boom, ())?;
+    /// r.wait();
+    /// assert!(!r.successful()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        let st = self.job.lock();
+        if !st.is_done() {
+            return Err(Error::InvalidState("the result is not ready"));
+        }
+        Ok((self.collect)(&self.job, &st).is_ok())
+    }
+}
+
+/// The iterator of [`Pool::imap`] (and [`Executor::map`]): results in input order.
+pub struct Imap<R> {
+    job: Arc<JobCore>,
+    order: Ordered<R>,
+    /// Decoded, in order, not yet yielded.
+    ready: VecDeque<Result<R>>,
+    yielded: usize,
+    deadline: Option<(Instant, Duration)>,
+}
+
+impl<R: DeserializeOwned> Imap<R> {
+    fn new(job: Arc<JobCore>, deadline: Option<(Instant, Duration)>) -> Imap<R> {
+        Imap {
+            job,
+            order: Ordered::new(),
+            ready: VecDeque::new(),
+            yielded: 0,
+            deadline,
+        }
+    }
+
+    /// The next result, waiting at most `timeout` for it ([`Error::Timeout`] after; the
+    /// iterator can go on). `None` at the end.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = procactor::Pool::new(1)?;
+    /// let mut it = pool.imap(id, [7])?;
+    /// assert_eq!(it.next_timeout(Duration::from_secs(30)).unwrap()?, 7);
+    /// assert!(it.next_timeout(Duration::from_secs(30)).is_none());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_wait(Wait::timeout(timeout))
+    }
+
+    fn next_wait(&mut self, wait: Wait) -> Option<Result<R>> {
+        if self.ready.is_empty() && self.yielded < self.job.total() {
+            let ready = &mut self.ready;
+            // Stop at the first item: yield as soon as one is in.
+            let got = drive::<R>(&self.job, wait, &mut self.order, |_, r| {
+                ready.push_back(r.map_err(|e| *e));
+                false
+            });
+            if let Err(e) = got {
+                return Some(Err(e));
+            }
+            // Whatever else is in order already, without waiting.
+            self.order.pump(&mut |_, r| {
+                ready.push_back(r.map_err(|e| *e));
+                true
+            });
+        }
+        let r = self.ready.pop_front()?;
+        self.yielded += 1;
+        Some(r)
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        match self.deadline {
+            None => self.next_wait(Wait::Forever),
+            Some((deadline, asked)) => {
+                let r = self.next_wait(Wait::Until { deadline, asked });
+                if matches!(r, Some(Err(Error::Timeout(_)))) && self.ready.is_empty() {
+                    // Python's executor.map: past the deadline, the rest is cancelled.
+                    self.job.abandon();
+                    self.yielded = self.job.total();
+                }
+                r
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.job.total() - self.yielded;
+        (left, Some(left))
+    }
+}
+
+impl<R> Drop for Imap<R> {
+    fn drop(&mut self) {
+        self.job.abandon();
+    }
+}
+
+/// The iterator of [`Pool::imap_unordered`]: `(position, result)` in completion order.
+pub struct ImapUnordered<R> {
+    job: Arc<JobCore>,
+    ready: VecDeque<(usize, Result<R>)>,
+    yielded: usize,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
+    type Item = (usize, Result<R>);
+
+    fn next(&mut self) -> Option<(usize, Result<R>)> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                self.yielded += 1;
+                return Some(item);
+            }
+            if self.yielded >= self.job.total() {
+                return None;
+            }
+            let batch = take_deliveries(&self.job, Wait::Forever).ok()?;
+            if batch.is_empty() {
+                return None;
+            }
+            for d in &batch {
+                d.decode::<R>(|i, r| self.ready.push_back((i, r.map_err(|e| *e))));
+            }
+        }
+    }
+}
+
+impl<R> Drop for ImapUnordered<R> {
+    fn drop(&mut self) {
+        self.job.abandon();
+    }
+}

@@ -1,0 +1,459 @@
+//! The worker process: receives batches of runs on its channel, calls the functions, and sends
+//! the outcomes back in flushes. Also the messages between a worker and its pool.
+//!
+//! A worker keeps its place on a `Board` in shared memory (which item of which batch it is
+//! running, and since when), so that when it dies, even by SIGKILL, the pool knows which one item
+//! to blame, and which task ran past its deadline.
+
+use std::os::fd::OwnedFd;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap;
+use crate::error::{Error, Result};
+use crate::pool::job::ItemOutcome;
+use crate::shm::{Layout, Shared};
+use crate::sys;
+use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
+
+/// Where a worker is, in shared memory.
+#[repr(C)]
+pub(crate) struct Board {
+    /// `batch << 32 | position` of the item running (or last run).
+    pub(crate) cursor: AtomicU64,
+    /// When that item started (`sys::monotonic_ns`), 0 between items. Kept only when the pool
+    /// has a task timeout.
+    pub(crate) started_ns: AtomicU64,
+}
+
+// SAFETY: atomics only.
+unsafe impl Layout for Board {
+    const MAGIC: u32 = 0x504f_4f4c;
+}
+
+/// Parent → worker: the header of a batch; the runs' item bytes follow it in the frame, and
+/// their descriptors travel with the frame, run after run.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct BatchHeader {
+    pub(crate) id: u32,
+    pub(crate) runs: Vec<RunHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RunHeader {
+    /// `run_entry::<A, R>` and the user's `fn(A) -> R`, as offsets (see `bootstrap::fn_offset`).
+    pub(crate) entry: isize,
+    pub(crate) func: isize,
+    /// Items encoded, their bytes, their descriptors.
+    pub(crate) count: u32,
+    pub(crate) len: u32,
+    pub(crate) nfds: u32,
+    /// Ordinals (ascending) not to run: they ran before, in a worker that died.
+    pub(crate) skip: Vec<u32>,
+    /// A `map` chunk: report once at its end (independent tasks report as they finish).
+    pub(crate) chunk: bool,
+}
+
+/// Worker → parent.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The initializer ran (or there is none): send work.
+    Ready,
+    /// The initializer panicked; the worker exits.
+    InitFailed {
+        message: String,
+        location: Option<String>,
+    },
+    /// Outcomes of the next items of batch `batch`, in segments (one run each); the encoded
+    /// outcomes follow the header in the frame.
+    Done {
+        batch: u32,
+        busy_ns: u64,
+        segments: Vec<Segment>,
+    },
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy)]
+pub(crate) struct Segment {
+    /// The run's index in its batch.
+    pub(crate) run: u32,
+    /// How many of the run's next items, and their bytes.
+    pub(crate) count: u32,
+    pub(crate) len: u32,
+}
+
+/// An initializer: `init_entry::<A>`, the user's `fn(A)`, and the encoded argument.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct InitCall {
+    pub(crate) entry: isize,
+    pub(crate) func: isize,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<Fd>,
+}
+
+/// What a worker process is started with.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WorkerArgs {
+    pub(crate) chan: Fd,
+    pub(crate) board: Shared<Board>,
+    pub(crate) init: Option<InitCall>,
+    /// The pool has a task timeout: keep `started_ns`.
+    pub(crate) timed: bool,
+}
+
+/// `Some((message, location))` when the initializer failed.
+type InitFailure = Option<(String, Option<String>)>;
+type InitEntry = unsafe fn(func: usize, bytes: &[u8], fds: Vec<OwnedFd>) -> InitFailure;
+type RunEntry =
+    unsafe fn(func: usize, items: &[u8], fds: Vec<OwnedFd>, run: &RunHeader, w: &mut Worker);
+
+/// The offsets of the entry points for `fn(A)` initializers and `fn(A) -> R` tasks.
+pub(crate) fn init_entry_offset<A: DeserializeOwned>() -> isize {
+    bootstrap::fn_offset(init_entry::<A> as InitEntry as usize)
+}
+
+pub(crate) fn run_entry_offset<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>() -> isize {
+    bootstrap::fn_offset(run_entry::<F, A, R> as RunEntry as usize)
+}
+
+/// A task function: `fn(A) -> R`, or `fn(A, B) -> R` called with a pair (`starmap`).
+pub(crate) trait Callable<A, R>: Copy {
+    fn call(self, arg: A) -> R;
+    /// The function's address.
+    fn addr(self) -> usize;
+    /// The function at `addr`.
+    ///
+    /// # Safety
+    /// `addr` must come from `addr()` of this same type, in this same binary.
+    unsafe fn from_addr(addr: usize) -> Self;
+}
+
+impl<A, R> Callable<A, R> for fn(A) -> R {
+    fn call(self, arg: A) -> R {
+        self(arg)
+    }
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: usize) -> Self {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::mem::transmute::<usize, fn(A) -> R>(addr) }
+    }
+}
+
+impl<A, B, R> Callable<(A, B), R> for fn(A, B) -> R {
+    fn call(self, (a, b): (A, B)) -> R {
+        self(a, b)
+    }
+    fn addr(self) -> usize {
+        self as usize
+    }
+    unsafe fn from_addr(addr: usize) -> Self {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(addr) }
+    }
+}
+
+/// Flush outcomes of independent tasks when the oldest unreported one is this old.
+const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+/// ... or when this many bytes of outcomes wait.
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// The worker process's main function.
+pub(crate) fn worker_main(args: WorkerArgs) {
+    let chan = Channel::from_fd(args.chan.0);
+    if let Some(init) = args.init {
+        let fds = init.fds.into_iter().map(|f| f.0).collect();
+        // SAFETY: the pool computed `entry` from `init_entry::<A>` and `func` from an `fn(A)` of
+        // the same A, in this same binary (the bootstrap checked its identity).
+        let failed = unsafe {
+            let entry: InitEntry =
+                std::mem::transmute::<usize, InitEntry>(bootstrap::fn_address(init.entry));
+            entry(bootstrap::fn_address(init.func), &init.bytes, fds)
+        };
+        if let Some((message, location)) = failed {
+            let _ = send_report(&chan, &Report::InitFailed { message, location }, &[]);
+            return;
+        }
+    }
+    if send_report(&chan, &Report::Ready, &[]).is_err() {
+        return;
+    }
+    let mut w = Worker {
+        chan,
+        board: args.board,
+        timed: args.timed,
+        out: Vec::new(),
+        segments: Vec::new(),
+        open: None,
+        batch: 0,
+        pos: 0,
+        since: Instant::now(),
+        busy_from: Instant::now(),
+    };
+    let mut frame = Vec::new();
+    loop {
+        let mut fds = Vec::new();
+        let got = w.chan.recv_large_into(Wait::Forever, &mut frame, |f| {
+            if f.fingerprint != wire::fingerprint::<BatchHeader>() {
+                return Err(Error::Decode {
+                    expected: "a pool batch",
+                    reason: "a frame of another type".into(),
+                });
+            }
+            fds = f.fds;
+            if !f.large {
+                frame_copy(f.payload)
+            } else {
+                Ok(None)
+            }
+        });
+        let inline = match got {
+            Ok(v) => v,
+            // The pool closed our channel (retire, close) or is gone.
+            Err(Error::Disconnected) => return,
+            Err(e) => {
+                log::error!(target: "procactor::pool", "pool worker: bad batch: {e}");
+                return;
+            }
+        };
+        let payload = inline.as_deref().unwrap_or(&frame);
+        if let Err(e) = w.run_batch(payload, fds) {
+            log::error!(target: "procactor::pool", "pool worker: unreadable batch: {e}");
+            return;
+        }
+    }
+}
+
+/// Copies an inline payload out of the shared receive buffer: the tasks may receive messages
+/// of their own while the batch runs.
+fn frame_copy(payload: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(Some(payload.to_vec()))
+}
+
+fn send_report(chan: &Channel, report: &Report, tail: &[u8]) -> Result<()> {
+    let mut head = Vec::with_capacity(64);
+    wire::encode(report, &mut head)?;
+    // Detached: a large report goes into a memory file, so the worker never waits for the pool
+    // thread to read it (the pool thread may be sending to us at that moment).
+    chan.send_parts_detached(
+        KIND_VALUE,
+        wire::fingerprint::<Report>(),
+        &[&head, tail],
+        &[],
+    )
+}
+
+/// A worker's state while it runs a batch.
+pub(crate) struct Worker {
+    chan: Channel,
+    board: Shared<Board>,
+    timed: bool,
+    /// Encoded outcomes not yet reported, and their segments.
+    out: Vec<u8>,
+    segments: Vec<Segment>,
+    /// The segment being filled: (run, items, start in `out`).
+    open: Option<(u32, u32, usize)>,
+    batch: u32,
+    /// Position of the next item in the batch (over all runs, skipped items not counted).
+    pos: u32,
+    /// When the oldest unreported outcome was started.
+    since: Instant,
+    busy_from: Instant,
+}
+
+impl Worker {
+    fn run_batch(&mut self, payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<()> {
+        let (header, mut rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
+        self.batch = header.id;
+        self.pos = 0;
+        self.since = Instant::now();
+        self.busy_from = self.since;
+        for (index, run) in header.runs.iter().enumerate() {
+            let len = run.len as usize;
+            let nfds = run.nfds as usize;
+            if rest.len() < len || fds.len() < nfds {
+                return Err(Error::Decode {
+                    expected: "a pool batch",
+                    reason: "shorter than its header says".into(),
+                });
+            }
+            let (items, tail) = rest.split_at(len);
+            rest = tail;
+            let run_fds: Vec<OwnedFd> = fds.drain(..nfds).collect();
+            self.open = Some((index as u32, 0, self.out.len()));
+            // SAFETY: the pool computed `entry` from `run_entry::<A, R>` and `func` from an
+            // `fn(A) -> R` of the same A and R, in this same binary.
+            unsafe {
+                let entry: RunEntry =
+                    std::mem::transmute::<usize, RunEntry>(bootstrap::fn_address(run.entry));
+                entry(bootstrap::fn_address(run.func), items, run_fds, run, self);
+            }
+            self.close_segment();
+        }
+        self.flush()
+    }
+
+    fn begin_item(&mut self) {
+        if self.timed {
+            self.board
+                .started_ns
+                .store(sys::monotonic_ns(), Ordering::Relaxed);
+        }
+        // Release: a pool that sees this position also sees the start time above.
+        self.board.cursor.store(
+            (self.batch as u64) << 32 | self.pos as u64,
+            Ordering::Release,
+        );
+    }
+
+    /// Records one item's outcome.
+    fn end_item<R: Serialize>(&mut self, result: std::thread::Result<R>, run: &RunHeader) {
+        if self.timed {
+            self.board.started_ns.store(0, Ordering::Relaxed);
+        }
+        let mark = self.out.len();
+        let written = match result {
+            Ok(r) => wire::append(&ItemOutcome::Ok(&r), &mut self.out).map_err(|e| e.to_string()),
+            Err(payload) => {
+                let (message, location) = bootstrap::caught_panic(&*payload);
+                self.push_outcome(ItemOutcome::Panicked { message, location });
+                Ok(())
+            }
+        };
+        if let Err(reason) = written {
+            self.out.truncate(mark);
+            self.push_outcome(ItemOutcome::Unencodable { reason });
+        }
+        self.item_done(run);
+    }
+
+    fn push_outcome(&mut self, outcome: ItemOutcome<()>) {
+        // Strings and options into a Vec: cannot fail.
+        let _ = wire::append(&outcome, &mut self.out);
+    }
+
+    fn item_done(&mut self, run: &RunHeader) {
+        self.pos += 1;
+        if let Some((_, count, _)) = &mut self.open {
+            *count += 1;
+        }
+        let due = if run.chunk {
+            self.out.len() >= FLUSH_BYTES
+        } else {
+            self.out.len() >= FLUSH_BYTES || self.since.elapsed() >= FLUSH_AFTER
+        };
+        if due {
+            // A failed report means the pool is gone; the next receive ends this worker.
+            let _ = self.flush();
+        }
+    }
+
+    fn close_segment(&mut self) {
+        if let Some((run, count, start)) = self.open.take() {
+            if count > 0 {
+                self.segments.push(Segment {
+                    run,
+                    count,
+                    len: (self.out.len() - start) as u32,
+                });
+            }
+        }
+    }
+
+    /// Reports the outcomes gathered so far.
+    fn flush(&mut self) -> Result<()> {
+        let reopen = self.open.map(|(run, _, _)| run);
+        self.close_segment();
+        if !self.segments.is_empty() {
+            let report = Report::Done {
+                batch: self.batch,
+                busy_ns: self.busy_from.elapsed().as_nanos() as u64,
+                segments: std::mem::take(&mut self.segments),
+            };
+            let sent = send_report(&self.chan, &report, &self.out);
+            self.out.clear();
+            sent?;
+        }
+        self.since = Instant::now();
+        self.busy_from = self.since;
+        if let Some(run) = reopen {
+            self.open = Some((run, 0, 0));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a pool initializer `fn(A)`; what went wrong, if it did.
+///
+/// # Safety
+/// `func` must be the address of an `fn(A)` in this binary.
+unsafe fn init_entry<A: DeserializeOwned>(
+    func: usize,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> InitFailure {
+    let args = match wire::decode::<A>(bytes, fds) {
+        Ok(a) => a,
+        Err(e) => return Some((format!("its argument did not decode: {e}"), None)),
+    };
+    // SAFETY: guaranteed by the caller.
+    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
+        Ok(()) => None,
+        Err(payload) => Some(bootstrap::caught_panic(&*payload)),
+    }
+}
+
+/// Runs the items of one run through the task function `F`.
+///
+/// # Safety
+/// `func` must be the address of an `F` in this binary.
+unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
+    func: usize,
+    items: &[u8],
+    fds: Vec<OwnedFd>,
+    run: &RunHeader,
+    w: &mut Worker,
+) {
+    // SAFETY: guaranteed by the caller.
+    let f = unsafe { F::from_addr(func) };
+    wire::with_incoming(fds, || {
+        let mut rest = items;
+        let mut skip = run.skip.iter().copied().peekable();
+        for ordinal in 0..run.count {
+            let skipped = skip.next_if_eq(&ordinal).is_some();
+            match postcard::take_from_bytes::<A>(rest) {
+                Ok((arg, tail)) => {
+                    rest = tail;
+                    if skipped {
+                        continue;
+                    }
+                    w.begin_item();
+                    let result = panic::catch_unwind(AssertUnwindSafe(|| f.call(arg)));
+                    w.end_item(result, run);
+                }
+                Err(e) => {
+                    // Nothing after a bad item can be located: it and the rest fail.
+                    let reason = e.to_string();
+                    for o in ordinal..run.count {
+                        if o != ordinal && skip.next_if_eq(&o).is_some() || o == ordinal && skipped
+                        {
+                            continue;
+                        }
+                        w.begin_item();
+                        w.push_outcome(ItemOutcome::Undecodable {
+                            reason: reason.clone(),
+                        });
+                        w.item_done(run);
+                    }
+                    return;
+                }
+            }
+        }
+    })
+}
