@@ -318,7 +318,12 @@ impl Worker {
         }
         let mark = self.out.len();
         let written = match result {
-            Ok(r) => wire::append(&ItemOutcome::Ok(&r), &mut self.out).map_err(|e| e.to_string()),
+            Ok(r) => wire::append(&ItemOutcome::Ok(&r), &mut self.out).map_err(|e| {
+                format!(
+                    "{e} (its Serialize implementation failed, or it holds a procactor handle, \
+                     which cannot travel back from a pool task)"
+                )
+            }),
             Err(payload) => {
                 let (message, location) = bootstrap::caught_panic(&*payload);
                 self.push_outcome(ItemOutcome::Panicked { message, location });

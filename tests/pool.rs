@@ -1,0 +1,502 @@
+//! Pool: results in order, panics, workers killed mid-map, mid-imap and mid-apply_async,
+//! deadlines, initializers that fail, results that cannot be encoded, terminate with a long
+//! queue, and no process left behind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{eventually, pid_alive, BOUND};
+use procactor::{Error, Pool, Queue, StartMethod, Value};
+
+procactor::test_support!();
+
+/// Runs `f` on a thread and fails the test if it takes longer than `BOUND` (a pool call that
+/// hangs is a failed test, not a hung one).
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("a pool call hung"),
+        Err(_) => panic!("the bounded part of the test failed (see its panic above)"),
+    }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn picky(x: u32) -> u32 {
+    assert!(x % 10 != 7, "seven is not allowed");
+    x
+}
+
+/// SIGKILLs its own worker on 13 (the OOM killer, in a test).
+fn die_on_13(x: u32) -> u32 {
+    if x == 13 {
+        // SAFETY: raising a signal on ourselves has no preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    x
+}
+
+fn pid_of(_: u32) -> u32 {
+    std::process::id()
+}
+
+#[test]
+fn map_keeps_order_for_every_chunking() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let expected: Vec<u64> = (0..1000).map(|x| x * x).collect();
+        assert_eq!(p.map(square, 0..1000).unwrap(), expected);
+        for chunk in [1, 3, 64, 1000, 5000] {
+            assert_eq!(p.map_chunked(square, 0..1000, chunk).unwrap(), expected);
+        }
+        assert!(p.map(square, Vec::new()).unwrap().is_empty());
+        assert_eq!(
+            p.starmap(|a: u32, b: u32| a * b, [(2, 3), (4, 5)]).unwrap(),
+            [6, 20]
+        );
+        let unordered: Vec<(usize, u64)> = p
+            .imap_unordered(square, 0..100)
+            .unwrap()
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        assert_eq!(unordered.len(), 100);
+        assert!(unordered.iter().all(|&(i, r)| r == (i as u64).pow(2)));
+    });
+}
+
+#[test]
+fn new_zero_and_bad_options_are_errors() {
+    assert!(matches!(Pool::new(0), Err(Error::InvalidState(_))));
+    assert!(Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(0)
+        .build()
+        .is_err());
+    assert!(Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::ZERO)
+        .build()
+        .is_err());
+}
+
+#[test]
+fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        match p.map(picky, 0..30) {
+            Err(Error::TaskPanicked {
+                index,
+                message,
+                location,
+                ..
+            }) => {
+                assert_eq!(index, 7, "the first failing item by position");
+                assert_eq!(message, "seven is not allowed");
+                assert!(location.unwrap().contains("pool.rs"));
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        let all = p.try_map(picky, 0..30).unwrap();
+        for (i, r) in all.iter().enumerate() {
+            match (i % 10, r) {
+                (7, Err(Error::TaskPanicked { index, .. })) => assert_eq!(*index, i),
+                (7, other) => panic!("item {i}: {other:?}"),
+                (_, r) => assert_eq!(*r.as_ref().unwrap(), i as u32),
+            }
+        }
+        assert_eq!(p.apply(picky, 1).unwrap(), 1);
+        assert!(matches!(
+            p.apply(picky, 7),
+            Err(Error::TaskPanicked { index: 0, .. })
+        ));
+    });
+}
+
+#[test]
+fn a_worker_killed_mid_map_costs_one_item() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let before = pool.pids();
+    let p = pool.clone();
+    bounded(move || {
+        // Chunks of 5: the items of the dead worker's chunk around 13 still complete.
+        let r = p.map_async(die_on_13, 0..40).unwrap();
+        match r.get() {
+            Err(Error::WorkerLost {
+                index, pid, signal, ..
+            }) => {
+                assert_eq!(index, 13);
+                assert_eq!(signal, Some(libc::SIGKILL));
+                assert!(!pid_alive(pid));
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        let all = p.try_map(die_on_13, 0..40).unwrap();
+        for (i, r) in all.iter().enumerate() {
+            if i == 13 {
+                assert!(
+                    matches!(r, Err(Error::WorkerLost { index: 13, .. })),
+                    "{r:?}"
+                );
+            } else {
+                assert_eq!(*r.as_ref().unwrap(), i as u32);
+            }
+        }
+        assert_eq!(p.map(square, 0..10).unwrap()[9], 81);
+    });
+    let after = pool.pids();
+    assert_eq!(after.len(), 2);
+    assert_ne!(before, after, "dead workers were replaced");
+}
+
+#[test]
+fn a_worker_killed_mid_imap_costs_one_item() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    let results = bounded(move || {
+        let it = p.imap(nap, vec![150u64; 8]).unwrap();
+        let victim = p.pids()[0];
+        std::thread::sleep(Duration::from_millis(60));
+        // SAFETY: signalling a pid we started.
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        (victim, it.collect::<Vec<_>>())
+    });
+    let (victim, results) = results;
+    let lost: Vec<_> = results
+        .iter()
+        .filter(
+            |r| matches!(r, Err(Error::WorkerLost { pid, signal: Some(9), .. }) if *pid == victim),
+        )
+        .collect();
+    assert_eq!(lost.len(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 7);
+    assert!(!pool.pids().contains(&victim));
+}
+
+#[test]
+fn a_worker_killed_mid_apply_async_and_one_that_exits() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let many: Vec<_> = (0..50)
+            .map(|i| p.apply_async(die_on_13, i).unwrap())
+            .collect();
+        for (i, r) in many.iter().enumerate() {
+            match r.get() {
+                Ok(v) => assert_eq!(v, i as u32),
+                Err(Error::WorkerLost { index: 0, .. }) => assert_eq!(i, 13),
+                Err(e) => panic!("item {i}: {e}"),
+            }
+        }
+        fn exits(code: i32) -> i32 {
+            std::process::exit(code)
+        }
+        match p.apply(exits, 3) {
+            Err(Error::WorkerLost { code, signal, .. }) => {
+                assert_eq!((code, signal), (Some(3), None));
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert_eq!(p.apply(square, 3).unwrap(), 9);
+    });
+}
+
+#[test]
+fn a_task_past_its_deadline_has_its_worker_killed() {
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .task_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    );
+    let p = pool.clone();
+    bounded(move || {
+        let t = Instant::now();
+        let results = p.try_map(nap, [10, 60_000, 10, 20]).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert!(matches!(results[1], Err(Error::Timeout(d)) if d == Duration::from_millis(300)));
+        assert_eq!(results[0].as_ref().unwrap(), &10);
+        assert_eq!(results[3].as_ref().unwrap(), &20);
+        assert_eq!(p.apply(nap, 5).unwrap(), 5);
+    });
+    assert_eq!(pool.pids().len(), 2);
+}
+
+fn refuse(why: String) {
+    panic!("{why}")
+}
+
+/// Builds a pool whose initializer panics; returns the error and the children left alive (run
+/// in a process of its own, whose children are only this pool's).
+fn failing_pool(_: ()) -> (String, Option<String>, Vec<u32>) {
+    let err = Pool::builder()
+        .processes(2)
+        .initializer(refuse, "no database".to_string())
+        .build()
+        .unwrap_err();
+    let left = common::child_pids()
+        .into_iter()
+        .filter(|&p| pid_alive(p))
+        .collect();
+    match err {
+        Error::InitializerFailed {
+            message, location, ..
+        } => (message, location, left),
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+#[test]
+fn a_panicking_initializer_is_a_clear_error() {
+    let p = common::reaped(procactor::Process::new(failing_pool, ()).start().unwrap());
+    let (message, location, left) = p.join_timeout(BOUND).unwrap();
+    assert_eq!(message, "no database");
+    assert!(location.unwrap().contains("pool.rs"));
+    assert!(left.is_empty(), "workers left behind: {left:?}");
+}
+
+/// Counts its calls; refuses to initialize after the first `ok`.
+fn init_counted((count, ok): (Value<u32>, u32)) {
+    let n = {
+        let mut c = count.lock();
+        *c += 1;
+        *c
+    };
+    assert!(n <= ok, "initializer #{n} refused");
+}
+
+#[test]
+fn a_replacement_whose_initializer_fails_breaks_the_pool_without_a_restart_loop() {
+    let count = Value::new(0u32).unwrap();
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .initializer(init_counted, (count.clone(), 2))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(count.get(), 2);
+    let p = pool.clone();
+    bounded(move || {
+        assert!(matches!(
+            p.apply(die_on_13, 13),
+            Err(Error::WorkerLost { .. })
+        ));
+        // The replacement's initializer panics: from then on, every task fails with it.
+        assert!(eventually(BOUND, || matches!(
+            p.apply(square, 2),
+            Err(Error::InitializerFailed { .. })
+        )));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count.get(), 3, "one replacement, no restart loop");
+}
+
+#[derive(Debug)]
+struct Unencodable;
+
+impl serde::Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|_| Unencodable)
+    }
+}
+
+fn make_unencodable(_: ()) -> Unencodable {
+    Unencodable
+}
+
+/// Decodes as garbage in the worker.
+#[derive(Debug, serde::Serialize)]
+struct Garbage(u8);
+
+impl<'de> serde::Deserialize<'de> for Garbage {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("garbage"))
+    }
+}
+
+fn take_garbage(_: Garbage) -> u8 {
+    0
+}
+
+#[test]
+fn a_result_that_cannot_be_encoded_or_an_argument_that_cannot_be_decoded_fails_its_task() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        match p.apply(make_unencodable, ()) {
+            Err(Error::Encode { type_name, reason }) => {
+                assert!(type_name.ends_with("Unencodable"), "{type_name}");
+                assert!(reason.contains("Serialize"), "{reason}");
+            }
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert!(matches!(
+            p.apply(take_garbage, Garbage(1)),
+            Err(Error::Decode { .. })
+        ));
+        assert_eq!(p.apply(square, 4).unwrap(), 16);
+    });
+}
+
+#[test]
+fn terminate_with_ten_thousand_long_tasks_queued_returns_promptly() {
+    let pool = Pool::new(2).unwrap();
+    let pids = pool.pids();
+    let r = pool.map_async(nap, vec![60_000u64; 10_000]).unwrap();
+    let single = pool.apply_async(nap, 60_000).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    pool.terminate();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(matches!(r.get_timeout(BOUND), Err(Error::Cancelled)));
+    assert!(matches!(single.get_timeout(BOUND), Err(Error::Cancelled)));
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "workers left behind");
+    assert!(pool.pids().is_empty());
+    assert!(matches!(pool.apply(square, 1), Err(Error::Closed)));
+}
+
+#[test]
+fn drop_terminates_and_reaps() {
+    let pool = Pool::new(2).unwrap();
+    let pids = pool.pids();
+    let _r = pool.apply_async(nap, 60_000).unwrap();
+    drop(pool);
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "workers left behind");
+}
+
+#[test]
+fn close_then_join_finishes_the_work_in_hand() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        assert!(matches!(p.join(), Err(Error::InvalidState(_))));
+        let r = p.map_async(nap, [50, 50, 50]).unwrap();
+        let pids = p.pids();
+        p.close();
+        assert!(matches!(p.apply(square, 1), Err(Error::Closed)));
+        p.join().unwrap();
+        assert_eq!(r.get().unwrap(), [50, 50, 50]);
+        assert!(pids.iter().all(|&p| !pid_alive(p)));
+    });
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers() {
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .max_tasks_per_child(3)
+            .build()
+            .unwrap(),
+    );
+    let p = pool.clone();
+    bounded(move || {
+        let pids = p.map_chunked(pid_of, 0..30, 1).unwrap();
+        let mut distinct = pids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() >= 10,
+            "{} workers for 30 tasks",
+            distinct.len()
+        );
+        for pid in distinct {
+            assert_eq!(pids.iter().filter(|&&p| p == pid).count() <= 3, true);
+        }
+    });
+}
+
+#[test]
+fn imap_yields_before_the_last_task_is_done() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let t = Instant::now();
+        let mut it = p.imap(nap, [10, 10, 10, 10, 1_500]).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 10);
+        assert!(
+            t.elapsed() < Duration::from_millis(1_000),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(it.next_timeout(Duration::from_secs(20)).unwrap().is_ok());
+        let rest: Vec<u64> = it.map(|r| r.unwrap()).collect();
+        assert_eq!(rest, [10, 10, 1_500]);
+    });
+}
+
+#[test]
+fn uneven_tasks_do_not_leave_a_worker_idle() {
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        // One long task and 20 short ones: the other worker takes all the short ones.
+        let mut work = vec![1_000u64];
+        work.extend([50u64; 20]);
+        let t = Instant::now();
+        assert_eq!(p.map_chunked(nap, work, 1).unwrap().len(), 21);
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(1_600), "took {took:?}");
+    });
+}
+
+fn put_twice((q, x): (Queue<u64>, u64)) -> u64 {
+    q.put(&x).unwrap();
+    q.put(&(x + 1)).unwrap();
+    x
+}
+
+#[test]
+fn handles_travel_in_task_arguments() {
+    let pool = Arc::new(
+        Pool::builder()
+            .processes(2)
+            .start_method(StartMethod::Fork)
+            .build()
+            .unwrap(),
+    );
+    let q = Queue::<u64>::new().unwrap();
+    let items: Vec<(Queue<u64>, u64)> = (0..10).map(|i| (q.clone(), i * 10)).collect();
+    let p = pool.clone();
+    bounded(move || {
+        assert_eq!(p.map(put_twice, items).unwrap().len(), 10);
+        assert_eq!(p.apply(put_twice, (q.clone(), 1000)).unwrap(), 1000);
+        let mut got: Vec<u64> = (0..22).map(|_| q.get_timeout(BOUND).unwrap()).collect();
+        got.sort();
+        assert_eq!(got[0..2], [0, 1]);
+        assert_eq!(got[20..], [1000, 1001]);
+    });
+}
+
+#[test]
+fn pool_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Pool>();
+    check::<procactor::AsyncResult<u32>>();
+    check::<procactor::Executor>();
+    check::<procactor::Future<u32>>();
+}
