@@ -1,0 +1,229 @@
+//! Executor and Future: completion order, wait conditions, map with a deadline, cancel,
+//! callbacks, `.await`, shutdown, and a worker killed under a future.
+
+mod common;
+
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use common::{pid_alive, BOUND};
+use procactor::{
+    as_completed, as_completed_timeout, wait, wait_timeout, Error, Executor, ReturnWhen,
+};
+
+procactor::test_support!();
+
+/// Runs `f` on a thread and fails the test if it takes longer than `BOUND`.
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("an executor call hung"),
+        Err(_) => panic!("the bounded part of the test failed (see its panic above)"),
+    }
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn fail_if_odd(x: u64) -> u64 {
+    assert!(x % 2 == 0, "odd");
+    x
+}
+
+fn suicide(_: ()) -> u32 {
+    // SAFETY: raising a signal on ourselves has no preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    0
+}
+
+#[test]
+fn as_completed_yields_in_completion_order() {
+    let ex = Arc::new(Executor::new(3).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let futures: Vec<_> = [600, 50, 300]
+            .into_iter()
+            .map(|ms| e.submit(nap, ms).unwrap())
+            .collect();
+        let order: Vec<u64> = as_completed(&futures)
+            .map(|f| f.result().unwrap())
+            .collect();
+        assert_eq!(order, [50, 300, 600]);
+        // Executor::map keeps input order.
+        let mapped: Vec<u64> = e
+            .map(nap, [300, 10, 100])
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(mapped, [300, 10, 100]);
+    });
+}
+
+#[test]
+fn as_completed_timeout_and_map_timeout_give_up_on_time() {
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let futures = vec![e.submit(nap, 10).unwrap(), e.submit(nap, 1_500).unwrap()];
+        let t = Instant::now();
+        let got: Vec<_> = as_completed_timeout(&futures, Duration::from_millis(300)).collect();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].as_ref().unwrap().result().unwrap(), 10);
+        assert!(got[1].as_ref().unwrap_err().is_timeout());
+
+        let mut it = e
+            .map_timeout(nap, [5, 1_500, 5], Duration::from_millis(300))
+            .unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 5);
+        assert!(it.next().unwrap().unwrap_err().is_timeout());
+        assert!(it.next().is_none());
+    });
+}
+
+#[test]
+fn wait_conditions() {
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let futures = vec![e.submit(nap, 20).unwrap(), e.submit(nap, 800).unwrap()];
+        let w = wait(&futures, ReturnWhen::FirstCompleted);
+        assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
+        let w = wait(&futures, ReturnWhen::AllCompleted);
+        assert_eq!((w.done.len(), w.not_done.len()), (2, 0));
+
+        let futures = vec![
+            e.submit(fail_if_odd, 1).unwrap(),
+            e.submit(nap, 1_000).unwrap(),
+        ];
+        let t = Instant::now();
+        let w = wait(&futures, ReturnWhen::FirstException);
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(w.done.len(), 1);
+        assert!(matches!(
+            w.done[0].result(),
+            Err(Error::TaskPanicked { .. })
+        ));
+
+        let slow = vec![e.submit(nap, 1_000).unwrap()];
+        let w = wait_timeout(&slow, ReturnWhen::AllCompleted, Duration::from_millis(50));
+        assert_eq!(w.not_done.len(), 1);
+        slow[0].cancel();
+    });
+}
+
+#[test]
+fn cancel_only_before_start_and_callbacks_run_once() {
+    let ex = Arc::new(Executor::new(1).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let running = e.submit(nap, 300).unwrap();
+        let queued: Vec<_> = (0..10).map(|_| e.submit(nap, 300).unwrap()).collect();
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        queued[9].add_done_callback(move |f| tx.send(f.cancelled()).unwrap());
+        assert!(queued[9].cancel());
+        assert!(queued[9].cancel(), "cancelling twice is still cancelled");
+        assert_eq!(rx.recv_timeout(BOUND).unwrap(), true);
+        assert!(matches!(queued[9].result(), Err(Error::Cancelled)));
+        assert_eq!(running.result().unwrap(), 300);
+        assert!(!running.cancel());
+        // A callback on a finished future runs at once.
+        running.add_done_callback(move |f| tx2.send(f.done()).unwrap());
+        assert_eq!(rx.recv_timeout(BOUND).unwrap(), true);
+        for f in &queued[..9] {
+            f.cancel();
+        }
+    });
+}
+
+struct Flag(std::sync::Mutex<bool>);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        *self.0.lock().unwrap() = true;
+    }
+}
+
+#[test]
+fn futures_can_be_awaited() {
+    let ex = Arc::new(Executor::new(1).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let mut f = e.submit(nap, 100).unwrap();
+        let flag = Arc::new(Flag(std::sync::Mutex::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        use std::future::Future as _;
+        assert!(std::pin::Pin::new(&mut f).poll(&mut cx).is_pending());
+        assert!(
+            common::eventually(BOUND, || *flag.0.lock().unwrap()),
+            "never woken"
+        );
+        match std::pin::Pin::new(&mut f).poll(&mut cx) {
+            Poll::Ready(r) => assert_eq!(r.unwrap(), 100),
+            Poll::Pending => panic!("woken but not ready"),
+        }
+    });
+}
+
+#[test]
+fn a_killed_worker_fails_one_future_and_the_executor_goes_on() {
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let others: Vec<_> = (0..20).map(|_| e.submit(nap, 20).unwrap()).collect();
+        let victim = e.submit(suicide, ()).unwrap();
+        assert!(matches!(
+            victim.result(),
+            Err(Error::WorkerLost {
+                signal: Some(9),
+                ..
+            })
+        ));
+        for f in &others {
+            assert_eq!(f.result().unwrap(), 20);
+        }
+        assert_eq!(e.submit(nap, 1).unwrap().result().unwrap(), 1);
+    });
+    assert_eq!(ex.pids().len(), 2);
+}
+
+#[test]
+fn shutdown_waits_cancels_and_refuses_new_work() {
+    let ex = Arc::new(Executor::new(1).unwrap());
+    let pids = ex.pids();
+    let e = ex.clone();
+    bounded(move || {
+        let futures: Vec<_> = (0..20).map(|_| e.submit(nap, 50).unwrap()).collect();
+        e.shutdown(true, true);
+        assert_eq!(futures[0].result().unwrap(), 50);
+        assert!(futures[19].cancelled());
+        assert!(futures.iter().all(|f| f.done()));
+        assert!(matches!(e.submit(nap, 1), Err(Error::Closed)));
+    });
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "workers left behind");
+}
+
+#[test]
+fn drop_waits_for_submitted_work() {
+    let ex = Executor::new(2).unwrap();
+    let pids = ex.pids();
+    let f = ex.submit(nap, 200).unwrap();
+    let t = Instant::now();
+    drop(ex);
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    assert_eq!(f.result_timeout(BOUND).unwrap(), 200);
+    assert!(pids.iter().all(|&p| !pid_alive(p)), "workers left behind");
+}
