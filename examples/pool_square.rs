@@ -1,4 +1,11 @@
-//! The seed program: `pool.map(square, ...)`, then `apply`, `apply_async` and `map_async`.
+//! `pool.map(square, ...)`, then `apply`, `apply_async` and `map_async`. Python:
+//! ```python
+//! with Pool(4) as pool:
+//!     print(pool.map(square, range(10)))
+//!     print(pool.apply(square, (12,)))
+//!     print([r.get() for r in [pool.apply_async(square, (i,)) for i in range(5)]])
+//!     print(pool.map_async(square, range(10, 15)).get())
+//! ```
 use procactor::Pool;
 
 fn square(x: u64) -> u64 {

@@ -286,6 +286,108 @@ fn queues_and_locks() -> Result<(), Error> {
     Ok(())
 }
 
+fn tour_square(x: u64) -> u64 {
+    x * x
+}
+
+fn tour_nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Kills its own worker on 3: the OOM killer, staged.
+fn tour_oom(x: u64) -> u64 {
+    if x == 3 {
+        // SAFETY: raising a signal on ourselves has no preconditions.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    x
+}
+
+fn tour_picky(x: u64) -> u64 {
+    assert!(x != 2, "two is not allowed");
+    x
+}
+
+fn pools() -> Result<(), Error> {
+    section("Pool: map, imap, apply_async over worker processes");
+    let pool = procactor::Pool::new(2)?;
+    let t = Instant::now();
+    let squares = pool.map(tour_square, 0..100_000)?;
+    println!(
+        "  map(square, 0..100_000) in {:?}: ..., {}, {}",
+        t.elapsed(),
+        squares[99_998],
+        squares[99_999]
+    );
+    let firsts: Vec<u64> = pool.imap(tour_square, 0..5)?.collect::<Result<_, _>>()?;
+    println!("  imap yields in order as results arrive: {firsts:?}");
+    let pending = (0..1000)
+        .map(|i| pool.apply_async(tour_square, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let total: u64 = pending.iter().map(|r| r.get()).sum::<Result<u64, _>>()?;
+    println!("  1000 x apply_async, then get: total {total}");
+
+    section("Pool faults: a panic, a worker killed by SIGKILL, a task past its deadline");
+    let results = pool.try_map(tour_picky, 0..4)?;
+    println!("  try_map with a panicking item: {results:?}");
+    let before = pool.pids();
+    let results = pool.try_map(tour_oom, 0..6)?;
+    println!(
+        "  item 3 SIGKILLs its worker: {:?}",
+        results[3].as_ref().unwrap_err()
+    );
+    println!(
+        "  the other items: {:?}; workers {before:?} -> {:?}",
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .collect::<Vec<_>>(),
+        pool.pids()
+    );
+    println!("  (CPython's Pool hangs for ever here; ProcessPoolExecutor breaks for good)");
+    let timed = procactor::Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .build()?;
+    println!(
+        "  task_timeout 200 ms, task sleeps 60 s: {}",
+        timed.apply(tour_nap, 60_000).unwrap_err()
+    );
+    println!("  and the pool goes on: {} ms", timed.apply(tour_nap, 5)?);
+    let r = pool.map_async(tour_nap, vec![60_000; 10_000])?;
+    let t = Instant::now();
+    pool.terminate();
+    println!(
+        "  terminate() with 10,000 one-minute tasks queued: {:?}, results say: {}",
+        t.elapsed(),
+        r.get().unwrap_err()
+    );
+
+    section("Executor: futures, as_completed, map");
+    let ex = procactor::Executor::new(3)?;
+    let t = Instant::now();
+    let futures = [300, 100, 200]
+        .into_iter()
+        .map(|ms| ex.submit(tour_nap, ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    for f in procactor::as_completed(&futures) {
+        println!(
+            "  as_completed: {} ms nap at {} ms",
+            f.result()?,
+            t.elapsed().as_millis()
+        );
+    }
+    let mapped: Vec<u64> = ex.map(tour_nap, [30, 10, 20])?.collect::<Result<_, _>>()?;
+    println!("  executor.map keeps input order: {mapped:?}");
+    ex.shutdown(true, false);
+    println!(
+        "  shutdown: submit now says: {}",
+        ex.submit(tour_nap, 1).unwrap_err()
+    );
+    Ok(())
+}
+
 fn section(title: &str) {
     println!("\n== {title}");
 }
@@ -418,6 +520,7 @@ fn main() -> Result<(), Error> {
 
     queues_and_locks()?;
     actors()?;
+    pools()?;
 
     println!("\ntour done");
     Ok(())

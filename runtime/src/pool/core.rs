@@ -669,11 +669,16 @@ impl Core {
             (Some(_), Some(t)) => Fail::Timeout(t),
             _ => Fail::Lost { pid, signal, code },
         };
-        if !normal && !w.inflight.is_empty() {
-            log::warn!(
-                target: "procactor::pool",
-                "pool worker pid {pid} died ({why:?}); replacing it"
-            );
+        if !normal {
+            let how = match (&why, signal, code) {
+                (Fail::Timeout(t), _, _) => {
+                    format!("was killed: a task ran past its {t:?} timeout")
+                }
+                (_, Some(s), _) => crate::error::ExitReason::Killed { signal: s }.to_string(),
+                (_, None, Some(c)) => format!("exited with code {c}"),
+                _ => "ended".to_string(),
+            };
+            log::warn!(target: "procactor::pool", "pool worker pid {pid} {how}; replacing it");
         }
         let mut out = Out::new();
         let mut retry = Vec::new();
@@ -765,11 +770,6 @@ impl Core {
                 continue;
             }
             if now.saturating_sub(started) >= limit {
-                log::warn!(
-                    target: "procactor::pool",
-                    "a pool task ran past its {timeout:?} timeout; killing worker pid {}",
-                    w.handle.pid()
-                );
                 let _ = w.handle.kill();
                 w.timed_out = Some(cursor);
             } else {
