@@ -500,3 +500,29 @@ fn pool_is_send_and_sync() {
     check::<procactor::Executor>();
     check::<procactor::Future<u32>>();
 }
+
+fn put_once((q, x): (Queue<u64>, u64)) -> u64 {
+    std::thread::sleep(Duration::from_micros(x % 7 * 300));
+    q.put(&x).unwrap();
+    x
+}
+
+#[test]
+fn every_task_runs_exactly_once_while_idle_workers_take_back_queued_batches() {
+    let pool = Arc::new(Pool::new(3).unwrap());
+    let q = Queue::<u64>::new().unwrap();
+    let p = pool.clone();
+    bounded(move || {
+        for round in 0..5u64 {
+            let items: Vec<(Queue<u64>, u64)> =
+                (0..60).map(|i| (q.clone(), round * 100 + i)).collect();
+            let chunk = 1 + round as usize * 3;
+            assert_eq!(p.map_chunked(put_once, items, chunk).unwrap().len(), 60);
+            let mut got: Vec<u64> = (0..60).map(|_| q.get_timeout(BOUND).unwrap()).collect();
+            got.sort();
+            let want: Vec<u64> = (0..60).map(|i| round * 100 + i).collect();
+            assert_eq!(got, want, "round {round}: a task ran twice or not at all");
+            assert!(q.try_get().is_err(), "round {round}: a task ran twice");
+        }
+    });
+}

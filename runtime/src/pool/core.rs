@@ -377,6 +377,10 @@ impl Core {
                 st.pending.pop_front();
             }
             let Some(front) = st.pending.front() else {
+                // Nothing waits: an idle worker takes back a batch queued behind a running one.
+                if steal_for_idle(st) {
+                    continue;
+                }
                 return;
             };
             // Unknown cost: a chunk is taken for short (queued behind another).
@@ -871,6 +875,61 @@ fn take_batch(st: &mut State, ready_workers: usize, allowance: Option<usize>) ->
         }
     }
     batch
+}
+
+/// When a worker is idle and another holds a batch it has not started (queued behind its running
+/// one, or not begun because it has not been scheduled yet), takes that batch back and queues it
+/// again. True if it did.
+fn steal_for_idle(st: &mut State) -> bool {
+    let ready = |w: &&Worker| w.ready && !w.retiring;
+    if !st
+        .workers
+        .iter()
+        .flatten()
+        .filter(ready)
+        .any(|w| w.inflight.is_empty())
+    {
+        return false;
+    }
+    for w in st.workers.iter_mut().flatten() {
+        let claimed = w.board.claimed.load(Ordering::Acquire);
+        if claimed & worker::REVOKED != 0 {
+            continue; // one revocation at a time per worker
+        }
+        // The batch after the one the worker claimed last (the first, if it claimed none of
+        // them yet): it claims batches in order, each by a compare-and-swap from the value read
+        // here, which this one makes fail.
+        let k = match w.inflight.iter().position(|f| f.id as u64 == claimed) {
+            Some(j) => j + 1,
+            None => 0,
+        };
+        if k >= w.inflight.len() {
+            continue;
+        }
+        let id = w.inflight[k].id as u64;
+        let took_back = w
+            .board
+            .claimed
+            .compare_exchange(
+                claimed,
+                worker::REVOKED | id,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if !took_back {
+            continue;
+        }
+        let Some(flight) = w.inflight.remove(k) else {
+            continue;
+        };
+        w.tasks = w.tasks.saturating_sub(flight.runs.len());
+        for sent in flight.runs.into_iter().rev() {
+            st.pending.push_front(sent.run);
+        }
+        return true;
+    }
+    false
 }
 
 /// Fails every queued run (the pool is broken).

@@ -28,7 +28,13 @@ pub(crate) struct Board {
     /// When that item started (`sys::monotonic_ns`), 0 between items. Kept only when the pool
     /// has a task timeout.
     pub(crate) started_ns: AtomicU64,
+    /// The batch the worker took last, or `REVOKED | id` when the pool took batch `id` back
+    /// before the worker started it (to give it to an idle worker).
+    pub(crate) claimed: AtomicU64,
 }
+
+/// Marks a batch the pool took back (see `Board::claimed`).
+pub(crate) const REVOKED: u64 = 1 << 63;
 
 // SAFETY: atomics only.
 unsafe impl Layout for Board {
@@ -269,6 +275,9 @@ pub(crate) struct Worker {
 impl Worker {
     fn run_batch(&mut self, payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<()> {
         let (header, mut rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
+        if !self.claim(header.id) {
+            return Ok(()); // the pool gave it to another worker
+        }
         self.batch = header.id;
         self.pos = 0;
         self.since = Instant::now();
@@ -296,6 +305,25 @@ impl Worker {
             self.close_segment();
         }
         self.flush()
+    }
+
+    /// Takes batch `id` unless the pool revoked it (one compare-and-swap against the pool's).
+    fn claim(&self, id: u32) -> bool {
+        let id = id as u64;
+        let mut cur = self.board.claimed.load(Ordering::Acquire);
+        loop {
+            if cur == REVOKED | id {
+                return false;
+            }
+            match self
+                .board
+                .claimed
+                .compare_exchange(cur, id, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
     }
 
     fn begin_item(&mut self) {
