@@ -425,7 +425,7 @@ fn max_tasks_per_child_replaces_workers() {
             distinct.len()
         );
         for pid in distinct {
-            assert_eq!(pids.iter().filter(|&&p| p == pid).count() <= 3, true);
+            assert!(pids.iter().filter(|&&p| p == pid).count() <= 3);
         }
     });
 }
