@@ -135,13 +135,13 @@ fn cancel_only_before_start_and_callbacks_run_once() {
         queued[9].add_done_callback(move |f| tx.send(f.cancelled()).unwrap());
         assert!(queued[9].cancel());
         assert!(queued[9].cancel(), "cancelling twice is still cancelled");
-        assert_eq!(rx.recv_timeout(BOUND).unwrap(), true);
+        assert!(rx.recv_timeout(BOUND).unwrap());
         assert!(matches!(queued[9].result(), Err(Error::Cancelled)));
         assert_eq!(running.result().unwrap(), 300);
         assert!(!running.cancel());
         // A callback on a finished future runs at once.
         running.add_done_callback(move |f| tx2.send(f.done()).unwrap());
-        assert_eq!(rx.recv_timeout(BOUND).unwrap(), true);
+        assert!(rx.recv_timeout(BOUND).unwrap());
         for f in &queued[..9] {
             f.cancel();
         }
