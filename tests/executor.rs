@@ -7,25 +7,12 @@ use std::sync::{mpsc, Arc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{pid_alive, BOUND};
+use common::{bounded, pid_alive, BOUND};
 use procactor::{
     as_completed, as_completed_timeout, wait, wait_timeout, Error, Executor, ReturnWhen,
 };
 
 procactor::test_support!();
-
-/// Runs `f` on a thread and fails the test if it takes longer than `BOUND`.
-fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(BOUND) {
-        Ok(v) => v,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("an executor call hung"),
-        Err(_) => panic!("the bounded part of the test failed (see its panic above)"),
-    }
-}
 
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));

@@ -7,24 +7,10 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{eventually, pid_alive, BOUND};
+use common::{bounded, eventually, pid_alive, BOUND};
 use procactor::{Error, Pool, Queue, StartMethod, Value};
 
 procactor::test_support!();
-
-/// Runs `f` on a thread and fails the test if it takes longer than `BOUND` (a pool call that
-/// hangs is a failed test, not a hung one).
-fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(BOUND) {
-        Ok(v) => v,
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("a pool call hung"),
-        Err(_) => panic!("the bounded part of the test failed (see its panic above)"),
-    }
-}
 
 fn square(x: u64) -> u64 {
     x * x

@@ -84,3 +84,17 @@ pub fn eventually(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Runs `f` on a thread and fails the test if it takes longer than `BOUND`: a call that hangs
+/// (a pool `map`, an executor `result`) is a failed test, not a hung one.
+pub fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(BOUND) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("a bounded call hung"),
+        Err(_) => panic!("the bounded part of the test failed (see its panic above)"),
+    }
+}

@@ -220,7 +220,18 @@ impl Core {
         let thread_core = core.clone();
         let thread = std::thread::Builder::new()
             .name("procactor-pool".into())
-            .spawn(move || thread_core.pool_thread())
+            .spawn(move || {
+                let core = thread_core.clone();
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    thread_core.pool_thread()
+                }));
+                if run.is_err() {
+                    // A bug, not a user's fault: say so, and fail everything rather than
+                    // leave callers waiting for reports nobody reads.
+                    log::error!(target: "procactor::pool", "the pool thread panicked; terminating the pool");
+                    core.stop_all();
+                }
+            })
             .map_err(|e| Error::io("spawn the pool thread", e))?;
         Ok((core, thread))
     }
