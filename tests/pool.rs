@@ -512,3 +512,46 @@ fn every_task_runs_exactly_once_while_idle_workers_take_back_queued_batches() {
         }
     });
 }
+
+/// Decodes as garbage in the worker when it holds 3.
+#[derive(Debug, serde::Serialize)]
+struct BadAtThree(u8);
+
+impl<'de> serde::Deserialize<'de> for BadAtThree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            3 => Err(serde::de::Error::custom("three is garbage")),
+            v => Ok(BadAtThree(v)),
+        }
+    }
+}
+
+fn take_bad_at_three(b: BadAtThree) -> u8 {
+    b.0
+}
+
+#[test]
+fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
+    let pool = Arc::new(Pool::new(1).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let items: Vec<BadAtThree> = (0..6).map(BadAtThree).collect();
+        let job = p.map_async(take_bad_at_three, items).unwrap();
+        match job.get() {
+            Err(Error::Decode { reason, .. }) => assert!(reason.contains("task #3"), "{reason}"),
+            other => panic!("unexpected: {other:?}"),
+        }
+        // 20 items, one worker: chunks of ceil(20 / 4) = 5. In the chunk 0..5, the items after
+        // the bad one cannot be located: 3 and 4 fail, every other item is fine.
+        let items: Vec<BadAtThree> = (0..20).map(BadAtThree).collect();
+        let all = p.try_map(take_bad_at_three, items).unwrap();
+        for (i, r) in all.iter().enumerate() {
+            if i == 3 || i == 4 {
+                assert!(matches!(r, Err(Error::Decode { .. })), "item {i}: {r:?}");
+            } else {
+                assert_eq!(*r.as_ref().unwrap(), i as u8);
+            }
+        }
+        assert_eq!(p.apply(take_bad_at_three, BadAtThree(9)).unwrap(), 9);
+    });
+}

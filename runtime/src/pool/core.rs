@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
-use crate::pool::job::{Delivery, Fail, Items, JobCore};
+use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
 use crate::process::{Process, ProcessHandle};
 use crate::shm::Shared;
@@ -341,23 +341,13 @@ impl Core {
 
     /// Waits until the pool thread stopped every worker.
     pub(crate) fn wait_stopped(&self, wait: Wait) -> Result<()> {
-        let mut st = self.lock();
-        while st.phase != Phase::Stopped {
-            st = match wait.deadline() {
-                None => self.stopped.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(wait.expired());
-                    }
-                    self.stopped
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
+        let st = self.lock();
+        let (_st, stopped) = wait_on(&self.stopped, st, wait, |st| st.phase == Phase::Stopped);
+        if stopped {
+            Ok(())
+        } else {
+            Err(wait.expired())
         }
-        Ok(())
     }
 
     /// The jobs of the runs waiting for a worker.

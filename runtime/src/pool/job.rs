@@ -222,10 +222,6 @@ impl JobState {
     pub(crate) fn is_done(&self) -> bool {
         self.resolved >= self.total
     }
-
-    fn resolved_all(&self) -> bool {
-        self.is_done()
-    }
 }
 
 impl JobCore {
@@ -257,7 +253,7 @@ impl JobCore {
     /// Adds outcomes; wakes waiters, and runs the done-callbacks when the last item resolved.
     pub(crate) fn deliver(&self, d: Delivery) {
         let mut st = self.lock();
-        if st.resolved_all() {
+        if st.is_done() {
             return; // cancelled already: late results go nowhere
         }
         st.resolved += d.len();
@@ -266,7 +262,7 @@ impl JobCore {
     }
 
     fn after_change(&self, mut st: MutexGuard<'_, JobState>) {
-        let done = st.resolved_all();
+        let done = st.is_done();
         let (callbacks, wakers) = if done {
             (
                 std::mem::take(&mut st.on_done),
@@ -292,7 +288,7 @@ impl JobCore {
     /// Marks the job as having a run on a worker; false if it was cancelled (skip the run).
     pub(crate) fn start(&self) -> bool {
         let mut st = self.lock();
-        if st.cancelled || st.resolved_all() {
+        if st.cancelled || st.is_done() {
             return false;
         }
         st.started = true;
@@ -307,13 +303,13 @@ impl JobCore {
     /// Is the job over (every item resolved, or cancelled)?
     pub(crate) fn is_finished(&self) -> bool {
         let st = self.lock();
-        st.cancelled || st.resolved_all()
+        st.cancelled || st.is_done()
     }
 
     /// Cancels the job if no run of it has started: its items fail with `Cancelled`.
     pub(crate) fn cancel(&self) -> bool {
         let st = self.lock();
-        if st.started || st.resolved_all() {
+        if st.started || st.is_done() {
             return st.cancelled;
         }
         self.cancel_locked(st);
@@ -324,7 +320,7 @@ impl JobCore {
     /// `terminate`): unresolved items fail with `Cancelled`.
     pub(crate) fn abandon(&self) {
         let st = self.lock();
-        if !st.resolved_all() {
+        if !st.is_done() {
             self.cancel_locked(st);
         }
     }
@@ -351,7 +347,7 @@ impl JobCore {
     /// Runs `cb` once every item resolved (at once if they have).
     pub(crate) fn on_done(&self, cb: Box<dyn FnOnce() + Send>) {
         let mut st = self.lock();
-        if st.resolved_all() {
+        if st.is_done() {
             drop(st);
             cb();
         } else {
@@ -362,7 +358,7 @@ impl JobCore {
     /// Registers an async waker, unless the job is done (then false: poll again).
     pub(crate) fn register_waker(&self, waker: &Waker) -> bool {
         let mut st = self.lock();
-        if st.resolved_all() {
+        if st.is_done() {
             return false;
         }
         if !st.wakers.iter().any(|w| w.will_wake(waker)) {
@@ -378,35 +374,47 @@ impl JobCore {
         mut ready: impl FnMut(&JobState) -> bool,
     ) -> Result<MutexGuard<'a, JobState>> {
         let mut st = self.lock();
-        while !ready(&st) {
-            st.waiters += 1;
-            st = match wait {
-                Wait::Forever => self.cond.wait(st).unwrap_or_else(|p| p.into_inner()),
-                Wait::No => {
-                    st.waiters -= 1;
-                    return Err(wait.expired());
-                }
-                Wait::Until { deadline, .. } => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        st.waiters -= 1;
-                        return Err(wait.expired());
-                    }
-                    self.cond
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-            };
-            st.waiters -= 1;
+        if ready(&st) {
+            return Ok(st);
         }
-        Ok(st)
+        // Counted for the whole wait: deliveries notify only while someone waits.
+        st.waiters += 1;
+        let (mut st, ok) = wait_on(&self.cond, st, wait, &mut ready);
+        st.waiters -= 1;
+        if ok {
+            Ok(st)
+        } else {
+            Err(wait.expired())
+        }
     }
 
     /// Waits for the whole job.
     pub(crate) fn wait_done(&self, wait: Wait) -> Result<MutexGuard<'_, JobState>> {
-        self.wait_until(wait, |st| st.resolved_all())
+        self.wait_until(wait, |st| st.is_done())
     }
+}
+
+/// Waits on `cond` until `ready` holds or `wait` runs out; the guard, and whether `ready` holds.
+pub(crate) fn wait_on<'a, T>(
+    cond: &Condvar,
+    guard: MutexGuard<'a, T>,
+    wait: Wait,
+    mut ready: impl FnMut(&T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    let guard = match wait {
+        Wait::No => guard,
+        Wait::Forever => cond
+            .wait_while(guard, |t| !ready(t))
+            .unwrap_or_else(|p| p.into_inner()),
+        Wait::Until { deadline, .. } => {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            cond.wait_timeout_while(guard, left, |t| !ready(t))
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+        }
+    };
+    let ok = ready(&guard);
+    (guard, ok)
 }
 
 /// Decodes a finished job's results in item order; the first failure (by index) is the error.

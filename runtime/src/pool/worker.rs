@@ -212,11 +212,9 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                 });
             }
             fds = f.fds;
-            if !f.large {
-                frame_copy(f.payload)
-            } else {
-                Ok(None)
-            }
+            // An inline payload lies in the shared receive buffer: copy it out, since the tasks
+            // may receive messages of their own while the batch runs.
+            Ok((!f.large).then(|| f.payload.to_vec()))
         });
         let inline = match got {
             Ok(v) => v,
@@ -233,12 +231,6 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             return;
         }
     }
-}
-
-/// Copies an inline payload out of the shared receive buffer: the tasks may receive messages
-/// of their own while the batch runs.
-fn frame_copy(payload: &[u8]) -> Result<Option<Vec<u8>>> {
-    Ok(Some(payload.to_vec()))
 }
 
 fn send_report(chan: &Channel, report: &Report, tail: &[u8]) -> Result<()> {
@@ -473,11 +465,8 @@ unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
                 Err(e) => {
                     // Nothing after a bad item can be located: it and the rest fail.
                     let reason = e.to_string();
-                    for o in ordinal..run.count {
-                        if o != ordinal && skip.next_if_eq(&o).is_some() || o == ordinal && skipped
-                        {
-                            continue;
-                        }
+                    let rest = (ordinal + 1..run.count).filter(|&o| skip.next_if_eq(&o).is_none());
+                    for _ in (!skipped).then_some(ordinal).into_iter().chain(rest) {
                         w.begin_item();
                         w.push_outcome(ItemOutcome::Undecodable {
                             reason: reason.clone(),
