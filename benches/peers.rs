@@ -6,11 +6,11 @@
 //!
 //! Every workload checks its result and the process exits non-zero if one is wrong.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use procactor::{
-    as_completed, ActorRef, Connection, Executor, Lock, Pipe, Pool, Process, Queue, RawValue,
-    StartMethod,
+    as_completed, ActorRef, Connection, DictProxy, Executor, ListProxy, Lock, Manager, Pipe, Pool,
+    Process, Queue, RawValue, StartMethod,
 };
 
 const CHUNK: usize = 1 << 20;
@@ -523,6 +523,81 @@ fn executor_submit(quick: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn dict_client((d, n, done): (DictProxy<u64, u64>, u64, Queue<bool>)) -> bool {
+    for i in 0..n {
+        if d.insert(i, i).is_err() {
+            return false;
+        }
+    }
+    for i in 0..n {
+        if d.get(&i).ok().flatten() != Some(i) {
+            return false;
+        }
+    }
+    done.put(&true).is_ok()
+}
+
+fn manager_dict(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 2_000 } else { 10_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let m = Manager::start().map_err(e)?;
+    let d = m.dict::<u64, u64>().map_err(e)?;
+    let done = Queue::<bool>::new().map_err(e)?;
+    // As the Python peer: the child's start is inside the timing.
+    let t = Instant::now();
+    let p = Process::new(dict_client, (d.clone(), n, done.clone()))
+        .start()
+        .map_err(e)?;
+    let ok = done.get_timeout(Duration::from_secs(120)).map_err(e)?;
+    let dt = t.elapsed().as_secs_f64();
+    if !ok || !p.join().map_err(e)? || d.len().map_err(e)? != n as usize {
+        return Err("manager_dict: the child saw wrong values".into());
+    }
+    emit(
+        "procactor",
+        "manager_dict",
+        dt / (2 * n) as f64 * 1e6,
+        "us/op",
+        "lower",
+    );
+    Ok(())
+}
+
+fn list_client((l, per): (ListProxy<u64>, u64)) {
+    for i in 0..per {
+        l.append(i).expect("append");
+    }
+    // Appends are pipelined: one waiting call makes sure they all arrived.
+    l.len().expect("len");
+}
+
+fn manager_list_append(quick: bool) -> Result<(), String> {
+    let per: u64 = if quick { 1_000 } else { 5_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let m = Manager::start().map_err(e)?;
+    let l = m.list::<u64>().map_err(e)?;
+    let t = Instant::now();
+    let ps = (0..4)
+        .map(|_| Process::new(list_client, (l.clone(), per)).start())
+        .collect::<procactor::Result<Vec<_>>>()
+        .map_err(e)?;
+    for p in ps {
+        p.join().map_err(e)?;
+    }
+    let dt = t.elapsed().as_secs_f64();
+    if l.len().map_err(e)? != 4 * per as usize {
+        return Err("manager_list_append: wrong length".into());
+    }
+    emit(
+        "procactor",
+        "manager_list_append",
+        (4 * per) as f64 / dt,
+        "ops/s",
+        "higher",
+    );
+    Ok(())
+}
+
 type Workload = fn(bool) -> Result<(), String>;
 
 fn main() {
@@ -534,7 +609,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
-    let workloads: [(&str, Workload); 13] = [
+    let workloads: [(&str, Workload); 15] = [
         ("spawn", spawn),
         ("pipe_rtt", pipe_rtt),
         ("pipe_bulk", pipe_bulk),
@@ -548,6 +623,8 @@ fn main() {
         ("actor_ask", actor_ask),
         ("actor_tell", actor_tell),
         ("spawn_many", spawn_many),
+        ("manager_dict", manager_dict),
+        ("manager_list_append", manager_list_append),
     ];
     let mut failed = false;
     for (name, run) in workloads {

@@ -388,6 +388,131 @@ fn pools() -> Result<(), Error> {
     Ok(())
 }
 
+fn tour_bump(d: procactor::DictProxy<String, u64>) {
+    for _ in 0..500 {
+        d.update(&"hits".to_string(), |n| *n += 1).expect("update");
+    }
+}
+
+fn tour_racy_bump(d: procactor::DictProxy<String, u64>) {
+    let k = "hits".to_string();
+    for _ in 0..500 {
+        let n = d.get(&k).expect("get").unwrap_or(0);
+        d.insert(k.clone(), n + 1).expect("insert");
+    }
+}
+
+fn tour_enrol(rosters: procactor::DictProxy<String, procactor::ListProxy<u32>>) {
+    let l = rosters.get(&"a".to_string()).expect("get").expect("roster");
+    l.append(procactor::current_process().pid).expect("append");
+}
+
+fn tour_hold(l: procactor::ListProxy<u32>) {
+    l.append(1).expect("append");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+struct TourScore {
+    best: u64,
+}
+
+#[procactor::actor]
+impl TourScore {
+    fn init(_: ()) -> Self {
+        TourScore { best: 0 }
+    }
+    pub fn offer(&mut self, score: u64) -> u64 {
+        self.best = self.best.max(score);
+        self.best
+    }
+}
+
+fn manager() -> Result<(), Error> {
+    use procactor::Manager;
+    section("Manager: shared lists and dicts behind proxies, atomic updates inside the manager");
+    let m = Manager::start()?;
+    println!("  manager process pid {}", m.pid());
+    let d = m.dict::<String, u64>()?;
+    d.insert("hits".into(), 0)?;
+    let run = |f: fn(procactor::DictProxy<String, u64>)| -> Result<(), Error> {
+        let ps = (0..4)
+            .map(|_| Process::new(f, d.clone()).start())
+            .collect::<Result<Vec<_>, _>>()?;
+        for p in ps {
+            p.join()?;
+        }
+        Ok(())
+    };
+    run(tour_bump)?;
+    println!(
+        "  4 processes x 500 d.update(k, |n| *n += 1): {} (nothing lost)",
+        d.get(&"hits".into())?.unwrap_or(0)
+    );
+    d.insert("hits".into(), 0)?;
+    run(tour_racy_bump)?;
+    println!(
+        "  4 processes x 500 Python-style d[k] = d[k] + 1: {} (updates lost between read and write)",
+        d.get(&"hits".into())?.unwrap_or(0)
+    );
+
+    let rosters = m.dict::<String, procactor::ListProxy<u32>>()?;
+    rosters.insert("a".into(), m.list()?)?;
+    let ps = (0..3)
+        .map(|_| Process::new(tour_enrol, rosters.clone()).start())
+        .collect::<Result<Vec<_>, _>>()?;
+    for p in ps {
+        p.join()?;
+    }
+    let inner = rosters.get(&"a".into())?.expect("roster");
+    println!(
+        "  nested: 3 children appended through a list proxy kept in a dict: {:?}",
+        inner.snapshot()?
+    );
+    let score = m.host::<TourScore>(())?;
+    score.offer(7)?;
+    println!(
+        "  hosted actor (no process of its own): best score {}",
+        score.offer(3)?
+    );
+    println!("  objects in the manager: {}", m.object_count()?);
+
+    section("Manager faults: a holder killed, the manager killed");
+    let l = m.list::<u32>()?;
+    let holder = Process::new(tour_hold, l.clone()).start()?;
+    while l.is_empty()? {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(l);
+    let before = m.object_count()?;
+    holder.kill()?;
+    let _ = holder.join();
+    let t = Instant::now();
+    while m.object_count()? == before && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!(
+        "  a list held only by a child: {before} objects, child killed with SIGKILL, now {}",
+        m.object_count()?
+    );
+    // SAFETY: a plain kill(2) of our own child.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    let t = Instant::now();
+    let err = loop {
+        match d.len() {
+            Err(e) => break e,
+            Ok(_) if t.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Ok(_) => break Error::Timeout(t.elapsed()),
+        }
+    };
+    println!(
+        "  manager killed with SIGKILL: d.len() says {err:?} after {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
 fn section(title: &str) {
     println!("\n== {title}");
 }
@@ -521,6 +646,7 @@ fn main() -> Result<(), Error> {
     queues_and_locks()?;
     actors()?;
     pools()?;
+    manager()?;
 
     println!("\ntour done");
     Ok(())

@@ -291,7 +291,7 @@ where
     }
 }
 
-fn exe_identity() -> (u64, u64) {
+pub(crate) fn exe_identity() -> (u64, u64) {
     static ID: OnceLock<(u64, u64)> = OnceLock::new();
     *ID.get_or_init(sys::exe_identity)
 }

@@ -246,6 +246,28 @@ pub enum Error {
     #[error("{0}")]
     InvalidState(&'static str),
 
+    /// An index past the end of a managed list (Python's `IndexError`).
+    #[error("index {index} is out of range for a list of length {len}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The list's length then.
+        len: usize,
+    },
+
+    /// A key, value or field that is not there (Python's `KeyError`, `ValueError` of
+    /// `list.remove`, `AttributeError` of a namespace): what was looked for.
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The managed object was freed (its last proxy dropped in every process) before this
+    /// call reached the manager.
+    #[error("managed object #{id} is gone (freed when its last proxy was dropped)")]
+    ObjectGone {
+        /// The object's id in its manager.
+        id: u64,
+    },
+
     /// An operating-system call failed.
     #[error("{op}: {source}")]
     Io {

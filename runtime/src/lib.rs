@@ -5,7 +5,8 @@
 //! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
 //! `process` → `shm` (shared memory) → `sync` (robust locks) → `shared` (values) → `queue` →
-//! `message` (schemas) → `actor` → `pool` (Pool, Executor).
+//! `message` (schemas) → `actor` → `pool` (Pool, Executor), `manager` (shared objects behind
+//! proxies).
 
 #![warn(missing_docs)]
 
@@ -14,6 +15,7 @@ mod bootstrap;
 mod error;
 mod forkserver;
 mod logs;
+mod manager;
 mod message;
 mod per_process;
 mod pipe;
@@ -35,6 +37,9 @@ pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 /// Plain-old-data types can live in [`Value`] and [`Array`] (derive it with `bytemuck`).
 pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Result};
+pub use manager::{
+    DictProxy, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace, ValueProxy,
+};
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
 pub use pool::{

@@ -400,6 +400,24 @@ impl<A: Actor> ActorRef<A> {
         conn.ask(msg, wait).map_err(|e| self.inner.refine_err(e))
     }
 
+    /// An ask whose message is encoded from another type than `A::Msg` with the same encoding
+    /// (the manager's proxies send operations that borrow their arguments).
+    pub(crate) fn ask_as<M: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        msg: &M,
+        wait: Wait,
+    ) -> Result<R> {
+        let conn = self.typed_conn(wait)?;
+        conn.ask(msg, wait).map_err(|e| self.inner.refine_err(e))
+    }
+
+    /// The tell form of [`ask_as`](ActorRef::ask_as).
+    pub(crate) fn tell_as<M: Serialize>(&self, msg: &M) -> Result<()> {
+        let conn = self.typed_conn(Wait::Forever)?;
+        conn.tell(msg, Wait::Forever)
+            .map_err(|e| self.inner.refine_err(e))
+    }
+
     fn tell_wait(&self, msg: &A::Msg, wait: Wait) -> Result<()> {
         let conn = self.typed_conn(wait)?;
         conn.tell(msg, wait).map_err(|e| self.inner.refine_err(e))

@@ -69,6 +69,13 @@ pub struct Context<A: Actor> {
     pub(crate) trap_exit: bool,
     pub(crate) watches: Vec<Watch>,
     pub(crate) children: Vec<Arc<RefInner>>,
+    /// The connection the message being handled came on (a token of the event loop).
+    pub(crate) caller: u64,
+    /// The message being handled is an ask (its reply is awaited).
+    pub(crate) asking: bool,
+    /// Caller connections closed since the last message (their processes may have died):
+    /// the manager releases what they held.
+    pub(crate) closed_callers: Vec<u64>,
 }
 
 impl<A: Actor> Context<A> {
@@ -79,6 +86,9 @@ impl<A: Actor> Context<A> {
             trap_exit: false,
             watches: Vec::new(),
             children: Vec::new(),
+            caller: 0,
+            asking: false,
+            closed_callers: Vec::new(),
         }
     }
 

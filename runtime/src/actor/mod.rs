@@ -43,6 +43,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub(crate) use actor_ref::RefInner;
 pub use actor_ref::{ActorRef, Caller, Monitor, Tell, Timed, TryTell};
 pub use context::Context;
 pub use registry::{register, unregister, whereis};

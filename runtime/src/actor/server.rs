@@ -267,6 +267,8 @@ struct Server<A: Actor> {
     batch: Vec<u8>,
     reply: Vec<u8>,
     stop_requested: bool,
+    /// Caller connections closed since the last message, handed to the next one's context.
+    closed_callers: Vec<u64>,
     _a: std::marker::PhantomData<fn() -> A>,
 }
 
@@ -298,6 +300,7 @@ impl<A: Actor> Server<A> {
             batch: Vec::new(),
             reply: Vec::new(),
             stop_requested: false,
+            closed_callers: Vec::new(),
             _a: std::marker::PhantomData,
         })
     }
@@ -325,6 +328,9 @@ impl<A: Actor> Server<A> {
             // Whatever this caller took and never delivered is given back.
             gate.release(*slot, gate.held_by(*slot));
             self.free_slots.push(*slot);
+        }
+        if let Peer::Caller { .. } = &peer {
+            self.closed_callers.push(token);
         }
         Some(peer)
     }
@@ -634,6 +640,9 @@ impl<A: Actor> Server<A> {
                 return Ok(());
             }
         };
+        ctx.caller = token;
+        ctx.asking = op == proto::OP_ASK;
+        ctx.closed_callers.append(&mut self.closed_callers);
         let reply = match catch_unwind(AssertUnwindSafe(|| state.handle(msg, ctx))) {
             Ok(r) => r,
             Err(p) => return Err(panicked(&*p)),

@@ -1,0 +1,453 @@
+//! [`ListProxy`]: a list in the manager.
+
+use std::os::fd::OwnedFd;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::proto::{eq_fn, eq_ptr, mut_fn, Fault, FnPtr, Packed};
+use super::proxy::{proxy_impls, Handle};
+use super::server::{reply, Hosted, Object};
+use crate::error::Result;
+use crate::wire;
+
+/// Operations on a list (the proxy sends `ListOp<&T>`, the manager decodes `ListOp<T>`).
+#[derive(Serialize, Deserialize)]
+enum ListOp<T> {
+    Append(T),
+    Extend(Vec<T>),
+    Insert(u64, T),
+    Pop(Option<u64>),
+    Remove(T, FnPtr),
+    Get(u64),
+    Set(u64, T),
+    Len,
+    Clear,
+    Contains(T, FnPtr),
+    Index(T, FnPtr),
+    Snapshot,
+    Page(u64, u64),
+    Modify(u64, FnPtr),
+}
+
+/// Marks the proxies of this kind (their type fingerprint).
+pub(super) struct ListTag;
+
+struct ListObj<T>(Vec<T>);
+
+pub(super) fn make<T: Serialize + DeserializeOwned + 'static>(
+    init: &[u8],
+    fds: Vec<OwnedFd>,
+) -> std::result::Result<Box<dyn Hosted>, Fault> {
+    let items: Vec<T> = wire::decode(init, fds).map_err(Fault::bad)?;
+    Ok(Box::new(ListObj(items)))
+}
+
+fn index_fault(index: u64, len: usize) -> Fault {
+    Fault::Index {
+        index,
+        len: len as u64,
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
+    type Op = ListOp<T>;
+    type Tag = (ListTag, T);
+    type Proxy = ListProxy<T>;
+
+    fn apply(&mut self, op: ListOp<T>, out: &mut Packed) -> std::result::Result<(), Fault> {
+        let v = &mut self.0;
+        let at = |i: u64, len: usize| {
+            if (i as usize) < len {
+                Ok(i as usize)
+            } else {
+                Err(index_fault(i, len))
+            }
+        };
+        match op {
+            ListOp::Append(x) => {
+                v.push(x);
+                reply(&(), out)
+            }
+            ListOp::Extend(xs) => {
+                v.extend(xs);
+                reply(&(), out)
+            }
+            ListOp::Insert(i, x) => {
+                v.insert((i as usize).min(v.len()), x);
+                reply(&(), out)
+            }
+            ListOp::Pop(i) => {
+                let len = v.len();
+                let i = match i {
+                    Some(i) => at(i, len)?,
+                    None if len > 0 => len - 1,
+                    None => return Err(Fault::NotFound("pop from an empty list".into())),
+                };
+                reply(&v.remove(i), out)
+            }
+            ListOp::Remove(x, eq) => {
+                let eq = eq_fn::<T>(eq)?;
+                match v.iter().position(|y| eq(y, &x)) {
+                    Some(i) => {
+                        v.remove(i);
+                        reply(&(), out)
+                    }
+                    None => Err(Fault::NotFound("the value is not in the list".into())),
+                }
+            }
+            ListOp::Get(i) => reply(&v[at(i, v.len())?], out),
+            ListOp::Set(i, x) => {
+                let i = at(i, v.len())?;
+                v[i] = x;
+                reply(&(), out)
+            }
+            ListOp::Len => reply(&(v.len() as u64), out),
+            ListOp::Clear => {
+                v.clear();
+                reply(&(), out)
+            }
+            ListOp::Contains(x, eq) => {
+                let eq = eq_fn::<T>(eq)?;
+                reply(&v.iter().any(|y| eq(y, &x)), out)
+            }
+            ListOp::Index(x, eq) => {
+                let eq = eq_fn::<T>(eq)?;
+                match v.iter().position(|y| eq(y, &x)) {
+                    Some(i) => reply(&(i as u64), out),
+                    None => Err(Fault::NotFound("the value is not in the list".into())),
+                }
+            }
+            ListOp::Snapshot => reply(&v[..], out),
+            ListOp::Page(start, n) => {
+                let s = (start as usize).min(v.len());
+                let e = s.saturating_add(n as usize).min(v.len());
+                reply(&v[s..e], out)
+            }
+            ListOp::Modify(i, f) => {
+                let f = mut_fn::<T>(f)?;
+                let i = at(i, v.len())?;
+                f(&mut v[i]);
+                reply(&v[i], out)
+            }
+        }
+    }
+}
+
+/// A proxy to a list in a [`Manager`](crate::Manager): every process that holds a clone sees
+/// the one list, and each operation is atomic.
+///
+/// `append`, `extend`, `insert` and `clear` are pipelined (they return once queued; see the
+/// [`Manager`](crate::Manager) docs); the others wait for the manager's answer.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{ListProxy, Manager, Process};
+///
+/// fn add_seeds(l: ListProxy<u32>) {
+///     let me = procactor::current_process().pid;
+///     l.append(me).unwrap();
+/// }
+///
+/// let m = Manager::start()?;
+/// let seeds = m.list::<u32>()?;
+/// let ps: Vec<_> = (0..3).map(|_| Process::new(add_seeds, seeds.clone()).start()).collect::<Result<_, _>>()?;
+/// for p in ps { p.join()?; }
+/// assert_eq!(seeds.len()?, 3);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct ListProxy<T> {
+    handle: Handle<(ListTag, T)>,
+}
+
+proxy_impls!(ListProxy[T]);
+
+/// Items fetched per round trip by [`ListProxy::iter`].
+const PAGE: u64 = 256;
+
+impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
+    pub(super) fn from_handle(handle: Handle<(ListTag, T)>) -> Self {
+        ListProxy { handle }
+    }
+
+    /// Adds `item` at the end (pipelined).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list::<u8>()?;
+    /// l.append(7)?;
+    /// assert_eq!(l.snapshot()?, [7]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn append(&self, item: T) -> Result<()> {
+        self.handle.tell(&ListOp::Append(&item))
+    }
+
+    /// Adds every item of `items` at the end, in one operation (pipelined).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list::<u8>()?;
+    /// l.extend([1, 2, 3])?;
+    /// assert_eq!(l.len()?, 3);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<()> {
+        let items: Vec<T> = items.into_iter().collect();
+        self.handle
+            .tell(&ListOp::<&T>::Extend(items.iter().collect()))
+    }
+
+    /// Inserts `item` before position `index` (at the end if `index` is past it; pipelined).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 3])?;
+    /// l.insert(1, 2)?;
+    /// assert_eq!(l.snapshot()?, [1, 2, 3]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn insert(&self, index: usize, item: T) -> Result<()> {
+        self.handle.tell(&ListOp::Insert(index as u64, &item))
+    }
+
+    /// Removes and returns the last item; [`Error::NotFound`](crate::Error::NotFound) if the
+    /// list is empty.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2])?;
+    /// assert_eq!(l.pop()?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn pop(&self) -> Result<T> {
+        self.handle.call(&ListOp::<&T>::Pop(None))
+    }
+
+    /// Removes and returns the item at `index`
+    /// ([`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the end).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2])?;
+    /// assert_eq!(l.pop_at(0)?, 1);
+    /// assert!(l.pop_at(5).is_err());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn pop_at(&self, index: usize) -> Result<T> {
+        self.handle.call(&ListOp::<&T>::Pop(Some(index as u64)))
+    }
+
+    /// Removes the first item equal to `item` ([`Error::NotFound`](crate::Error::NotFound) if
+    /// there is none).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2, 1])?;
+    /// l.remove(&1)?;
+    /// assert_eq!(l.snapshot()?, [2, 1]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn remove(&self, item: &T) -> Result<()>
+    where
+        T: PartialEq,
+    {
+        self.handle.call(&ListOp::Remove(item, eq_ptr::<T>()))
+    }
+
+    /// The item at `index` ([`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the
+    /// end).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec!['a', 'b'])?;
+    /// assert_eq!(l.get(1)?, 'b');
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn get(&self, index: usize) -> Result<T> {
+        self.handle.call(&ListOp::<&T>::Get(index as u64))
+    }
+
+    /// Replaces the item at `index`.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![0, 0])?;
+    /// l.set(1, 9)?;
+    /// assert_eq!(l.snapshot()?, [0, 9]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn set(&self, index: usize, item: T) -> Result<()> {
+        self.handle.call(&ListOp::Set(index as u64, &item))
+    }
+
+    /// The number of items.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// assert_eq!(m.list_from(vec![(); 4])?.len()?, 4);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn len(&self) -> Result<usize> {
+        self.handle
+            .call::<_, u64>(&ListOp::<&T>::Len)
+            .map(|n| n as usize)
+    }
+
+    /// Whether the list is empty.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// assert!(m.list::<u8>()?.is_empty()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Removes every item (pipelined).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2])?;
+    /// l.clear()?;
+    /// assert!(l.is_empty()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn clear(&self) -> Result<()> {
+        self.handle.tell(&ListOp::<&T>::Clear)
+    }
+
+    /// Whether an item equals `item`.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec!["a".to_string()])?;
+    /// assert!(l.contains(&"a".to_string())?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn contains(&self, item: &T) -> Result<bool>
+    where
+        T: PartialEq,
+    {
+        self.handle.call(&ListOp::Contains(item, eq_ptr::<T>()))
+    }
+
+    /// The position of the first item equal to `item`
+    /// ([`Error::NotFound`](crate::Error::NotFound) if there is none).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![5, 6, 7])?;
+    /// assert_eq!(l.index(&7)?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn index(&self, item: &T) -> Result<usize>
+    where
+        T: PartialEq,
+    {
+        self.handle
+            .call::<_, u64>(&ListOp::Index(item, eq_ptr::<T>()))
+            .map(|i| i as usize)
+    }
+
+    /// A copy of the whole list, in one round trip.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2])?;
+    /// let v: Vec<i32> = l.snapshot()?;
+    /// assert_eq!(v, [1, 2]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn snapshot(&self) -> Result<Vec<T>> {
+        self.handle.call(&ListOp::<&T>::Snapshot)
+    }
+
+    /// Iterates over the items, fetching them in pages of 256 (one round trip per page). Other
+    /// processes may change the list meanwhile: each page is a consistent slice, the whole is not.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from((0..1000).collect())?;
+    /// let sum: u64 = l.iter().map(|x| x.unwrap()).sum();
+    /// assert_eq!(sum, 499_500);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn iter(&self) -> ListIter<'_, T> {
+        ListIter {
+            list: self,
+            next: 0,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// Applies `f` to the item at `index` inside the manager, atomically, and returns the new
+    /// value. `f` runs in the manager's process: a function pointer of this same program (a
+    /// closure that captures nothing).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2])?;
+    /// assert_eq!(l.modify(0, |x| *x += 10)?, 11);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn modify(&self, index: usize, f: fn(&mut T)) -> Result<T> {
+        self.handle
+            .call(&ListOp::<&T>::Modify(index as u64, FnPtr::new(f as usize)))
+    }
+}
+
+/// The iterator of [`ListProxy::iter`].
+pub struct ListIter<'a, T> {
+    list: &'a ListProxy<T>,
+    next: u64,
+    page: std::vec::IntoIter<T>,
+    done: bool,
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Iterator for ListIter<'_, T> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if let Some(x) = self.page.next() {
+            return Some(Ok(x));
+        }
+        if self.done {
+            return None;
+        }
+        match self
+            .list
+            .handle
+            .call::<_, Vec<T>>(&ListOp::<&T>::Page(self.next, PAGE))
+        {
+            Ok(items) => {
+                self.done = (items.len() as u64) < PAGE;
+                self.next += items.len() as u64;
+                self.page = items.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! What travels between proxies and the manager: requests, responses, faults, and operations
+//! packed as bytes (with their descriptors) so one untyped manager serves every `T`.
+
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap;
+use crate::error::Error;
+use crate::message::{Message, Schema};
+use crate::wire::{self, Fd, SendFd};
+
+/// A request to the manager. `P` is [`Packed`] in the manager and [`PackedRef`] in a proxy:
+/// both have the same encoding.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Request<P> {
+    /// Host a new object built by `make` from `init`; the sender holds one reference.
+    Create { make: FnPtr, init: P },
+    /// Apply `op` to object `obj`, whose kind (type fingerprint) must be `kind`.
+    Call { obj: u64, kind: u64, op: P },
+    /// A proxy to `obj` was serialized: `lend` keeps it alive until a receiver adopts it
+    /// (`lend` 0: for good, see `Namespace`).
+    Lend { obj: u64, lend: u64 },
+    /// This connection holds one more reference, the one lent as `lend` (0: none lent).
+    Adopt { obj: u64, lend: u64 },
+    /// This connection holds one reference less.
+    Release { obj: u64 },
+    /// How many objects the manager hosts.
+    Count,
+}
+
+impl Message for Request<Packed> {
+    fn schema() -> Schema {
+        Schema::of::<Self>("procactor-manager-1")
+    }
+}
+
+/// The manager's answer to an ask.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Response {
+    Created(u64),
+    Value(Packed),
+    Failed(Fault),
+    Count(u64),
+    Done,
+}
+
+impl Message for Response {
+    fn schema() -> Schema {
+        Schema::of::<Self>("procactor-manager-1")
+    }
+}
+
+/// Why an operation failed in the manager (turned into an [`Error`] in the caller).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub(crate) enum Fault {
+    Index {
+        index: u64,
+        len: u64,
+    },
+    NotFound(String),
+    Gone(u64),
+    Panicked {
+        message: String,
+        location: Option<String>,
+    },
+    Bad(String),
+    /// A pipelined operation on this object failed earlier; this one was not applied.
+    Earlier(Box<Fault>),
+}
+
+impl Fault {
+    pub(crate) fn bad(e: impl std::fmt::Display) -> Fault {
+        Fault::Bad(e.to_string())
+    }
+
+    pub(crate) fn into_error(self, pid: u32) -> Error {
+        match self {
+            Fault::Index { index, len } => Error::IndexOutOfRange {
+                index: index as usize,
+                len: len as usize,
+            },
+            Fault::NotFound(what) => Error::NotFound(what),
+            Fault::Gone(id) => Error::ObjectGone { id },
+            Fault::Panicked { message, location } => Error::Rejected {
+                name: "manager".into(),
+                pid,
+                reason: format!(
+                    "the function panicked at {}: {message}",
+                    location.as_deref().unwrap_or("<unknown>")
+                ),
+            },
+            Fault::Bad(reason) => Error::Rejected {
+                name: "manager".into(),
+                pid,
+                reason,
+            },
+            Fault::Earlier(f) => match f.into_error(pid) {
+                Error::Rejected { name, pid, reason } => Error::Rejected {
+                    name,
+                    pid,
+                    reason: format!("an earlier pipelined operation failed: {reason}"),
+                },
+                e => e,
+            },
+        }
+    }
+}
+
+/// A function of this binary, as it travels: an offset from a fixed symbol, and the binary's
+/// identity, checked before the call (a manager may be reached by another program).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub(crate) struct FnPtr {
+    offset: isize,
+    exe: (u64, u64),
+}
+
+impl FnPtr {
+    pub(crate) fn new(addr: usize) -> FnPtr {
+        FnPtr {
+            offset: bootstrap::fn_offset(addr),
+            exe: bootstrap::exe_identity(),
+        }
+    }
+
+    /// The function's address in this process; an error if it came from another binary.
+    pub(crate) fn address(self) -> Result<usize, Fault> {
+        if self.exe != bootstrap::exe_identity() {
+            return Err(Fault::Bad(
+                "a function pointer from another program: only processes of the manager's own \
+                 binary can send functions to it"
+                    .into(),
+            ));
+        }
+        Ok(bootstrap::fn_address(self.offset))
+    }
+}
+
+/// `fn(&mut T)`, as sent by a typed proxy of `T`.
+pub(crate) fn mut_fn<T>(p: FnPtr) -> Result<fn(&mut T), Fault> {
+    let addr = p.address()?;
+    // SAFETY: the typed proxy of this object (its kind was checked) sent `f as fn(&mut T)` for
+    // this same `T`, from this same binary (checked by `address`).
+    Ok(unsafe { std::mem::transmute::<usize, fn(&mut T)>(addr) })
+}
+
+/// `fn(&T, &T) -> bool` (equality), as sent by a typed proxy of `T`.
+pub(crate) fn eq_fn<T>(p: FnPtr) -> Result<fn(&T, &T) -> bool, Fault> {
+    let addr = p.address()?;
+    // SAFETY: as for `mut_fn`: `<T as PartialEq>::eq as fn(&T, &T) -> bool` for this `T`.
+    Ok(unsafe { std::mem::transmute::<usize, fn(&T, &T) -> bool>(addr) })
+}
+
+/// The equality function of `T`, to send with a search.
+pub(crate) fn eq_ptr<T: PartialEq>() -> FnPtr {
+    FnPtr::new(<T as PartialEq>::eq as fn(&T, &T) -> bool as usize)
+}
+
+/// An encoded value with the descriptors of the handles inside it (owned).
+#[derive(Default)]
+pub(crate) struct Packed {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<Fd>,
+}
+
+impl Packed {
+    /// Encodes `value`, duplicating the descriptors of its handles (the value may be dropped
+    /// before the packed bytes are sent).
+    pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Packed, Error> {
+        let mut bytes = Vec::new();
+        let raw = wire::encode(value, &mut bytes)?;
+        let fds = raw
+            .into_iter()
+            .map(|fd| {
+                wire::borrow_collected(fd)
+                    .try_clone_to_owned()
+                    .map(Fd)
+                    .map_err(|e| Error::io("dup", e))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Packed { bytes, fds })
+    }
+
+    /// Decodes the value (its handles take the descriptors).
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        wire::decode(&self.bytes, self.fds.into_iter().map(|f| f.0).collect())
+    }
+
+    /// Duplicates the bytes and descriptors (to answer with a stored value).
+    pub(crate) fn try_clone(&self) -> Result<Packed, Error> {
+        let fds = self
+            .fds
+            .iter()
+            .map(|f| f.0.as_fd().try_clone_to_owned().map(Fd))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Error::io("dup", e))?;
+        Ok(Packed {
+            bytes: self.bytes.clone(),
+            fds,
+        })
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
+        (self.bytes, self.fds.into_iter().map(|f| f.0).collect())
+    }
+}
+
+/// An encoded value and the descriptors `wire::encode` collected from it (borrowed from a value
+/// that outlives the send).
+pub(crate) struct PackedRef<'a> {
+    pub bytes: &'a [u8],
+    pub fds: Vec<SendFd<'a>>,
+}
+
+impl<'a> PackedRef<'a> {
+    pub(crate) fn new(bytes: &'a [u8], fds: &[RawFd]) -> PackedRef<'a> {
+        PackedRef {
+            bytes,
+            fds: fds
+                .iter()
+                .map(|&fd| SendFd(wire::borrow_collected(fd)))
+                .collect(),
+        }
+    }
+}
+
+struct BytesRef<'a>(&'a [u8]);
+
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct ByteBuf(Vec<u8>);
+
+impl<'de> Deserialize<'de> for ByteBuf {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(ByteBuf(out))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+impl Serialize for Packed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (BytesRef(&self.bytes), &self.fds).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (ByteBuf(bytes), fds) = <(ByteBuf, Vec<Fd>)>::deserialize(d)?;
+        Ok(Packed { bytes, fds })
+    }
+}
+
+impl Serialize for PackedRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (BytesRef(self.bytes), &self.fds).serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_ref_and_packed_encode_alike() {
+        let inner = [1u8, 2, 3, 200];
+        let mut a = Vec::new();
+        let fds = wire::encode(
+            &Request::Call {
+                obj: 7,
+                kind: 9,
+                op: PackedRef::new(&inner, &[]),
+            },
+            &mut a,
+        )
+        .unwrap();
+        assert!(fds.is_empty());
+        let back: Request<Packed> = wire::decode(&a, Vec::new()).unwrap();
+        match back {
+            Request::Call { obj, kind, op } => {
+                assert_eq!((obj, kind, op.bytes), (7, 9, inner.to_vec()));
+            }
+            _ => panic!("wrong variant"),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The manager's process: an actor whose state is a table of hosted objects, each with a
+//! reference count kept per connection, so the references of a process that dies are released
+//! when its connection closes.
+//!
+//! Objects are type-erased ([`Hosted`]): a proxy sends, with its `Create`, a pointer to the
+//! monomorphised constructor for its `T` (same binary, checked), so one manager serves every
+//! type without a registry. A proxy nested in a hosted value (a list of dicts) is a reference
+//! the manager itself holds: its (de)serialization and drop here are counted as [`LOCAL`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+use super::proto::{Fault, Packed, Request, Response};
+use crate::actor::{Actor, Context, InitError, RefInner};
+use crate::bootstrap;
+
+/// The holder token of references the manager itself holds (the event loop's tokens start at 1).
+const LOCAL: u64 = 0;
+
+/// An object in the manager: applies operations it decodes itself.
+pub(crate) trait Hosted {
+    /// The fingerprint of the proxy type that may call it, and a readable name of it.
+    fn kind(&self) -> (u64, &'static str);
+    /// Applies one encoded operation, writing the encoded result into `out`.
+    fn call(&mut self, op: &[u8], fds: Vec<OwnedFd>, out: &mut Packed) -> Result<(), Fault>;
+}
+
+/// A typed hosted object: each proxy kind implements this, and gets [`Hosted`] from it.
+pub(crate) trait Object: 'static {
+    /// The operations it applies, as the manager decodes them.
+    type Op: serde::de::DeserializeOwned;
+    /// The tag whose fingerprint its proxies carry, and the proxy type (named in errors).
+    type Tag;
+    type Proxy;
+    /// Applies one operation, writing the encoded result into `out`.
+    fn apply(&mut self, op: Self::Op, out: &mut Packed) -> Result<(), Fault>;
+}
+
+impl<O: Object> Hosted for O {
+    fn kind(&self) -> (u64, &'static str) {
+        (
+            super::proxy::Handle::<O::Tag>::kind(),
+            std::any::type_name::<O::Proxy>(),
+        )
+    }
+
+    fn call(&mut self, op: &[u8], fds: Vec<OwnedFd>, out: &mut Packed) -> Result<(), Fault> {
+        let op: O::Op = crate::wire::decode(op, fds).map_err(Fault::bad)?;
+        self.apply(op, out)
+    }
+}
+
+/// Builds an object from its encoded initial value (monomorphised per type; sent as a pointer).
+pub(crate) type MakeFn = fn(init: &[u8], fds: Vec<OwnedFd>) -> Result<Box<dyn Hosted>, Fault>;
+
+/// Encodes an operation's result into `out`.
+pub(crate) fn reply<T: Serialize + ?Sized>(value: &T, out: &mut Packed) -> Result<(), Fault> {
+    *out = Packed::encode(value).map_err(Fault::bad)?;
+    Ok(())
+}
+
+/// A change to the manager's own references, made while a value was being decoded, encoded or
+/// dropped inside an operation (the table is busy then): applied once the operation returns.
+pub(crate) enum LocalRef {
+    Adopt { obj: u64, lend: u64 },
+    Lend { obj: u64, lend: u64 },
+    Release { obj: u64 },
+}
+
+/// The id of the manager this process is (0: none).
+static HOSTING: AtomicU64 = AtomicU64::new(0);
+
+/// The manager's own ref, in its process (hosted actors' contexts refer to it).
+static MYSELF: OnceLock<Arc<RefInner>> = OnceLock::new();
+
+/// The manager's own ref, inside the manager's process.
+pub(crate) fn myself() -> Option<Arc<RefInner>> {
+    MYSELF.get().cloned()
+}
+
+thread_local! {
+    static PENDING: RefCell<Vec<LocalRef>> = const { RefCell::new(Vec::new()) };
+    /// The manager's event loop is in this thread.
+    static IN_LOOP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The manager's pid (a process forked from the manager's thread is not the manager).
+static HOSTING_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this thread is the event loop of the manager with actor id `manager`.
+pub(crate) fn is_hosting(manager: u64) -> bool {
+    IN_LOOP.with(Cell::get)
+        && HOSTING.load(Ordering::Relaxed) == manager
+        && HOSTING_PID.load(Ordering::Relaxed) == crate::sys::getpid()
+}
+
+/// Records a change to the manager's own references (see [`LocalRef`]).
+pub(crate) fn local(change: LocalRef) {
+    PENDING.with(|p| p.borrow_mut().push(change));
+}
+
+struct Entry {
+    obj: Box<dyn Hosted>,
+    /// References: held by connections (and `LOCAL`), lent and not yet adopted, pinned.
+    refs: u64,
+}
+
+/// The manager actor.
+pub(crate) struct ManagerCore {
+    objects: HashMap<u64, Entry>,
+    next_id: u64,
+    /// Connection token → object → references it holds.
+    holds: HashMap<u64, HashMap<u64, u64>>,
+    /// Lend id → object, for proxies serialized and not yet adopted.
+    lends: HashMap<u64, u64>,
+    /// Adopts that arrived before their lend (they came on another connection).
+    early: HashSet<u64>,
+    /// The failure of a pipelined operation, reported to the next ask on that object from the
+    /// same connection.
+    deferred: HashMap<(u64, u64), Fault>,
+}
+
+impl Actor for ManagerCore {
+    type Args = ();
+    type Msg = Request<Packed>;
+    type Reply = Response;
+
+    fn init(_: (), ctx: &mut Context<Self>) -> Result<Self, InitError> {
+        HOSTING.store(ctx.id().0, Ordering::Relaxed);
+        HOSTING_PID.store(crate::sys::getpid(), Ordering::Relaxed);
+        let _ = MYSELF.set(ctx.myself().inner.clone());
+        IN_LOOP.with(|c| c.set(true));
+        Ok(ManagerCore {
+            objects: HashMap::new(),
+            next_id: 1,
+            holds: HashMap::new(),
+            lends: HashMap::new(),
+            early: HashSet::new(),
+            deferred: HashMap::new(),
+        })
+    }
+
+    fn handle(&mut self, msg: Request<Packed>, ctx: &mut Context<Self>) -> Response {
+        for token in ctx.closed_callers.drain(..) {
+            self.forget_connection(token);
+        }
+        let from = ctx.caller;
+        let out = match msg {
+            Request::Create { make, init } => self.create(from, make, init),
+            Request::Call { obj, kind, op } => self.call(from, ctx.asking, obj, kind, op),
+            Request::Lend { obj, lend } => {
+                self.lend(obj, lend);
+                Response::Done
+            }
+            Request::Adopt { obj, lend } => {
+                self.adopt(from, obj, lend);
+                Response::Done
+            }
+            Request::Release { obj } => {
+                self.release(from, obj);
+                Response::Done
+            }
+            Request::Count => Response::Count(self.objects.len() as u64),
+        };
+        self.settle_local();
+        out
+    }
+
+    fn stopped(&mut self, _reason: &crate::ExitReason) {
+        // Hosted objects run their drops (a hosted actor's `stopped`) before the process ends.
+        self.objects.clear();
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+}
+
+fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
+    let (message, location) = bootstrap::caught_panic(p);
+    Fault::Panicked { message, location }
+}
+
+impl ManagerCore {
+    fn create(&mut self, from: u64, make: super::proto::FnPtr, init: Packed) -> Response {
+        let addr = match make.address() {
+            Ok(a) => a,
+            Err(f) => return Response::Failed(f),
+        };
+        // SAFETY: `addr` is a `MakeFn` of this same binary (identity checked by `address`):
+        // proxies send only `make_*::<T> as MakeFn`.
+        let make: MakeFn = unsafe { std::mem::transmute::<usize, MakeFn>(addr) };
+        let (bytes, fds) = init.into_parts();
+        let obj = match catch_unwind(AssertUnwindSafe(|| make(&bytes, fds))) {
+            Ok(Ok(obj)) => obj,
+            Ok(Err(f)) => return Response::Failed(f),
+            Err(p) => return Response::Failed(panic_fault(&*p)),
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        self.objects.insert(id, Entry { obj, refs: 1 });
+        *self.holds.entry(from).or_default().entry(id).or_insert(0) += 1;
+        Response::Created(id)
+    }
+
+    fn call(&mut self, from: u64, asking: bool, obj: u64, kind: u64, op: Packed) -> Response {
+        if asking {
+            if let Some(f) = self.deferred.remove(&(from, obj)) {
+                return Response::Failed(Fault::Earlier(Box::new(f)));
+            }
+        }
+        let result = match self.objects.get_mut(&obj) {
+            None => Err(Fault::Gone(obj)),
+            Some(e) if e.obj.kind().0 != kind => Err(Fault::Bad(format!(
+                "object #{obj} is a {}, and this proxy is of another type",
+                e.obj.kind().1
+            ))),
+            Some(e) => {
+                let (bytes, fds) = op.into_parts();
+                let mut out = Packed::default();
+                match catch_unwind(AssertUnwindSafe(|| e.obj.call(&bytes, fds, &mut out))) {
+                    Ok(Ok(())) => Ok(out),
+                    Ok(Err(f)) => Err(f),
+                    Err(p) => Err(panic_fault(&*p)),
+                }
+            }
+        };
+        match result {
+            Ok(out) => Response::Value(out),
+            Err(f) => {
+                if !asking {
+                    log::debug!(target: "procactor::manager", "pipelined operation on object #{obj} failed: {f:?}");
+                    self.deferred.entry((from, obj)).or_insert(f.clone());
+                }
+                Response::Failed(f)
+            }
+        }
+    }
+
+    fn lend(&mut self, obj: u64, lend: u64) {
+        if lend != 0 && self.early.remove(&lend) {
+            return; // adopted already: the adopter's reference stands for it
+        }
+        let Some(e) = self.objects.get_mut(&obj) else {
+            return;
+        };
+        e.refs += 1;
+        if lend != 0 {
+            self.lends.insert(lend, obj);
+        }
+    }
+
+    fn adopt(&mut self, from: u64, obj: u64, lend: u64) {
+        let Some(e) = self.objects.get_mut(&obj) else {
+            return;
+        };
+        *self.holds.entry(from).or_default().entry(obj).or_insert(0) += 1;
+        if lend != 0 && self.lends.remove(&lend).is_some() {
+            return; // the lent reference becomes this connection's
+        }
+        e.refs += 1;
+        if lend != 0 {
+            self.early.insert(lend);
+        }
+    }
+
+    fn release(&mut self, from: u64, obj: u64) {
+        let Some(held) = self.holds.get_mut(&from) else {
+            return;
+        };
+        let Some(n) = held.get_mut(&obj) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            held.remove(&obj);
+        }
+        self.unref(obj, 1);
+    }
+
+    fn unref(&mut self, obj: u64, n: u64) {
+        let Some(e) = self.objects.get_mut(&obj) else {
+            return;
+        };
+        e.refs = e.refs.saturating_sub(n);
+        if e.refs == 0 {
+            // Dropping it may release the proxies inside it: `settle_local` picks those up.
+            let gone = self.objects.remove(&obj);
+            self.deferred.retain(|k, _| k.1 != obj);
+            drop(gone);
+        }
+    }
+
+    /// Releases everything a closed connection held.
+    fn forget_connection(&mut self, token: u64) {
+        self.deferred.retain(|k, _| k.0 != token);
+        if let Some(held) = self.holds.remove(&token) {
+            for (obj, n) in held {
+                self.unref(obj, n);
+            }
+        }
+        self.settle_local();
+    }
+
+    /// Applies the manager's own reference changes made during the last operation: gains
+    /// first, so an object moved within the manager (`l[0] = l.pop()`) is never freed on the way.
+    fn settle_local(&mut self) {
+        loop {
+            let changes = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if changes.is_empty() {
+                return;
+            }
+            let mut releases = Vec::new();
+            for c in changes {
+                match c {
+                    LocalRef::Adopt { obj, lend } => self.adopt(LOCAL, obj, lend),
+                    LocalRef::Lend { obj, lend } => self.lend(obj, lend),
+                    LocalRef::Release { obj } => releases.push(obj),
+                }
+            }
+            for obj in releases {
+                self.release(LOCAL, obj);
+            }
+        }
+    }
+}

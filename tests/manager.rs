@@ -1,0 +1,476 @@
+//! The manager in real processes: shared lists, dicts, values and namespaces seen by children,
+//! atomic updates under contention, nested proxies, hosted actors, reference counting across
+//! processes (dropped and killed holders), a killed manager, and requests it cannot use.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{bounded, eventually, reaped, BOUND};
+use procactor::{
+    DictProxy, Error, HostedProxy, ListProxy, Manager, Namespace, Process, Queue, ValueProxy,
+};
+use serde::{Deserialize, Serialize};
+
+procactor::test_support!();
+
+#[test]
+fn list_dict_value_and_namespace_operations() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list_from(vec![3, 1, 2]).unwrap();
+        l.append(4).unwrap();
+        l.extend([5, 6]).unwrap();
+        l.insert(0, 0).unwrap();
+        assert_eq!(l.snapshot().unwrap(), [0, 3, 1, 2, 4, 5, 6]);
+        assert_eq!(l.pop().unwrap(), 6);
+        assert_eq!(l.pop_at(1).unwrap(), 3);
+        l.remove(&1).unwrap();
+        assert!(matches!(l.remove(&1), Err(Error::NotFound(_))));
+        assert_eq!(l.get(1).unwrap(), 2);
+        assert!(matches!(
+            l.get(10),
+            Err(Error::IndexOutOfRange { index: 10, len: 4 })
+        ));
+        l.set(0, 10).unwrap();
+        assert_eq!(l.modify(0, |x| *x *= 3).unwrap(), 30);
+        assert!(l.contains(&4).unwrap() && !l.contains(&99).unwrap());
+        assert_eq!(l.index(&5).unwrap(), 3);
+        assert_eq!(l.len().unwrap(), 4);
+        l.clear().unwrap();
+        assert!(l.is_empty().unwrap());
+        assert!(matches!(l.pop(), Err(Error::NotFound(_))));
+
+        let big = m.list_from((0..1000u32).collect()).unwrap();
+        let seen: Vec<u32> = big.iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+
+        let d = m.dict::<String, u32>().unwrap();
+        d.insert("a".into(), 1).unwrap();
+        d.extend([("b".to_string(), 2), ("c".to_string(), 3)])
+            .unwrap();
+        assert_eq!(d.len().unwrap(), 3);
+        assert_eq!(d.get(&"b".into()).unwrap(), Some(2));
+        assert_eq!(d.remove(&"b".into()).unwrap(), Some(2));
+        assert_eq!(d.pop(&"c".into()).unwrap(), 3);
+        match d.pop(&"zz".into()) {
+            Err(Error::NotFound(what)) => assert!(what.contains("\"zz\""), "{what}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            d.update(&"zz".into(), |n| *n += 1),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(d.get_or_insert("x".into(), 7).unwrap(), 7);
+        assert_eq!(d.upsert(&"x".into(), 0, |n| *n += 1).unwrap(), 8);
+        assert_eq!(d.update(&"a".into(), |n| *n += 10).unwrap(), 11);
+        let mut keys = d.keys().unwrap();
+        keys.sort();
+        assert_eq!(keys, ["a", "x"]);
+        let mut values = d.values().unwrap();
+        values.sort();
+        assert_eq!(values, [8, 11]);
+        assert_eq!(d.items().unwrap().len(), 2);
+        assert!(d.contains_key(&"a".into()).unwrap());
+        let snap: HashMap<String, u32> = d.snapshot().unwrap();
+        assert_eq!(snap["x"], 8);
+        d.clear().unwrap();
+        assert!(d.is_empty().unwrap());
+
+        let v = m.value((1u8, "one".to_string())).unwrap();
+        v.set((2, "two".into())).unwrap();
+        assert_eq!(v.swap((3, "three".into())).unwrap().1, "two");
+        assert_eq!(v.update(|p| p.0 += 1).unwrap().0, 4);
+
+        let ns = m.namespace().unwrap();
+        ns.set("x", &1.5f64).unwrap();
+        ns.set("name", "model").unwrap();
+        assert_eq!(ns.get::<f64>("x").unwrap(), 1.5);
+        assert_eq!(ns.get::<String>("name").unwrap(), "model");
+        assert!(matches!(ns.get::<u8>("missing"), Err(Error::NotFound(_))));
+        assert!(matches!(ns.get::<u64>("name"), Err(Error::Decode { .. })));
+        assert_eq!(ns.names().unwrap(), ["name", "x"]);
+        assert!(ns.remove("x").unwrap());
+    });
+}
+
+fn append_pids(l: ListProxy<u32>) {
+    for _ in 0..10 {
+        l.append(std::process::id()).unwrap();
+    }
+}
+
+#[test]
+fn children_see_one_list() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list::<u32>().unwrap();
+        let ps: Vec<_> = (0..10)
+            .map(|_| reaped(Process::new(append_pids, l.clone()).start().unwrap()))
+            .collect();
+        let mut pids = Vec::new();
+        for p in &ps {
+            pids.push(p.pid());
+            p.join_timeout(BOUND).unwrap();
+        }
+        let mut got = l.snapshot().unwrap();
+        assert_eq!(got.len(), 100);
+        got.dedup();
+        got.sort();
+        pids.sort();
+        assert_eq!(got, pids);
+    });
+}
+
+fn thousand_increments(d: DictProxy<String, u64>) {
+    let k = "hits".to_string();
+    for _ in 0..1000 {
+        d.update(&k, |n| *n += 1).unwrap();
+    }
+}
+
+#[test]
+fn thirty_two_processes_update_one_key_and_lose_nothing() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<String, u64>().unwrap();
+        d.insert("hits".into(), 0).unwrap();
+        let ps: Vec<_> = (0..32)
+            .map(|_| {
+                reaped(
+                    Process::new(thousand_increments, d.clone())
+                        .start()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        for p in &ps {
+            p.join_timeout(BOUND).unwrap();
+        }
+        assert_eq!(d.get(&"hits".into()).unwrap(), Some(32_000));
+    });
+}
+
+fn write_through_inner(d: DictProxy<String, ListProxy<String>>) {
+    let inner = d.get(&"fruits".into()).unwrap().expect("inner list");
+    inner.append("pear".into()).unwrap();
+    inner.len().unwrap();
+}
+
+#[test]
+fn nested_proxies_are_one_object_through_every_path() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let d = m.dict::<String, ListProxy<String>>().unwrap();
+        let fruits = m.list_from(vec!["apple".to_string()]).unwrap();
+        d.insert("fruits".into(), fruits.clone()).unwrap();
+        // Only the dict holds it now: the object must stay.
+        drop(fruits);
+        let p = reaped(
+            Process::new(write_through_inner, d.clone())
+                .start()
+                .unwrap(),
+        );
+        p.join_timeout(BOUND).unwrap();
+        let again = d.get(&"fruits".into()).unwrap().unwrap();
+        assert_eq!(again.snapshot().unwrap(), ["apple", "pear"]);
+        assert_eq!(m.object_count().unwrap(), 2);
+        // Removing it from the dict and dropping the last proxy frees it.
+        d.remove(&"fruits".into()).unwrap();
+        assert_eq!(m.object_count().unwrap(), 2, "`again` still holds it");
+        drop(again);
+        assert!(eventually(BOUND, || m.object_count().unwrap() == 1));
+
+        // A list of queues: the queue handle travels through the manager.
+        let queues = m.list::<Queue<u32>>().unwrap();
+        queues.append(m.queue().unwrap()).unwrap();
+        queues.get(0).unwrap().put(&5).unwrap();
+        assert_eq!(queues.get(0).unwrap().get_timeout(BOUND).unwrap(), 5);
+
+        // A value holding a dict proxy.
+        let inner = m.dict::<u8, u8>().unwrap();
+        let v = m.value(inner.clone()).unwrap();
+        v.get().unwrap().insert(1, 2).unwrap();
+        assert_eq!(inner.get(&1).unwrap(), Some(2));
+    });
+}
+
+struct Tally {
+    total: u64,
+}
+
+#[procactor::actor]
+impl Tally {
+    fn init(start: u64) -> Self {
+        Tally { total: start }
+    }
+    pub fn add(&mut self, n: u64) -> u64 {
+        self.total += n;
+        self.total
+    }
+    pub fn explode(&mut self) -> u64 {
+        panic!("hosted object panicked on purpose")
+    }
+}
+
+fn add_ones(t: HostedProxy<Tally>) {
+    for _ in 0..100 {
+        t.send().add(1).unwrap();
+    }
+    t.add(0).unwrap();
+}
+
+#[test]
+fn hosted_actor_objects_share_the_manager_process() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let a = m.host::<Tally>(1000).unwrap();
+        let b = m.host::<Tally>(0).unwrap();
+        let ps: Vec<_> = (0..4)
+            .map(|_| reaped(Process::new(add_ones, a.clone()).start().unwrap()))
+            .collect();
+        for p in &ps {
+            p.join_timeout(BOUND).unwrap();
+        }
+        assert_eq!(a.add(0).unwrap(), 1400);
+        assert_eq!(b.add(1).unwrap(), 1);
+        match a.explode() {
+            Err(Error::Rejected { reason, pid, .. }) => {
+                assert!(reason.contains("on purpose"), "{reason}");
+                assert_eq!(pid, m.pid());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.add(1).unwrap(), 1401, "the manager goes on after a panic");
+        assert_eq!(m.object_count().unwrap(), 2);
+    });
+}
+
+fn hold_then_wait(l: ListProxy<u8>) {
+    l.append(1).unwrap();
+    loop {
+        l.append(2).unwrap();
+        let _ = l.len();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn hold_briefly(l: ListProxy<u8>) {
+    l.append(1).unwrap();
+}
+
+#[test]
+fn objects_are_freed_when_the_last_holder_drops_or_dies() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list::<u8>().unwrap();
+        let c = l.clone();
+        drop(l);
+        assert_eq!(m.object_count().unwrap(), 1, "a clone still holds it");
+        drop(c);
+        assert!(eventually(BOUND, || m.object_count().unwrap() == 0));
+
+        // Sent to a child, then dropped here at once: the lent reference keeps it.
+        let l = m.list::<u8>().unwrap();
+        let p = reaped(Process::new(hold_briefly, l.clone()).start().unwrap());
+        drop(l);
+        p.join_timeout(BOUND).unwrap();
+        assert!(eventually(BOUND, || m.object_count().unwrap() == 0));
+
+        // Held only by a child that is killed mid-operation.
+        let l = m.list::<u8>().unwrap();
+        let p = reaped(Process::new(hold_then_wait, l.clone()).start().unwrap());
+        assert!(eventually(BOUND, || l.len().unwrap() > 10));
+        drop(l);
+        assert_eq!(m.object_count().unwrap(), 1, "the child holds it");
+        p.kill().unwrap();
+        assert!(
+            eventually(BOUND, || m.object_count().unwrap() == 0),
+            "the killed child's reference was released"
+        );
+    });
+}
+
+fn call_until_error(l: ListProxy<u8>) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        match l.len() {
+            Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return format!("{e:?} after {:?}", started.elapsed()),
+        }
+    }
+}
+
+#[test]
+fn a_killed_manager_gives_disconnected_everywhere() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list::<u8>().unwrap();
+        let d = m.dict::<u8, u8>().unwrap();
+        let child = reaped(Process::new(call_until_error, l.clone()).start().unwrap());
+        assert!(eventually(BOUND, || l.len().is_ok()));
+        std::thread::sleep(Duration::from_millis(50));
+        let rc = unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+        assert_eq!(rc, 0);
+        let said = child.join_timeout(BOUND).unwrap();
+        assert!(said.starts_with("Disconnected"), "{said}");
+        assert!(matches!(l.len(), Err(Error::Disconnected)));
+        assert!(matches!(d.get(&1), Err(Error::Disconnected)));
+        // Pipelined calls fail by the next one at the latest.
+        let _ = d.insert(1, 1);
+        assert!(matches!(
+            d.insert(1, 1).and_then(|_| d.len()),
+            Err(Error::Disconnected)
+        ));
+        assert!(matches!(m.list::<u8>(), Err(Error::Disconnected)));
+        drop(m); // reaps the dead manager
+    });
+}
+
+/// Serializes as something its own `Deserialize` refuses: what garbage from a buggy or
+/// asymmetric serde impl looks like to the manager.
+#[derive(Debug, PartialEq)]
+struct Lopsided;
+
+impl Serialize for Lopsided {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("not what the other side expects")
+    }
+}
+
+impl<'de> Deserialize<'de> for Lopsided {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = u64::deserialize(d)?;
+        Err(serde::de::Error::custom(format!("refused {x}")))
+    }
+}
+
+#[test]
+fn requests_that_do_not_decode_or_name_a_gone_object_get_errors() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list::<Lopsided>().unwrap();
+        // A waiting call: the error at once.
+        assert!(matches!(l.set(0, Lopsided), Err(Error::Rejected { .. })));
+        // A pipelined call: the error on the next call that waits, and that call is not applied.
+        l.append(Lopsided).unwrap();
+        match l.len() {
+            Err(Error::Rejected { reason, .. }) => assert!(reason.contains("earlier"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(l.len().unwrap(), 0, "the manager goes on serving");
+
+        // A proxy to an object that is gone: serialized (outside procactor, so only the bytes
+        // remain), adopted once and dropped with the original.
+        let gone = m.list::<u8>().unwrap();
+        let bytes = postcard::to_allocvec(&gone).unwrap();
+        let first: ListProxy<u8> = postcard::from_bytes(&bytes).unwrap();
+        drop(first);
+        drop(gone);
+        assert!(eventually(BOUND, || m.object_count().unwrap() == 1));
+        let stale: ListProxy<u8> = postcard::from_bytes(&bytes).unwrap();
+        assert!(matches!(stale.len(), Err(Error::ObjectGone { .. })));
+        stale.append(1).unwrap();
+        assert!(matches!(stale.len(), Err(Error::ObjectGone { .. })));
+
+        // A proxy decoded as another type is refused before any call.
+        let l2 = m.list::<u8>().unwrap();
+        let bytes = postcard::to_allocvec(&l2).unwrap();
+        assert!(postcard::from_bytes::<ListProxy<String>>(&bytes).is_err());
+        let _: ListProxy<u8> = postcard::from_bytes(&bytes).unwrap(); // adopt the lend
+
+        // A panicking update: an error for that call; the manager goes on.
+        let v = m.value(0u32).unwrap();
+        match v.update(|_| panic!("update panicked on purpose")) {
+            Err(Error::Rejected { reason, .. }) => assert!(reason.contains("on purpose")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(v.update(|x| *x += 1).unwrap(), 1);
+    });
+}
+
+fn namespace_child(ns: Namespace) -> u64 {
+    let q: ValueProxy<u64> = ns.get("counter").unwrap();
+    q.update(|n| *n += 5).unwrap()
+}
+
+#[test]
+fn namespaces_carry_proxies_and_handles() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let ns = m.namespace().unwrap();
+        ns.set("counter", &m.value(1u64).unwrap()).unwrap();
+        let p = reaped(Process::new(namespace_child, ns.clone()).start().unwrap());
+        assert_eq!(p.join_timeout(BOUND).unwrap(), 6);
+        assert_eq!(
+            ns.get::<ValueProxy<u64>>("counter").unwrap().get().unwrap(),
+            6
+        );
+    });
+}
+
+#[test]
+fn dropping_the_manager_stops_its_process() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let pid = m.pid();
+        let l = m.list::<u8>().unwrap();
+        drop(m);
+        assert!(!common::pid_alive(pid));
+        assert!(matches!(l.len(), Err(Error::Disconnected)));
+    });
+}
+
+/// The manager's socket address, read out of a proxy's encoding (its manager's ref comes first:
+/// id, name, pid, address).
+fn manager_address<T: Serialize>(proxy: &T) -> String {
+    #[derive(Deserialize)]
+    struct RefPrefix {
+        _id: u64,
+        _name: String,
+        _pid: u32,
+        addr: String,
+    }
+    let bytes = postcard::to_allocvec(proxy).unwrap();
+    let (r, _) = postcard::take_from_bytes::<RefPrefix>(&bytes).unwrap();
+    r.addr
+}
+
+#[test]
+fn garbage_on_a_raw_connection_does_not_disturb_the_manager() {
+    use rustix::net::{
+        connect, sendmsg, socket, AddressFamily, SendAncillaryBuffer, SendFlags, SocketAddrUnix,
+        SocketType,
+    };
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list_from(vec![1u8, 2, 3]).unwrap();
+        let addr = manager_address(&l);
+        let _adopt: ListProxy<u8> =
+            postcard::from_bytes(&postcard::to_allocvec(&l).unwrap()).unwrap();
+        for garbage in [
+            &b"\x00"[..],
+            &b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"[..],
+            // A hello frame (kind 20) whose payload is not a hello.
+            &b"\x14\x00\x00\x00\x00\x00\x00\x00\x00\xde\xad\xbe\xef"[..],
+            // A batch frame (kind 23) before any hello.
+            &b"\x17\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x00\x00\x00\x00\x00"[..],
+        ] {
+            let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+            connect(
+                &fd,
+                &SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            let _ = sendmsg(
+                &fd,
+                &[std::io::IoSlice::new(garbage)],
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            );
+            assert_eq!(l.len().unwrap(), 3, "the manager serves after {garbage:?}");
+        }
+        assert_eq!(l.snapshot().unwrap(), [1, 2, 3]);
+    });
+}
