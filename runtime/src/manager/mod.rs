@@ -127,14 +127,13 @@ impl Manager {
         match self
             .core
             .ask_as::<_, Response>(&Request::<PackedRef>::Count, Wait::Forever)
+            .map_err(proxy::gone)?
         {
-            Ok(Response::Count(n)) => Ok(n as usize),
-            Ok(_) => Err(Error::Decode {
+            Response::Count(n) => Ok(n as usize),
+            _ => Err(Error::Decode {
                 expected: "an object count",
                 reason: "an answer of another kind".into(),
             }),
-            Err(Error::ActorDied { .. }) => Err(Error::Disconnected),
-            Err(e) => Err(e),
         }
     }
 
@@ -164,19 +163,21 @@ impl Manager {
             make: FnPtr::new(make as usize),
             init: PackedRef::new(&bytes, &fds),
         };
-        match self.core.ask_as::<_, Response>(&req, Wait::Forever) {
-            Ok(Response::Created(obj)) => Ok(Handle::new(ProxyCore::created(
+        match self
+            .core
+            .ask_as::<_, Response>(&req, Wait::Forever)
+            .map_err(proxy::gone)?
+        {
+            Response::Created(obj) => Ok(Handle::new(ProxyCore::created(
                 self.core.clone(),
                 obj,
                 Handle::<P>::kind(),
             ))),
-            Ok(Response::Failed(f)) => Err(f.into_error(self.pid())),
-            Ok(_) => Err(Error::Decode {
+            Response::Failed(f) => Err(f.into_error(self.pid())),
+            _ => Err(Error::Decode {
                 expected: "a new object's id",
                 reason: "an answer of another kind".into(),
             }),
-            Err(Error::ActorDied { .. }) => Err(Error::Disconnected),
-            Err(e) => Err(e),
         }
     }
 

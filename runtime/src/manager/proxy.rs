@@ -185,7 +185,8 @@ impl Drop for ProxyCore {
     }
 }
 
-fn gone(e: Error) -> Error {
+/// A dead manager is `Disconnected` to its proxies.
+pub(super) fn gone(e: Error) -> Error {
     match e {
         Error::ActorDied { .. } => Error::Disconnected,
         e => e,
