@@ -555,3 +555,42 @@ fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
         assert_eq!(p.apply(take_bad_at_three, BadAtThree(9)).unwrap(), 9);
     });
 }
+
+/// CPU time (user + system, in clock ticks) a process has used, from /proc/PID/stat.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    // After the name: state is field 3, utime 14 and stime 15 (1-based, as in proc(5)).
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn idle_workers_poll_for_a_bounded_time_then_sleep() {
+    for spin in [Duration::ZERO, Duration::from_millis(100)] {
+        let pool = Arc::new(
+            Pool::builder()
+                .processes(2)
+                .idle_spin(spin)
+                .build()
+                .unwrap(),
+        );
+        let p = pool.clone();
+        bounded(move || assert_eq!(p.map(square, 0..1000).unwrap()[999], 998_001));
+        // Past the spin, the workers sleep: no CPU time over half a second (a tick is 10 ms;
+        // a worker that kept polling would use about 50).
+        std::thread::sleep(spin + Duration::from_millis(200));
+        let before: Vec<u64> = pool.pids().iter().map(|&p| cpu_ticks(p)).collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let after: Vec<u64> = pool.pids().iter().map(|&p| cpu_ticks(p)).collect();
+        for (b, a) in before.iter().zip(&after) {
+            assert!(
+                a - b <= 2,
+                "an idle worker used {} ticks (spin {spin:?})",
+                a - b
+            );
+        }
+        // And they still take work at once.
+        let p = pool.clone();
+        bounded(move || assert_eq!(p.apply(square, 9).unwrap(), 81));
+    }
+}

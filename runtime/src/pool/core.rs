@@ -24,6 +24,8 @@ use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
 /// A batch longer than this (estimated) is not queued behind another one.
 const LONG_BATCH: Duration = Duration::from_millis(20);
+/// How long a worker may leave its first batch unstarted before an idle one takes it back.
+const UNSTARTED_GRACE: Duration = Duration::from_millis(1);
 /// Independent tasks are grouped into batches of about this much work.
 const BATCH_WORK: Duration = Duration::from_millis(1);
 const MAX_BATCH_ITEMS: usize = 1024;
@@ -39,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) init: Option<InitSpec>,
     pub(crate) max_tasks: Option<usize>,
     pub(crate) task_timeout: Option<Duration>,
+    pub(crate) idle_spin: Duration,
 }
 
 /// An initializer, kept to start replacement workers.
@@ -127,6 +130,7 @@ struct InFlight {
     id: u32,
     runs: Vec<Sent>,
     left: usize,
+    sent: Instant,
 }
 
 struct Worker {
@@ -249,6 +253,7 @@ impl Core {
             board: board.clone(),
             init,
             timed: self.config.task_timeout.is_some(),
+            idle_spin: self.config.idle_spin,
         };
         let mut p = Process::new(worker::worker_main, args)
             .name("PoolWorker")
@@ -476,7 +481,12 @@ impl Core {
                 done: 0,
             })
             .collect();
-        w.inflight.push_back(InFlight { id, runs, left });
+        w.inflight.push_back(InFlight {
+            id,
+            runs,
+            left,
+            sent: Instant::now(),
+        });
         if self.config.max_tasks.is_some_and(|max| w.tasks >= max) {
             // Retire: the worker finishes what it holds, reads EOF and exits; it is replaced.
             w.retiring = true;
@@ -905,6 +915,11 @@ fn steal_for_idle(st: &mut State) -> bool {
             None => 0,
         };
         if k >= w.inflight.len() {
+            continue;
+        }
+        // A worker that has not begun its first batch yet is given a moment to: it was
+        // probably just sent (taking it back would only send it again, often to the same one).
+        if k == 0 && w.inflight[0].sent.elapsed() < UNSTARTED_GRACE {
             continue;
         }
         let id = w.inflight[k].id as u64;

@@ -116,6 +116,18 @@ impl ExecutorBuilder {
         ExecutorBuilder(self.0.task_timeout(timeout))
     }
 
+    /// See [`PoolBuilder::idle_spin`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// let ex = procactor::Executor::builder().processes(1).idle_spin(Duration::ZERO).build()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn idle_spin(self, spin: Duration) -> Self {
+        ExecutorBuilder(self.0.idle_spin(spin))
+    }
+
     /// Starts the workers.
     ///
     /// ```

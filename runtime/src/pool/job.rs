@@ -16,6 +16,9 @@ use crate::wire::Wait;
 /// What a worker writes for each item it ran (postcard, one after the other). The failure
 /// variants do not involve `R`, so a worker without an `R` at hand writes them as
 /// `ItemOutcome<()>` and the parent reads them as any `ItemOutcome<R>`.
+///
+/// `Ok(r)` is the byte [`OK_TAG`] and then `r`: both sides handle that common case by hand
+/// (serde's enum path costs several times the decoding of a small `R`).
 #[derive(Serialize, Deserialize)]
 pub(crate) enum ItemOutcome<R> {
     Ok(R),
@@ -30,6 +33,9 @@ pub(crate) enum ItemOutcome<R> {
         reason: String,
     },
 }
+
+/// postcard's encoding of the variant index of [`ItemOutcome::Ok`].
+pub(crate) const OK_TAG: u8 = 0;
 
 /// Item positions (in the job) that one delivery covers, in the order of its outcomes.
 #[derive(Clone, Debug)]
@@ -128,27 +134,42 @@ impl Delivery {
             Delivery::Failed { items, why } => items
                 .iter()
                 .for_each(|i| out(i, Err(Box::new(why.error(i))))),
-            Delivery::Ran { items, bytes, pid } => {
-                let mut rest = &bytes[..];
-                let mut broken: Option<String> = None;
-                for index in items.iter() {
-                    if let Some(reason) = &broken {
-                        out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
-                        continue;
-                    }
-                    match postcard::take_from_bytes::<ItemOutcome<R>>(rest) {
-                        Ok((outcome, tail)) => {
-                            rest = tail;
-                            out(index, outcome_result(outcome, index, *pid));
-                        }
-                        Err(e) => {
-                            // Nothing after a bad outcome can be located: the rest fail too.
-                            let reason = format!("a pool result from worker pid {pid}: {e}");
-                            out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
-                            broken = Some(reason);
-                        }
-                    }
+            Delivery::Ran { items, bytes, pid } => match items {
+                Items::Range(r) => decode_outcomes(r.clone(), bytes, *pid, out),
+                Items::List(l) => decode_outcomes(l.iter().copied(), bytes, *pid, out),
+            },
+        }
+    }
+}
+
+/// Decodes one outcome per index from `bytes`.
+fn decode_outcomes<R: DeserializeOwned>(
+    indices: impl Iterator<Item = usize>,
+    bytes: &[u8],
+    pid: u32,
+    mut out: impl FnMut(usize, ItemResult<R>),
+) {
+    let mut rest = bytes;
+    let mut indices = indices;
+    while let Some(index) = indices.next() {
+        let decoded = match rest.split_first() {
+            Some((&OK_TAG, r)) => postcard::take_from_bytes::<R>(r).map(|(v, tail)| (Ok(v), tail)),
+            _ => postcard::take_from_bytes::<ItemOutcome<R>>(rest)
+                .map(|(o, tail)| (outcome_result(o, index, pid), tail)),
+        };
+        match decoded {
+            Ok((result, tail)) => {
+                rest = tail;
+                out(index, result);
+            }
+            Err(e) => {
+                // Nothing after a bad outcome can be located: the rest fail too.
+                let reason = format!("a pool result from worker pid {pid}: {e}");
+                out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
+                for index in indices {
+                    out(index, Err(Box::new(decode_error::<R>(reason.clone()))));
                 }
+                return;
             }
         }
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
 use crate::error::{Error, Result};
-use crate::pool::job::ItemOutcome;
+use crate::pool::job::{ItemOutcome, OK_TAG};
 use crate::shm::{Layout, Shared};
 use crate::sys;
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
@@ -109,6 +109,8 @@ pub(crate) struct WorkerArgs {
     pub(crate) init: Option<InitCall>,
     /// The pool has a task timeout: keep `started_ns`.
     pub(crate) timed: bool,
+    /// How long to poll for the next batch before sleeping (`PoolBuilder::idle_spin`).
+    pub(crate) idle_spin: std::time::Duration,
 }
 
 /// `Some((message, location))` when the initializer failed.
@@ -166,8 +168,9 @@ impl<A, B, R> Callable<(A, B), R> for fn(A, B) -> R {
 
 /// Flush outcomes of independent tasks when the oldest unreported one is this old.
 const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
-/// ... or when this many bytes of outcomes wait.
-const FLUSH_BYTES: usize = 1 << 20;
+/// ... or when this many bytes of outcomes wait: reports then fit in one socket record (with
+/// room for their header), which costs far less than the memory file a larger one needs.
+const FLUSH_BYTES: usize = wire::INLINE_MAX - 16 * 1024;
 
 /// The worker process's main function.
 pub(crate) fn worker_main(args: WorkerArgs) {
@@ -202,9 +205,16 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         busy_from: Instant::now(),
     };
     let mut frame = Vec::new();
+    let mut idle_since = Instant::now();
     loop {
         let mut fds = Vec::new();
-        let got = w.chan.recv_large_into(Wait::Forever, &mut frame, |f| {
+        // Poll for a while first (see `PoolBuilder::idle_spin`), then sleep.
+        let wait = if idle_since.elapsed() < args.idle_spin {
+            Wait::No
+        } else {
+            Wait::Forever
+        };
+        let got = w.chan.recv_large_into(wait, &mut frame, |f| {
             if f.fingerprint != wire::fingerprint::<BatchHeader>() {
                 return Err(Error::Decode {
                     expected: "a pool batch",
@@ -220,6 +230,11 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             Ok(v) => v,
             // The pool closed our channel (retire, close) or is gone.
             Err(Error::Disconnected) => return,
+            // Nothing yet (polling): let any other thread that wants this core have it.
+            Err(Error::Timeout(_)) => {
+                std::thread::yield_now();
+                continue;
+            }
             Err(e) => {
                 log::error!(target: "procactor::pool", "pool worker: bad batch: {e}");
                 return;
@@ -230,6 +245,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
             log::error!(target: "procactor::pool", "pool worker: unreadable batch: {e}");
             return;
         }
+        idle_since = Instant::now();
     }
 }
 
@@ -318,6 +334,7 @@ impl Worker {
         }
     }
 
+    #[inline]
     fn begin_item(&mut self) {
         if self.timed {
             self.board
@@ -332,13 +349,19 @@ impl Worker {
     }
 
     /// Records one item's outcome.
+    #[inline]
     fn end_item<R: Serialize>(&mut self, result: std::thread::Result<R>, run: &RunHeader) {
         if self.timed {
             self.board.started_ns.store(0, Ordering::Relaxed);
         }
         let mark = self.out.len();
         let written = match result {
-            Ok(r) => wire::append(&ItemOutcome::Ok(&r), &mut self.out).map_err(|e| {
+            // `ItemOutcome::Ok(&r)`, written by hand (see `OK_TAG`).
+            Ok(r) => {
+                self.out.push(OK_TAG);
+                wire::append(&r, &mut self.out)
+            }
+            .map_err(|e| {
                 format!(
                     "{e} (its Serialize implementation failed, or it holds a procactor handle, \
                      which cannot travel back from a pool task)"
@@ -362,6 +385,7 @@ impl Worker {
         let _ = wire::append(&outcome, &mut self.out);
     }
 
+    #[inline]
     fn item_done(&mut self, run: &RunHeader) {
         self.pos += 1;
         if let Some((_, count, _)) = &mut self.open {
