@@ -474,3 +474,45 @@ fn garbage_on_a_raw_connection_does_not_disturb_the_manager() {
         assert_eq!(l.snapshot().unwrap(), [1, 2, 3]);
     });
 }
+
+fn put_and_end((d, ns, i): (DictProxy<u32, u32>, Namespace, u32)) {
+    // Both writes are pipelined: they return before the manager applied them.
+    d.insert(i, i * 10).unwrap();
+    ns.set("last", &i).unwrap();
+}
+
+fn keep_manager_busy(l: ListProxy<u32>) {
+    loop {
+        if l.len().is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn what_a_child_wrote_is_there_once_it_ended() {
+    // A child's pipelined writes are handled before its parent learns that it ended, even with
+    // another process keeping the manager busy: the parent may read them at once.
+    let m = Manager::start().unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    let ns = m.namespace().unwrap();
+    let busy = reaped(
+        Process::new(keep_manager_busy, m.list::<u32>().unwrap())
+            .start()
+            .unwrap(),
+    );
+    let busy_pid = busy.pid();
+    bounded(move || {
+        for i in 0..100 {
+            Process::new(put_and_end, (d.clone(), ns.clone(), i))
+                .start()
+                .unwrap()
+                .join()
+                .unwrap();
+            assert_eq!(d.get(&i).unwrap(), Some(i * 10), "round {i}");
+            assert_eq!(ns.get::<u32>("last").unwrap(), i, "round {i}");
+        }
+    });
+    drop(busy);
+    assert!(!common::pid_alive(busy_pid));
+}

@@ -602,6 +602,7 @@ pub(crate) fn at_exit(hook: fn()) {
     let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
     if hooks.is_empty() {
         extern "C" fn run() {
+            LIBC_EXIT.store(true, std::sync::atomic::Ordering::Relaxed);
             run_exit_hooks();
         }
         // SAFETY: registers a plain function; it runs at exit() on the main thread.
@@ -612,6 +613,14 @@ pub(crate) fn at_exit(hook: fn()) {
     if !hooks.contains(&hook) {
         hooks.push(hook);
     }
+}
+
+/// The hooks run from libc's `exit`, where this thread's thread-locals may be gone already.
+static LIBC_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Are the exit hooks running from libc's `exit` (not from a child that returned)?
+pub(crate) fn in_libc_exit() -> bool {
+    LIBC_EXIT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn run_exit_hooks() {

@@ -438,8 +438,10 @@ impl<A: Actor> ActorRef<A> {
     /// Sends `msg` without waiting for a reply (the "tell"). Tells are written in batches by a
     /// background thread; messages from one thread arrive in order, asks included. Messages
     /// from different processes have no order with each other (as in Erlang: each sender has its
-    /// own connection). Tells still queued when a child process returns, or when the program
-    /// exits, are written out first. Blocks only while a bounded mailbox is full.
+    /// own connection). When a child process returns, its tells are written out and it waits
+    /// (at most 5 s per actor) until they were handled, so a parent that joined it sees their
+    /// effect; when the program exits, they are written out. Blocks only while a bounded
+    /// mailbox is full.
     pub fn tell(&self, msg: A::Msg) -> Result<()> {
         self.tell_wait(&msg, Wait::Forever)
     }

@@ -127,6 +127,8 @@ pub(crate) struct Conn {
     next_id: AtomicU64,
     /// `replies.gone` is set: read without the lock on every tell.
     dead: AtomicBool,
+    /// Tells went out since the last [`sync`](Conn::sync).
+    told: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +169,7 @@ impl Conn {
             replied: Condvar::new(),
             next_id: AtomicU64::new(1),
             dead: AtomicBool::new(false),
+            told: AtomicBool::new(false),
         }))
     }
 
@@ -283,6 +286,7 @@ impl Conn {
         if self.push_admitted(proto::OP_TELL, 0, msg, true)? {
             flusher_schedule(self.clone());
         }
+        self.told.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -314,6 +318,22 @@ impl Conn {
     pub(crate) fn sys(&self, msg: &proto::Sys) -> Result<()> {
         self.push(proto::OP_SYS, 0, msg, false)?;
         self.flush()
+    }
+
+    /// Waits until the actor has handled everything sent before on this connection.
+    fn sync(&self, wait: Wait) -> Result<()> {
+        self.check_alive()?;
+        self.told.store(false, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.sys(&proto::Sys::Sync { id })?;
+        match self.wait_reply::<()>(id, wait)? {
+            Answer::Reply(()) => Ok(()),
+            Answer::Failed(reason) => Err(Error::Rejected {
+                name: self.welcome.name.clone(),
+                pid: self.welcome.pid,
+                reason,
+            }),
+        }
     }
 
     /// Sends `msg` and waits for its reply as `wait` says (the wait covers a full mailbox too).
@@ -456,17 +476,29 @@ impl Conn {
     }
 }
 
-/// Writes out every connection's queued tells, waiting at most a few seconds on a receiver that
-/// does not read: runs before this process ends (see `bootstrap::at_exit`).
+/// Writes out every connection's queued tells and, in a child that returned, waits until they
+/// were handled, at most a few seconds per actor: runs before this process ends (see
+/// `bootstrap::at_exit`). So when a parent learns that a child ended, what the child told actors
+/// (a manager's dict) is done: the parent may read it at once, as with CPython's manager, whose
+/// writes are round trips.
 pub(crate) fn flush_before_exit() {
+    const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
     for conn in super::actor_ref::live_conns() {
         let _ = rustix::net::sockopt::set_socket_timeout(
             &conn.chan,
             rustix::net::sockopt::Timeout::Send,
-            Some(std::time::Duration::from_secs(5)),
+            Some(EXIT_WAIT),
         );
         if let Err(e) = conn.flush() {
             log::warn!(target: "procactor::actor", "tells to actor {:?} lost at exit: {e}", conn.welcome.name);
+            continue;
+        }
+        // Not from libc's exit: encoding and receiving need thread-locals that may be gone
+        // there, and nobody joins the main program through procactor anyway.
+        if conn.told.load(Ordering::Relaxed) && !crate::bootstrap::in_libc_exit() {
+            if let Err(e) = conn.sync(Wait::timeout(EXIT_WAIT)) {
+                log::debug!(target: "procactor::actor", "tells to actor {:?} not confirmed at exit: {e}", conn.welcome.name);
+            }
         }
     }
 }

@@ -95,6 +95,10 @@ pub(crate) enum Sys {
     Register { name: String, listener: Fd },
     /// Give the name up.
     Unregister(String),
+    /// Answer `id` (an empty reply) once everything sent before it on this connection was
+    /// handled: a process that ends waits for this, so that its tells are handled before its
+    /// parent learns that it ended.
+    Sync { id: u64 },
 }
 
 /// One envelope's header, as parsed.

@@ -591,7 +591,7 @@ impl<A: Actor> Server<A> {
             }
             let step = match (env.op, caller_slot) {
                 (proto::OP_SYS, _) => {
-                    self.system(env.payload, env_fds);
+                    self.system(token, env.payload, env_fds);
                     Ok(())
                 }
                 (op, Some(slot)) => {
@@ -695,9 +695,10 @@ impl<A: Actor> Server<A> {
         }
     }
 
-    fn system(&mut self, payload: &[u8], fds: Vec<OwnedFd>) {
+    fn system(&mut self, token: u64, payload: &[u8], fds: Vec<OwnedFd>) {
         match wire::decode::<Sys>(payload, fds) {
             Ok(Sys::Stop) => self.stop_requested = true,
+            Ok(Sys::Sync { id }) => self.answer(token, proto::REPLY, id, &()),
             Ok(Sys::Register { name, listener }) => {
                 let token = LISTENER | self.next_token;
                 self.next_token += 1;

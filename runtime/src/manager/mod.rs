@@ -62,9 +62,12 @@ use crate::wire::{self, Wait};
 ///
 /// Operations whose result is not needed (`append`, `extend`, `insert`, `clear`, `set`) are
 /// *pipelined*: they return once queued, and a failure (the object was freed) is reported by the
-/// next operation on the same proxy's object from this process that waits for an answer. Objects
-/// are freed when the last proxy to them is dropped in every process; a process that dies
-/// releases its references when its connection closes.
+/// next operation on the same proxy's object from this process that waits for an answer. Other
+/// processes see a pipelined write once the writer made a call that waits for an answer, or
+/// ended (a process that ends first waits until its writes were applied, so a parent that joined
+/// a child sees what it wrote). To announce a write by another channel (a `Queue`), make a read
+/// such as `len()` first. Objects are freed when the last proxy to them is dropped in every
+/// process; a process that dies releases its references when its connection closes.
 ///
 /// Dropping it (or [`shutdown`](Manager::shutdown)) stops the process: proxies to its objects
 /// then fail with [`Error::Disconnected`].

@@ -198,7 +198,8 @@ impl PoolBuilder {
     /// its own core: a worker that slept is often woken on the core of the process that woke
     /// it, next to another worker, and the kernel may take milliseconds to move one of them
     /// away. The poll yields the core to any other thread that wants it; it costs an idle
-    /// pool at most this long of CPU per worker after each burst of work.
+    /// pool at most this long of CPU per worker after each burst of work. A worker whose
+    /// process may run on one CPU only never polls.
     ///
     /// ```
     /// # procactor::init();

@@ -205,11 +205,17 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         busy_from: Instant::now(),
     };
     let mut frame = Vec::new();
+    // On one CPU, polling only takes time from the process that would send us work.
+    let idle_spin = if sys::usable_cpus() < 2 {
+        std::time::Duration::ZERO
+    } else {
+        args.idle_spin
+    };
     let mut idle_since = Instant::now();
     loop {
         let mut fds = Vec::new();
         // Poll for a while first (see `PoolBuilder::idle_spin`), then sleep.
-        let wait = if idle_since.elapsed() < args.idle_spin {
+        let wait = if idle_since.elapsed() < idle_spin {
             Wait::No
         } else {
             Wait::Forever
