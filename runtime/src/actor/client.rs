@@ -326,14 +326,7 @@ impl Conn {
         self.told.store(false, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.sys(&proto::Sys::Sync { id })?;
-        match self.wait_reply::<()>(id, wait)? {
-            Answer::Reply(()) => Ok(()),
-            Answer::Failed(reason) => Err(Error::Rejected {
-                name: self.welcome.name.clone(),
-                pid: self.welcome.pid,
-                reason,
-            }),
-        }
+        self.reply(id, wait)
     }
 
     /// Sends `msg` and waits for its reply as `wait` says (the wait covers a full mailbox too).
@@ -348,6 +341,11 @@ impl Conn {
                 e => e,
             });
         }
+        self.reply(id, wait)
+    }
+
+    /// Waits for the reply to `id`: the value, or the actor's refusal as [`Error::Rejected`].
+    fn reply<R: DeserializeOwned>(&self, id: u64, wait: Wait) -> Result<R> {
         match self.wait_reply::<R>(id, wait)? {
             Answer::Reply(r) => Ok(r),
             Answer::Failed(reason) => Err(Error::Rejected {
