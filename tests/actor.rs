@@ -266,6 +266,37 @@ fn tells_are_handled_before_a_child_reports_it_returned() {
     }
 }
 
+fn tell_ten_and_return(c: ActorRef<Counter>) {
+    for _ in 0..10 {
+        let _ = c.send().add(1); // the actor may be dead by now
+    }
+}
+
+#[test]
+fn a_returning_child_does_not_wait_on_an_actor_killed_before_it_handled_its_tells() {
+    let c = counter();
+    c.send().nap(3_000).unwrap(); // busy: the child's tells wait behind this
+    let p = reaped(
+        Process::new(tell_ten_and_return, c.0.clone())
+            .start()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        p.is_alive(),
+        "the child should be waiting for its tells to be handled"
+    );
+    c.kill().unwrap();
+    let killed = Instant::now();
+    p.join_timeout(BOUND).unwrap();
+    // The child saw the actor's end at once, not after the nap or its 5 s limit.
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+}
+
 fn ask_and_get_killed(c: ActorRef<Counter>) {
     let _ = c.nap(2_000);
 }

@@ -286,7 +286,10 @@ impl Conn {
         if self.push_admitted(proto::OP_TELL, 0, msg, true)? {
             flusher_schedule(self.clone());
         }
-        self.told.store(true, Ordering::Relaxed);
+        // Read first: no write to a shared cache line on every tell.
+        if !self.told.load(Ordering::Relaxed) {
+            self.told.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
