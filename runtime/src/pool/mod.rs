@@ -91,6 +91,16 @@ pub struct PoolBuilder {
 impl PoolBuilder {
     /// How long an idle worker polls for more work before it sleeps, unless
     /// [`idle_spin`](PoolBuilder::idle_spin) says otherwise.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::PoolBuilder;
+    /// // Twice the default, for bursts of work a little further apart.
+    /// let pool = procactor::Pool::builder()
+    ///     .idle_spin(PoolBuilder::DEFAULT_IDLE_SPIN * 2)
+    ///     .build()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub const DEFAULT_IDLE_SPIN: Duration = Duration::from_millis(5);
 
     /// How many worker processes (default: [`cpu_count`](crate::cpu_count)). Zero is an error
