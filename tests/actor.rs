@@ -266,6 +266,33 @@ fn tells_are_handled_before_a_child_reports_it_returned() {
     }
 }
 
+fn nap_tell_drop_and_return(c: ActorRef<Counter>) {
+    // The actor is busy with this while the tells below arrive (in a record of their own).
+    c.send().nap(200).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..1_000 {
+        c.send().add(1).unwrap();
+    }
+    drop(c);
+    // Long enough for the flusher to write the tells and drop the last reference to the
+    // connection: the child's exit finds it gone from the live ones.
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+#[test]
+fn tells_through_a_dropped_ref_are_handled_before_a_child_reports_it_returned() {
+    let c = counter();
+    for round in 1..=3u64 {
+        let p = reaped(
+            Process::new(nap_tell_drop_and_return, c.0.clone())
+                .start()
+                .unwrap(),
+        );
+        p.join_timeout(BOUND).unwrap();
+        assert_eq!(c.timeout(BOUND).get().unwrap(), round * 1_000);
+    }
+}
+
 fn tell_ten_and_return(c: ActorRef<Counter>) {
     for _ in 0..10 {
         let _ = c.send().add(1); // the actor may be dead by now

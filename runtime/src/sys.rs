@@ -113,8 +113,33 @@ pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> 
     }
 }
 
+/// Waits until the peer of a connected socket has closed its end, at most until `deadline`;
+/// false if it has not by then.
+pub(crate) fn wait_peer_closed(fd: BorrowedFd, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        let mut pfd = [PollFd::new(&fd, PollFlags::RDHUP)];
+        match poll(&mut pfd, Some(&timeout)) {
+            Ok(_)
+                if pfd[0]
+                    .revents()
+                    .intersects(PollFlags::RDHUP | PollFlags::HUP) =>
+            {
+                return true
+            }
+            Ok(_) | Err(Errno::INTR) if Instant::now() < deadline => {}
+            Ok(_) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// True once the peer of a connected socket has closed (or shut down) its end.
-fn peer_closed(fd: BorrowedFd) -> bool {
+pub(crate) fn peer_closed(fd: BorrowedFd) -> bool {
     let mut pfd = [PollFd::new(&fd, PollFlags::RDHUP)];
     let zero = Timespec {
         tv_sec: 0,

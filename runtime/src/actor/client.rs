@@ -129,6 +129,8 @@ pub(crate) struct Conn {
     dead: AtomicBool,
     /// Tells went out since the last [`sync`](Conn::sync).
     told: AtomicBool,
+    /// The process that opened it: a forked copy's drop must not touch the socket.
+    pid: u32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -170,6 +172,7 @@ impl Conn {
             next_id: AtomicU64::new(1),
             dead: AtomicBool::new(false),
             told: AtomicBool::new(false),
+            pid: sys::getpid(),
         }))
     }
 
@@ -477,6 +480,30 @@ impl Conn {
     }
 }
 
+/// Sockets of connections dropped while tells they carried may be unhandled, shut for writing: the
+/// actor reads them to the end, then closes its side. A child that returns waits for that (see
+/// [`flush_before_exit`]), as it syncs the connections still in use.
+static LINGERING: PerProcess<Vec<OwnedFd>> = PerProcess::new(Vec::new);
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Asks are answered, so only tells can be pending; a dead actor handles nothing more.
+        if self.pid != sys::getpid()
+            || !self.told.load(Ordering::Relaxed)
+            || self.dead.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Ok(fd) = sys::dup(self.chan.as_fd()) else {
+            return;
+        };
+        sys::shutdown_write(fd.as_fd());
+        let mut lingering = LINGERING.lock();
+        lingering.retain(|fd| !sys::peer_closed(fd.as_fd()));
+        lingering.push(fd);
+    }
+}
+
 /// Writes out every connection's queued tells and, in a child that returned, waits until they
 /// were handled, at most a few seconds per actor: runs before this process ends (see
 /// `bootstrap::at_exit`). So when a parent learns that a child ended, what the child told actors
@@ -484,6 +511,9 @@ impl Conn {
 /// writes are round trips.
 pub(crate) fn flush_before_exit() {
     const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+    // The flusher may be dropping the last reference to a connection it just wrote: once it
+    // sleeps, every such connection is either still live or lingering.
+    flusher_wait_idle(EXIT_WAIT);
     for conn in super::actor_ref::live_conns() {
         let _ = rustix::net::sockopt::set_socket_timeout(
             &conn.chan,
@@ -502,6 +532,17 @@ pub(crate) fn flush_before_exit() {
             }
         }
     }
+    if crate::bootstrap::in_libc_exit() {
+        return;
+    }
+    // Connections dropped with tells in flight: handled once their actor closed its side.
+    let lingering = std::mem::take(&mut *LINGERING.lock());
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    for fd in &lingering {
+        if !sys::wait_peer_closed(fd.as_fd(), deadline) {
+            log::debug!(target: "procactor::actor", "tells to an actor not confirmed at exit");
+        }
+    }
 }
 
 impl AsFd for Conn {
@@ -515,6 +556,8 @@ struct Flusher {
     pending: Vec<Arc<Conn>>,
     sleeping: bool,
     wake: Arc<Condvar>,
+    /// Notified when the flusher goes to sleep.
+    idle: Arc<Condvar>,
     running: bool,
 }
 
@@ -522,8 +565,27 @@ static FLUSHER: PerProcess<Flusher> = PerProcess::new(|| Flusher {
     pending: Vec::new(),
     sleeping: false,
     wake: Arc::new(Condvar::new()),
+    idle: Arc::new(Condvar::new()),
     running: false,
 });
+
+/// Waits (at most `limit`) until the flusher has written what it was given and dropped its
+/// references to the connections.
+fn flusher_wait_idle(limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let mut f = FLUSHER.lock();
+    while f.running && !(f.sleeping && f.pending.is_empty()) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let idle = f.idle.clone();
+        f = idle
+            .wait_timeout(f, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+}
 
 fn flusher_schedule(conn: Arc<Conn>) {
     let mut f = FLUSHER.lock();
@@ -561,6 +623,7 @@ fn flusher_loop() {
     loop {
         if f.pending.is_empty() {
             f.sleeping = true;
+            f.idle.notify_all();
             let wake = f.wake.clone();
             f = wake.wait(f).unwrap_or_else(|p| p.into_inner());
             f.sleeping = false;
