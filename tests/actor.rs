@@ -496,8 +496,21 @@ mod raw {
         SocketAddrUnix, SocketType,
     };
 
-    pub fn connect_name(name: &str) -> OwnedFd {
-        let addr = format!("procactor/{}/n/{name}", std::process::id());
+    /// The actor's socket address, from the ref's serialized form (`{id, name, pid, addr}`).
+    pub fn address<A>(r: &procactor::ActorRef<A>) -> String {
+        #[derive(serde::Deserialize)]
+        struct RefWire {
+            _id: u64,
+            _name: String,
+            _pid: u32,
+            addr: String,
+        }
+        postcard::from_bytes::<RefWire>(&postcard::to_allocvec(r).unwrap())
+            .unwrap()
+            .addr
+    }
+
+    pub fn connect_to(addr: &str) -> OwnedFd {
         let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
         connect(
             &fd,
@@ -535,15 +548,15 @@ mod raw {
 #[test]
 fn garbage_in_the_mailbox_is_answered_and_survived() {
     let c = counter();
-    procactor::register("garbage-test-counter", &c).unwrap();
+    let addr = raw::address(&c.0);
 
     // Garbage instead of a hello: the connection is dropped, the actor goes on.
-    let junk = raw::connect_name("garbage-test-counter");
+    let junk = raw::connect_to(&addr);
     raw::send(&junk, 0xee, 1, b"\xff\xfe\xfd");
     assert_eq!(c.timeout(BOUND).add(1).unwrap(), 1);
 
     // A proper hello (postcard: variant 0, then the two schemas), then garbage messages.
-    let fd = raw::connect_name("garbage-test-counter");
+    let fd = raw::connect_to(&addr);
     #[derive(serde::Serialize)]
     enum Role {
         Caller {

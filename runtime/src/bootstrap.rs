@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::logs;
 use crate::per_process::PerProcess;
+use crate::shm::Shared;
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Wait, KIND_VALUE};
 
@@ -222,12 +223,24 @@ pub(crate) fn child_info() -> Option<ChildInfo> {
     CHILD.lock().clone()
 }
 
-/// The session of this process tree: the root's pid, inherited by every descendant. Actor
-/// addresses and registered names live in it, so two programs never see each other's names.
+/// The session of this process tree: 128 random bits the root draws, inherited by every
+/// descendant. Actor addresses live in it, so two programs never meet, and nobody can guess one.
 pub(crate) fn session() -> String {
+    static ROOT: OnceLock<String> = OnceLock::new();
     match &*CHILD.lock() {
         Some(c) => c.session.clone(),
-        None => sys::getpid().to_string(),
+        None => ROOT
+            .get_or_init(|| {
+                let bits = sys::random_bytes::<16>().unwrap_or_else(|e| {
+                    // No kernel randomness (pre-3.17 kernels only): the pid and the clock, which
+                    // still keep two programs apart, though not from a guesser.
+                    log::error!(target: "procactor::bootstrap", "getrandom: {e}");
+                    let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
+                    mixed.to_le_bytes()
+                });
+                bits.iter().map(|b| format!("{b:02x}")).collect()
+            })
+            .clone(),
     }
 }
 
@@ -281,9 +294,10 @@ where
         session: session(),
     };
     let sink = logs::sink();
+    let names = crate::actor::registry_table()?;
     let mut payload = Vec::new();
     wire::encode(&header, &mut payload)?;
-    let fds = wire::encode(&(sink.as_ref(), args), &mut payload)?;
+    let fds = wire::encode(&(sink.as_ref(), &names, args), &mut payload)?;
     match spec.method {
         StartMethod::Spawn => spawn(spec, &payload, &fds),
         StartMethod::Fork => fork(spec, &payload, &fds),
@@ -665,7 +679,8 @@ where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let (sink, args) = match wire::decode::<(Option<logs::Sink>, A)>(args, fds) {
+    type Job<A> = (Option<logs::Sink>, Shared<crate::actor::RegistryTable>, A);
+    let (sink, names, args) = match wire::decode::<Job<A>>(args, fds) {
         Ok(v) => v,
         Err(e) => {
             let (expected, reason) = match e {
@@ -676,6 +691,7 @@ where
         }
     };
     logs::install(sink);
+    crate::actor::install_registry(names);
     // SAFETY: guaranteed by the caller.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     let outcome = match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {

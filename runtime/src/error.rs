@@ -64,6 +64,18 @@ pub enum Error {
         code: i32,
     },
 
+    /// A message larger than the receiving end accepts (see
+    /// [`Connection::with_max_message_size`](crate::Connection::with_max_message_size) and
+    /// [`ActorBuilder::max_message_size`](crate::ActorBuilder::max_message_size)). It was refused
+    /// before any of its payload was read; its sender's `send` fails.
+    #[error("a message of {size} bytes is larger than this end accepts ({limit} bytes)")]
+    TooLarge {
+        /// The size its header announced.
+        size: u64,
+        /// The receiving end's limit.
+        limit: u64,
+    },
+
     /// The other end is gone: its handle was dropped, or its process ended.
     #[error("the other end is disconnected (dropped, or its process ended)")]
     Disconnected,

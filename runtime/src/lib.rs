@@ -42,6 +42,15 @@ pub use manager::{
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
+
+/// The largest message a receiving end accepts unless told otherwise: 1 GiB. A larger one is
+/// refused from its header, before any of it is read (see [`Error::TooLarge`],
+/// [`Connection::with_max_message_size`], [`ActorBuilder::max_message_size`]).
+///
+/// ```
+/// assert_eq!(procactor::DEFAULT_MAX_MESSAGE_SIZE, 1 << 30);
+/// ```
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = wire::DEFAULT_LIMIT;
 pub use pool::{
     as_completed, as_completed_timeout, wait, wait_timeout, AsCompleted, AsCompletedTimeout,
     AsyncResult, Executor, ExecutorBuilder, Future, Imap, ImapUnordered, Pool, PoolBuilder,

@@ -184,7 +184,8 @@ impl<T> Connection<T> {
     }
 
     /// [`recv_bytes_into`](Connection::recv_bytes_into), waiting at most `timeout` for the
-    /// message to start arriving.
+    /// whole message (a large one not whole by then is kept for the next receive, as with
+    /// [`recv_timeout`](Connection::recv_timeout)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -263,6 +264,38 @@ impl<T> Connection<T> {
     pub fn from_fd(fd: OwnedFd) -> Self {
         Connection::new(Channel::from_fd(fd), Mode::Duplex)
     }
+
+    /// This end with another limit on the messages it receives (in bytes, as sent: a value's
+    /// encoding, or the bytes of `send_bytes`). A larger message is refused before any of it is
+    /// read: the receive fails with [`Error::TooLarge`] and the sender's `send` fails too. The
+    /// default is [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE) (1 GiB); the
+    /// limit bounds the memory a peer can make this end allocate. It travels with the end.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// let b = b.with_max_message_size(1 << 20);
+    /// assert_eq!(b.max_message_size(), 1 << 20);
+    /// let sender = std::thread::spawn(move || a.send_bytes(&vec![0; 2 << 20]));
+    /// assert!(matches!(b.recv_bytes(), Err(procactor::Error::TooLarge { size, .. }) if size == 2 << 20));
+    /// assert!(sender.join().unwrap().is_err()); // the sender learns it too
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn with_max_message_size(mut self, bytes: u64) -> Self {
+        self.chan.set_limit(bytes);
+        self
+    }
+
+    /// The largest message this end receives (see
+    /// [`with_max_message_size`](Connection::with_max_message_size)).
+    ///
+    /// ```
+    /// let (a, _b) = procactor::Pipe::<u8>::duplex()?;
+    /// assert_eq!(a.max_message_size(), procactor::DEFAULT_MAX_MESSAGE_SIZE);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn max_message_size(&self) -> u64 {
+        self.chan.limit()
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Connection<T> {
@@ -318,9 +351,9 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.recv_wait(Wait::Forever)
     }
 
-    /// Receives one value, waiting at most `timeout` for it to begin arriving
-    /// ([`Error::Timeout`] after). A large message that has begun is read to its end, or until
-    /// its sender dies: taking half of it would lose the message.
+    /// Receives one value, waiting at most `timeout` for all of it ([`Error::Timeout`] after).
+    /// A large message whose sender is slow (or stopped) half-way is not lost when the timeout
+    /// comes: what arrived is kept, and the next receive on this end goes on with it.
     ///
     /// ```
     /// use std::time::Duration;
@@ -353,25 +386,36 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 
     fn recv_wait(&self, wait: Wait) -> Result<T> {
         self.check(false)?;
-        self.chan.recv(wait, |frame| {
+        // Checked from the header, before a large payload is read: a message of another type
+        // is refused unread.
+        let of_our_type = |kind: u8, fingerprint: u64| {
             let expected = std::any::type_name::<T>();
-            if frame.kind != KIND_VALUE {
+            if kind != KIND_VALUE {
                 return Err(Error::Decode {
                     expected,
                     reason: "raw bytes (send_bytes) arrived: read them with recv_bytes".into(),
                 });
             }
-            if frame.fingerprint != self.fingerprint {
+            if fingerprint != self.fingerprint {
                 return Err(Error::Decode {
                     expected,
                     reason: format!(
                         "the sender's end sends another type (fingerprint {:#018x}, expected {:#018x})",
-                        frame.fingerprint, self.fingerprint
+                        fingerprint, self.fingerprint
                     ),
                 });
             }
-            wire::decode(frame.payload, frame.fds)
-        })
+            Ok(())
+        };
+        self.chan.recv_checked(
+            wait,
+            &mut Vec::new(),
+            |h| of_our_type(h.kind, h.fingerprint),
+            |frame| {
+                of_our_type(frame.kind, frame.fingerprint)?;
+                wire::decode(frame.payload, frame.fds)
+            },
+        )
     }
 }
 
@@ -436,6 +480,7 @@ struct WireEnd<F> {
     fd: F,
     type_name: String,
     mode: Mode,
+    limit: u64,
 }
 
 impl<T> Serialize for Connection<T> {
@@ -444,6 +489,7 @@ impl<T> Serialize for Connection<T> {
             fd: wire::SendFd(self.chan.as_fd()),
             type_name: std::any::type_name::<T>().to_string(),
             mode: self.mode,
+            limit: self.chan.limit(),
         }
         .serialize(s)
     }
@@ -459,6 +505,8 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
                 end.type_name
             )));
         }
-        Ok(Connection::new(Channel::from_fd(end.fd.0), end.mode))
+        let mut chan = Channel::from_fd(end.fd.0);
+        chan.set_limit(end.limit);
+        Ok(Connection::new(chan, end.mode))
     }
 }

@@ -6,7 +6,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::io::Errno;
@@ -40,18 +40,37 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
-/// Sends one record made of `parts`, with `fds` attached. Blocks while the peer's buffer is full.
-pub(crate) fn send_record(fd: BorrowedFd, parts: &[IoSlice], fds: &[BorrowedFd]) -> io::Result<()> {
+/// Most parts handed to the kernel as separate iovecs; a record of more is copied into one
+/// buffer first (the kernel refuses more than UIO_MAXIOV, 1024, with EMSGSIZE).
+const MAX_IOV: usize = 64;
+
+/// Sends one record made of `parts`, with `fds` attached. With `block`, waits while the peer's
+/// buffer is full; without, returns `Ok(false)` then.
+pub(crate) fn send_record_with(
+    fd: BorrowedFd,
+    parts: &[IoSlice],
+    fds: &[BorrowedFd],
+    block: bool,
+) -> io::Result<bool> {
+    if parts.len() > MAX_IOV {
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        return send_record_with(fd, &[IoSlice::new(&joined)], fds, block);
+    }
     // On the stack, sized for the most a message may carry: no allocation per send.
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut flags = SendFlags::NOSIGNAL;
+    if !block {
+        flags |= SendFlags::DONTWAIT;
+    }
     loop {
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("too many descriptors in one message"));
         }
-        match sendmsg(fd, parts, &mut control, SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(()),
+        match sendmsg(fd, parts, &mut control, flags) {
+            Ok(_) => return Ok(true),
             Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if !block => return Ok(false),
             Err(e) => return Err(e.into()),
         }
     }
@@ -177,28 +196,96 @@ pub(crate) fn write_file(fd: BorrowedFd, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// What [`read_stream_until`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Filled {
+    /// `buf` holds `target` bytes.
+    Full,
+    /// The peer closed first.
+    Eof,
+    /// The deadline passed first (what arrived so far is in `buf`).
+    TimedOut,
+}
+
 /// Appends bytes from a stream socket to `buf` until it holds `target` bytes, without
-/// zero-filling first; `Ok(false)` if the peer closed before that.
-pub(crate) fn read_until_len(fd: BorrowedFd, buf: &mut Vec<u8>, target: usize) -> io::Result<bool> {
+/// zero-filling first, waiting at most until `deadline` (`None`: as long as it takes;
+/// `Some(now)`: only what is there).
+pub(crate) fn read_stream_until(
+    fd: BorrowedFd,
+    buf: &mut Vec<u8>,
+    target: usize,
+    deadline: Option<Instant>,
+) -> io::Result<Filled> {
+    use rustix::net::sockopt::{set_socket_timeout, Timeout};
     buf.reserve_exact(target.saturating_sub(buf.len()));
-    // A side stream is a socket; a detached payload (see `Channel::send_detached`) a memory file.
-    let mut socket = true;
+    let mut timeout_set = false;
     while buf.len() < target {
+        let flags = match deadline {
+            None => RecvFlags::WAITALL,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    RecvFlags::DONTWAIT
+                } else {
+                    // The socket is ours alone (it came with one frame): its receive timeout
+                    // bounds the blocking read; WAITALL then returns what came by then.
+                    set_socket_timeout(fd, Timeout::Recv, Some(left))?;
+                    timeout_set = true;
+                    RecvFlags::WAITALL
+                }
+            }
+        };
         let want = target - buf.len();
         let spare = &mut buf.spare_capacity_mut()[..want];
-        let got = if socket {
-            rustix::net::recv(fd, spare, RecvFlags::WAITALL).map(|((got, _), _)| got.len())
-        } else {
-            rustix::io::read(fd, spare).map(|(got, _)| got.len())
-        };
-        match got {
-            Err(Errno::NOTSOCK) if socket => socket = false,
+        match rustix::net::recv(fd, spare, flags).map(|((got, _), _)| got.len()) {
+            Ok(0) => return Ok(Filled::Eof),
+            Ok(n) => {
+                // SAFETY: the kernel initialised the first `n` spare bytes.
+                unsafe { buf.set_len(buf.len() + n) };
+            }
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Filled::TimedOut);
+                }
+            }
+            Err(Errno::CONNRESET) => return Ok(Filled::Eof),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if timeout_set {
+        set_socket_timeout(fd, Timeout::Recv, None)?;
+    }
+    Ok(Filled::Full)
+}
+
+/// Is `fd` a memory file (memfd)? Only those support seals; a stream, a pipe, a device or a
+/// file on a slow filesystem does not, and reading one could block.
+pub(crate) fn is_memfd(fd: BorrowedFd) -> bool {
+    rustix::fs::fcntl_get_seals(fd).is_ok()
+}
+
+/// The size of the file behind `fd`.
+pub(crate) fn file_size(fd: BorrowedFd) -> io::Result<u64> {
+    Ok(u64::try_from(rustix::fs::fstat(fd)?.st_size).unwrap_or(0))
+}
+
+/// Appends the first `len` bytes of a file to `buf` (read from offset 0, whoever else holds
+/// the file's offset); `Ok(false)` if the file is shorter.
+pub(crate) fn read_file_prefix(fd: BorrowedFd, buf: &mut Vec<u8>, len: usize) -> io::Result<bool> {
+    buf.reserve_exact(len);
+    let start = buf.len();
+    while buf.len() - start < len {
+        let at = (buf.len() - start) as u64;
+        let want = len - (buf.len() - start);
+        let spare = &mut buf.spare_capacity_mut()[..want];
+        match rustix::io::pread(fd, spare, at).map(|(got, _)| got.len()) {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 // SAFETY: the kernel initialised the first `n` spare bytes.
                 unsafe { buf.set_len(buf.len() + n) };
             }
-            Err(Errno::INTR) => continue,
+            Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
@@ -570,7 +657,10 @@ pub(crate) fn listen_abstract(name: &str) -> io::Result<OwnedFd> {
 }
 
 /// Connects to an abstract-namespace SEQPACKET address.
-pub(crate) fn connect_abstract(name: &str) -> io::Result<OwnedFd> {
+/// Waits at most `patience` while the listener's backlog is full (a listener that stopped
+/// accepting must not hang us): `TimedOut` then.
+pub(crate) fn connect_abstract(name: &str, patience: Duration) -> io::Result<OwnedFd> {
+    use rustix::net::sockopt::{set_socket_timeout, Timeout};
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?;
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
@@ -578,13 +668,22 @@ pub(crate) fn connect_abstract(name: &str) -> io::Result<OwnedFd> {
         SocketFlags::CLOEXEC,
         None,
     )?;
+    // A Unix socket's connect waits for backlog room for at most the send timeout.
+    set_socket_timeout(
+        &fd,
+        Timeout::Send,
+        Some(patience.max(Duration::from_millis(1))),
+    )?;
     loop {
         match rustix::net::connect(&fd, &addr) {
-            Ok(()) => return Ok(fd),
+            Ok(()) => break,
             Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Err(io::ErrorKind::TimedOut.into()),
             Err(e) => return Err(e.into()),
         }
     }
+    set_socket_timeout(&fd, Timeout::Send, None)?;
+    Ok(fd)
 }
 
 /// Accepts one pending connection without blocking: `None` when there is none. The new socket
@@ -600,9 +699,41 @@ pub(crate) fn accept(listener: BorrowedFd) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The user id of the process at the other end of a Unix socket.
-pub(crate) fn peer_uid(fd: BorrowedFd) -> io::Result<u32> {
-    Ok(rustix::net::sockopt::socket_peercred(fd)?.uid.as_raw())
+/// Who is at the other end of a Unix socket, from the kernel (SO_PEERCRED): for an accepted
+/// socket, the process that connected; for a connected one, the process that last called
+/// `listen` on the listening socket. Never from anything the peer wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerCred {
+    pub pid: u32,
+    pub uid: u32,
+}
+
+pub(crate) fn peer_cred(fd: BorrowedFd) -> io::Result<PeerCred> {
+    let c = rustix::net::sockopt::socket_peercred(fd)?;
+    Ok(PeerCred {
+        pid: c.pid.as_raw_nonzero().get() as u32,
+        uid: c.uid.as_raw(),
+    })
+}
+
+/// Calls `listen` again on a listening socket this process received: the kernel then reports
+/// this process (not the one that bound it) to those who connect (see [`peer_cred`]).
+pub(crate) fn relisten(fd: BorrowedFd) -> io::Result<()> {
+    Ok(rustix::net::listen(fd, 1024)?)
+}
+
+/// Random bytes from the kernel (`getrandom`): addresses that other users cannot guess.
+pub(crate) fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut out = [0u8; N];
+    let mut filled = 0;
+    while filled < N {
+        match rustix::rand::getrandom(&mut out[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
 }
 
 /// Our own user id.
@@ -617,25 +748,7 @@ pub(crate) fn try_send_record(
     parts: &[IoSlice],
     with: Option<BorrowedFd>,
 ) -> io::Result<bool> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let fds = with.as_slice();
-    loop {
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(io::Error::other("no room for a descriptor"));
-        }
-        match sendmsg(
-            fd,
-            parts,
-            &mut control,
-            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-        ) {
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    send_record_with(fd, parts, with.as_slice(), false)
 }
 
 /// Level-triggered readiness for many descriptors at once (epoll): an actor's event loop.

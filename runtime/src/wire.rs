@@ -303,12 +303,46 @@ pub(crate) fn spin_time() -> Duration {
     })
 }
 
+/// The largest message a receiving end accepts unless told otherwise (1 GiB): see
+/// [`Channel::set_limit`]. A larger one is refused before any of it is read.
+pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
+
+/// A large payload is read into the caller's buffer in steps of this much, so that memory grows
+/// with the bytes that really came, never with the length a header announced.
+const STEP: usize = 64 << 20;
+
+/// What a frame's header says, before its payload is read: enough to refuse it unread.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    pub kind: u8,
+    pub fingerprint: u64,
+    pub len: u64,
+}
+
+/// A large frame whose payload had not all come when its receive's deadline passed: the next
+/// receive on the channel goes on with it, so a timeout never loses or tears a message.
+#[derive(Debug)]
+struct Partial {
+    head: Head,
+    side: OwnedFd,
+    fds: Vec<OwnedFd>,
+    got: Vec<u8>,
+}
+
 /// One end of a SEQPACKET socket carrying frames. Shared by `&self`: each receive takes one whole
 /// frame, so several threads may use one end.
 #[derive(Debug)]
 pub(crate) struct Channel {
     // Always Some; an Option only so that `into_fd` can take it out despite `Drop`.
     fd: Option<OwnedFd>,
+    /// The largest payload this end accepts.
+    limit: u64,
+    /// Large payloads must come in memory files, which are whole before their header is sent
+    /// and never block a reader: for event loops, which must not wait on any one peer.
+    files_only: bool,
+    partial: std::sync::Mutex<Option<Partial>>,
+    /// `partial` is `Some`: read without the lock on every receive.
+    has_partial: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Channel {
@@ -328,6 +362,15 @@ pub(crate) fn live_channels() -> std::sync::MutexGuard<'static, std::collections
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// How a frame's payload travels when it is above `INLINE_MAX`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Large {
+    /// On a stream socket written while the receiver reads it.
+    Stream,
+    /// In a memory file, written whole before the header is sent.
+    File,
+}
+
 impl Channel {
     pub(crate) fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
@@ -336,7 +379,29 @@ impl Channel {
 
     pub(crate) fn from_fd(fd: OwnedFd) -> Channel {
         live_channels().insert(fd.as_raw_fd());
-        Channel { fd: Some(fd) }
+        Channel {
+            fd: Some(fd),
+            limit: DEFAULT_LIMIT,
+            files_only: false,
+            partial: std::sync::Mutex::new(None),
+            has_partial: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The largest payload this end accepts (in bytes); a larger one is refused unread.
+    pub(crate) fn set_limit(&mut self, bytes: u64) {
+        self.limit = bytes;
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Accepts large payloads only in memory files (see [`send_detached`](Channel::send_detached)):
+    /// a receive then never waits on a sender that is slow, stopped or malicious.
+    pub(crate) fn files_only(mut self) -> Channel {
+        self.files_only = true;
+        self
     }
 
     pub(crate) fn into_fd(mut self) -> OwnedFd {
@@ -349,9 +414,10 @@ impl Channel {
     }
 
     pub(crate) fn try_clone(&self) -> Result<Channel> {
-        Ok(Channel::from_fd(
-            sys::dup(self.as_fd()).map_err(|e| Error::io("dup", e))?,
-        ))
+        let mut c = Channel::from_fd(sys::dup(self.as_fd()).map_err(|e| Error::io("dup", e))?);
+        c.limit = self.limit;
+        c.files_only = self.files_only;
+        Ok(c)
     }
 
     /// Sends one frame. `fds` are the descriptors of handles inside the payload. A payload above
@@ -363,12 +429,13 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, false)
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::Stream, true)
+            .map(drop)
     }
 
     /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
     /// goes into a memory file whose descriptor travels with the header (the receiver reads it
-    /// like a side stream). For replies to callers that may have given up.
+    /// like a side stream). For replies to callers that may have given up, and for event loops.
     pub(crate) fn send_detached(
         &self,
         kind: u8,
@@ -376,7 +443,8 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, true)
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, true)
+            .map(drop)
     }
 
     /// [`send_detached`](Channel::send_detached) of a payload given in parts (sent as their
@@ -388,7 +456,20 @@ impl Channel {
         parts: &[&[u8]],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, parts, fds, true)
+        self.send_frame(kind, fingerprint, parts, fds, Large::File, true)
+            .map(drop)
+    }
+
+    /// [`send_detached`](Channel::send_detached) that never blocks: `Ok(false)` if the peer's
+    /// buffer is full (it is not reading), and nothing was sent.
+    pub(crate) fn try_send(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> Result<bool> {
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, false)
     }
 
     fn send_frame(
@@ -397,47 +478,61 @@ impl Channel {
         fingerprint: u64,
         payload: &[&[u8]],
         fds: &[RawFd],
-        detached: bool,
-    ) -> Result<()> {
+        large: Large,
+        block: bool,
+    ) -> Result<bool> {
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
         let len: usize = payload.iter().map(|p| p.len()).sum();
+        let io = |e| Error::io("send", e);
         if len <= INLINE_MAX {
             header[0] = kind;
             let mut parts = Vec::with_capacity(payload.len() + 1);
             parts.push(IoSlice::new(&header[..HEADER]));
             parts.extend(payload.iter().map(|p| IoSlice::new(p)));
-            return sys::send_record(self.as_fd(), &parts, &borrowed)
-                .map_err(|e| Error::io("send", e));
+            return sys::send_record_with(self.as_fd(), &parts, &borrowed, block).map_err(io);
         }
         header[0] = kind | FLAG_LARGE;
         header[HEADER..].copy_from_slice(&(len as u64).to_le_bytes());
-        let (side, mine) = if detached {
-            let file = rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
-                .map_err(|e| Error::io("memfd_create", e))?;
-            for part in payload {
-                sys::write_file(file.as_fd(), part).map_err(|e| Error::io("write", e))?;
+        let (side, mine) = match large {
+            Large::File => {
+                let file =
+                    rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
+                        .map_err(|e| Error::io("memfd_create", e))?;
+                for part in payload {
+                    sys::write_file(file.as_fd(), part).map_err(|e| Error::io("write", e))?;
+                }
+                (file, None)
             }
-            rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0))
-                .map_err(|e| Error::io("lseek", e))?;
-            (file, None)
-        } else {
-            let (mine, theirs) = sys::stream_pair().map_err(|e| Error::io("socketpair", e))?;
-            (theirs, Some(mine))
+            Large::Stream => {
+                let (mine, theirs) = sys::stream_pair().map_err(|e| Error::io("socketpair", e))?;
+                (theirs, Some(mine))
+            }
         };
         let mut all = Vec::with_capacity(borrowed.len() + 1);
         all.push(side.as_fd());
         all.extend_from_slice(&borrowed);
-        sys::send_record(self.as_fd(), &[IoSlice::new(&header)], &all)
-            .map_err(|e| Error::io("send", e))?;
-        drop(side);
-        match mine {
-            Some(stream) => payload.iter().try_for_each(|part| {
-                sys::write_all(stream.as_fd(), part).map_err(|e| Error::io("send", e))
-            }),
-            None => Ok(()),
+        if !sys::send_record_with(self.as_fd(), &[IoSlice::new(&header)], &all, block)
+            .map_err(io)?
+        {
+            return Ok(false);
         }
+        drop(side);
+        if let Some(stream) = mine {
+            for part in payload {
+                sys::write_all(stream.as_fd(), part).map_err(|e| match e.raw_os_error() {
+                    // The receiver let go of the message (too large for it, of a type it does
+                    // not take, or its process ended) before reading all of it.
+                    Some(libc::EPIPE | libc::ECONNRESET) => Error::io(
+                        "send (the receiver dropped the message before reading all of it)",
+                        e,
+                    ),
+                    _ => Error::io("send", e),
+                })?;
+            }
+        }
+        Ok(true)
     }
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
@@ -449,24 +544,28 @@ impl Channel {
         payload: &[u8],
     ) -> Result<bool> {
         debug_assert!(payload.len() <= INLINE_MAX);
-        let mut header = [0u8; HEADER];
-        header[0] = kind;
-        header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
-        let parts = [IoSlice::new(&header), IoSlice::new(payload)];
-        sys::try_send_record(self.as_fd(), &parts, None).map_err(|e| Error::io("send", e))
+        self.try_send(kind, fingerprint, payload, &[])
     }
 
-    /// Waits for data (or EOF) for at most `wait`; true if a receive would not block.
+    /// Waits for data (or EOF) for at most `wait`; true if a receive would not block (or, for a
+    /// large message begun earlier, has more of it to read).
     pub(crate) fn poll(&self, wait: Wait) -> Result<bool> {
-        let ready = sys::wait_readable(&[self.as_fd()], wait.deadline())
-            .map_err(|e| Error::io("poll", e))?;
+        let partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = match &*partial {
+            Some(p) => sys::wait_readable(&[p.side.as_fd()], wait.deadline()),
+            None => {
+                drop(partial);
+                sys::wait_readable(&[self.as_fd()], wait.deadline())
+            }
+        }
+        .map_err(|e| Error::io("poll", e))?;
         Ok(ready.is_some())
     }
 
     /// Receives one frame and hands it to `f`. `Error::Timeout` when `wait` ran out,
     /// `Error::Disconnected` at EOF.
     pub(crate) fn recv<R>(&self, wait: Wait, f: impl FnOnce(Frame) -> Result<R>) -> Result<R> {
-        self.recv_large_into(wait, &mut Vec::new(), f)
+        self.recv_checked(wait, &mut Vec::new(), |_| Ok(()), f)
     }
 
     /// [`recv`](Channel::recv), reading a large payload into `large` (whose allocation is
@@ -477,6 +576,32 @@ impl Channel {
         large: &mut Vec<u8>,
         f: impl FnOnce(Frame) -> Result<R>,
     ) -> Result<R> {
+        self.recv_checked(wait, large, |_| Ok(()), f)
+    }
+
+    /// [`recv_large_into`](Channel::recv_large_into) that first shows a large frame's header to
+    /// `accept`, which may refuse it (a frame of another type) before any of its payload is
+    /// read. Every large payload is bounded by this end's limit and read under `wait`'s
+    /// deadline; one whose bytes had not all come by then is kept for the next receive.
+    pub(crate) fn recv_checked<R>(
+        &self,
+        wait: Wait,
+        large: &mut Vec<u8>,
+        accept: impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
+        if self.has_partial.load(std::sync::atomic::Ordering::Acquire) {
+            let p = self
+                .partial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(p) = p {
+                self.has_partial
+                    .store(false, std::sync::atomic::Ordering::Release);
+                return self.read_large(p, wait, large, &accept, f);
+            }
+        }
         RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let (n, mut fds) = self.recv_record(&mut buf, wait)?;
@@ -505,14 +630,107 @@ impl Channel {
             }
             let len = u64::from_le_bytes(buf[HEADER..LARGE_HEADER].try_into().expect("8 bytes"));
             let side = fds.remove(0);
-            read_side_stream(side.as_fd(), len, large)?;
-            f(Frame {
+            let head = Head {
                 kind: kind & !FLAG_LARGE,
                 fingerprint,
-                payload: large,
-                large: true,
+                len,
+            };
+            drop(buf);
+            let partial = Partial {
+                head,
+                side,
                 fds,
-            })
+                got: Vec::new(),
+            };
+            self.read_large(partial, wait, large, &accept, f)
+        })
+    }
+
+    /// Reads a large frame's payload (or what is left of it) into `large`, then hands the frame
+    /// to `f`. A refused frame is dropped unread: its sender sees the side stream closed.
+    fn read_large<R>(
+        &self,
+        p: Partial,
+        wait: Wait,
+        large: &mut Vec<u8>,
+        accept: &impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
+        let Partial {
+            head,
+            side,
+            fds,
+            mut got,
+        } = p;
+        if head.len > self.limit {
+            return Err(Error::TooLarge {
+                size: head.len,
+                limit: self.limit,
+            });
+        }
+        accept(&head)?;
+        let len = usize::try_from(head.len).map_err(|_| Error::TooLarge {
+            size: head.len,
+            limit: self.limit,
+        })?;
+        let io = |e| Error::io("recv", e);
+        if got.is_empty() {
+            large.clear(); // a fresh message: the caller's buffer, its allocation reused
+        } else {
+            *large = std::mem::take(&mut got); // the part an earlier receive read
+        }
+        if sys::is_memfd(side.as_fd()) {
+            // Whole before its header was sent: read at once, never waiting on the sender.
+            large.clear();
+            let size = sys::file_size(side.as_fd()).map_err(io)?;
+            if size != head.len {
+                return Err(Error::Decode {
+                    expected: "a procactor frame",
+                    reason: format!("a {size}-byte memory file for a {len}-byte payload"),
+                });
+            }
+            if !sys::read_file_prefix(side.as_fd(), large, len).map_err(io)? {
+                large.clear();
+                return Err(Error::Disconnected);
+            }
+        } else if self.files_only {
+            return Err(Error::Decode {
+                expected: "a procactor frame",
+                reason: "a large payload on a stream where only memory files are taken".into(),
+            });
+        } else {
+            while large.len() < len {
+                let target = len.min(large.len() + STEP);
+                match sys::read_stream_until(side.as_fd(), large, target, wait.deadline())
+                    .map_err(io)?
+                {
+                    sys::Filled::Full => {}
+                    sys::Filled::Eof => {
+                        // The sender died (or dropped the message) half-way: nothing partial
+                        // is delivered.
+                        large.clear();
+                        return Err(Error::Disconnected);
+                    }
+                    sys::Filled::TimedOut => {
+                        *self.partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(Partial {
+                            head,
+                            side,
+                            fds,
+                            got: std::mem::take(large),
+                        });
+                        self.has_partial
+                            .store(true, std::sync::atomic::Ordering::Release);
+                        return Err(wait.expired());
+                    }
+                }
+            }
+        }
+        f(Frame {
+            kind: head.kind,
+            fingerprint: head.fingerprint,
+            payload: large,
+            large: true,
+            fds,
         })
     }
 
@@ -558,26 +776,6 @@ impl Channel {
             }
         }
     }
-}
-
-/// Reads a large payload from its side stream, growing the buffer as bytes arrive so that a
-/// lying length cannot make us allocate memory the sender never sent.
-fn read_side_stream(fd: BorrowedFd, len: u64, out: &mut Vec<u8>) -> Result<()> {
-    const STEP: usize = 64 << 20;
-    let len = usize::try_from(len).map_err(|_| Error::Decode {
-        expected: "a procactor frame",
-        reason: "length overflow".into(),
-    })?;
-    out.clear();
-    while out.len() < len {
-        let target = len.min(out.len() + STEP);
-        if !sys::read_until_len(fd, out, target).map_err(|e| Error::io("recv", e))? {
-            // The sender died (or dropped the message) half-way: nothing partial is delivered.
-            out.clear();
-            return Err(Error::Disconnected);
-        }
-    }
-    Ok(())
 }
 
 impl AsFd for Channel {

@@ -82,6 +82,11 @@ impl RefInner {
         }
     }
 
+    /// The error for an actor found gone: how it ended, where this process can know.
+    pub(crate) fn gone_error(&self) -> Error {
+        self.died(self.refine(ExitReason::Unknown))
+    }
+
     /// Waits (as `wait` says) for the exit reason through the process handle: exact, but only in
     /// the spawning process. `None` elsewhere.
     pub(crate) fn reason_from_handle(&self, wait: Wait) -> Option<Result<ExitReason>> {
@@ -207,7 +212,7 @@ impl RefInner {
             Some(c) => c,
             None => {
                 let c = Conn::open(&self.addr, &role, wait).map_err(|e| match e {
-                    ConnectError::NotThere => self.died(self.refine(ExitReason::Unknown)),
+                    ConnectError::NotThere => self.gone_error(),
                     ConnectError::Failed(e) => e,
                 })?;
                 let mut all = CONNS.lock();
@@ -343,13 +348,18 @@ impl<A> ActorRef<A> {
         if let Some(h) = self.inner.handle() {
             return h.kill();
         }
-        // Not our child: reach it by pid, but only while it still answers at its address (so
-        // the pid is still this actor's, not a recycled one).
-        let pidfd = match sys::pidfd_open(self.inner.pid) {
+        // Not our child: the pid is the kernel's answer to who listens at the actor's address
+        // (a process of our user), never one a message named.
+        let Some((pid, probe)) = super::client::listener_pid(&self.inner.addr) else {
+            return Ok(()); // gone already
+        };
+        let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(_) => return Ok(()),
         };
-        if sys::connect_abstract(&self.inner.addr).is_err() {
+        // The listener outlived the pid's check only if its process did: our pending connection
+        // hangs up when it ends. So the pidfd is the actor's, not a recycled pid's.
+        if sys::peer_closed(std::os::fd::AsFd::as_fd(&probe)) {
             return Ok(());
         }
         sys::signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGKILL)
@@ -381,7 +391,7 @@ impl<A> ActorRef<A> {
     pub fn is_alive(&self) -> bool {
         match self.inner.handle() {
             Some(h) => h.is_alive(),
-            None => sys::connect_abstract(&self.inner.addr).is_ok(),
+            None => super::client::answers(&self.inner.addr),
         }
     }
 

@@ -32,21 +32,58 @@ pub(crate) enum ConnectError {
     Failed(Error),
 }
 
-/// Connects to `addr` in `role`, waiting for the welcome as `wait` says. Returns the channel, the
-/// welcome and the descriptor that came with it (a bounded mailbox's gate).
-pub(crate) fn handshake(
-    addr: &str,
-    role: &Role,
-    wait: Wait,
-) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
-    let fd = match sys::connect_abstract(addr) {
+/// How long a connect waits while an actor's backlog of connections is full.
+const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to the actor listening at `addr`, if a process of our own user listens there (the
+/// kernel says who bound or last listened on it: never a message). `None` if nobody of ours is
+/// there. The connection is a liveness probe only: the actor drops it when it closes unused.
+fn connect_own(addr: &str) -> std::result::Result<(OwnedFd, sys::PeerCred), ConnectError> {
+    let fd = match sys::connect_abstract(addr, CONNECT_PATIENCE) {
         Ok(fd) => fd,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT)) => {
             return Err(ConnectError::NotThere)
         }
         Err(e) => return Err(ConnectError::Failed(Error::io("connect", e))),
     };
-    let chan = Channel::from_fd(fd);
+    let cred = sys::peer_cred(fd.as_fd())
+        .map_err(|e| ConnectError::Failed(Error::io("SO_PEERCRED", e)))?;
+    if cred.uid != sys::getuid() {
+        // Our actor there has ended, and another user bound its address since: it is gone for
+        // us, and the stranger hears nothing.
+        log::warn!(
+            target: "procactor::actor",
+            "refused {addr:?}: it is held by pid {} of another user (uid {})",
+            cred.pid,
+            cred.uid
+        );
+        return Err(ConnectError::NotThere);
+    }
+    Ok((fd, cred))
+}
+
+/// True if an actor of our user listens at `addr` (a probe connection, dropped at once).
+pub(crate) fn answers(addr: &str) -> bool {
+    connect_own(addr).is_ok()
+}
+
+/// The pid of the process of our user that listens at `addr`, from the kernel, and a connection
+/// to it that hangs up if that process ends (so the pid can be checked to be still its own).
+pub(crate) fn listener_pid(addr: &str) -> Option<(u32, OwnedFd)> {
+    connect_own(addr).ok().map(|(fd, cred)| (cred.pid, fd))
+}
+
+/// Connects to `addr` in `role`, waiting for the welcome as `wait` says. Returns the channel, the
+/// welcome and the descriptor that came with it (a bounded mailbox's gate). The welcome's pid is
+/// the kernel's, not what the actor wrote.
+pub(crate) fn handshake(
+    addr: &str,
+    role: &Role,
+    wait: Wait,
+) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
+    let (fd, cred) = connect_own(addr)?;
+    // Actors answer large payloads in memory files: a reply never makes us wait on a sender.
+    let chan = Channel::from_fd(fd).files_only();
     let mut hello = Vec::new();
     wire::encode(role, &mut hello).map_err(ConnectError::Failed)?;
     match chan.send(proto::HELLO, 0, &hello, &[]) {
@@ -68,7 +105,15 @@ pub(crate) fn handshake(
         }),
     });
     match answer {
-        Ok(Ok((w, fd))) => Ok((chan, w, fd)),
+        Ok(Ok((mut w, fd))) => {
+            // The listener was ours until the actor's process took it over (it listens again
+            // first thing): only then does the kernel name the actor, and only we, its
+            // spawner, can have connected before.
+            if cred.pid != sys::getpid() {
+                w.pid = cred.pid;
+            }
+            Ok((chan, w, fd))
+        }
         Ok(Err(theirs)) => Err(ConnectError::Failed(match role {
             Role::Caller { msg, .. } => Error::SchemaMismatch {
                 ours: msg.0.clone(),
@@ -241,6 +286,15 @@ impl Conn {
             }
         };
         let len = tail.buf.len() - start - head;
+        let record = (tail.buf.len() - start) as u64;
+        if record > self.welcome.limit {
+            // The actor would refuse it unread: say so here, with nothing sent.
+            tail.buf.truncate(start);
+            return Err(Error::TooLarge {
+                size: record,
+                limit: self.welcome.limit,
+            });
+        }
         proto::write_header(&mut tail.buf[start..start + head], op, id, len, raw.len());
         // Handles inside the message: their descriptors must outlive the caller's value.
         let mut fds = Vec::with_capacity(raw.len());
@@ -253,7 +307,8 @@ impl Conn {
                 }
             }
         }
-        let too_big = tail.buf.len() > INLINE_MAX || tail.fds.len() + fds.len() > sys::MAX_FDS;
+        let cap = (INLINE_MAX as u64).min(self.welcome.limit) as usize;
+        let too_big = tail.buf.len() > cap || tail.fds.len() + fds.len() > sys::MAX_FDS;
         if too_big && start > 0 {
             // This envelope starts the next record.
             let moved = tail.buf.split_off(start);
@@ -272,7 +327,9 @@ impl Conn {
         let batches = std::mem::take(&mut lock(&self.outbox).batches);
         for b in batches {
             let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
-            if let Err(e) = self.chan.send(proto::BATCH, 0, &b.buf, &raw) {
+            // A large batch goes in a memory file: the actor's event loop takes no stream that
+            // could make it wait on us.
+            if let Err(e) = self.chan.send_detached(proto::BATCH, 0, &b.buf, &raw) {
                 if matches!(e, Error::Disconnected) {
                     self.mark_gone(&mut lock(&self.replies), None);
                 }

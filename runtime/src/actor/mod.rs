@@ -46,6 +46,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) use actor_ref::RefInner;
 pub use actor_ref::{ActorRef, Caller, Monitor, Tell, Timed, TryTell};
 pub use context::Context;
+pub(crate) use registry::{
+    install as install_registry, table as registry_table, Table as RegistryTable,
+};
 pub use registry::{register, unregister, whereis};
 pub use supervisor::{ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorRef};
 
@@ -248,6 +251,7 @@ pub struct ActorBuilder<A: Actor> {
     method: Option<StartMethod>,
     start_timeout: Duration,
     register: Option<String>,
+    pub(crate) max_message: u64,
     _a: PhantomData<fn() -> A>,
 }
 
@@ -261,6 +265,7 @@ impl<A: Actor> ActorBuilder<A> {
             method: None,
             start_timeout: Duration::from_secs(30),
             register: None,
+            max_message: crate::wire::DEFAULT_LIMIT,
             _a: PhantomData,
         }
     }
@@ -292,6 +297,33 @@ impl<A: Actor> ActorBuilder<A> {
     /// Registers the actor under `name` (see [`whereis`]) before `spawn` returns.
     pub fn register(mut self, name: impl Into<String>) -> Self {
         self.register = Some(name.into());
+        self
+    }
+
+    /// The largest message (in bytes, after encoding) the actor accepts from a caller: the
+    /// caller's `ask` or `tell` of a larger one fails with [`Error::TooLarge`] before anything
+    /// is sent (and the actor refuses such a record unread, whoever sends it).
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE), 1 GiB. It bounds
+    /// the memory any one caller can make the actor allocate.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// struct Sink;
+    /// #[procactor::actor]
+    /// impl Sink {
+    ///     fn init(_: ()) -> Self { Sink }
+    ///     pub fn take(&self, data: String) -> usize { data.len() }
+    /// }
+    /// let s = procactor::ActorBuilder::<Sink>::new(()).max_message_size(1 << 20).spawn()?;
+    /// assert_eq!(s.take("x".repeat(1000))?, 1000);
+    /// let too_big = s.take("x".repeat(2 << 20));
+    /// assert!(matches!(too_big, Err(procactor::Error::TooLarge { limit, .. }) if limit == 1 << 20));
+    /// assert_eq!(s.take("still fine".into())?, 10);
+    /// # s.stop()?; s.join()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn max_message_size(mut self, bytes: u64) -> Self {
+        self.max_message = bytes;
         self
     }
 

@@ -1,7 +1,8 @@
 //! What travels on an actor's connections: addresses, the hello exchange, and batches of
 //! envelopes.
 //!
-//! An actor listens on an abstract-namespace SEQPACKET address (`procactor/<session>/a/<id>`);
+//! An actor listens on an abstract-namespace SEQPACKET address (`procactor/<session>/a/<id>`, 192
+//! random bits);
 //! every process that talks to it opens one connection, says hello (its role and, for callers,
 //! the message schema it speaks) and gets a welcome or a refusal. Then:
 //! - caller → actor: frames of kind [`BATCH`], each a run of envelopes `[op u8][len u32]
@@ -13,7 +14,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ExitReason, Result};
 use crate::message::Schema;
-use crate::wire::Fd;
 
 /// Frame kinds (the wire module's own kinds are 1 and 2).
 pub(crate) const HELLO: u8 = 20;
@@ -29,23 +29,9 @@ pub(crate) const OP_TELL: u8 = 1;
 pub(crate) const OP_ASK: u8 = 2;
 pub(crate) const OP_SYS: u8 = 3;
 
-/// Largest abstract socket name (sun_path is 108 bytes, one is the leading NUL).
-const MAX_ADDR: usize = 107;
-
 /// The address of an actor incarnation.
 pub(crate) fn actor_addr(session: &str, id: u64) -> String {
     format!("procactor/{session}/a/{id:016x}")
-}
-
-/// The address a registered name binds.
-pub(crate) fn name_addr(session: &str, name: &str) -> Result<String> {
-    let addr = format!("procactor/{session}/n/{name}");
-    if addr.len() > MAX_ADDR || name.is_empty() || name.contains('\0') {
-        return Err(Error::Unsupported(
-            "actor names must be 1 to 80 bytes long, without NUL",
-        ));
-    }
-    Ok(addr)
 }
 
 /// Who is connecting, and why.
@@ -83,6 +69,8 @@ pub(crate) struct Welcome {
     pub capacity: Option<u32>,
     /// Our slot in the gate's per-connection table.
     pub slot: u32,
+    /// The largest record (a batch of envelopes) the actor takes.
+    pub limit: u64,
 }
 
 /// System messages, sent in order with the others.
@@ -90,11 +78,6 @@ pub(crate) struct Welcome {
 pub(crate) enum Sys {
     /// Handle what came before, then end normally.
     Stop,
-    /// Serve connections to a registered name: the caller bound the listener (so it learnt
-    /// at once whether the name was free) and hands it over.
-    Register { name: String, listener: Fd },
-    /// Give the name up.
-    Unregister(String),
     /// Answer `id` (an empty reply) once everything sent before it on this connection was
     /// handled: a process that ends waits for this, so that its tells are handled before its
     /// parent learns that it ended.

@@ -1,25 +1,138 @@
 //! The name registry: `register`, `whereis`, `unregister`.
 //!
-//! A name is an abstract-namespace socket address in the session (`procactor/<session>/n/<name>`),
-//! bound by `register` and served by the actor itself. So the kernel keeps the registry: binding
-//! a taken name fails at once, and a name disappears with the actor's process, however it ends.
-//! A supervisor re-registers a restarted child, and callers that look it up reach the new one.
+//! Names live in a table in shared memory that the root program makes and every process it
+//! starts inherits (the table travels with each child's job), so a name is shared by the root and
+//! all its descendants and by nobody else. No other user can see, take or squat a name: a socket
+//! address could not promise that, since every user sees the abstract socket namespace (in
+//! `/proc/net/unix`) and may bind in it.
+//!
+//! An entry holds the actor's own address. `whereis` connects there, and the connection checks
+//! with the kernel that the listener is a process of our user (see `client::handshake`). An entry
+//! whose actor has ended is stale: `whereis` finds nobody at its address and reports none, and
+//! `register` takes the name over. A supervisor registers a restarted child again, and callers
+//! that look the name up reach the new one.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::actor_ref::{ActorRef, RefInner};
-use super::client::{Conn, ConnectError};
-use super::proto::{self, Role, Sys};
+use super::client::{self, Conn, ConnectError};
+use super::proto::Role;
 use super::{Actor, ActorId};
-use crate::bootstrap;
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::sys;
-use crate::wire::{Fd, Wait};
+use crate::shm::{Layout, Shared};
+use crate::sync::robust::RawMutex;
+use crate::wire::Wait;
+
+/// The table's header; its slots follow it (see [`Slot`]).
+#[repr(C)]
+pub(crate) struct Table {
+    mutex: RawMutex,
+}
+
+// SAFETY: a robust mutex (atomics); the slots after it are plain bytes, written only under it.
+unsafe impl Layout for Table {
+    const MAGIC: u32 = 0x4e41_4d45;
+    fn in_use_here(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
+}
+
+/// How many names a process tree may register at once.
+const SLOTS: usize = 1024;
+/// Longest name, in bytes.
+pub(crate) const NAME_MAX: usize = 80;
+/// Longest actor address (an abstract socket name: 107 bytes).
+const ADDR_MAX: usize = 107;
+/// One slot: `[used u8][name_len u8][name; 80][addr_len u8][addr; 107]`, padded.
+const SLOT: usize = 256;
+const NAME_AT: usize = 2;
+const ADDR_LEN_AT: usize = NAME_AT + NAME_MAX;
+const ADDR_AT: usize = ADDR_LEN_AT + 1;
+const _: () = assert!(ADDR_AT + ADDR_MAX <= SLOT);
+
+/// How long a registry operation waits for the table's lock (held only for a scan and a copy).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+static TABLE: OnceLock<Shared<Table>> = OnceLock::new();
+
+/// This process tree's table: the one this process was started with, or (in the root) a new one.
+pub(crate) fn table() -> Result<Shared<Table>> {
+    if let Some(t) = TABLE.get() {
+        return Ok(t.clone());
+    }
+    let fresh = Shared::<Table>::new("procactor-names", SLOTS * SLOT)?;
+    Ok(TABLE.get_or_init(|| fresh).clone())
+}
+
+/// Adopts the table a child's job carried (before anything else in the child uses names).
+pub(crate) fn install(table: Shared<Table>) {
+    let _ = TABLE.set(table);
+}
+
+/// One slot's bytes, read or written under the table's lock.
+struct Slot<'a>(&'a mut [u8]);
+
+impl Slot<'_> {
+    fn used(&self) -> bool {
+        self.0[0] == 1
+    }
+
+    fn name(&self) -> &[u8] {
+        let len = usize::from(self.0[1]).min(NAME_MAX);
+        &self.0[NAME_AT..NAME_AT + len]
+    }
+
+    fn addr(&self) -> String {
+        let len = usize::from(self.0[ADDR_LEN_AT]).min(ADDR_MAX);
+        String::from_utf8_lossy(&self.0[ADDR_AT..ADDR_AT + len]).into_owned()
+    }
+
+    /// Fills the slot; `used` is set last, so a writer killed half-way leaves a free slot.
+    fn fill(&mut self, name: &str, addr: &str) {
+        self.0[0] = 0;
+        self.0[1] = name.len() as u8;
+        self.0[NAME_AT..NAME_AT + name.len()].copy_from_slice(name.as_bytes());
+        self.0[ADDR_LEN_AT] = addr.len() as u8;
+        self.0[ADDR_AT..ADDR_AT + addr.len()].copy_from_slice(addr.as_bytes());
+        std::sync::atomic::fence(Ordering::Release);
+        self.0[0] = 1;
+    }
+
+    fn clear(&mut self) {
+        self.0[0] = 0;
+    }
+}
+
+/// Runs `f` on the table's slots, under its lock.
+fn with_slots<R>(f: impl FnOnce(&mut [Slot]) -> R) -> Result<R> {
+    let table = table()?;
+    table.mutex.lock(Wait::timeout(LOCK_WAIT))?;
+    // SAFETY: the tail is SLOTS * SLOT bytes of the mapping `table` keeps alive, and we hold the
+    // table's lock, under which alone its bytes are read or written. A holder that died left at
+    // worst a slot with `used` clear (see `Slot::fill`).
+    let bytes = unsafe { std::slice::from_raw_parts_mut(table.tail(), SLOTS * SLOT) };
+    let mut slots: Vec<Slot> = bytes.chunks_exact_mut(SLOT).map(Slot).collect();
+    let out = f(&mut slots);
+    drop(slots);
+    table.mutex.unlock();
+    Ok(out)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > NAME_MAX || name.contains('\0') {
+        return Err(Error::Unsupported(
+            "actor names must be 1 to 80 bytes long, without NUL",
+        ));
+    }
+    Ok(())
+}
 
 /// Registers `actor` under `name` in this process tree (names are shared by the root program and
-/// all its descendants). [`Error::NameTaken`] if a live actor holds it.
+/// all its descendants, and by nobody else). [`Error::NameTaken`] if a live actor holds it; an
+/// actor that has ended gives its names up.
 ///
 /// ```
 /// # procactor::init();
@@ -36,48 +149,105 @@ use crate::wire::{Fd, Wait};
 /// assert_eq!(found.now()?, 42);
 /// assert_eq!(found.pid(), c.pid());
 /// procactor::unregister("clock")?;
-/// # std::thread::sleep(std::time::Duration::from_millis(50));
 /// assert!(procactor::whereis::<Clock>("clock")?.is_none());
 /// # c.stop()?; c.join()?;
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn register<A>(name: &str, actor: &ActorRef<A>) -> Result<()> {
-    let addr = proto::name_addr(&bootstrap::session(), name)?;
-    let listener = match sys::listen_abstract(&addr) {
-        Ok(l) => l,
-        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
-            return Err(Error::NameTaken(name.to_string()))
+    check_name(name)?;
+    let addr = actor.inner.addr.clone();
+    if addr.len() > ADDR_MAX {
+        return Err(Error::Unsupported("actor address too long"));
+    }
+    if !client::answers(&addr) {
+        return Err(actor.inner.gone_error());
+    }
+    with_slots(|slots| {
+        let mut free = None;
+        for (i, s) in slots.iter_mut().enumerate() {
+            if !s.used() {
+                free.get_or_insert(i);
+                continue;
+            }
+            if s.name() == name.as_bytes() {
+                if client::answers(&s.addr()) {
+                    return Err(Error::NameTaken(name.to_string()));
+                }
+                s.fill(name, &addr); // its actor ended: the name is free
+                return Ok(());
+            }
         }
-        Err(e) => return Err(Error::io("listen", e)),
-    };
-    // The ref's own connection if it has one: the registration comes after what it sent.
-    let conn = actor.inner.any_conn()?;
-    conn.sys(&Sys::Register {
-        name: name.to_string(),
-        listener: Fd(listener),
-    })
+        let free = match free {
+            Some(i) => i,
+            // Full: names of actors that have ended make room.
+            None => slots
+                .iter()
+                .position(|s| !client::answers(&s.addr()))
+                .ok_or(Error::Unsupported(
+                    "the name registry is full (1024 names in this process tree)",
+                ))?,
+        };
+        slots[free].fill(name, &addr);
+        Ok(())
+    })?
 }
 
 /// Gives `name` up: later `whereis` calls find nothing (the actor goes on running). Not an error
 /// if the name is not registered.
+///
+/// ```
+/// # procactor::init();
+/// procactor::unregister("nobody-has-this-name")?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub fn unregister(name: &str) -> Result<()> {
-    let addr = proto::name_addr(&bootstrap::session(), name)?;
-    let conn = match Conn::open(
-        &addr,
-        &Role::Monitor,
-        Wait::timeout(Duration::from_secs(30)),
-    ) {
-        Ok(c) => c,
-        Err(ConnectError::NotThere) => return Ok(()),
-        Err(ConnectError::Failed(e)) => return Err(e),
-    };
-    conn.sys(&Sys::Unregister(name.to_string()))
+    check_name(name)?;
+    with_slots(|slots| {
+        for s in slots.iter_mut().filter(|s| s.used()) {
+            if s.name() == name.as_bytes() {
+                s.clear();
+            }
+        }
+    })
+}
+
+/// The address registered under `name`, if any.
+fn lookup(name: &str) -> Result<Option<String>> {
+    with_slots(|slots| {
+        slots
+            .iter()
+            .find(|s| s.used() && s.name() == name.as_bytes())
+            .map(|s| s.addr())
+    })
+}
+
+/// Forgets `name` if it still names `addr` (whose actor has ended).
+fn forget_stale(name: &str, addr: &str) {
+    let _ = with_slots(|slots| {
+        for s in slots.iter_mut().filter(|s| s.used()) {
+            if s.name() == name.as_bytes() && s.addr() == addr {
+                s.clear();
+            }
+        }
+    });
 }
 
 /// The actor registered under `name`, if any. Its message types are checked against `A`:
 /// [`Error::SchemaMismatch`] if the name belongs to an actor of another type.
+///
+/// ```
+/// # procactor::init();
+/// struct Idle;
+/// #[procactor::actor]
+/// impl Idle { fn init(_: ()) -> Self { Idle } pub fn ping(&self) {} }
+/// assert!(procactor::whereis::<Idle>("not-registered")?.is_none());
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
-    let addr = proto::name_addr(&bootstrap::session(), name)?;
+    check_name(name)?;
+    let Some(addr) = lookup(name)? else {
+        return Ok(None);
+    };
     let (m, r) = (A::Msg::schema(), A::Reply::schema());
     let conn = match Conn::open(
         &addr,
@@ -85,11 +255,14 @@ pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
         Wait::timeout(Duration::from_secs(30)),
     ) {
         Ok(c) => c,
-        Err(ConnectError::NotThere) => return Ok(None),
+        Err(ConnectError::NotThere) => {
+            forget_stale(name, &addr);
+            return Ok(None);
+        }
         Err(ConnectError::Failed(e)) => return Err(e),
     };
     let w = conn.welcome.clone();
-    let inner = Arc::new(RefInner::new(ActorId(w.id), w.name, w.pid, w.addr, None));
+    let inner = Arc::new(RefInner::new(ActorId(w.id), w.name, w.pid, addr, None));
     inner.adopt::<A>(conn);
     Ok(Some(ActorRef::from_inner(inner)))
 }

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,19 +29,17 @@ pub(crate) struct Boot<Args> {
     name: String,
     addr: String,
     capacity: Option<u32>,
+    /// The largest message the actor accepts.
+    limit: u64,
     args: Args,
 }
 
-/// A fresh id: our pid and a counter (unique among live processes of the session), plus a
-/// little of the clock so a recycled pid does not reuse an address still held by a dying actor.
-fn new_id() -> u64 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() >> 20)
-        .unwrap_or(0);
-    (u64::from(sys::getpid()) << 32) | u64::from(n.wrapping_add(clock << 20))
+/// A fresh id: 64 random bits from the kernel. With the session's 128, an actor's address cannot
+/// be guessed (or bound first) by anyone.
+fn new_id() -> Result<u64> {
+    sys::random_bytes::<8>()
+        .map(u64::from_le_bytes)
+        .map_err(|e| Error::io("getrandom", e))
 }
 
 fn type_short_name<A>() -> String {
@@ -98,7 +95,7 @@ fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
     let session = bootstrap::session();
     let name = b.name.unwrap_or_else(type_short_name::<A>);
     let (id, addr, listener) = loop {
-        let id = new_id();
+        let id = new_id()?;
         let addr = proto::actor_addr(&session, id);
         match sys::listen_abstract(&addr) {
             Ok(l) => break (id, addr, l),
@@ -115,6 +112,7 @@ fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
             Mailbox::Unbounded => None,
             Mailbox::Bounded(n) => Some(n),
         },
+        limit: b.max_message,
         args: b.args,
     };
     // No wait for the child's bootstrap: its welcome (below) says it is running.
@@ -180,8 +178,16 @@ fn actor_main<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
         name,
         addr,
         capacity,
+        limit,
         args,
     } = boot;
+    // Listening again makes the kernel name this process, not its spawner, to those who connect:
+    // a caller takes the actor's pid from there (never from a message).
+    if let Err(e) = sys::relisten(listener.0.as_fd()) {
+        return ExitReason::InitFailed {
+            message: format!("listen: {e}"),
+        };
+    }
     let me = ActorRef::<A>::from_inner(Arc::new(RefInner::new(
         ActorId(id),
         name.clone(),
@@ -197,8 +203,9 @@ fn actor_main<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
         addr,
         capacity,
         slot: 0,
+        limit,
     };
-    let mut server = match Server::<A>::new(listener.0, welcome) {
+    let mut server = match Server::<A>::new(listener.0, welcome, limit) {
         Ok(s) => s,
         Err(e) => {
             return ExitReason::InitFailed {
@@ -255,8 +262,10 @@ const LISTENER: u64 = 1 << 63;
 
 struct Server<A: Actor> {
     poller: sys::Poller,
-    /// Token → listening socket, and the registered name it binds (None: our own address).
-    listeners: HashMap<u64, (OwnedFd, Option<String>)>,
+    /// The socket at our address.
+    listener: OwnedFd,
+    /// The largest message a connection may send us.
+    limit: u64,
     peers: HashMap<u64, Peer>,
     next_token: u64,
     welcome: Welcome,
@@ -280,17 +289,16 @@ enum Read {
 }
 
 impl<A: Actor> Server<A> {
-    fn new(listener: OwnedFd, welcome: Welcome) -> Result<Self> {
+    fn new(listener: OwnedFd, welcome: Welcome, limit: u64) -> Result<Self> {
         let poller = sys::Poller::new().map_err(|e| Error::io("epoll", e))?;
         poller
             .add(listener.as_fd(), LISTENER)
             .map_err(|e| Error::io("epoll", e))?;
         let gate = welcome.capacity.map(Gate::create).transpose()?;
-        let mut listeners = HashMap::new();
-        listeners.insert(LISTENER, (listener, None));
         Ok(Server {
             poller,
-            listeners,
+            listener,
+            limit,
             peers: HashMap::new(),
             next_token: 1,
             welcome,
@@ -401,8 +409,8 @@ impl<A: Actor> Server<A> {
         state: &mut A,
         ctx: &mut Context<A>,
     ) -> std::result::Result<(), ExitReason> {
-        if token & LISTENER != 0 {
-            self.accept(token);
+        if token == LISTENER {
+            self.accept();
             return Ok(());
         }
         match self.peers.get(&token) {
@@ -425,19 +433,25 @@ impl<A: Actor> Server<A> {
         }
     }
 
-    fn accept(&mut self, token: u64) {
+    fn accept(&mut self) {
         loop {
-            let Some((listener, _)) = self.listeners.get(&token) else {
-                return;
-            };
-            match sys::accept(listener.as_fd()) {
+            match sys::accept(self.listener.as_fd()) {
                 Ok(Some(fd)) => {
-                    // Only processes of our own user may talk to us.
-                    if sys::peer_uid(fd.as_fd()).ok() != Some(sys::getuid()) {
-                        log::warn!(target: "procactor::actor", "refused a connection from another user");
-                        continue;
+                    // Only processes of our own user may talk to us (the kernel says who
+                    // connected).
+                    match sys::peer_cred(fd.as_fd()) {
+                        Ok(c) if c.uid == sys::getuid() => {}
+                        Ok(c) => {
+                            log::warn!(target: "procactor::actor", "actor {:?} refused a connection from pid {} of another user (uid {})", self.welcome.name, c.pid, c.uid);
+                            continue;
+                        }
+                        Err(_) => continue,
                     }
-                    self.add_peer(Peer::New(Channel::from_fd(fd)));
+                    // Large payloads only in memory files: a sender that stops half-way can
+                    // never stall this loop.
+                    let mut chan = Channel::from_fd(fd).files_only();
+                    chan.set_limit(self.limit);
+                    self.add_peer(Peer::New(chan));
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -453,7 +467,13 @@ impl<A: Actor> Server<A> {
         let Some(Peer::New(chan)) = self.peers.get(&token) else {
             return;
         };
-        let role = chan.recv(Wait::No, |f| {
+        let hello_only = |h: &wire::Head| {
+            Err(Error::Decode {
+                expected: "a hello",
+                reason: format!("a {}-byte frame of kind {}", h.len, h.kind),
+            })
+        };
+        let role = chan.recv_checked(Wait::No, &mut Vec::new(), hello_only, |f| {
             if f.kind != proto::HELLO {
                 return Err(Error::Decode {
                     expected: "a hello",
@@ -517,14 +537,17 @@ impl<A: Actor> Server<A> {
         if wire::encode(&welcome, &mut buf).is_err() {
             return;
         }
-        let sent = match (&peer, &self.gate) {
+        let gate_fd: Vec<RawFd> = match (&peer, &self.gate) {
             (Peer::Caller { .. }, Some(gate)) => {
-                let fd: RawFd = std::os::fd::AsRawFd::as_raw_fd(&gate.as_fd());
-                peer.chan().map(|c| c.send(proto::WELCOME, 0, &buf, &[fd]))
+                vec![std::os::fd::AsRawFd::as_raw_fd(&gate.as_fd())]
             }
-            _ => peer.chan().map(|c| c.send(proto::WELCOME, 0, &buf, &[])),
+            _ => Vec::new(),
         };
-        if matches!(sent, Some(Ok(()))) {
+        // Never blocks: a new connection's buffer is empty, and one that is not is refused.
+        let sent = peer
+            .chan()
+            .map(|c| c.try_send(proto::WELCOME, 0, &buf, &gate_fd));
+        if matches!(sent, Some(Ok(true))) {
             self.add_peer(peer);
         } else if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
             self.free_slots.push(*slot);
@@ -537,7 +560,17 @@ impl<A: Actor> Server<A> {
             return Read::Closed;
         };
         let batch = &mut self.batch;
-        let got = chan.recv_large_into(Wait::No, &mut Vec::new(), |f| {
+        let batches_only = |h: &wire::Head| {
+            if h.kind == proto::BATCH {
+                Ok(())
+            } else {
+                Err(Error::Decode {
+                    expected: "a batch of messages",
+                    reason: format!("a {}-byte frame of kind {}", h.len, h.kind),
+                })
+            }
+        };
+        let got = chan.recv_checked(Wait::No, &mut Vec::new(), batches_only, |f| {
             if f.kind != proto::BATCH {
                 return Err(Error::Decode {
                     expected: "a batch of messages",
@@ -667,16 +700,13 @@ impl<A: Actor> Server<A> {
                 (proto::FAILED, Vec::new())
             }
         };
-        let sent = if fds.is_empty() && self.reply.len() <= wire::INLINE_MAX {
-            // Never block on a caller that stopped reading (it gave up on this reply).
-            chan.try_send_small(kind, id, &self.reply).map(|sent| {
-                if !sent {
-                    log::warn!(target: "procactor::actor", "a caller of actor {:?} is not reading its replies; one dropped", self.welcome.name);
-                }
-            })
-        } else {
-            chan.send_detached(kind, id, &self.reply, &fds)
-        };
+        // Never block on a caller that stopped reading (it gave up on this reply); a large
+        // reply goes in a memory file, written whole before its header.
+        let sent = chan.try_send(kind, id, &self.reply, &fds).map(|sent| {
+            if !sent {
+                log::warn!(target: "procactor::actor", "a caller of actor {:?} is not reading its replies; one dropped", self.welcome.name);
+            }
+        });
         match sent {
             Ok(()) | Err(Error::Disconnected) => {}
             Err(e) => {
@@ -699,27 +729,6 @@ impl<A: Actor> Server<A> {
         match wire::decode::<Sys>(payload, fds) {
             Ok(Sys::Stop) => self.stop_requested = true,
             Ok(Sys::Sync { id }) => self.answer(token, proto::REPLY, id, &()),
-            Ok(Sys::Register { name, listener }) => {
-                let token = LISTENER | self.next_token;
-                self.next_token += 1;
-                if self.poller.add(listener.0.as_fd(), token).is_ok() {
-                    self.listeners.insert(token, (listener.0, Some(name)));
-                    self.ready.push(token); // callers may be queued already
-                }
-            }
-            Ok(Sys::Unregister(name)) => {
-                let gone: Vec<u64> = self
-                    .listeners
-                    .iter()
-                    .filter(|(_, (_, n))| n.as_deref() == Some(name.as_str()))
-                    .map(|(t, _)| *t)
-                    .collect();
-                for t in gone {
-                    if let Some((fd, _)) = self.listeners.remove(&t) {
-                        self.poller.remove(fd.as_fd());
-                    }
-                }
-            }
             Err(e) => {
                 log::warn!(target: "procactor::actor", "actor {:?}: bad system message: {e}", self.welcome.name)
             }
