@@ -180,6 +180,8 @@ struct JobHeader {
     parent_thread_is_main: bool,
     /// The process tree's session: the scope of actor addresses and registered names.
     session: String,
+    /// The tree's secret: it signs the function references sent to its managers.
+    session_key: [u8; 32],
 }
 
 /// What a child reports after running its function.
@@ -214,6 +216,7 @@ pub(crate) struct ChildInfo {
     pub parent_pid: u32,
     pub parent_name: String,
     pub session: String,
+    pub session_key: [u8; 32],
 }
 
 // Per process: a fork server's children (and forked copies) get their own entry.
@@ -242,6 +245,50 @@ pub(crate) fn session() -> String {
             })
             .clone(),
     }
+}
+
+/// The process tree's secret: 256 random bits the root draws, inherited by every descendant
+/// through its job (never on any address or in any message to a stranger).
+pub(crate) fn session_key() -> [u8; 32] {
+    static ROOT: OnceLock<[u8; 32]> = OnceLock::new();
+    match &*CHILD.lock() {
+        Some(c) => c.session_key,
+        None => *ROOT.get_or_init(|| {
+            sys::random_bytes::<32>().unwrap_or_else(|e| {
+                // Pre-3.17 kernels only: tags then only catch corruption, not forgery.
+                log::error!(target: "procactor::bootstrap", "getrandom: {e}");
+                let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
+                let mut k = [0u8; 32];
+                k[..16].copy_from_slice(&mixed.to_le_bytes());
+                k
+            })
+        }),
+    }
+}
+
+/// A tag on a reference to code of this binary that another process of the tree will call: an
+/// HMAC-SHA256 (truncated to 64 bits) under the tree's secret of the function's offset, the
+/// binary's identity and the function's type. A forged, corrupted or retyped reference fails
+/// [`check_code_tag`]; nothing a stranger sends is ever called.
+pub(crate) fn code_tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&session_key())
+        .expect("HMAC takes keys of any length");
+    mac.update(&offset.to_le_bytes());
+    mac.update(&exe.0.to_le_bytes());
+    mac.update(&exe.1.to_le_bytes());
+    mac.update(&signature.to_le_bytes());
+    let out = mac.finalize().into_bytes();
+    u64::from_le_bytes(out[..8].try_into().expect("32 bytes"))
+}
+
+/// Is `tag` the [`code_tag`] of this reference?
+pub(crate) fn check_code_tag(offset: isize, exe: (u64, u64), signature: u64, tag: u64) -> bool {
+    use subtle::ConstantTimeEq;
+    code_tag(offset, exe, signature)
+        .to_le_bytes()
+        .ct_eq(&tag.to_le_bytes())
+        .into()
 }
 
 /// The function-pointer type of a job's entry point: decodes the argument, runs the user's
@@ -292,6 +339,7 @@ where
             _ => sys::gettid() == sys::getpid(),
         },
         session: session(),
+        session_key: session_key(),
     };
     let sink = logs::sink();
     let names = crate::actor::registry_table()?;
@@ -547,6 +595,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,
         session: h.session,
+        session_key: h.session_key,
     });
     INITIALIZED.store(true, Ordering::Release);
     if h.daemon {

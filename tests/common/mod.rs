@@ -2,6 +2,8 @@
 //! behind, even when an assertion fails.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::{Duration, Instant};
 
 use procactor::ProcessHandle;

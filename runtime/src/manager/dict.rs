@@ -371,8 +371,10 @@ where
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn update(&self, key: &K, f: fn(&mut V)) -> Result<V> {
-        self.handle
-            .call(&DictOp::<&K, &V>::Update(key, FnPtr::new(f as usize)))
+        self.handle.call(&DictOp::<&K, &V>::Update(
+            key,
+            FnPtr::new::<fn(&mut V)>(f as usize),
+        ))
     }
 
     /// Like [`update`](DictProxy::update), inserting `default` first if `key` is missing.
@@ -386,7 +388,10 @@ where
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn upsert(&self, key: &K, default: V, f: fn(&mut V)) -> Result<V> {
-        self.handle
-            .call(&DictOp::Upsert(key, &default, FnPtr::new(f as usize)))
+        self.handle.call(&DictOp::Upsert(
+            key,
+            &default,
+            FnPtr::new::<fn(&mut V)>(f as usize),
+        ))
     }
 }

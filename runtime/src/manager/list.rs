@@ -410,8 +410,10 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn modify(&self, index: usize, f: fn(&mut T)) -> Result<T> {
-        self.handle
-            .call(&ListOp::<&T>::Modify(index as u64, FnPtr::new(f as usize)))
+        self.handle.call(&ListOp::<&T>::Modify(
+            index as u64,
+            FnPtr::new::<fn(&mut T)>(f as usize),
+        ))
     }
 }
 

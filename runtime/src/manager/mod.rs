@@ -163,7 +163,7 @@ impl Manager {
         let mut bytes = Vec::new();
         let fds = wire::encode(init, &mut bytes)?;
         let req = Request::Create {
-            make: FnPtr::new(make as usize),
+            make: FnPtr::new::<MakeFn>(make as usize),
             init: PackedRef::new(&bytes, &fds),
         };
         match self

@@ -109,28 +109,43 @@ impl Fault {
     }
 }
 
-/// A function of this binary, as it travels: an offset from a fixed symbol, and the binary's
-/// identity, checked before the call (a manager may be reached by another program).
+/// A function of this binary, as it travels: an offset from a fixed symbol, the binary's
+/// identity, and a tag keyed by the process tree's secret over both and the function's type
+/// (see `bootstrap::code_tag`). The manager calls it only if all three check: a reference from
+/// another program, a corrupted one or one sent as another type is refused, never called.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug)]
 pub(crate) struct FnPtr {
     offset: isize,
     exe: (u64, u64),
+    tag: u64,
 }
 
 impl FnPtr {
-    pub(crate) fn new(addr: usize) -> FnPtr {
+    /// A reference to the function at `addr`, of type `Sig`.
+    pub(crate) fn new<Sig: 'static>(addr: usize) -> FnPtr {
+        let offset = bootstrap::fn_offset(addr);
+        let exe = bootstrap::exe_identity();
         FnPtr {
-            offset: bootstrap::fn_offset(addr),
-            exe: bootstrap::exe_identity(),
+            offset,
+            exe,
+            tag: bootstrap::code_tag(offset, exe, wire::fingerprint::<Sig>()),
         }
     }
 
-    /// The function's address in this process; an error if it came from another binary.
-    pub(crate) fn address(self) -> Result<usize, Fault> {
+    /// The function's address in this process, if it is a `Sig` that a process of this tree
+    /// sent; an error otherwise.
+    pub(crate) fn address<Sig: 'static>(self) -> Result<usize, Fault> {
         if self.exe != bootstrap::exe_identity() {
             return Err(Fault::Bad(
                 "a function pointer from another program: only processes of the manager's own \
                  binary can send functions to it"
+                    .into(),
+            ));
+        }
+        if !bootstrap::check_code_tag(self.offset, self.exe, wire::fingerprint::<Sig>(), self.tag) {
+            return Err(Fault::Bad(
+                "a function reference that does not check (forged, corrupted, of another type, \
+                 or from another process tree): refused"
                     .into(),
             ));
         }
@@ -139,23 +154,23 @@ impl FnPtr {
 }
 
 /// `fn(&mut T)`, as sent by a typed proxy of `T`.
-pub(crate) fn mut_fn<T>(p: FnPtr) -> Result<fn(&mut T), Fault> {
-    let addr = p.address()?;
-    // SAFETY: the typed proxy of this object (its kind was checked) sent `f as fn(&mut T)` for
-    // this same `T`, from this same binary (checked by `address`).
+pub(crate) fn mut_fn<T: 'static>(p: FnPtr) -> Result<fn(&mut T), Fault> {
+    let addr = p.address::<fn(&mut T)>()?;
+    // SAFETY: the tag checks that a process of this tree made this reference from an
+    // `fn(&mut T)` of this same `T`, in this same binary.
     Ok(unsafe { std::mem::transmute::<usize, fn(&mut T)>(addr) })
 }
 
 /// `fn(&T, &T) -> bool` (equality), as sent by a typed proxy of `T`.
-pub(crate) fn eq_fn<T>(p: FnPtr) -> Result<fn(&T, &T) -> bool, Fault> {
-    let addr = p.address()?;
+pub(crate) fn eq_fn<T: 'static>(p: FnPtr) -> Result<fn(&T, &T) -> bool, Fault> {
+    let addr = p.address::<fn(&T, &T) -> bool>()?;
     // SAFETY: as for `mut_fn`: `<T as PartialEq>::eq as fn(&T, &T) -> bool` for this `T`.
     Ok(unsafe { std::mem::transmute::<usize, fn(&T, &T) -> bool>(addr) })
 }
 
 /// The equality function of `T`, to send with a search.
-pub(crate) fn eq_ptr<T: PartialEq>() -> FnPtr {
-    FnPtr::new(<T as PartialEq>::eq as fn(&T, &T) -> bool as usize)
+pub(crate) fn eq_ptr<T: PartialEq + 'static>() -> FnPtr {
+    FnPtr::new::<fn(&T, &T) -> bool>(<T as PartialEq>::eq as fn(&T, &T) -> bool as usize)
 }
 
 /// An encoded value with the descriptors of the handles inside it (owned).
@@ -306,5 +321,33 @@ mod tests {
             }
             _ => panic!("wrong variant"),
         }
+    }
+
+    fn double(n: &mut u64) {
+        *n *= 2;
+    }
+
+    #[test]
+    fn function_references_are_called_only_if_their_tag_checks() {
+        let good = FnPtr::new::<fn(&mut u64)>(double as fn(&mut u64) as usize);
+        let f = mut_fn::<u64>(good).expect("a reference this process made checks");
+        let mut n = 21;
+        f(&mut n);
+        assert_eq!(n, 42);
+        // Sent as another type: refused.
+        assert!(mut_fn::<String>(good).is_err());
+        // Any bit of the offset or the tag changed: refused, never called.
+        for bit in 0..64 {
+            let mut moved = good;
+            moved.offset ^= 1 << bit;
+            assert!(mut_fn::<u64>(moved).is_err(), "offset bit {bit}");
+            let mut forged = good;
+            forged.tag ^= 1 << bit;
+            assert!(mut_fn::<u64>(forged).is_err(), "tag bit {bit}");
+        }
+        // From another binary: refused.
+        let mut other = good;
+        other.exe.1 ^= 1;
+        assert!(mut_fn::<u64>(other).is_err());
     }
 }

@@ -186,7 +186,7 @@ fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
 
 impl ManagerCore {
     fn create(&mut self, from: u64, make: super::proto::FnPtr, init: Packed) -> Response {
-        let addr = match make.address() {
+        let addr = match make.address::<MakeFn>() {
             Ok(a) => a,
             Err(f) => return Response::Failed(f),
         };

@@ -138,7 +138,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ValueProxy<T> {
     /// ```
     pub fn update(&self, f: fn(&mut T)) -> Result<T> {
         self.handle
-            .call(&ValueOp::<&T>::Update(FnPtr::new(f as usize)))
+            .call(&ValueOp::<&T>::Update(FnPtr::new::<fn(&mut T)>(f as usize)))
     }
 }
 
