@@ -167,8 +167,8 @@ pub(crate) struct Started {
 
 /// The part of a job every start method reads before it knows the argument's type.
 #[derive(Serialize, Deserialize)]
-struct JobHeader {
-    exe: (u64, u64),
+pub(crate) struct JobHeader {
+    pub(crate) exe: (u64, u64),
     entry: isize,
     func: isize,
     name: String,
@@ -583,8 +583,32 @@ pub(crate) fn run_job(out: Channel, payload: &[u8], fds: Vec<OwnedFd>) -> ! {
     sys::exit_now(code)
 }
 
+/// Is this job for this very binary (so that its function offsets mean the same code here)?
+pub(crate) fn header_runs_here(h: &JobHeader) -> bool {
+    h.exe == exe_identity()
+}
+
+#[cfg(test)]
+impl JobHeader {
+    /// A header as a parent of this binary would write it.
+    pub(crate) fn sample() -> JobHeader {
+        JobHeader {
+            exe: exe_identity(),
+            entry: 16,
+            func: -64,
+            name: "child".into(),
+            daemon: false,
+            parent_pid: 1,
+            parent_name: "main".into(),
+            parent_thread_is_main: true,
+            session: "00".repeat(16),
+            session_key: [7; 32],
+        }
+    }
+}
+
 fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i32 {
-    if h.exe != exe_identity() {
+    if !header_runs_here(&h) {
         return report_failure(
             out,
             Failure::Start("the child runs a different binary than its parent".into()),

@@ -14,6 +14,8 @@ mod actor;
 mod bootstrap;
 mod error;
 mod forkserver;
+#[cfg(test)]
+mod fuzz;
 mod logs;
 mod manager;
 mod message;

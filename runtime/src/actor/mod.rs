@@ -30,6 +30,8 @@
 mod actor_ref;
 mod client;
 mod context;
+#[cfg(test)]
+pub(crate) mod fuzz_targets;
 mod gate;
 mod proto;
 mod registry;
