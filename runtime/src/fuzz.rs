@@ -116,16 +116,11 @@ fn actor_envelopes() {
         |batch| {
             let mut rest = &batch[..];
             let mut seen = 0;
-            loop {
-                match actor::next_envelope(&mut rest) {
-                    Ok(Some(payload_len)) => {
-                        prop_assert!(payload_len <= batch.len());
-                        seen += 1;
-                        // Every envelope takes bytes: no endless loop on any input.
-                        prop_assert!(seen <= batch.len());
-                    }
-                    Ok(None) | Err(_) => break,
-                }
+            while let Ok(Some(payload_len)) = actor::next_envelope(&mut rest) {
+                prop_assert!(payload_len <= batch.len());
+                seen += 1;
+                // Every envelope takes bytes: no endless loop on any input.
+                prop_assert!(seen <= batch.len());
             }
             Ok(())
         },
