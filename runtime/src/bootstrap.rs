@@ -365,9 +365,8 @@ fn start_error(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Re-executes this binary and hands it its job. A small job is written into the socket at once,
-/// so the child never waits for it; a large one only once the child has said hello (it would
-/// block until read, and a child that never reaches `init()` never reads).
+/// Re-executes this binary and hands it its job, written at once (a large one in a memory file):
+/// the child never waits for it, and we never wait on the child to read it.
 fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     let (chan, theirs) = Channel::pair()?;
     let pid = sys::spawn_self(
@@ -379,29 +378,24 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     let pidfd = pidfd_of_new_child(pid)?;
     let started = Started { pid, pidfd, chan };
     let job = wire::fingerprint::<JobFrame>();
-    let early = payload.len() <= wire::INLINE_MAX;
     let handshake = (|| {
-        let mut sent_early = false;
-        if early {
-            match started.chan.send(KIND_VALUE, job, payload, fds) {
-                Ok(()) => sent_early = true,
-                // The child already ended: the hello wait reports why.
-                Err(Error::Disconnected) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if early && sent_early && !spec.await_hello {
+        // Sent at once, whatever its size: a large job goes in a memory file, so the child never
+        // makes us wait (not even one that stops, or never reaches `init()` to read it).
+        let sent = match started.chan.send_detached(KIND_VALUE, job, payload, fds) {
+            Ok(()) => true,
+            // The child already ended: the hello wait reports why.
+            Err(Error::Disconnected) => false,
+            Err(e) => return Err(e),
+        };
+        if sent && !spec.await_hello {
             return Ok(());
         }
         await_hello(spec, &started)?;
-        if early && !sent_early {
+        if !sent {
             return Err(start_error(
                 spec.name,
                 "the child closed its bootstrap socket",
             ));
-        }
-        if !early {
-            started.chan.send(KIND_VALUE, job, payload, fds)?;
         }
         Ok(())
     })();
