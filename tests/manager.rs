@@ -529,6 +529,10 @@ fn what_a_child_wrote_is_there_once_it_ended() {
 
 type Lists = Vec<ListProxy<u8>>;
 
+/// How long a count may take to settle after a change (well inside `BOUND`, so a count that
+/// never settles fails with its own message).
+const SETTLE: Duration = Duration::from_secs(10);
+
 /// Proxies lent per test of received-then-killed holders (thousands; more in release builds).
 const LENT: usize = if cfg!(debug_assertions) {
     3_000
@@ -616,7 +620,7 @@ fn proxies_received_by_holders_killed_before_using_them_are_released() {
         }
         let mut left = 0;
         assert!(
-            eventually(BOUND, || {
+            eventually(SETTLE, || {
                 left = m.object_count().unwrap();
                 left == kept.len()
             }),
@@ -629,7 +633,7 @@ fn proxies_received_by_holders_killed_before_using_them_are_released() {
             assert_eq!(l.len().unwrap(), 0);
         }
         drop(kept);
-        assert!(eventually(BOUND, || m.object_count().unwrap() == 0));
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
     });
 }
 
@@ -677,7 +681,7 @@ fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
         assert_eq!(m.object_count().unwrap(), 50, "the lends keep them");
         drop((a, b));
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 0),
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
             "a dropped pipe's lends were released"
         );
 
@@ -697,7 +701,7 @@ fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
         p.kill().unwrap();
         assert!(p.join_timeout(BOUND).is_err());
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 0),
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
             "the killed reader's unread messages were released"
         );
         drop(a);
@@ -714,7 +718,7 @@ fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
         s.kill().unwrap();
         s.join_timeout(BOUND).unwrap();
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 0),
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
             "the killed actor's mailbox was released"
         );
 
@@ -725,14 +729,20 @@ fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
             assert!(p.join_timeout(BOUND).is_err());
         }
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 0),
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
             "killed children's arguments were released"
         );
     });
 }
 
 fn send_back_then_hang(
-    (l, pipe, queue, ready): (ListProxy<u8>, Connection<Lists>, Queue<Lists>, Event),
+    (l, _witness, pipe, queue, ready): (
+        ListProxy<u8>,
+        ListProxy<u8>,
+        Connection<Lists>,
+        Queue<Lists>,
+        Event,
+    ),
 ) {
     pipe.send(vec![l.clone()]).unwrap();
     queue.put(&vec![l]).unwrap();
@@ -742,34 +752,33 @@ fn send_back_then_hang(
 
 #[test]
 fn what_a_killed_process_sent_is_not_lost() {
-    // Lends are not the sender's: a proxy sent by a process that then dies (its only holder)
-    // still works where it is received, through a Pipe (guarded by its lifeline) or a Queue.
+    // Lends are not the sender's: a proxy sent by a process that is killed at once (and was its
+    // only holder) still works where it is received, through a Pipe (under a lifeline) or a
+    // Queue.
     bounded(|| {
         let m = Manager::start().unwrap();
         let l = m.list_from(vec![7u8]).unwrap();
+        // Held by the child alone: freed when the manager has seen the child's connection close.
+        let witness = m.list::<u8>().unwrap();
         let (a, b) = Pipe::<Lists>::duplex().unwrap();
         let q = Queue::<Lists>::new().unwrap();
         let ready = Event::new().unwrap();
-        let p = reaped(
-            Process::new(
-                send_back_then_hang,
-                (l.clone(), b, q.clone(), ready.clone()),
-            )
-            .start()
-            .unwrap(),
-        );
-        drop(l);
+        let args = (l.clone(), witness.clone(), b, q.clone(), ready.clone());
+        let p = reaped(Process::new(send_back_then_hang, args).start().unwrap());
+        drop((l, witness));
         ready.wait_timeout(BOUND).unwrap();
         p.kill().unwrap();
         assert!(p.join_timeout(BOUND).is_err());
-        // Let the manager see the sender's connection close before anything is decoded.
-        assert!(eventually(BOUND, || m.object_count().unwrap() == 1));
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 1),
+            "the manager saw the sender die, and kept what it had sent"
+        );
         let by_pipe = a.recv_timeout(BOUND).unwrap();
         let by_queue = q.get_timeout(BOUND).unwrap();
         assert_eq!(by_pipe[0].get(0).unwrap(), 7);
         assert_eq!(by_queue[0].get(0).unwrap(), 7);
         drop((by_pipe, by_queue));
-        assert!(eventually(BOUND, || m.object_count().unwrap() == 0));
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
 
         // The unguarded case (see the README): a Queue dropped with a proxy in it keeps the
         // object until the manager ends (a queue's bytes live in shared memory, where no
@@ -861,7 +870,7 @@ fn proxies_in_the_managers_answers_are_lent_to_the_caller() {
         p.kill().unwrap();
         assert!(p.join_timeout(BOUND).is_err());
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 1),
+            eventually(SETTLE, || m.object_count().unwrap() == 1),
             "the lend to the dead asker was released"
         );
         drop(outer);
@@ -879,7 +888,7 @@ fn proxies_in_the_managers_answers_are_lent_to_the_caller() {
         drop(given);
         k.forget().unwrap();
         assert!(
-            eventually(BOUND, || m.object_count().unwrap() == 1),
+            eventually(SETTLE, || m.object_count().unwrap() == 1),
             "{} objects: the pipelined answers' lends stayed",
             m.object_count().unwrap()
         );
@@ -914,6 +923,6 @@ fn proxies_are_adopted_wherever_they_are_decoded() {
         s.stop().unwrap();
         s.join_timeout(BOUND).unwrap();
         drop((l, nested, k));
-        assert!(eventually(BOUND, || m.object_count().unwrap() == 0));
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
     });
 }
