@@ -417,6 +417,9 @@ fn namespaces_carry_proxies_and_handles() {
             ns.get::<ValueProxy<u64>>("counter").unwrap().get().unwrap(),
             6
         );
+        // Every proxy to the value is gone; the field pins it (unguarded on purpose: the
+        // manager cannot count what is stored encoded).
+        assert_eq!(m.object_count().unwrap(), 2);
     });
 }
 
@@ -924,5 +927,51 @@ fn proxies_are_adopted_wherever_they_are_decoded() {
         s.join_timeout(BOUND).unwrap();
         drop((l, nested, k));
         assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
+    });
+}
+
+/// Sends `n` proxies (one message each: one lifeline each) into a pipe that is then dropped
+/// unread, under a manager started with a descriptor limit of 128 (a budget of 32 lifelines);
+/// returns the object counts before and after.
+fn lend_past_the_budget(n: usize) -> (usize, usize) {
+    let low = libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: setrlimit with a valid struct; this child process is ours to limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    // The manager inherits the limit (a fork server started earlier would not have it).
+    procactor::set_start_method(procactor::StartMethod::Spawn);
+    let m = Manager::start().unwrap();
+    let (a, b) = Pipe::<Lists>::duplex().unwrap();
+    for _ in 0..n {
+        a.send(vec![m.list().unwrap()]).unwrap();
+    }
+    let before = m.object_count().unwrap();
+    drop((a, b));
+    let guarded = 128 / 4;
+    let mut after = before;
+    eventually(SETTLE, || {
+        after = m.object_count().unwrap();
+        after == n - guarded
+    });
+    // Still serving, and the unguarded lends are still good objects.
+    assert_eq!(m.list::<u8>().unwrap().len().unwrap(), 0);
+    (before, after)
+}
+
+#[test]
+fn lifelines_past_the_managers_budget_leave_lends_unguarded() {
+    // The manager watches at most a quarter of its descriptor limit in lifelines: past that, a
+    // lend is kept until adopted (as through a Queue), and the manager keeps serving.
+    bounded(|| {
+        let p = reaped(Process::new(lend_past_the_budget, 60).start().unwrap());
+        let (before, after) = p.join_timeout(BOUND).unwrap();
+        assert_eq!(before, 60);
+        assert_eq!(
+            after,
+            60 - 32,
+            "the first 32 lines were watched and released"
+        );
     });
 }

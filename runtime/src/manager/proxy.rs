@@ -29,6 +29,13 @@
 //! An adoption carries its line's end, so a line hangs up only after every adoption of its lends
 //! was handled; a lend that arrives for a line already hung up belongs to bytes that are gone.
 //!
+//! Waits: an adoption is a write to the manager, which never waits for its callers (its replies
+//! do not block), so decoding in an answer of the same connection (a list of lists: the answer
+//! was read whole first), in an actor's handler or in a pool worker cannot wait on itself; in
+//! the manager's own loop it is counted locally. The one wait is the first connection to the
+//! manager (its welcome comes from its loop): a hosted object that waits for a process which is
+//! decoding a first proxy of that same manager waits for ever.
+//!
 //! Not guarded (kept until adopted, or until the manager ends): a proxy in a `Queue` item that
 //! is never taken (a queue keeps bytes in shared memory, where no descriptor can go), bytes made
 //! outside procactor (plain postcard), a `Namespace` field (pinned on purpose), proxies the
