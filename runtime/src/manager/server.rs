@@ -279,7 +279,8 @@ impl Actor for ManagerCore {
         // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
         // nowhere.
         let unsent = std::mem::take(&mut self.answering);
-        if !(ctx.asking && matches!(out, Response::Value(_))) && !unsent.is_empty() {
+        let sent = ctx.asking && matches!(out, Response::Value(_));
+        if !sent && !unsent.is_empty() {
             for lend in unsent {
                 self.drop_lend(lend);
             }
