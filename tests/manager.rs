@@ -772,9 +772,13 @@ fn what_a_killed_process_sent_is_not_lost() {
         ready.wait_timeout(BOUND).unwrap();
         p.kill().unwrap();
         assert!(p.join_timeout(BOUND).is_err());
+        let mut count = 0;
         assert!(
-            eventually(SETTLE, || m.object_count().unwrap() == 1),
-            "the manager saw the sender die, and kept what it had sent"
+            eventually(SETTLE, || {
+                count = m.object_count().unwrap();
+                count == 1
+            }),
+            "{count} objects: the manager should have seen the sender die, and kept what it sent"
         );
         let by_pipe = a.recv_timeout(BOUND).unwrap();
         let by_queue = q.get_timeout(BOUND).unwrap();

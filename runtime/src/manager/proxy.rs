@@ -7,9 +7,10 @@
 //! releases what it holds when its connection closes. A proxy that travels must therefore never
 //! be, even for an instant, a reference that nobody's death can release:
 //!
-//! - **Lend.** Serializing a proxy *lends* a reference (`Lend`, queued on the sender's
-//!   connection before the bytes leave), which keeps the object alive while the bytes travel: a
-//!   proxy can be sent and its original dropped at once.
+//! - **Lend.** Serializing a proxy *lends* a reference (`Lend`, written to the sender's
+//!   connection before the bytes can leave), which keeps the object alive while the bytes
+//!   travel: a proxy can be sent and its original dropped at once, and a sender killed right
+//!   after sending loses nothing.
 //! - **Adopt at decode.** Decoding a proxy adopts the lend over the decoder's own connection,
 //!   written to the socket before the decode returns. From then on the decoder's death releases
 //!   it; a decoder killed before that write never received the value (see lifelines).
@@ -23,7 +24,7 @@
 //! - **Answers.** A proxy inside the manager's answer (a list of lists) is lent to the connection
 //!   that asked: released if that process dies before decoding it, or if the answer is not sent.
 //!
-//! Ordering: a lend is queued before its bytes leave and the original's release after it, on
+//! Ordering: a lend is written before its bytes leave and the original's release after it, on
 //! one connection, so the manager sees them in that order. An adoption can still arrive before
 //! its lend (another connection): the manager remembers it, and the lend then counts nothing.
 //! An adoption carries its line's end, so a line hangs up only after every adoption of its lends
@@ -251,8 +252,11 @@ impl ProxyCore {
         if self.in_manager() {
             server::local_lend(self.obj, lend);
         } else if self.adopt_pending().is_ok() {
+            // Written out now, not queued: the bytes may leave as soon as we return, and if this
+            // process died before the flusher wrote the lend, the object could be freed under
+            // them (this process's own reference released, no lend counted).
             // Errors: the manager is gone, and the copy will find it gone too.
-            let _ = self.send_tell(&Request::<PackedRef>::Lend {
+            let _ = self.manager.tell_now_as(&Request::<PackedRef>::Lend {
                 obj: self.obj,
                 lend,
                 line,
