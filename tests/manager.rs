@@ -1,15 +1,19 @@
 //! The manager in real processes: shared lists, dicts, values and namespaces seen by children,
 //! atomic updates under contention, nested proxies, hosted actors, reference counting across
-//! processes (dropped and killed holders), a killed manager, and requests it cannot use.
+//! processes (dropped and killed holders, receivers killed before using what they received,
+//! bytes destroyed before they were decoded), a killed manager, and requests it cannot use.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{bounded, eventually, reaped, BOUND};
 use procactor::{
-    DictProxy, Error, HostedProxy, ListProxy, Manager, Namespace, Process, Queue, ValueProxy,
+    Connection, DictProxy, Error, Event, HostedProxy, ListProxy, Manager, Namespace, Pipe, Pool,
+    Process, Queue, ValueProxy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -413,6 +417,9 @@ fn namespaces_carry_proxies_and_handles() {
             ns.get::<ValueProxy<u64>>("counter").unwrap().get().unwrap(),
             6
         );
+        // Every proxy to the value is gone; the field pins it (unguarded on purpose: the
+        // manager cannot count what is stored encoded).
+        assert_eq!(m.object_count().unwrap(), 2);
     });
 }
 
@@ -521,4 +528,454 @@ fn what_a_child_wrote_is_there_once_it_ended() {
     });
     drop(busy);
     assert!(!common::pid_alive(busy_pid));
+}
+
+type Lists = Vec<ListProxy<u8>>;
+
+/// How long a count may take to settle after a change (well inside `BOUND`, so a count that
+/// never settles fails with its own message).
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// Proxies lent per test of received-then-killed holders (thousands; more in release builds).
+const LENT: usize = if cfg!(debug_assertions) {
+    3_000
+} else {
+    12_000
+};
+
+/// Sleeps until killed.
+fn hang() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Receives proxies three ways (its arguments, a Pipe, a Queue), says how many it holds, and
+/// waits to be killed without using any.
+#[allow(clippy::type_complexity)]
+fn receive_then_hang(
+    (args, pipe, queue, (by_pipe, by_queue), report): (
+        Lists,
+        Connection<Lists>,
+        Queue<Lists>,
+        (usize, usize),
+        Connection<usize>,
+    ),
+) {
+    let mut held = args;
+    let mut n = 0;
+    while n < by_pipe {
+        let got = pipe.recv().unwrap();
+        n += got.len();
+        held.extend(got);
+    }
+    n = 0;
+    while n < by_queue {
+        let got = queue.get().unwrap();
+        n += got.len();
+        held.extend(got);
+    }
+    report.send(held.len()).unwrap();
+    hang()
+}
+
+#[test]
+fn proxies_received_by_holders_killed_before_using_them_are_released() {
+    // The scenario: thousands of proxies lent to two children, received, never used;
+    // the children are SIGKILLed; the manager must count only what the parent still holds.
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let all: Lists = (0..LENT).map(|_| m.list().unwrap()).collect();
+        let kept: Lists = all.iter().step_by(10).cloned().collect();
+        let mut children = Vec::new();
+        for share in all.chunks(LENT / 2) {
+            let third = share.len() / 3;
+            let (by_args, rest) = share.split_at(third);
+            let (by_pipe, by_queue) = rest.split_at(third);
+            let (tx, rx) = Pipe::<Lists>::duplex().unwrap();
+            let q = Queue::<Lists>::new().unwrap();
+            let (report_tx, report_rx) = Pipe::<usize>::duplex().unwrap();
+            let args = (
+                by_args.to_vec(),
+                rx,
+                q.clone(),
+                (by_pipe.len(), by_queue.len()),
+                report_tx,
+            );
+            let p = reaped(Process::new(receive_then_hang, args).start().unwrap());
+            for chunk in by_pipe.chunks(100) {
+                tx.send(chunk.to_vec()).unwrap();
+            }
+            for chunk in by_queue.chunks(100) {
+                q.put(&chunk.to_vec()).unwrap();
+            }
+            assert_eq!(report_rx.recv_timeout(BOUND).unwrap(), share.len());
+            children.push(p);
+        }
+        drop(all);
+        assert_eq!(m.object_count().unwrap(), LENT, "the children hold them");
+        for p in &children {
+            p.kill().unwrap();
+            assert!(matches!(
+                p.join_timeout(BOUND),
+                Err(Error::Killed { signal: 9, .. })
+            ));
+        }
+        let mut left = 0;
+        assert!(
+            eventually(SETTLE, || {
+                left = m.object_count().unwrap();
+                left == kept.len()
+            }),
+            "{} objects counted, the parent holds {}",
+            left,
+            kept.len()
+        );
+        // Nothing the parent holds was freed under it.
+        for l in kept.iter().step_by(50) {
+            assert_eq!(l.len().unwrap(), 0);
+        }
+        drop(kept);
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
+    });
+}
+
+fn hold_and_hang(_held: Lists) {
+    hang()
+}
+
+fn hang_without_reading((_unread, ready): (Connection<Lists>, Connection<()>)) {
+    ready.send(()).unwrap();
+    hang()
+}
+
+struct Sleeper;
+
+#[procactor::actor]
+impl Sleeper {
+    fn init(_: ()) -> Self {
+        Sleeper
+    }
+    pub fn nap(&self, ready: Event) {
+        ready.set();
+        hang()
+    }
+    pub fn take(&self, lists: Lists) -> usize {
+        lists.len()
+    }
+    pub fn len_of(&self, l: ListProxy<u8>) -> usize {
+        l.len().unwrap()
+    }
+}
+
+#[test]
+fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
+    // Through procactor's sockets the bytes carry a lifeline: once the sender's clone is dropped
+    // and the bytes are gone undecoded, the manager releases their lends.
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let lists = |n: usize| -> Lists { (0..n).map(|_| m.list().unwrap()).collect() };
+
+        // A pipe dropped with messages in it, in this process.
+        let (a, b) = Pipe::<Lists>::duplex().unwrap();
+        for chunk in lists(50).chunks(10) {
+            a.send(chunk.to_vec()).unwrap();
+        }
+        assert_eq!(m.object_count().unwrap(), 50, "the lends keep them");
+        drop((a, b));
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
+            "a dropped pipe's lends were released"
+        );
+
+        // A receiver killed before reading them (one message per proxy: one lifeline each).
+        let (a, b) = Pipe::<Lists>::duplex().unwrap();
+        let (ready_tx, ready_rx) = Pipe::<()>::duplex().unwrap();
+        let p = reaped(
+            Process::new(hang_without_reading, (b, ready_tx))
+                .start()
+                .unwrap(),
+        );
+        ready_rx.recv_timeout(BOUND).unwrap();
+        for l in lists(50) {
+            a.send(vec![l]).unwrap();
+        }
+        assert_eq!(m.object_count().unwrap(), 50);
+        p.kill().unwrap();
+        assert!(p.join_timeout(BOUND).is_err());
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
+            "the killed reader's unread messages were released"
+        );
+        drop(a);
+
+        // An actor killed with proxies in its mailbox (its handler busy).
+        let s = procactor::spawn::<Sleeper>(()).unwrap();
+        let busy = Event::new().unwrap();
+        s.send().nap(busy.clone()).unwrap();
+        busy.wait_timeout(BOUND).unwrap();
+        for chunk in lists(50).chunks(5) {
+            s.send().take(chunk.to_vec()).unwrap();
+        }
+        assert_eq!(m.object_count().unwrap(), 50);
+        s.kill().unwrap();
+        s.join_timeout(BOUND).unwrap();
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
+            "the killed actor's mailbox was released"
+        );
+
+        // A child killed as soon as it started: whether it decoded its arguments or not.
+        for _ in 0..5 {
+            let p = reaped(Process::new(hold_and_hang, lists(20)).start().unwrap());
+            p.kill().unwrap();
+            assert!(p.join_timeout(BOUND).is_err());
+        }
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 0),
+            "killed children's arguments were released"
+        );
+    });
+}
+
+fn send_back_then_hang(
+    (l, _witness, pipe, queue, ready): (
+        ListProxy<u8>,
+        ListProxy<u8>,
+        Connection<Lists>,
+        Queue<Lists>,
+        Event,
+    ),
+) {
+    pipe.send(vec![l.clone()]).unwrap();
+    queue.put(&vec![l]).unwrap();
+    ready.set();
+    hang()
+}
+
+#[test]
+fn what_a_killed_process_sent_is_not_lost() {
+    // Lends are not the sender's: a proxy sent by a process that is killed at once (and was its
+    // only holder) still works where it is received, through a Pipe (under a lifeline) or a
+    // Queue.
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list_from(vec![7u8]).unwrap();
+        // Held by the child alone: freed when the manager has seen the child's connection close.
+        let witness = m.list::<u8>().unwrap();
+        let (a, b) = Pipe::<Lists>::duplex().unwrap();
+        let q = Queue::<Lists>::new().unwrap();
+        let ready = Event::new().unwrap();
+        let args = (l.clone(), witness.clone(), b, q.clone(), ready.clone());
+        let p = reaped(Process::new(send_back_then_hang, args).start().unwrap());
+        drop((l, witness));
+        ready.wait_timeout(BOUND).unwrap();
+        p.kill().unwrap();
+        assert!(p.join_timeout(BOUND).is_err());
+        let mut count = 0;
+        assert!(
+            eventually(SETTLE, || {
+                count = m.object_count().unwrap();
+                count == 1
+            }),
+            "{count} objects: the manager should have seen the sender die, and kept what it sent"
+        );
+        let by_pipe = a.recv_timeout(BOUND).unwrap();
+        let by_queue = q.get_timeout(BOUND).unwrap();
+        assert_eq!(by_pipe[0].get(0).unwrap(), 7);
+        assert_eq!(by_queue[0].get(0).unwrap(), 7);
+        drop((by_pipe, by_queue));
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
+
+        // The unguarded case (see the README): a Queue dropped with a proxy in it keeps the
+        // object until the manager ends (a queue's bytes live in shared memory, where no
+        // lifeline can go).
+        let q = Queue::<Lists>::new().unwrap();
+        q.put(&vec![m.list::<u8>().unwrap()]).unwrap();
+        drop(q);
+        assert_eq!(m.object_count().unwrap(), 1);
+    });
+}
+
+/// Decodes as `()`, after blocking for ever in a process that set [`STALL`]: a process that
+/// dies in the middle of decoding an answer.
+#[derive(Debug, PartialEq)]
+struct Stall;
+
+static STALL: AtomicBool = AtomicBool::new(false);
+static STALLED: OnceLock<Event> = OnceLock::new();
+
+impl Serialize for Stall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stall {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d)?;
+        if STALL.load(Ordering::Relaxed) {
+            if let Some(e) = STALLED.get() {
+                e.set();
+            }
+            hang()
+        }
+        Ok(Stall)
+    }
+}
+
+type Stalling = ListProxy<(Stall, ListProxy<u8>)>;
+
+fn stall_in_answer((outer, stalled): (Stalling, Event)) {
+    STALL.store(true, Ordering::Relaxed);
+    let _ = STALLED.set(stalled);
+    let _ = outer.get(0);
+}
+
+struct Keeper {
+    kept: Option<ListProxy<u8>>,
+}
+
+#[procactor::actor]
+impl Keeper {
+    fn init(_: ()) -> Self {
+        Keeper { kept: None }
+    }
+    pub fn keep(&mut self, l: ListProxy<u8>) {
+        self.kept = Some(l);
+    }
+    pub fn give(&self) -> Option<ListProxy<u8>> {
+        self.kept.clone()
+    }
+    pub fn forget(&mut self) {
+        self.kept = None;
+    }
+}
+
+#[test]
+fn proxies_in_the_managers_answers_are_lent_to_the_caller() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        // The asker dies after the answer came, before the proxy inside it was decoded.
+        let inner = m.list::<u8>().unwrap();
+        let outer: Stalling = m.list().unwrap();
+        outer.append((Stall, inner.clone())).unwrap();
+        drop(inner);
+        let stalled = Event::new().unwrap();
+        let p = reaped(
+            Process::new(stall_in_answer, (outer.clone(), stalled.clone()))
+                .start()
+                .unwrap(),
+        );
+        stalled.wait_timeout(BOUND).unwrap();
+        outer.clear().unwrap();
+        assert_eq!(
+            m.object_count().unwrap(),
+            2,
+            "the answer's lend keeps the inner list"
+        );
+        p.kill().unwrap();
+        assert!(p.join_timeout(BOUND).is_err());
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 1),
+            "the lend to the dead asker was released"
+        );
+        drop(outer);
+
+        // Answers nobody waits for (pipelined calls): what they lent goes nowhere.
+        let k = m.host::<Keeper>(()).unwrap();
+        let l = m.list_from(vec![1u8]).unwrap();
+        k.keep(l.clone()).unwrap();
+        drop(l);
+        for _ in 0..20 {
+            k.send().give().unwrap();
+        }
+        let given = k.give().unwrap().unwrap();
+        assert_eq!(given.get(0).unwrap(), 1);
+        drop(given);
+        k.forget().unwrap();
+        assert!(
+            eventually(SETTLE, || m.object_count().unwrap() == 1),
+            "{} objects: the pipelined answers' lends stayed",
+            m.object_count().unwrap()
+        );
+    });
+}
+
+fn len_in_worker(l: ListProxy<u8>) -> usize {
+    l.len().unwrap()
+}
+
+#[test]
+fn proxies_are_adopted_wherever_they_are_decoded() {
+    // Decoding adopts at once, over the decoder's connection: in an answer of the same
+    // connection, in an actor's handler, in a pool worker, in the manager itself. None of these
+    // may wait on itself.
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list_from(vec![1u8, 2]).unwrap();
+        let nested = m.list::<ListProxy<u8>>().unwrap();
+        nested.append(l.clone()).unwrap();
+        assert_eq!(nested.get(0).unwrap().len().unwrap(), 2);
+        let s = procactor::spawn::<Sleeper>(()).unwrap();
+        assert_eq!(s.len_of(l.clone()).unwrap(), 2);
+        assert_eq!(s.take(vec![l.clone(); 300]).unwrap(), 300);
+        let pool = Pool::new(2).unwrap();
+        let lens = pool.map(len_in_worker, vec![l.clone(); 20]).unwrap();
+        assert_eq!(lens, vec![2; 20]);
+        let k = m.host::<Keeper>(()).unwrap();
+        k.keep(l.clone()).unwrap();
+        assert_eq!(k.give().unwrap().unwrap().len().unwrap(), 2);
+        drop(pool);
+        s.stop().unwrap();
+        s.join_timeout(BOUND).unwrap();
+        drop((l, nested, k));
+        assert!(eventually(SETTLE, || m.object_count().unwrap() == 0));
+    });
+}
+
+/// Sends `n` proxies (one message each: one lifeline each) into a pipe that is then dropped
+/// unread, under a manager started with a descriptor limit of 128 (a budget of 32 lifelines);
+/// returns the object counts before and after.
+fn lend_past_the_budget(n: usize) -> (usize, usize) {
+    let low = libc::rlimit {
+        rlim_cur: 128,
+        rlim_max: 128,
+    };
+    // SAFETY: setrlimit with a valid struct; this child process is ours to limit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    // The manager inherits the limit (a fork server started earlier would not have it).
+    procactor::set_start_method(procactor::StartMethod::Spawn);
+    let m = Manager::start().unwrap();
+    let (a, b) = Pipe::<Lists>::duplex().unwrap();
+    for _ in 0..n {
+        a.send(vec![m.list().unwrap()]).unwrap();
+    }
+    let before = m.object_count().unwrap();
+    drop((a, b));
+    let guarded = 128 / 4;
+    let mut after = before;
+    eventually(SETTLE, || {
+        after = m.object_count().unwrap();
+        after == n - guarded
+    });
+    // Still serving, and the unguarded lends are still good objects.
+    assert_eq!(m.list::<u8>().unwrap().len().unwrap(), 0);
+    (before, after)
+}
+
+#[test]
+fn lifelines_past_the_managers_budget_leave_lends_unguarded() {
+    // The manager watches at most a quarter of its descriptor limit in lifelines: past that, a
+    // lend is kept until adopted (as through a Queue), and the manager keeps serving.
+    bounded(|| {
+        let p = reaped(Process::new(lend_past_the_budget, 60).start().unwrap());
+        let (before, after) = p.join_timeout(BOUND).unwrap();
+        assert_eq!(before, 60);
+        assert_eq!(
+            after,
+            60 - 32,
+            "the first 32 lines were watched and released"
+        );
+    });
 }

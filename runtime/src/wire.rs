@@ -79,6 +79,32 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd,
         })
 }
 
+/// Whether an encode that collects descriptors is in progress on this thread (handles can be
+/// sent): false inside a `Queue` item or a plain postcard encode.
+pub(crate) fn collecting_fds() -> bool {
+    OUTGOING.with(|o| o.borrow().is_some())
+}
+
+/// The index of `fd` among the descriptors the encode in progress has collected, if it is
+/// there (a handle that shares one descriptor with others in the same message).
+pub(crate) fn collected_index(fd: RawFd) -> Option<u32> {
+    OUTGOING.with(|o| {
+        let o = o.borrow();
+        let i = o.as_ref()?.iter().position(|&f| f == fd)?;
+        u32::try_from(i).ok()
+    })
+}
+
+/// A duplicate of descriptor `index` of the frame being decoded, left in place for the other
+/// handles that share it (closed with the rest once the decode ends).
+pub(crate) fn incoming_dup(index: u32) -> Option<OwnedFd> {
+    INCOMING.with(|i| {
+        let i = i.borrow();
+        let fd = i.as_ref()?.get(index as usize)?.as_ref()?;
+        fd.try_clone().ok()
+    })
+}
+
 /// A descriptor inside a message being sent (serializes through [`serialize_fd`]).
 pub(crate) struct SendFd<'a>(pub BorrowedFd<'a>);
 

@@ -428,6 +428,13 @@ impl<A: Actor> ActorRef<A> {
             .map_err(|e| self.inner.refine_err(e))
     }
 
+    /// [`tell_as`](ActorRef::tell_as), written to the socket before it returns (not left to
+    /// the flusher): the manager's proxies adopt their references this way.
+    pub(crate) fn tell_now_as<M: Serialize>(&self, msg: &M) -> Result<()> {
+        let conn = self.typed_conn(Wait::Forever)?;
+        conn.tell_now(msg).map_err(|e| self.inner.refine_err(e))
+    }
+
     fn tell_wait(&self, msg: &A::Msg, wait: Wait) -> Result<()> {
         let conn = self.typed_conn(wait)?;
         conn.tell(msg, wait).map_err(|e| self.inner.refine_err(e))

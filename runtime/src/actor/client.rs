@@ -353,6 +353,18 @@ impl Conn {
         Ok(())
     }
 
+    /// A tell written to the socket before it returns, in order with everything queued before
+    /// it (the manager's adoption of a proxy: once written, this process's death cannot lose it).
+    pub(crate) fn tell_now<M: Serialize>(&self, msg: &M) -> Result<()> {
+        self.check_alive()?;
+        self.admit(Wait::Forever)?;
+        self.push_admitted(proto::OP_TELL, 0, msg, false)?;
+        if !self.told.load(Ordering::Relaxed) {
+            self.told.store(true, Ordering::Relaxed);
+        }
+        self.flush()
+    }
+
     /// [`push`](Conn::push) of a message that took a mailbox slot: the slot is given back if
     /// the message cannot be encoded.
     fn push_admitted<M: Serialize>(

@@ -147,6 +147,17 @@ impl<A: Actor> Context<A> {
         Ok(())
     }
 
+    /// Watches `chan` until its peer end is closed in every process: then `on_down` gets a
+    /// [`Down`](super::Down) with `id` and an unknown reason (the manager's lifelines).
+    pub(crate) fn watch_hangup(&mut self, chan: Channel, id: ActorId) {
+        let target = Arc::new(RefInner::new(id, String::new(), 0, String::new(), None));
+        self.watches.push(Watch {
+            chan: Some(chan),
+            target,
+            link: false,
+        });
+    }
+
     /// With `true`, a linked actor's death reaches `on_exit` instead of ending this actor.
     pub fn trap_exit(&mut self, trap: bool) {
         self.trap_exit = trap;

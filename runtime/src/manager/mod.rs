@@ -67,7 +67,11 @@ use crate::wire::{self, Wait};
 /// ended (a process that ends first waits until its writes were applied, so a parent that joined
 /// a child sees what it wrote). To announce a write by another channel (a `Queue`), make a read
 /// such as `len()` first. Objects are freed when the last proxy to them is dropped in every
-/// process; a process that dies releases its references when its connection closes.
+/// process; a process that dies releases its references when its connection closes, including
+/// those of proxies it received and never used (a proxy is adopted as it is decoded). Proxies
+/// whose bytes are destroyed before anyone decodes them (a receiver killed before reading) are
+/// released too when they travelled through procactor's sockets; the README's manager section
+/// lists what is not guarded (a `Queue` item never taken, a `Namespace` field).
 ///
 /// Dropping it (or [`shutdown`](Manager::shutdown)) stops the process: proxies to its objects
 /// then fail with [`Error::Disconnected`].

@@ -20,11 +20,18 @@ pub(crate) enum Request<P> {
     Create { make: FnPtr, init: P },
     /// Apply `op` to object `obj`, whose kind (type fingerprint) must be `kind`.
     Call { obj: u64, kind: u64, op: P },
+    /// A lifeline this connection made (see `proxy`): `end` carries the end the manager watches.
+    /// Sent before the first `Lend` that names it.
+    Line { line: u64, end: P },
     /// A proxy to `obj` was serialized: `lend` keeps it alive until a receiver adopts it
-    /// (`lend` 0: for good, see `Namespace`).
-    Lend { obj: u64, lend: u64 },
+    /// (`lend` 0: for good, see `Namespace`). `line`: the lifeline its bytes carry (0: none).
+    Lend { obj: u64, lend: u64, line: u64 },
+    /// No more lends will name this connection's lifeline `line`.
+    LineDone { line: u64 },
     /// This connection holds one more reference, the one lent as `lend` (0: none lent).
-    Adopt { obj: u64, lend: u64 },
+    /// `proof` carries a copy of the lend's lifeline end, if it had one: the line cannot hang up
+    /// before this adoption is handled.
+    Adopt { obj: u64, lend: u64, proof: P },
     /// This connection holds one reference less.
     Release { obj: u64 },
     /// How many objects the manager hosts.
@@ -33,7 +40,7 @@ pub(crate) enum Request<P> {
 
 impl Message for Request<Packed> {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-1")
+        Schema::of::<Self>("procactor-manager-2")
     }
 }
 
@@ -49,7 +56,7 @@ pub(crate) enum Response {
 
 impl Message for Response {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-1")
+        Schema::of::<Self>("procactor-manager-2")
     }
 }
 

@@ -1,16 +1,53 @@
 //! The proxy side: [`ProxyCore`], what every typed proxy wraps. It sends operations to the
 //! manager over this process's connection to it, and counts this process's reference.
 //!
-//! A serialized proxy *lends* a reference (`Lend`, sent before the bytes leave), which keeps the
-//! object alive while the bytes travel; the process that decodes the proxy adopts the lent
-//! reference on first use (or on drop), over its own connection. So a proxy can be sent and its
-//! original dropped at once. A lend whose bytes are never decoded keeps its object until the
-//! manager ends.
+//! # How a reference travels
+//!
+//! The manager counts references per connection, so a process that dies (even by SIGKILL)
+//! releases what it holds when its connection closes. A proxy that travels must therefore never
+//! be, even for an instant, a reference that nobody's death can release:
+//!
+//! - **Lend.** Serializing a proxy *lends* a reference (`Lend`, written to the sender's
+//!   connection before the bytes can leave), which keeps the object alive while the bytes
+//!   travel: a proxy can be sent and its original dropped at once, and a sender killed right
+//!   after sending loses nothing.
+//! - **Adopt at decode.** Decoding a proxy adopts the lend over the decoder's own connection,
+//!   written to the socket before the decode returns. From then on the decoder's death releases
+//!   it; a decoder killed before that write never received the value (see lifelines).
+//! - **Lifelines.** Bytes that travel through procactor's sockets (`Process` arguments, `Pipe`,
+//!   actor messages, Pool tasks) carry a *lifeline*: one end of a socket pair whose other end the
+//!   manager watches. The proxies of one message (to one manager) share one; the proxy clone that
+//!   was serialized keeps the sender's copy open while it lives, and a decoder sends its copy
+//!   back with its adoption. When every copy is closed (the serialized clone dropped, and the
+//!   bytes decoded, or destroyed: a receiver killed before reading, a pipe dropped with messages
+//!   in it), the manager sees the hang-up and releases the lends of that line nobody adopted.
+//! - **Answers.** A proxy inside the manager's answer (a list of lists) is lent to the connection
+//!   that asked: released if that process dies before decoding it, or if the answer is not sent.
+//!
+//! Ordering: a lend is written before its bytes leave and the original's release after it, on
+//! one connection, so the manager sees them in that order. An adoption can still arrive before
+//! its lend (another connection): the manager remembers it, and the lend then counts nothing.
+//! An adoption carries its line's end, so a line hangs up only after every adoption of its lends
+//! was handled; a lend that arrives for a line already hung up belongs to bytes that are gone.
+//!
+//! Waits: an adoption is a write to the manager, which never waits for its callers (its replies
+//! do not block), so decoding in an answer of the same connection (a list of lists: the answer
+//! was read whole first), in an actor's handler or in a pool worker cannot wait on itself; in
+//! the manager's own loop it is counted locally. The one wait is the first connection to the
+//! manager (its welcome comes from its loop): a hosted object that waits for a process which is
+//! decoding a first proxy of that same manager waits for ever.
+//!
+//! Not guarded (kept until adopted, or until the manager ends): a proxy in a `Queue` item that
+//! is never taken (a queue keeps bytes in shared memory, where no descriptor can go), bytes made
+//! outside procactor (plain postcard), a `Namespace` field (pinned on purpose), proxies the
+//! manager itself serializes other than in its answers (a hosted object sending them on), and
+//! lines beyond the manager's budget (a quarter of its descriptor limit, at most 4096 at once).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,14 +57,19 @@ use super::server::{self, LocalRef, ManagerCore};
 use crate::actor::ActorRef;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::wire::{self, Wait};
+use crate::wire::{self, Channel, Wait};
 
 /// No lend waits to be adopted.
 const ADOPTED: u64 = u64::MAX;
 
+/// Lifelines remembered per thread, to find the one a message being encoded carries already.
+const RECENT_LINES: usize = 8;
+
 thread_local! {
     /// Proxies serialized now are pinned: their objects live as long as the manager.
     static PINNING: Cell<bool> = const { Cell::new(false) };
+    /// Lifelines this thread put into messages lately (the newest last).
+    static RECENT: RefCell<Vec<Weak<Lifeline>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` with every proxy it serializes pinned (a `Namespace` field: stored as bytes, so the
@@ -39,9 +81,9 @@ pub(crate) fn pinning<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// A fresh lend id: unique among the lends in flight (process-unique counter, a per-process
-/// random-ish base so a recycled pid does not repeat a dead process's ids).
-fn new_lend() -> u64 {
+/// A fresh lend or lifeline id: unique among those in flight (process-unique counter, a
+/// per-process random-ish base so a recycled pid does not repeat a dead process's ids).
+fn new_id() -> u64 {
     static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(1);
     let base = *BASE.get_or_init(|| {
@@ -56,6 +98,54 @@ fn new_lend() -> u64 {
     }
 }
 
+/// The sender's end of a lifeline (see the module docs): open while a proxy clone serialized
+/// with it lives; its copies travel with the bytes.
+struct Lifeline {
+    id: u64,
+    manager: ActorRef<ManagerCore>,
+    /// A `Channel`, so that a forked child does not keep it open (it closes inherited ones).
+    end: Channel,
+    /// The process that made it: a forked copy neither uses nor retires it.
+    pid: u32,
+}
+
+impl Lifeline {
+    /// A new line: its other end goes to the manager (queued before any lend that names it).
+    fn open(manager: &ActorRef<ManagerCore>) -> Result<Arc<Lifeline>> {
+        let (watched, end) = Channel::pair()?;
+        let id = new_id();
+        let raw = [watched.as_fd().as_raw_fd()];
+        // The connection duplicates the descriptor: ours closes at the end of this scope.
+        manager
+            .tell_as(&Request::Line {
+                line: id,
+                end: PackedRef::new(&[], &raw),
+            })
+            .map_err(gone)?;
+        Ok(Arc::new(Lifeline {
+            id,
+            manager: manager.clone(),
+            end,
+            pid: sys::getpid(),
+        }))
+    }
+
+    fn ours(&self) -> bool {
+        self.pid == sys::getpid()
+    }
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if self.ours() {
+            // No lend will name it any more: the manager may forget it once it hangs up.
+            let _ = self
+                .manager
+                .tell_as(&Request::<PackedRef>::LineDone { line: self.id });
+        }
+    }
+}
+
 /// One process's reference to one object of a manager.
 pub(crate) struct ProxyCore {
     pub(crate) manager: ActorRef<ManagerCore>,
@@ -63,7 +153,7 @@ pub(crate) struct ProxyCore {
     kind: u64,
     /// The process this reference belongs to: a forked copy neither adopts nor releases it.
     pid: u32,
-    /// The lend this reference came as, until adopted ([`ADOPTED`]).
+    /// A lend whose adoption at decode failed, retried on first use ([`ADOPTED`]: none).
     pending: AtomicU64,
 }
 
@@ -83,16 +173,29 @@ impl ProxyCore {
         server::is_hosting(self.manager.id().0)
     }
 
-    /// Takes up the lent reference this one came as, if not done yet.
-    fn adopt(&self) -> Result<()> {
+    /// Adopts `lend` over this process's connection, written out before it returns; `proof`
+    /// is this process's copy of the lend's lifeline, sent along (see the module docs).
+    fn adopt_now(&self, lend: u64, proof: Option<RawFd>) -> Result<()> {
+        let raw: Vec<RawFd> = proof.into_iter().collect();
+        self.manager
+            .tell_now_as(&Request::Adopt {
+                obj: self.obj,
+                lend,
+                proof: PackedRef::new(&[], &raw),
+            })
+            .map_err(gone)
+    }
+
+    /// Retries an adoption that failed at decode time (rare: the connection could not be made).
+    fn adopt_pending(&self) -> Result<()> {
+        if self.pending.load(Ordering::Relaxed) == ADOPTED {
+            return Ok(());
+        }
         let lend = self.pending.swap(ADOPTED, Ordering::AcqRel);
         if lend == ADOPTED {
             return Ok(());
         }
-        self.send_tell(&Request::<PackedRef>::Adopt {
-            obj: self.obj,
-            lend,
-        })
+        self.adopt_now(lend, None)
     }
 
     fn send_tell(&self, req: &Request<PackedRef>) -> Result<()> {
@@ -102,7 +205,7 @@ impl ProxyCore {
     /// Applies `op` in the manager and returns its result.
     pub(crate) fn call<O: Serialize + ?Sized, R: DeserializeOwned>(&self, op: &O) -> Result<R> {
         self.check_outside()?;
-        self.adopt()?;
+        self.adopt_pending()?;
         let mut bytes = Vec::new();
         let fds = wire::encode(op, &mut bytes)?;
         let req = Request::Call {
@@ -122,7 +225,7 @@ impl ProxyCore {
     /// object from this process that waits.
     pub(crate) fn tell<O: Serialize + ?Sized>(&self, op: &O) -> Result<()> {
         self.check_outside()?;
-        self.adopt()?;
+        self.adopt_pending()?;
         let mut bytes = Vec::new();
         let fds = wire::encode(op, &mut bytes)?;
         self.send_tell(&Request::Call {
@@ -142,28 +245,22 @@ impl ProxyCore {
         Ok(())
     }
 
-    /// Lends a reference for a serialized copy of this proxy; returns the lend id.
-    fn lend(&self) -> u64 {
-        let lend = if PINNING.with(Cell::get) {
-            0
-        } else {
-            new_lend()
-        };
+    /// Lends a reference for a serialized copy of this proxy whose bytes carry lifeline `line`
+    /// (0: none; `pinned`: for good); returns the lend id.
+    fn lend(&self, pinned: bool, line: u64) -> u64 {
+        let lend = if pinned { 0 } else { new_id() };
         if self.in_manager() {
-            server::local(LocalRef::Lend {
+            server::local_lend(self.obj, lend);
+        } else if self.adopt_pending().is_ok() {
+            // Written out now, not queued: the bytes may leave as soon as we return, and if this
+            // process died before the flusher wrote the lend, the object could be freed under
+            // them (this process's own reference released, no lend counted).
+            // Errors: the manager is gone, and the copy will find it gone too.
+            let _ = self.manager.tell_now_as(&Request::<PackedRef>::Lend {
                 obj: self.obj,
                 lend,
+                line,
             });
-        } else if self.adopt().is_err()
-            || self
-                .send_tell(&Request::<PackedRef>::Lend {
-                    obj: self.obj,
-                    lend,
-                })
-                .is_err()
-        {
-            // The manager is gone: the copy will find it gone too.
-            return lend;
         }
         lend
     }
@@ -178,10 +275,12 @@ impl Drop for ProxyCore {
             server::local(LocalRef::Release { obj: self.obj });
             return;
         }
-        // Errors: the manager is gone, and with it every count.
-        if self.adopt().is_ok() {
-            let _ = self.send_tell(&Request::<PackedRef>::Release { obj: self.obj });
+        // Never adopted: nothing of ours to release (the lend stays with its owner).
+        if self.pending.load(Ordering::Relaxed) != ADOPTED {
+            return;
         }
+        // Errors: the manager is gone, and with it every count.
+        let _ = self.send_tell(&Request::<PackedRef>::Release { obj: self.obj });
     }
 }
 
@@ -200,19 +299,55 @@ fn unexpected() -> Error {
     }
 }
 
-/// A proxy as it travels.
-#[derive(Serialize, Deserialize)]
+/// A proxy as it travels: its manager, object, type, lend, and lifeline (id 0: none), whose
+/// descriptor is `line_fd` in the frame's list.
+#[derive(Deserialize)]
 struct ProxyWire {
     manager: ActorRef<ManagerCore>,
     obj: u64,
     kind: u64,
     lend: u64,
+    line: u64,
+    line_fd: u32,
+}
+
+/// [`ProxyWire`] as it is written (same encoding).
+#[derive(Serialize)]
+struct ProxyWireOut<'a> {
+    manager: &'a ActorRef<ManagerCore>,
+    obj: u64,
+    kind: u64,
+    lend: u64,
+    line: u64,
+    line_fd: LineFd<'a>,
+}
+
+/// Where a lifeline's descriptor is in the frame being encoded.
+enum LineFd<'a> {
+    None,
+    /// Already in it (another proxy of the same message put it there).
+    At(u32),
+    /// Not yet: added now.
+    New(BorrowedFd<'a>),
+}
+
+impl Serialize for LineFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            LineFd::None => 0u32.serialize(s),
+            LineFd::At(i) => i.serialize(s),
+            LineFd::New(fd) => wire::serialize_fd(*fd, s),
+        }
+    }
 }
 
 /// The shared part of every typed proxy: a counted reference, typed by `P` (the proxy type,
 /// whose fingerprint the manager checks on every call).
 pub(crate) struct Handle<P> {
     pub(crate) core: Arc<ProxyCore>,
+    /// The lifeline this clone was serialized with: kept open while the clone lives, so the
+    /// bytes it was sent in stay guarded at least until they are written.
+    line: Mutex<Option<Arc<Lifeline>>>,
     _p: PhantomData<fn() -> P>,
 }
 
@@ -220,6 +355,7 @@ impl<P> Clone for Handle<P> {
     fn clone(&self) -> Self {
         Handle {
             core: self.core.clone(),
+            line: Mutex::new(None),
             _p: PhantomData,
         }
     }
@@ -233,6 +369,7 @@ impl<P> Handle<P> {
     pub(crate) fn new(core: ProxyCore) -> Self {
         Handle {
             core: Arc::new(core),
+            line: Mutex::new(None),
             _p: PhantomData,
         }
     }
@@ -251,6 +388,47 @@ impl<P> Handle<P> {
             .field("manager_pid", &self.core.manager.pid())
             .finish()
     }
+
+    /// The lifeline for this proxy in the message being encoded: the one of its manager the
+    /// message carries already, else this clone's (or a new one), added to the message. `None`:
+    /// no line could be made (the manager is gone, or no descriptor is left).
+    fn line_for_message(&self) -> Option<Arc<Lifeline>> {
+        let manager = self.core.manager.id();
+        let carried = RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            r.retain(|w| w.strong_count() > 0);
+            r.iter().filter_map(Weak::upgrade).find(|l| {
+                l.ours()
+                    && l.manager.id() == manager
+                    && wire::collected_index(l.end.as_fd().as_raw_fd()).is_some()
+            })
+        });
+        let mut mine = self.line.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = carried {
+            mine.get_or_insert_with(|| l.clone());
+            return Some(l);
+        }
+        let l = match &*mine {
+            Some(l) if l.ours() => l.clone(),
+            _ => {
+                let l = Lifeline::open(&self.core.manager)
+                    .inspect_err(|e| {
+                        log::debug!(target: "procactor::manager", "a proxy travels without a lifeline: {e}");
+                    })
+                    .ok()?;
+                *mine = Some(l.clone());
+                l
+            }
+        };
+        RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            if r.len() >= RECENT_LINES {
+                r.remove(0);
+            }
+            r.push(Arc::downgrade(&l));
+        });
+        Some(l)
+    }
 }
 
 impl<P> PartialEq for Handle<P> {
@@ -261,11 +439,30 @@ impl<P> PartialEq for Handle<P> {
 
 impl<P> Serialize for Handle<P> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        ProxyWire {
-            manager: self.core.manager.clone(),
+        let pinned = PINNING.with(Cell::get);
+        // A line only where the bytes can carry a descriptor (not in a Queue, not in plain
+        // postcard), and not for the manager's own answers (lent to the caller instead).
+        let line = if !pinned && !self.core.in_manager() && wire::collecting_fds() {
+            self.line_for_message()
+        } else {
+            None
+        };
+        let line_id = line.as_ref().map_or(0, |l| l.id);
+        let lend = self.core.lend(pinned, line_id);
+        let line_fd = match &line {
+            None => LineFd::None,
+            Some(l) => match wire::collected_index(l.end.as_fd().as_raw_fd()) {
+                Some(i) => LineFd::At(i),
+                None => LineFd::New(l.end.as_fd()),
+            },
+        };
+        ProxyWireOut {
+            manager: &self.core.manager,
             obj: self.core.obj,
             kind: self.core.kind,
-            lend: self.core.lend(),
+            lend,
+            line: line_id,
+            line_fd,
         }
         .serialize(s)
     }
@@ -286,15 +483,24 @@ impl<'de, P> Deserialize<'de> for Handle<P> {
             obj: w.obj,
             kind: w.kind,
             pid: sys::getpid(),
-            pending: AtomicU64::new(w.lend),
+            pending: AtomicU64::new(ADOPTED),
         };
         if core.in_manager() {
             // The manager itself now holds it (inside a hosted value): counted at once.
-            let lend = core.pending.swap(ADOPTED, Ordering::AcqRel);
             server::local(LocalRef::Adopt {
                 obj: core.obj,
-                lend,
+                lend: w.lend,
             });
+        } else {
+            // Ours from now on: written out before the value is handed over (see module docs).
+            let proof = match w.line {
+                0 => None,
+                _ => wire::incoming_dup(w.line_fd),
+            };
+            if let Err(e) = core.adopt_now(w.lend, proof.as_ref().map(|f| f.as_raw_fd())) {
+                log::debug!(target: "procactor::manager", "object #{} not adopted at decode: {e}", core.obj);
+                core.pending.store(w.lend, Ordering::Release);
+            }
         }
         Ok(Handle::new(core))
     }

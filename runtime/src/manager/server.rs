@@ -6,6 +6,11 @@
 //! monomorphised constructor for its `T` (same binary, checked), so one manager serves every
 //! type without a registry. A proxy nested in a hosted value (a list of dicts) is a reference
 //! the manager itself holds: its (de)serialization and drop here are counted as [`LOCAL`].
+//!
+//! Lends (see `proxy` for the rules) are kept with their owner until adopted: nobody (kept
+//! until the manager ends), a lifeline (released when it hangs up: the manager watches one end
+//! of it through its context), or the connection the manager answered with them (released when
+//! that connection closes).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -17,11 +22,17 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 
 use super::proto::{Fault, Packed, Request, Response};
-use crate::actor::{Actor, Context, InitError, RefInner};
+use crate::actor::{Actor, ActorId, Context, Down, InitError, RefInner};
 use crate::bootstrap;
+use crate::wire::Channel;
 
 /// The holder token of references the manager itself holds (the event loop's tokens start at 1).
 const LOCAL: u64 = 0;
+
+/// Lifelines watched at once at most (and at most a quarter of the descriptor limit): past
+/// that, lends travel unguarded (kept until adopted), and the manager keeps descriptors for
+/// its callers.
+const MAX_LINES: u64 = 4096;
 
 /// An object in the manager: applies operations it decodes itself.
 pub(crate) trait Hosted {
@@ -59,18 +70,31 @@ impl<O: Object> Hosted for O {
 /// Builds an object from its encoded initial value (monomorphised per type; sent as a pointer).
 pub(crate) type MakeFn = fn(init: &[u8], fds: Vec<OwnedFd>) -> Result<Box<dyn Hosted>, Fault>;
 
-/// Encodes an operation's result into `out`.
+/// Encodes an operation's result into `out` (proxies inside it are lent to the caller).
 pub(crate) fn reply<T: Serialize + ?Sized>(value: &T, out: &mut Packed) -> Result<(), Fault> {
-    *out = Packed::encode(value).map_err(Fault::bad)?;
+    let prev = ANSWERING.with(|a| a.replace(true));
+    let packed = Packed::encode(value);
+    ANSWERING.with(|a| a.set(prev));
+    *out = packed.map_err(Fault::bad)?;
     Ok(())
 }
 
 /// A change to the manager's own references, made while a value was being decoded, encoded or
 /// dropped inside an operation (the table is busy then): applied once the operation returns.
 pub(crate) enum LocalRef {
-    Adopt { obj: u64, lend: u64 },
-    Lend { obj: u64, lend: u64 },
-    Release { obj: u64 },
+    Adopt {
+        obj: u64,
+        lend: u64,
+    },
+    /// `answer`: serialized into the answer to the caller (lent to its connection).
+    Lend {
+        obj: u64,
+        lend: u64,
+        answer: bool,
+    },
+    Release {
+        obj: u64,
+    },
 }
 
 /// The id of the manager this process is (0: none).
@@ -88,6 +112,8 @@ thread_local! {
     static PENDING: RefCell<Vec<LocalRef>> = const { RefCell::new(Vec::new()) };
     /// The manager's event loop is in this thread.
     static IN_LOOP: Cell<bool> = const { Cell::new(false) };
+    /// An answer to the caller is being encoded.
+    static ANSWERING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The manager's pid (a process forked from the manager's thread is not the manager).
@@ -105,10 +131,44 @@ pub(crate) fn local(change: LocalRef) {
     PENDING.with(|p| p.borrow_mut().push(change));
 }
 
+/// Records a lend the manager makes (a proxy it holds was serialized).
+pub(crate) fn local_lend(obj: u64, lend: u64) {
+    let answer = ANSWERING.with(Cell::get);
+    local(LocalRef::Lend { obj, lend, answer });
+}
+
 struct Entry {
     obj: Box<dyn Hosted>,
     /// References: held by connections (and `LOCAL`), lent and not yet adopted, pinned.
     refs: u64,
+}
+
+/// Who answers for a lend until it is adopted.
+#[derive(Clone, Copy)]
+enum Owner {
+    /// Nobody: kept until adopted or until the manager ends.
+    Free,
+    /// A lifeline (key in `lines`): released if it hangs up first.
+    Line(LineKey),
+    /// The connection the manager answered with it: released if it closes first.
+    Caller(u64),
+}
+
+struct Lent {
+    obj: u64,
+    owner: Owner,
+}
+
+/// A lifeline: (the connection that made it, its id).
+type LineKey = (u64, u64);
+
+struct Line {
+    /// Its lends not adopted yet.
+    lends: HashSet<u64>,
+    /// It hung up: lends that name it now belong to bytes that are gone.
+    severed: bool,
+    /// No more lends will name it (its maker said so, or closed).
+    done: bool,
 }
 
 /// The manager actor.
@@ -117,10 +177,20 @@ pub(crate) struct ManagerCore {
     next_id: u64,
     /// Connection token → object → references it holds.
     holds: HashMap<u64, HashMap<u64, u64>>,
-    /// Lend id → object, for proxies serialized and not yet adopted.
-    lends: HashMap<u64, u64>,
-    /// Adopts that arrived before their lend (they came on another connection).
-    early: HashSet<u64>,
+    /// Lend id → object and owner, for proxies serialized and not yet adopted.
+    lends: HashMap<u64, Lent>,
+    /// Adopts that arrived before their lend (they came on another connection) → object.
+    early: HashMap<u64, u64>,
+    lines: HashMap<LineKey, Line>,
+    /// Watch id → the line it watches.
+    watches: HashMap<u64, LineKey>,
+    next_watch: u64,
+    /// Lifelines watched at most.
+    line_budget: u64,
+    /// Connection → lends the manager answered it with, not yet adopted.
+    answered: HashMap<u64, HashSet<u64>>,
+    /// Lends made in the answer being computed.
+    answering: Vec<u64>,
     /// The failure of a pipelined operation, reported to the next ask on that object from the
     /// same connection.
     deferred: HashMap<(u64, u64), Fault>,
@@ -136,12 +206,21 @@ impl Actor for ManagerCore {
         HOSTING_PID.store(crate::sys::getpid(), Ordering::Relaxed);
         let _ = MYSELF.set(ctx.myself().inner.clone());
         IN_LOOP.with(|c| c.set(true));
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
         Ok(ManagerCore {
             objects: HashMap::new(),
             next_id: 1,
             holds: HashMap::new(),
             lends: HashMap::new(),
-            early: HashSet::new(),
+            early: HashMap::new(),
+            lines: HashMap::new(),
+            watches: HashMap::new(),
+            next_watch: 1,
+            line_budget: (nofile / 4).min(MAX_LINES),
+            answered: HashMap::new(),
+            answering: Vec::new(),
             deferred: HashMap::new(),
         })
     }
@@ -154,12 +233,40 @@ impl Actor for ManagerCore {
         let out = match msg {
             Request::Create { make, init } => self.create(from, make, init),
             Request::Call { obj, kind, op } => self.call(from, ctx.asking, obj, kind, op),
-            Request::Lend { obj, lend } => {
-                self.lend(obj, lend);
+            Request::Line { line, end } => {
+                self.watch_line(from, line, end, ctx);
                 Response::Done
             }
-            Request::Adopt { obj, lend } => {
+            Request::Lend { obj, lend, line } => {
+                let owner = match line {
+                    0 => Some(Owner::Free),
+                    _ => match self.lines.get(&(from, line)) {
+                        // Its bytes are gone (see `proxy`): nothing to keep.
+                        Some(l) if l.severed => None,
+                        Some(_) => Some(Owner::Line((from, line))),
+                        None => Some(Owner::Free),
+                    },
+                };
+                if let Some(owner) = owner {
+                    self.lend(obj, lend, owner);
+                } else {
+                    self.early.remove(&lend);
+                }
+                Response::Done
+            }
+            Request::LineDone { line } => {
+                if let Some(l) = self.lines.get_mut(&(from, line)) {
+                    l.done = true;
+                    if l.severed {
+                        self.lines.remove(&(from, line));
+                    }
+                }
+                Response::Done
+            }
+            Request::Adopt { obj, lend, proof } => {
                 self.adopt(from, obj, lend);
+                // Its lifeline may hang up only now that the adoption is counted.
+                drop(proof);
                 Response::Done
             }
             Request::Release { obj } => {
@@ -168,8 +275,24 @@ impl Actor for ManagerCore {
             }
             Request::Count => Response::Count(self.objects.len() as u64),
         };
-        self.settle_local();
+        self.settle_local(Some(from));
+        // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
+        // nowhere.
+        let unsent = std::mem::take(&mut self.answering);
+        let sent = ctx.asking && matches!(out, Response::Value(_));
+        if !sent && !unsent.is_empty() {
+            for lend in unsent {
+                self.drop_lend(lend);
+            }
+            self.settle_local(None);
+        }
         out
+    }
+
+    fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) {
+        if let Some(key) = self.watches.remove(&down.id.0) {
+            self.sever(key);
+        }
     }
 
     fn stopped(&mut self, _reason: &crate::ExitReason) {
@@ -240,16 +363,103 @@ impl ManagerCore {
         }
     }
 
-    fn lend(&mut self, obj: u64, lend: u64) {
-        if lend != 0 && self.early.remove(&lend) {
+    /// Starts watching lifeline `line` of connection `from` (within the budget; past it the
+    /// line is not known, and its lends are kept until adopted).
+    fn watch_line(&mut self, from: u64, line: u64, end: Packed, ctx: &mut Context<Self>) {
+        let (_, fds) = end.into_parts();
+        let Some(fd) = fds.into_iter().next() else {
+            return;
+        };
+        if self.lines.contains_key(&(from, line)) {
+            return;
+        }
+        if self.watches.len() as u64 >= self.line_budget {
+            log::debug!(target: "procactor::manager", "{} lifelines watched: lends under a new one are kept until adopted", self.watches.len());
+            return;
+        }
+        let watch = self.next_watch;
+        self.next_watch += 1;
+        ctx.watch_hangup(Channel::from_fd(fd), ActorId(watch));
+        self.watches.insert(watch, (from, line));
+        self.lines.insert(
+            (from, line),
+            Line {
+                lends: HashSet::new(),
+                severed: false,
+                done: false,
+            },
+        );
+    }
+
+    /// A lifeline hung up: every copy of it is gone, so are the bytes of its unadopted lends.
+    fn sever(&mut self, key: LineKey) {
+        let Some(l) = self.lines.get_mut(&key) else {
+            return;
+        };
+        l.severed = true;
+        let lends = std::mem::take(&mut l.lends);
+        if l.done {
+            self.lines.remove(&key);
+        }
+        for lend in lends {
+            if let Some(lent) = self.lends.remove(&lend) {
+                self.unref(lent.obj, 1);
+            }
+        }
+        self.settle_local(None);
+    }
+
+    fn lend(&mut self, obj: u64, lend: u64, owner: Owner) {
+        if lend != 0 && self.early.remove(&lend).is_some() {
             return; // adopted already: the adopter's reference stands for it
         }
         let Some(e) = self.objects.get_mut(&obj) else {
             return;
         };
         e.refs += 1;
-        if lend != 0 {
-            self.lends.insert(lend, obj);
+        if lend == 0 {
+            return;
+        }
+        match owner {
+            Owner::Free => {}
+            Owner::Line(key) => {
+                if let Some(l) = self.lines.get_mut(&key) {
+                    l.lends.insert(lend);
+                }
+            }
+            Owner::Caller(token) => {
+                self.answered.entry(token).or_default().insert(lend);
+                self.answering.push(lend);
+            }
+        }
+        self.lends.insert(lend, Lent { obj, owner });
+    }
+
+    /// Removes `lend` from its owner's list.
+    fn disown(&mut self, lend: u64, owner: Owner) {
+        match owner {
+            Owner::Free => {}
+            Owner::Line(key) => {
+                if let Some(l) = self.lines.get_mut(&key) {
+                    l.lends.remove(&lend);
+                }
+            }
+            Owner::Caller(token) => {
+                if let Some(set) = self.answered.get_mut(&token) {
+                    set.remove(&lend);
+                    if set.is_empty() {
+                        self.answered.remove(&token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases a lend nobody will adopt.
+    fn drop_lend(&mut self, lend: u64) {
+        if let Some(lent) = self.lends.remove(&lend) {
+            self.disown(lend, lent.owner);
+            self.unref(lent.obj, 1);
         }
     }
 
@@ -258,12 +468,18 @@ impl ManagerCore {
             return;
         };
         *self.holds.entry(from).or_default().entry(obj).or_insert(0) += 1;
-        if lend != 0 && self.lends.remove(&lend).is_some() {
-            return; // the lent reference becomes this connection's
+        if lend != 0 {
+            if let Some(lent) = self.lends.remove(&lend) {
+                if lent.obj == obj {
+                    self.disown(lend, lent.owner);
+                    return; // the lent reference becomes this connection's
+                }
+                self.lends.insert(lend, lent);
+            }
         }
         e.refs += 1;
         if lend != 0 {
-            self.early.insert(lend);
+            self.early.insert(lend, obj);
         }
     }
 
@@ -290,11 +506,16 @@ impl ManagerCore {
             // Dropping it may release the proxies inside it: `settle_local` picks those up.
             let gone = self.objects.remove(&obj);
             self.deferred.retain(|k, _| k.1 != obj);
+            if !self.early.is_empty() {
+                // Adopts whose lends never came (their lender died first): nothing to wait for.
+                self.early.retain(|_, o| *o != obj);
+            }
             drop(gone);
         }
     }
 
-    /// Releases everything a closed connection held.
+    /// Releases everything a closed connection held, and what the manager answered it with and
+    /// it never decoded.
     fn forget_connection(&mut self, token: u64) {
         self.deferred.retain(|k, _| k.0 != token);
         if let Some(held) = self.holds.remove(&token) {
@@ -302,12 +523,30 @@ impl ManagerCore {
                 self.unref(obj, n);
             }
         }
-        self.settle_local();
+        if let Some(lends) = self.answered.remove(&token) {
+            for lend in lends {
+                if let Some(lent) = self.lends.remove(&lend) {
+                    self.unref(lent.obj, 1);
+                }
+            }
+        }
+        // Its lifelines stay watched (the bytes may still be decoded), but no lend will name
+        // them any more.
+        self.lines.retain(|k, l| {
+            if k.0 == token {
+                l.done = true;
+                !l.severed
+            } else {
+                true
+            }
+        });
+        self.settle_local(None);
     }
 
     /// Applies the manager's own reference changes made during the last operation: gains
     /// first, so an object moved within the manager (`l[0] = l.pop()`) is never freed on the way.
-    fn settle_local(&mut self) {
+    /// `caller`: the connection the operation's answer goes to.
+    fn settle_local(&mut self, caller: Option<u64>) {
         loop {
             let changes = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
             if changes.is_empty() {
@@ -317,7 +556,13 @@ impl ManagerCore {
             for c in changes {
                 match c {
                     LocalRef::Adopt { obj, lend } => self.adopt(LOCAL, obj, lend),
-                    LocalRef::Lend { obj, lend } => self.lend(obj, lend),
+                    LocalRef::Lend { obj, lend, answer } => {
+                        let owner = match caller {
+                            Some(token) if answer => Owner::Caller(token),
+                            _ => Owner::Free,
+                        };
+                        self.lend(obj, lend, owner)
+                    }
                     LocalRef::Release { obj } => releases.push(obj),
                 }
             }
