@@ -110,6 +110,11 @@ pub fn init() {
     }
     INITIALIZED.store(true, Ordering::Release);
     sys::raise_nofile_limit();
+    // The process tree's name table, made now (one descriptor for the program's life) rather
+    // than at the first child, so that the program's descriptors do not change later.
+    if let Err(e) = crate::actor::registry_table() {
+        log::warn!(target: "procactor::bootstrap", "the name registry could not be made: {e}");
+    }
 }
 
 /// For `procactor::test_support!()`: `init()` from a constructor, before the test harness's

@@ -556,10 +556,12 @@ static LINGERING: PerProcess<Vec<OwnedFd>> = PerProcess::new(Vec::new);
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // Asks are answered, so only tells can be pending; a dead actor handles nothing more.
+        // Asks are answered, so only tells can be pending; a dead actor handles nothing more;
+        // and only a child waits for its tells when it returns (the main program does not).
         if self.pid != sys::getpid()
             || !self.told.load(Ordering::Relaxed)
             || self.dead.load(Ordering::Acquire)
+            || crate::bootstrap::child_info().is_none()
         {
             return;
         }
