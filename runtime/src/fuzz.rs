@@ -14,6 +14,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use crate::actor::fuzz_targets as actor;
 use crate::bootstrap::{self, Failure, JobHeader, Outcome};
 use crate::error::Error;
+use crate::manager::fuzz_targets as manager;
 use crate::sys;
 use crate::wire::{self, Channel, Wait, KIND_BYTES, KIND_VALUE};
 
@@ -164,6 +165,33 @@ fn job_headers_and_outcomes() {
     let mut other = header;
     other.exe.1 ^= 1;
     assert!(!bootstrap::header_runs_here(&other));
+}
+
+#[test]
+fn manager_requests_and_operations() {
+    fuzz(
+        "manager requests",
+        bytes_like(manager::requests()),
+        |bytes| {
+            manager::decode_request(&bytes);
+            Ok(())
+        },
+    );
+    for (kind, mut obj, samples) in manager::objects() {
+        let name = format!("manager {kind} operations");
+        let obj = std::cell::RefCell::new(&mut obj);
+        let first = samples[0].clone();
+        fuzz(&name, bytes_like(samples), |op| {
+            let mut obj = obj.borrow_mut();
+            // Anything may be refused; a refusal must not break the object.
+            manager::call(&mut ***obj, &op);
+            prop_assert!(
+                manager::call(&mut ***obj, &first),
+                "a valid operation failed"
+            );
+            Ok(())
+        });
+    }
 }
 
 /// A record as a hostile peer may write it: header bytes, payload, and maybe a descriptor.

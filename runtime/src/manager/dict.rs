@@ -395,3 +395,39 @@ where
         ))
     }
 }
+
+/// Valid operations on a `DictProxy<String, u64>`, encoded (for the fuzz tests to mutate).
+#[cfg(test)]
+pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
+    fn inc(n: &mut u64) {
+        *n += 1;
+    }
+    let k = || "key".to_string();
+    let f = || FnPtr::new::<fn(&mut u64)>(inc as fn(&mut u64) as usize);
+    [
+        DictOp::Insert(k(), 1u64),
+        DictOp::Get(k()),
+        DictOp::Remove(k()),
+        DictOp::ContainsKey(k()),
+        DictOp::Len,
+        DictOp::Keys,
+        DictOp::Values,
+        DictOp::Items,
+        DictOp::Extend(vec![(k(), 2)]),
+        DictOp::GetOrInsert(k(), 3),
+        DictOp::Pop(k()),
+        DictOp::Clear,
+        DictOp::Snapshot,
+        DictOp::Update(k(), f()),
+        DictOp::Upsert(k(), 4, f()),
+    ]
+    .iter()
+    .map(|op| Packed::encode(op).expect("encodes").bytes)
+    .collect()
+}
+
+/// A hosted `HashMap<String, u64>` of one entry.
+#[cfg(test)]
+pub(super) fn fuzz_object() -> Box<dyn Hosted> {
+    Box::new(DictObj(HashMap::from([("key".to_string(), 7u64)])))
+}

@@ -453,3 +453,39 @@ impl<T: Serialize + DeserializeOwned + 'static> Iterator for ListIter<'_, T> {
         }
     }
 }
+
+/// Valid operations on a `ListProxy<String>`, encoded (for the fuzz tests to mutate).
+#[cfg(test)]
+pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
+    fn shout(s: &mut String) {
+        s.make_ascii_uppercase();
+    }
+    let s = || "item".to_string();
+    let modify = FnPtr::new::<fn(&mut String)>(shout as fn(&mut String) as usize);
+    [
+        ListOp::Append(s()),
+        ListOp::Extend(vec![s(), s()]),
+        ListOp::Insert(1, s()),
+        ListOp::Pop(Some(0)),
+        ListOp::Pop(None),
+        ListOp::Remove(s(), eq_ptr::<String>()),
+        ListOp::Get(0),
+        ListOp::Set(0, s()),
+        ListOp::Len,
+        ListOp::Clear,
+        ListOp::Contains(s(), eq_ptr::<String>()),
+        ListOp::Index(s(), eq_ptr::<String>()),
+        ListOp::Snapshot,
+        ListOp::Page(0, 2),
+        ListOp::Modify(0, modify),
+    ]
+    .iter()
+    .map(|op| Packed::encode(op).expect("encodes").bytes)
+    .collect()
+}
+
+/// A hosted `Vec<String>` of three items.
+#[cfg(test)]
+pub(super) fn fuzz_object() -> Box<dyn Hosted> {
+    Box::new(ListObj(vec!["a".to_string(), "b".into(), "c".into()]))
+}

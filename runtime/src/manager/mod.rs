@@ -3,6 +3,8 @@
 //! [`Manager`].
 
 mod dict;
+#[cfg(test)]
+pub(crate) mod fuzz_targets;
 mod hosted;
 mod list;
 mod proto;

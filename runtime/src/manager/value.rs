@@ -280,3 +280,41 @@ impl Namespace {
         self.handle.call(&NsOp::<PackedRef>::Names)
     }
 }
+
+/// Valid operations on a `ValueProxy<u64>` and on a `Namespace`, encoded (for the fuzz tests).
+#[cfg(test)]
+pub(super) fn fuzz_samples() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    fn inc(n: &mut u64) {
+        *n += 1;
+    }
+    let update = FnPtr::new::<fn(&mut u64)>(inc as fn(&mut u64) as usize);
+    let values = [
+        ValueOp::Get,
+        ValueOp::Set(5u64),
+        ValueOp::Swap(6),
+        ValueOp::Update(update),
+    ]
+    .iter()
+    .map(|op| Packed::encode(op).expect("encodes").bytes)
+    .collect();
+    let field = Packed::encode(&42u64).expect("encodes");
+    let ns = [
+        NsOp::Set("x".to_string(), field),
+        NsOp::Get("x".into()),
+        NsOp::Remove("x".into()),
+        NsOp::Names,
+    ]
+    .iter()
+    .map(|op| Packed::encode(op).expect("encodes").bytes)
+    .collect();
+    (values, ns)
+}
+
+/// A hosted `u64` and a namespace.
+#[cfg(test)]
+pub(super) fn fuzz_objects() -> (Box<dyn Hosted>, Box<dyn Hosted>) {
+    (
+        Box::new(ValueObj(3u64)),
+        Box::new(NamespaceObj(BTreeMap::new())),
+    )
+}
