@@ -5,8 +5,11 @@ use super::proto::{eq_ptr, Packed, Request};
 use super::server::Hosted;
 use super::{dict, list, value};
 
+/// A kind of hosted object: its name, one object, and valid encoded operations on it.
+pub(crate) type Target = (&'static str, Box<dyn Hosted>, Vec<Vec<u8>>);
+
 /// Each kind of hosted object, with valid encoded operations on it.
-pub(crate) fn objects() -> Vec<(&'static str, Box<dyn Hosted>, Vec<Vec<u8>>)> {
+pub(crate) fn objects() -> Vec<Target> {
     let (value_ops, ns_ops) = value::fuzz_samples();
     let (value_obj, ns_obj) = value::fuzz_objects();
     vec![

@@ -457,6 +457,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Iterator for ListIter<'_, T> {
 /// Valid operations on a `ListProxy<String>`, encoded (for the fuzz tests to mutate).
 #[cfg(test)]
 pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
+    #[allow(clippy::ptr_arg)] // the type a `modify` of a `ListProxy<String>` takes
     fn shout(s: &mut String) {
         s.make_ascii_uppercase();
     }
