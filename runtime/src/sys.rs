@@ -218,6 +218,10 @@ pub(crate) fn read_stream_until(
 ) -> io::Result<Filled> {
     use rustix::net::sockopt::{set_socket_timeout, Timeout};
     buf.reserve_exact(target.saturating_sub(buf.len()));
+    if deadline.is_none() {
+        // An earlier receive that timed out may have left a timeout on the socket.
+        set_socket_timeout(fd, Timeout::Recv, None)?;
+    }
     let mut timeout_set = false;
     while buf.len() < target {
         let flags = match deadline {

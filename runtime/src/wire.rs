@@ -576,15 +576,13 @@ impl Channel {
     /// Waits for data (or EOF) for at most `wait`; true if a receive would not block (or, for a
     /// large message begun earlier, has more of it to read).
     pub(crate) fn poll(&self, wait: Wait) -> Result<bool> {
-        let partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
-        let ready = match &*partial {
-            Some(p) => sys::wait_readable(&[p.side.as_fd()], wait.deadline()),
-            None => {
-                drop(partial);
-                sys::wait_readable(&[self.as_fd()], wait.deadline())
-            }
-        }
-        .map_err(|e| Error::io("poll", e))?;
+        // A copy of a begun message's stream, so that no lock is held while waiting.
+        let side = match &*self.partial.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(p) => Some(sys::dup(p.side.as_fd()).map_err(|e| Error::io("dup", e))?),
+            None => None,
+        };
+        let fd = side.as_ref().map_or(self.as_fd(), |s| s.as_fd());
+        let ready = sys::wait_readable(&[fd], wait.deadline()).map_err(|e| Error::io("poll", e))?;
         Ok(ready.is_some())
     }
 
