@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::fs::SealFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::shm::{Layout, Region, Shared};
+use crate::shm::{Access, Layout, Region, Shared, Size};
 use crate::sync::robust::RawMutex;
 use crate::sync::RawCondvar;
 use crate::sys;
@@ -38,6 +39,8 @@ const REC_HEAD: u64 = 8;
 const KIND_INLINE: u32 = 1;
 /// The payload is `(id, len)` of a memfd sent on the spill socket.
 const KIND_SPILL: u32 = 2;
+/// A spilled item's memfd: fixed size, and its bytes fixed too.
+const SPILL_SEALS: SealFlags = sys::SIZE_SEALS.union(SealFlags::WRITE);
 
 #[repr(C)]
 pub(crate) struct QueueCell {
@@ -362,11 +365,13 @@ impl Inner {
         }
     }
 
-    /// An item too large for the ring, in a memfd of its own.
+    /// An item too large for the ring, in a memfd of its own, sealed before it is sent: its
+    /// consumer maps it, and nobody can resize it under that mapping or rewrite the bytes that
+    /// are being decoded.
     fn spill(&self, bytes: &[u8]) -> Result<(OwnedFd, usize)> {
-        let fd = rustix::fs::memfd_create("procactor-queue-item", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::io("memfd_create", e))?;
+        let fd = sys::memfd("procactor-queue-item").map_err(|e| Error::io("memfd_create", e))?;
         sys::write_file(fd.as_fd(), bytes).map_err(|e| Error::io("write", e))?;
+        sys::add_seals(fd.as_fd(), SPILL_SEALS).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         Ok((fd, bytes.len()))
     }
 
@@ -469,7 +474,13 @@ impl Inner {
                 sys::Recv::Record(8, mut fds) if fds.len() == 1 => {
                     if u64::from_le_bytes(idb) == id {
                         let fd = fds.pop().ok_or(Error::Disconnected)?;
-                        return Region::open(fd, Some(size), "a queued item");
+                        return Region::open_sealed(
+                            fd,
+                            SPILL_SEALS,
+                            Size::Exactly(size),
+                            Access::ReadOnly,
+                            "a queued item",
+                        );
                     }
                 }
                 sys::Recv::Record(..) => {}
@@ -619,7 +630,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 item
             }
             Taken::Spilled(region) => {
-                // SAFETY: nobody else has this memfd: the producer let go of it once sent.
+                // SAFETY: the mapping lives as long as `region`, and the memfd is sealed
+                // against writes and resizing: these bytes cannot change while we read them.
                 let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) };
                 decode(bytes)
             }
@@ -839,5 +851,60 @@ impl<T> Deref for JoinableQueue<T> {
     type Target = Queue<T>;
     fn deref(&self) -> &Queue<T> {
         &self.queue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spilled_items_are_sealed_and_an_unsealed_one_is_refused_not_mapped() {
+        let q = Queue::<Vec<u8>>::builder()
+            .capacity_bytes(4096)
+            .build()
+            .unwrap();
+        let inner = &*q.inner;
+        // What a producer sends: nobody can resize it or change its bytes.
+        let (fd, len) = inner.spill(&[9; 5000]).unwrap();
+        assert!(sys::seals(fd.as_fd()).unwrap().contains(SPILL_SEALS));
+        assert_eq!(rustix::fs::ftruncate(&fd, 0), Err(rustix::io::Errno::PERM));
+        assert_eq!(
+            rustix::io::pwrite(&fd, &[1], 0),
+            Err(rustix::io::Errno::PERM)
+        );
+        assert_eq!(len, 5000);
+
+        // What a rogue producer could send instead: a memfd it can still shrink.
+        let rogue = sys::memfd("rogue").unwrap();
+        let item = postcard::to_stdvec(&vec![9u8; 5000]).unwrap();
+        sys::write_file(rogue.as_fd(), &item).unwrap();
+        {
+            let _held = Held::lock(inner).unwrap();
+            let id = inner.cell.next_spill.load(Ordering::Relaxed);
+            let sent = sys::try_send_record(
+                inner.spill_tx.as_fd(),
+                &[IoSlice::new(&id.to_le_bytes())],
+                Some(rogue.as_fd()),
+            )
+            .unwrap();
+            assert!(sent);
+            inner.cell.next_spill.store(id + 1, Ordering::Relaxed);
+            let mut record = [0u8; 16];
+            record[..8].copy_from_slice(&id.to_le_bytes());
+            record[8..].copy_from_slice(&(item.len() as u64).to_le_bytes());
+            inner.commit(KIND_SPILL, &record);
+        }
+        match q.try_get() {
+            Err(Error::Decode { reason, .. }) => {
+                assert!(reason.contains("not sealed"), "{reason}")
+            }
+            other => panic!("a rogue memfd was not refused: {other:?}"),
+        }
+        // The queue goes on: a real large item, then a small one.
+        q.put(&vec![3; 5000]).unwrap();
+        q.put(&vec![4]).unwrap();
+        assert_eq!(q.try_get().unwrap(), vec![3; 5000]);
+        assert_eq!(q.try_get().unwrap(), vec![4]);
     }
 }
