@@ -114,6 +114,21 @@ pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> 
     }
 }
 
+/// Copies the first bytes of the next record into `buf` without taking the record, and
+/// without its descriptors (which stay with it for the `recv_record` that takes it). Never
+/// blocks: `Ok(None)` when there is no record (or the peer closed).
+pub(crate) fn peek_record(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) if peer_closed(fd) => return Ok(None),
+            Ok((n, _)) => return Ok(Some(n)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) | Err(Errno::CONNRESET) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// True once the peer of a connected socket has closed (or shut down) its end.
 fn peer_closed(fd: BorrowedFd) -> bool {
     let mut pfd = [PollFd::new(&fd, PollFlags::RDHUP)];
