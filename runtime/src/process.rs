@@ -124,8 +124,8 @@ where
     ///   their output comes before its end. [`set_exit_join_timeout`] bounds that wait.
     ///
     /// A parent killed by a signal (SIGKILL, or SIGTERM or Ctrl-C's SIGINT with their default
-    /// action) runs no exit work and waits for nothing: its non-daemon children outlive it, and
-    /// are orphans from then on. So do they after `libc::_exit`, which skips the exit work too.
+    /// action) runs no exit work and waits for nothing: its non-daemon children outlive it, as
+    /// orphans. The same goes for a parent that calls `libc::_exit`, which skips the exit work.
     ///
     /// ```
     /// # procactor::init();
