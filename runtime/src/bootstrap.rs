@@ -685,35 +685,48 @@ static EXIT_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new(
 
 /// Runs `hook` before this process (and every child it makes) ends its job, and at `exit()`.
 pub(crate) fn at_exit(hook: fn()) {
+    watch_exit();
     let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
-    if hooks.is_empty() {
-        extern "C" fn run() {
-            LIBC_EXIT.store(true, std::sync::atomic::Ordering::Relaxed);
-            run_exit_hooks();
-        }
-        // SAFETY: registers a plain function; it runs at exit() on the main thread.
-        unsafe {
-            libc::atexit(run);
-        }
-    }
     if !hooks.contains(&hook) {
         hooks.push(hook);
     }
 }
 
+/// Makes libc's `exit` (`main` returning, `std::process::exit`) run this process's exit work:
+/// the hooks, then the end of its children (see [`run_exit_hooks`]). Once per process image (a
+/// forked copy inherits the registration with the rest of the memory).
+pub(crate) fn watch_exit() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if REGISTERED.load(Ordering::Relaxed) || REGISTERED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    extern "C" fn run() {
+        LIBC_EXIT.store(true, Ordering::Relaxed);
+        run_exit_hooks();
+    }
+    // SAFETY: registers a plain function; it runs at exit() on the thread that calls exit.
+    unsafe {
+        libc::atexit(run);
+    }
+}
+
 /// The hooks run from libc's `exit`, where this thread's thread-locals may be gone already.
-static LIBC_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static LIBC_EXIT: AtomicBool = AtomicBool::new(false);
 
 /// Are the exit hooks running from libc's `exit` (not from a child that returned)?
 pub(crate) fn in_libc_exit() -> bool {
-    LIBC_EXIT.load(std::sync::atomic::Ordering::Relaxed)
+    LIBC_EXIT.load(Ordering::Relaxed)
 }
 
+/// This process's exit work: the hooks (tells flushed to actors, which may be our own daemon
+/// children), then Python's end of the children: daemons terminated, the others joined (see
+/// `process::end_children_at_exit`).
 fn run_exit_hooks() {
     let hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
     for h in hooks {
         h();
     }
+    crate::process::end_children_at_exit();
 }
 
 /// The message and location of a panic caught with `catch_unwind` in this thread.
@@ -773,8 +786,9 @@ where
             location: PANIC_LOCATION.with(|l| l.borrow_mut().take()),
         },
     };
-    // What the function left in flight (tells waiting for the flusher) goes out before the
-    // parent hears that it returned.
+    // Before the parent hears that it returned (or panicked): what the function left in flight
+    // (tells waiting for the flusher) goes out, and its children end as in Python (daemons
+    // terminated, the others joined).
     run_exit_hooks();
     let code = if matches!(outcome, Outcome::Returned(_)) {
         0
@@ -784,8 +798,10 @@ where
     let mut buf = Vec::new();
     match wire::encode(&outcome, &mut buf) {
         Ok(fds) => {
-            // The parent may be gone; there is nobody left to tell then.
-            let _ = out.send(KIND_VALUE, wire::fingerprint::<Outcome<R>>(), &buf, &fds);
+            // The parent may be gone; there is nobody left to tell then. Detached: a large
+            // report waits in a memory file, not for a reader, so this process ends even if its
+            // parent never reads it (a parent at its own exit joins without reading).
+            let _ = out.send_detached(KIND_VALUE, wire::fingerprint::<Outcome<R>>(), &buf, &fds);
             code
         }
         Err(e) => report_failure(

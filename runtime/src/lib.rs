@@ -59,8 +59,8 @@ pub use pool::{
     ReturnWhen, Waited,
 };
 pub use process::{
-    active_children, cpu_count, current_process, parent_process, Process, ProcessHandle,
-    ProcessInfo,
+    active_children, cpu_count, current_process, exit_join_timeout, parent_process,
+    set_exit_join_timeout, Process, ProcessHandle, ProcessInfo,
 };
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use shared::{

@@ -3,10 +3,15 @@
 //! A child's return value, its panic, its death by signal and its exit code all come back through
 //! [`ProcessHandle::join`]. Every child is reaped: by `join`, by `is_alive`/`exitcode`, and, for
 //! handles dropped early, by the next `start` or `active_children` call (as Python does).
+//!
+//! When a process ends its work (the program's `main` returns or it calls `exit`; a child's
+//! function returns), it does what Python's `multiprocessing.util._exit_function` does: its
+//! daemon children are terminated, then its other children are joined (see
+//! [`Process::daemon`], [`set_exit_join_timeout`]).
 
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -107,8 +112,20 @@ where
         self
     }
 
-    /// A daemon child is killed when its parent process ends, however it ends (even by
-    /// SIGKILL). Others outlive their parent, as in Python.
+    /// Whether the child is a daemon (default: no). As in Python, when its parent ends its
+    /// work (the program's `main` returns or calls `std::process::exit`; a child's function
+    /// returns or panics, before it reports):
+    ///
+    /// * its **daemon** children are terminated (SIGTERM), and not waited for. A daemon also
+    ///   dies with its parent however the parent ends, even by SIGKILL (the kernel's
+    ///   parent-death signal, or a watcher thread). Actors, pool workers, the manager and the
+    ///   fork server are daemons.
+    /// * its **other** children still running are then joined: the parent ends after them, and
+    ///   their output comes before its end. [`set_exit_join_timeout`] bounds that wait.
+    ///
+    /// A parent killed by a signal (SIGKILL, or SIGTERM or Ctrl-C's SIGINT with their default
+    /// action) runs no exit work and waits for nothing: its non-daemon children outlive it, as
+    /// orphans. The same goes for a parent that calls `libc::_exit`, which skips the exit work.
     ///
     /// ```
     /// # procactor::init();
@@ -178,6 +195,8 @@ where
     /// ```
     pub fn start(self) -> Result<ProcessHandle<R>> {
         reap_finished();
+        // This process's end must end its children (see `end_children_at_exit`).
+        bootstrap::watch_exit();
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
@@ -196,6 +215,7 @@ where
             pid: started.pid,
             pidfd: started.pidfd,
             status: Mutex::new(None),
+            daemon: self.daemon,
             internal: self.internal,
         });
         children().push(core.clone());
@@ -214,6 +234,7 @@ struct Core {
     pid: u32,
     pidfd: OwnedFd,
     status: Mutex<Option<ExitStatus>>,
+    daemon: bool,
     internal: bool,
 }
 
@@ -260,6 +281,73 @@ fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Core>>> {
 fn reap_finished() {
     // A child with a handle is that handle's business: only orphaned entries are polled.
     children().retain(|c| Arc::strong_count(c) > 1 || c.poll_status().is_none());
+}
+
+/// How long the end of this process waits for its non-daemon children, in nanoseconds
+/// (`FOREVER`: as long as they run, as Python does).
+static EXIT_JOIN_NS: AtomicU64 = AtomicU64::new(FOREVER);
+const FOREVER: u64 = u64::MAX;
+
+/// Bounds how long the end of this process waits for its non-daemon children: `None` (the
+/// default) waits as long as they run, as Python does; `Some(d)` waits at most `d` for all of
+/// them together, then ends, leaving those still running as orphans (a line on stderr names
+/// each). `Some(Duration::ZERO)` does not wait at all. Daemon children are terminated either
+/// way (see [`Process::daemon`]).
+///
+/// The setting belongs to the process that makes it (a `Fork` child starts with a copy);
+/// another way out of a long wait is to end the process by a signal, which skips the exit work.
+///
+/// ```
+/// use std::time::Duration;
+/// procactor::set_exit_join_timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(procactor::exit_join_timeout(), Some(Duration::from_secs(5)));
+/// procactor::set_exit_join_timeout(None); // back to Python's: wait for every child
+/// assert_eq!(procactor::exit_join_timeout(), None);
+/// ```
+pub fn set_exit_join_timeout(timeout: Option<Duration>) {
+    let ns = timeout.map_or(FOREVER, |d| {
+        u64::try_from(d.as_nanos()).unwrap_or(FOREVER - 1)
+    });
+    EXIT_JOIN_NS.store(ns, Ordering::Relaxed);
+}
+
+/// The bound [`set_exit_join_timeout`] set (`None`: wait as long as the children run).
+///
+/// ```
+/// assert_eq!(procactor::exit_join_timeout(), None);
+/// ```
+pub fn exit_join_timeout() -> Option<Duration> {
+    match EXIT_JOIN_NS.load(Ordering::Relaxed) {
+        FOREVER => None,
+        ns => Some(Duration::from_nanos(ns)),
+    }
+}
+
+/// The end of this process's work (`bootstrap::run_exit_hooks`: the program's `exit`, or a child
+/// whose function returned, before it reports), as Python's `util._exit_function` does it:
+/// daemon children are terminated (SIGTERM; not waited for: they could ignore it, and the
+/// kernel ends them with us anyway), then every other child still running is joined, for at
+/// most the [`exit_join_timeout`].
+///
+/// May run inside libc's `exit`, where thread-locals may be gone: it uses none (no logging).
+pub(crate) fn end_children_at_exit() {
+    let kids: Vec<Arc<Core>> = children().clone();
+    for c in kids.iter().filter(|c| c.daemon) {
+        if c.poll_status().is_none() {
+            let _ = sys::signal(c.pidfd.as_fd(), libc::SIGTERM);
+        }
+    }
+    let wait = exit_join_timeout().map_or(Wait::Forever, Wait::timeout);
+    for c in kids.iter().filter(|c| !c.daemon) {
+        if c.wait_status(wait).is_err() {
+            let note = format!(
+                "procactor: not waiting any longer for child {:?} (pid {}) at exit; it keeps \
+                 running\n",
+                c.name, c.pid
+            );
+            let _ = sys::write_file(std::io::stderr().as_fd(), note.as_bytes());
+        }
+    }
 }
 
 /// The child's report, as far as the parent has read it.

@@ -16,16 +16,17 @@ use std::cell::Cell;
 use std::io::IoSlice;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustix::fs::SealFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::shm::{Layout, Region, Shared};
+use crate::shm::{Access, Layout, Region, Shared, Size};
 use crate::sync::robust::RawMutex;
 use crate::sync::RawCondvar;
 use crate::sys;
@@ -38,6 +39,8 @@ const REC_HEAD: u64 = 8;
 const KIND_INLINE: u32 = 1;
 /// The payload is `(id, len)` of a memfd sent on the spill socket.
 const KIND_SPILL: u32 = 2;
+/// A spilled item's memfd: fixed size, and its bytes fixed too.
+const SPILL_SEALS: SealFlags = sys::SIZE_SEALS.union(SealFlags::WRITE);
 
 #[repr(C)]
 pub(crate) struct QueueCell {
@@ -306,15 +309,7 @@ impl Inner {
                     }
                     Some((fd, len)) => {
                         // The descriptor first, then the record naming it (see take_spilled).
-                        let id = c.next_spill.load(Ordering::Relaxed);
-                        let sent = sys::try_send_record(
-                            self.spill_tx.as_fd(),
-                            &[IoSlice::new(&id.to_le_bytes())],
-                            Some(fd.as_fd()),
-                        )
-                        .map_err(|e| Error::io("send", e))?;
-                        if sent {
-                            c.next_spill.store(id + 1, Ordering::Relaxed);
+                        if let Some(id) = self.send_spill(fd.as_fd())? {
                             let mut record = [0u8; 16];
                             record[..8].copy_from_slice(&id.to_le_bytes());
                             record[8..].copy_from_slice(&(*len as u64).to_le_bytes());
@@ -362,12 +357,33 @@ impl Inner {
         }
     }
 
-    /// An item too large for the ring, in a memfd of its own.
+    /// An item too large for the ring, in a memfd of its own, sealed before it is sent: its
+    /// consumer maps it, and nobody can resize it under that mapping or rewrite the bytes that
+    /// are being decoded.
     fn spill(&self, bytes: &[u8]) -> Result<(OwnedFd, usize)> {
-        let fd = rustix::fs::memfd_create("procactor-queue-item", rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::io("memfd_create", e))?;
+        let fd = sys::memfd("procactor-queue-item").map_err(|e| Error::io("memfd_create", e))?;
         sys::write_file(fd.as_fd(), bytes).map_err(|e| Error::io("write", e))?;
+        sys::add_seals(fd.as_fd(), SPILL_SEALS).map_err(|e| Error::io("fcntl(F_ADD_SEALS)", e))?;
         Ok((fd, bytes.len()))
+    }
+
+    /// Sends a spilled item's descriptor on the spill socket (under the mutex), named by a new
+    /// id; `Ok(None)` when the socket is full. The id is taken before the send: a producer that
+    /// dies between the send and its commit leaves a record whose id nobody will ask for
+    /// (consumers skip it), never one that the next producer's id repeats.
+    fn send_spill(&self, fd: BorrowedFd) -> Result<Option<u64>> {
+        let c = &*self.cell;
+        let id = c.next_spill.load(Ordering::Relaxed);
+        c.next_spill.store(id + 1, Ordering::Relaxed);
+        let sent = sys::try_send_record(
+            self.spill_tx.as_fd(),
+            &[IoSlice::new(&id.to_le_bytes())],
+            Some(fd),
+        )
+        .map_err(|e| Error::io("send", e))?;
+        #[cfg(test)]
+        tests::die_here("after the spill send");
+        Ok(sent.then_some(id))
     }
 
     /// Polls an empty queue for a moment before sleeping (a cross-core wake-up costs far more).
@@ -458,27 +474,39 @@ impl Inner {
         taken
     }
 
-    /// Receives the memfd of spilled item `id` (under the mutex, so spills come in ring order;
-    /// descriptors a producer sent but never committed, because it died, are skipped).
+    /// Receives the memfd of spilled item `id` (under the mutex, so spills come in ring order).
+    /// Records of lower ids are skipped: their producers died before committing them. A record
+    /// of a higher id is left for its item: ours is gone, taken by a consumer that died before
+    /// committing its `get`, and only this item is lost.
     fn take_spilled(&self, id: u64, size: usize) -> Result<Region> {
+        let lost = || Error::Decode {
+            expected: "a queued item",
+            reason: "its memory was lost with a consumer that died taking it".into(),
+        };
+        let rx = self.spill_rx.as_fd();
         let mut idb = [0u8; 8];
         loop {
-            match sys::recv_record(self.spill_rx.as_fd(), &mut idb, true)
-                .map_err(|e| Error::io("recv", e))?
-            {
-                sys::Recv::Record(8, mut fds) if fds.len() == 1 => {
-                    if u64::from_le_bytes(idb) == id {
-                        let fd = fds.pop().ok_or(Error::Disconnected)?;
-                        return Region::open(fd, Some(size), "a queued item");
-                    }
+            match sys::peek_record(rx, &mut idb).map_err(|e| Error::io("recv", e))? {
+                None => return Err(lost()),
+                Some(8) if u64::from_le_bytes(idb) > id => return Err(lost()),
+                Some(_) => {}
+            }
+            match sys::recv_record(rx, &mut idb, true).map_err(|e| Error::io("recv", e))? {
+                sys::Recv::Record(8, mut fds)
+                    if fds.len() == 1 && u64::from_le_bytes(idb) == id =>
+                {
+                    let fd = fds.pop().ok_or(Error::Disconnected)?;
+                    return Region::open_sealed(
+                        fd,
+                        SPILL_SEALS,
+                        Size::Exactly(size),
+                        Access::ReadOnly,
+                        "a queued item",
+                    );
                 }
+                // Uncommitted (its producer died), or garbage: dropped.
                 sys::Recv::Record(..) => {}
-                sys::Recv::Eof | sys::Recv::WouldBlock => {
-                    return Err(Error::Decode {
-                        expected: "a queued item",
-                        reason: "its memory was lost".into(),
-                    })
-                }
+                sys::Recv::Eof | sys::Recv::WouldBlock => return Err(lost()),
             }
         }
     }
@@ -619,7 +647,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 item
             }
             Taken::Spilled(region) => {
-                // SAFETY: nobody else has this memfd: the producer let go of it once sent.
+                // SAFETY: the mapping lives as long as `region`, and the memfd is sealed
+                // against writes and resizing: these bytes cannot change while we read them.
                 let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) };
                 decode(bytes)
             }
@@ -839,5 +868,120 @@ impl<T> Deref for JoinableQueue<T> {
     type Target = Queue<T>;
     fn deref(&self) -> &Queue<T> {
         &self.queue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::AssertUnwindSafe;
+
+    use super::*;
+
+    fn large_items(n: u8) -> Queue<Vec<u8>> {
+        let q = Queue::<Vec<u8>>::builder()
+            .capacity_bytes(4096)
+            .build()
+            .unwrap();
+        for i in 0..n {
+            q.put(&vec![i; 5000]).unwrap();
+        }
+        q
+    }
+
+    #[test]
+    fn a_consumer_that_died_holding_a_large_item_costs_that_item_only() {
+        let q = large_items(3);
+        let inner = &*q.inner;
+        // What a consumer killed inside `get` leaves: the first item's memory taken from the
+        // socket, its record not committed.
+        {
+            let _held = Held::lock(inner).unwrap();
+            let mut id = [0u8; 8];
+            match sys::recv_record(inner.spill_rx.as_fd(), &mut id, true).unwrap() {
+                sys::Recv::Record(8, fds) => assert_eq!(fds.len(), 1),
+                _ => panic!("no spilled item"),
+            }
+        }
+        assert!(matches!(q.try_get(), Err(Error::Decode { .. })));
+        assert_eq!(q.try_get().unwrap(), vec![1; 5000]);
+        assert_eq!(q.try_get().unwrap(), vec![2; 5000]);
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+    }
+
+    thread_local! {
+        /// Where a test wants this thread to "die" (panic, which releases the queue's mutex
+        /// with the state as it is at that point).
+        static DIE_AT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    }
+
+    pub(super) fn die_here(point: &'static str) {
+        if DIE_AT.get() == Some(point) {
+            DIE_AT.set(None);
+            panic!("died {point}");
+        }
+    }
+
+    #[test]
+    fn a_producer_that_died_inside_a_large_put_leaves_nothing_behind() {
+        let q = large_items(1);
+        // Killed right after sending a large item's memory, before committing its record.
+        DIE_AT.set(Some("after the spill send"));
+        let put = std::panic::catch_unwind(AssertUnwindSafe(|| q.put(&vec![9; 5000])));
+        assert!(put.is_err() && DIE_AT.get().is_none(), "did not die there");
+        // The next large item is itself, not the dead producer's.
+        q.put(&vec![1; 5000]).unwrap();
+        assert_eq!(q.try_get().unwrap(), vec![0; 5000]);
+        assert_eq!(q.try_get().unwrap(), vec![1; 5000]);
+        assert!(matches!(q.try_get(), Err(Error::Empty)));
+    }
+
+    #[test]
+    fn spilled_items_are_sealed_and_an_unsealed_one_is_refused_not_mapped() {
+        let q = Queue::<Vec<u8>>::builder()
+            .capacity_bytes(4096)
+            .build()
+            .unwrap();
+        let inner = &*q.inner;
+        // What a producer sends: nobody can resize it or change its bytes.
+        let (fd, len) = inner.spill(&[9; 5000]).unwrap();
+        assert!(sys::seals(fd.as_fd()).unwrap().contains(SPILL_SEALS));
+        assert_eq!(rustix::fs::ftruncate(&fd, 0), Err(rustix::io::Errno::PERM));
+        assert_eq!(
+            rustix::io::pwrite(&fd, &[1], 0),
+            Err(rustix::io::Errno::PERM)
+        );
+        assert_eq!(len, 5000);
+
+        // What a rogue producer could send instead: a memfd it can still shrink.
+        let rogue = sys::memfd("rogue").unwrap();
+        let item = postcard::to_stdvec(&vec![9u8; 5000]).unwrap();
+        sys::write_file(rogue.as_fd(), &item).unwrap();
+        {
+            let _held = Held::lock(inner).unwrap();
+            let id = inner.cell.next_spill.load(Ordering::Relaxed);
+            let sent = sys::try_send_record(
+                inner.spill_tx.as_fd(),
+                &[IoSlice::new(&id.to_le_bytes())],
+                Some(rogue.as_fd()),
+            )
+            .unwrap();
+            assert!(sent);
+            inner.cell.next_spill.store(id + 1, Ordering::Relaxed);
+            let mut record = [0u8; 16];
+            record[..8].copy_from_slice(&id.to_le_bytes());
+            record[8..].copy_from_slice(&(item.len() as u64).to_le_bytes());
+            inner.commit(KIND_SPILL, &record);
+        }
+        match q.try_get() {
+            Err(Error::Decode { reason, .. }) => {
+                assert!(reason.contains("not sealed"), "{reason}")
+            }
+            other => panic!("a rogue memfd was not refused: {other:?}"),
+        }
+        // The queue goes on: a real large item, then a small one.
+        q.put(&vec![3; 5000]).unwrap();
+        q.put(&vec![4]).unwrap();
+        assert_eq!(q.try_get().unwrap(), vec![3; 5000]);
+        assert_eq!(q.try_get().unwrap(), vec![4]);
     }
 }

@@ -7,6 +7,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::sync::robust::RawMutex;
-use crate::wire::{self, Wait};
+use crate::sys;
+use crate::wire::{self, Fd, Wait};
 
 #[repr(C)]
 pub(crate) struct DataCell {
@@ -39,6 +41,9 @@ unsafe impl Layout for DataCell {
 /// `len` items of `T` in shared memory. The common part of the four types below.
 struct Data<T> {
     cell: Shared<DataCell>,
+    /// The number of items, checked against the mapping once (the cell's copy is shared memory,
+    /// which any holder may overwrite).
+    len: usize,
     _type: PhantomData<T>,
 }
 
@@ -55,6 +60,7 @@ impl<T: Pod> Data<T> {
         cell.len.store(items.len() as u64, Ordering::Release);
         let data = Data {
             cell,
+            len: items.len(),
             _type: PhantomData,
         };
         // SAFETY: fresh memory of exactly this many items, not shared with anyone yet.
@@ -63,7 +69,7 @@ impl<T: Pod> Data<T> {
     }
 
     fn len(&self) -> usize {
-        self.cell.len.load(Ordering::Relaxed) as usize
+        self.len
     }
 
     fn ptr(&self) -> *mut T {
@@ -121,6 +127,7 @@ impl<T: Pod> Data<T> {
         }
         Ok(Data {
             cell,
+            len: len as usize,
             _type: PhantomData,
         })
     }
@@ -130,6 +137,7 @@ impl<T> Clone for Data<T> {
     fn clone(&self) -> Self {
         Data {
             cell: self.cell.clone(),
+            len: self.len,
             _type: PhantomData,
         }
     }
@@ -485,6 +493,17 @@ unsafe impl Layout for BytesCell {
 /// [`unlink`](SharedMemory::unlink). A process killed while attached keeps the name alive until
 /// `unlink`.
 ///
+/// **Resizing.** A process whose mapped memory is truncated under it dies of SIGBUS when it
+/// touches the lost pages. An anonymous block, like every other procactor object, is a memfd
+/// sealed against resizing: nobody, the holders of its descriptor included, can shrink or grow
+/// it, and a descriptor that arrives unsealed is refused before it is mapped. A named block is a
+/// file in `/dev/shm`, which cannot be sealed. It is created mode 0600 (owner only, whatever
+/// the umask), and `open` checks its owner and size before mapping it; a named block received
+/// in a message must be the object its name names. What remains: any process of the same user
+/// with write access to the file (through `/dev/shm/NAME`, or a descriptor of it) can still
+/// truncate it while others have it mapped, and kill them with SIGBUS. Prefer anonymous blocks
+/// where a name is not needed.
+///
 /// ```
 /// # procactor::init();
 /// use procactor::SharedMemory;
@@ -525,6 +544,14 @@ fn shm_path(name: &str) -> Result<String> {
     Ok(format!("/{name}"))
 }
 
+/// Opens the existing named object `path` (`/name`) for reading and writing.
+fn open_path(path: &str) -> Result<OwnedFd> {
+    rustix::shm::open(path, rustix::shm::OFlags::RDWR, rustix::fs::Mode::empty())
+        .map_err(|e| Error::io("shm_open", e))
+}
+
+const WHAT: &str = "a procactor SharedMemory";
+
 impl SharedMemory {
     /// An anonymous block of `size` zeroed bytes.
     pub fn new(size: usize) -> Result<SharedMemory> {
@@ -534,7 +561,8 @@ impl SharedMemory {
         })
     }
 
-    /// A new named block of `size` zeroed bytes; `Err(NameTaken)` if the name exists.
+    /// A new named block of `size` zeroed bytes, readable and writable by its owner only (mode
+    /// 0600, whatever the umask); `Err(NameTaken)` if the name exists.
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
         use rustix::fs::Mode;
         use rustix::shm::OFlags;
@@ -548,23 +576,46 @@ impl SharedMemory {
             rustix::io::Errno::EXIST => Error::NameTaken(name.to_string()),
             e => Error::io("shm_open", e),
         })?;
-        let cell = Shared::<BytesCell>::create_in(fd, "procactor-shm", size).inspect_err(|_| {
-            let _ = rustix::shm::unlink(path.as_str());
-        })?;
+        let cell = rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)
+            .map_err(|e| Error::io("fchmod", e))
+            .and_then(|()| Shared::<BytesCell>::create_named(fd, "procactor-shm", size))
+            .inspect_err(|_| {
+                let _ = rustix::shm::unlink(path.as_str());
+            })?;
         Ok(SharedMemory::attach(cell, path))
     }
 
-    /// Attaches the named block another process created.
+    /// Attaches the named block another process of this user created (its size checked before
+    /// it is mapped).
     pub fn open(name: &str) -> Result<SharedMemory> {
-        use rustix::fs::Mode;
-        use rustix::shm::OFlags;
         let path = shm_path(name)?;
-        let fd = rustix::shm::open(path.as_str(), OFlags::RDWR, Mode::empty())
-            .map_err(|e| Error::io("shm_open", e))?;
-        Ok(SharedMemory::attach(
-            Shared::open(fd, "a procactor SharedMemory")?,
-            path,
-        ))
+        let cell = Shared::open_named(open_path(&path)?, WHAT)?;
+        Ok(SharedMemory::attach(cell, path))
+    }
+
+    /// A named block received from another process: the descriptor must be the very object its
+    /// name names now (anything else, an unsealed memfd with a name attached in particular, is
+    /// refused before it is mapped).
+    fn receive_named(fd: OwnedFd, path: String) -> Result<SharedMemory> {
+        let refused = |reason: String| Error::Decode {
+            expected: WHAT,
+            reason,
+        };
+        let name = path
+            .strip_prefix('/')
+            .ok_or_else(|| refused(format!("the name {path:?}")))?;
+        let same = open_path(&shm_path(name)?).and_then(|named| {
+            let id = |fd: BorrowedFd| sys::file_stat(fd).map(|st| st.id);
+            id(named.as_fd())
+                .and_then(|a| Ok(a == id(fd.as_fd())?))
+                .map_err(|e| Error::io("fstat", e))
+        });
+        if !matches!(same, Ok(true)) {
+            return Err(refused(format!(
+                "a memory object that the name {path:?} does not name"
+            )));
+        }
+        Ok(SharedMemory::attach(Shared::open_named(fd, WHAT)?, path))
     }
 
     fn attach(cell: Shared<BytesCell>, name: String) -> SharedMemory {
@@ -649,11 +700,13 @@ impl Serialize for SharedMemory {
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (cell, name) = <(Shared<BytesCell>, Option<String>)>::deserialize(d)?;
-        Ok(match name {
-            Some(name) => SharedMemory::attach(cell, name),
-            None => SharedMemory { cell, name: None },
-        })
+        let (Fd(fd), name) = <(Fd, Option<String>)>::deserialize(d)?;
+        match name {
+            // An anonymous block is a sealed memfd (see `Shared::open`).
+            None => Shared::open(fd, WHAT).map(|cell| SharedMemory { cell, name: None }),
+            Some(path) => SharedMemory::receive_named(fd, path),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }
 

@@ -5,6 +5,12 @@
 //! at the start of a region, which travels between processes as its descriptor. Every queue, lock
 //! and value of procactor is a `Shared<S>` whose `S` holds only atomics and plain bytes.
 //!
+//! A mapping whose file shrinks under it kills the process that touches the lost pages (SIGBUS),
+//! and any holder of a descriptor can `ftruncate` it. So every memfd is sealed against resizing
+//! (`sys::SIZE_SEALS`) before its descriptor leaves the process that made it, and a descriptor
+//! that arrives is mapped only once it is known to be sealed so and large enough for what it
+//! claims to hold. Named objects (`SharedMemory::create`) cannot be sealed: see their docs.
+//!
 //! DESIGN.md names ipc-channel's `IpcSharedMemory` here; we do not use ipc-channel (see README),
 //! and its shared memory is read-only once sent, while locks and queues need writable memory.
 
@@ -15,10 +21,11 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use rustix::fs::SealFlags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::wire;
+use crate::{sys, wire};
 
 /// One process's mapping of a memory object.
 pub(crate) struct Region {
@@ -32,23 +39,87 @@ pub(crate) struct Region {
 unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
+/// How a region is mapped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// The size a memory object that arrives must have.
+#[derive(Clone, Copy)]
+pub(crate) enum Size {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+/// A descriptor refused before it was mapped: logged too, because a refusal inside a message's
+/// decoding reaches the caller without its reason (postcard keeps none).
+#[cold]
+fn refuse(what: &'static str, reason: String) -> Error {
+    log::warn!(target: "procactor::shm", "refused {what}: {reason}");
+    Error::Decode {
+        expected: what,
+        reason,
+    }
+}
+
 impl Region {
-    /// Maps the whole object `fd` refers to, which must be `len` bytes (when given).
-    pub(crate) fn open(fd: OwnedFd, len: Option<usize>, what: &'static str) -> Result<Region> {
-        let size = rustix::fs::fstat(&fd)
-            .map_err(|e| Error::io("fstat", e))?
-            .st_size;
-        match (usize::try_from(size), len) {
-            (Ok(size), Some(len)) if size == len => Region::map(fd, len),
-            (Ok(size), None) => Region::map(fd, size),
-            _ => Err(Error::Decode {
-                expected: what,
-                reason: format!("a memory object of {size} bytes"),
-            }),
+    /// Maps a memory object that came from another process, once it is sure that its size
+    /// cannot change under us: a memfd sealed with `seals` (at least `sys::SIZE_SEALS`), not
+    /// write-sealed if it is to be written, and of the right `size`. Anything else is refused
+    /// before it is mapped: a resize under a mapping kills its users with SIGBUS.
+    pub(crate) fn open_sealed(
+        fd: OwnedFd,
+        seals: SealFlags,
+        size: Size,
+        access: Access,
+        what: &'static str,
+    ) -> Result<Region> {
+        let have = sys::seals(fd.as_fd()).map_err(|e| Error::io("fcntl(F_GET_SEALS)", e))?;
+        if !have.contains(seals) {
+            return Err(refuse(
+                what,
+                format!(
+                    "a memory object that is not sealed against resizing (it has {have:?}, \
+                     {seals:?} is required): whoever holds it could shrink it under us"
+                ),
+            ));
+        }
+        if access == Access::ReadWrite
+            && have.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE)
+        {
+            return Err(refuse(what, "a write-sealed memory object".into()));
+        }
+        // Sealed: the size read now is its size for good.
+        let len = Region::checked_len(fd.as_fd(), size, what)?;
+        Region::map(fd, len, access)
+    }
+
+    /// Maps a named POSIX shared-memory object, which cannot be sealed: its size is checked,
+    /// but another process of the same user with write access to it can still truncate it
+    /// (see `SharedMemory`).
+    pub(crate) fn open_named(fd: OwnedFd, min: usize, what: &'static str) -> Result<Region> {
+        let st = sys::file_stat(fd.as_fd()).map_err(|e| Error::io("fstat", e))?;
+        if st.uid != sys::getuid() {
+            return Err(refuse(what, format!("a memory object of user {}", st.uid)));
+        }
+        let len = Region::checked_len(fd.as_fd(), Size::AtLeast(min), what)?;
+        Region::map(fd, len, Access::ReadWrite)
+    }
+
+    fn checked_len(fd: BorrowedFd, want: Size, what: &'static str) -> Result<usize> {
+        let size = sys::file_stat(fd).map_err(|e| Error::io("fstat", e))?.size;
+        match (usize::try_from(size), want) {
+            (Ok(len), Size::Exactly(n)) if len == n => Ok(len),
+            (Ok(len), Size::AtLeast(n)) if len >= n => Ok(len),
+            _ => Err(refuse(what, format!("a memory object of {size} bytes"))),
         }
     }
 
-    fn map(fd: OwnedFd, len: usize) -> Result<Region> {
+    /// Maps all `len` bytes of `fd`, whose size the caller made or checked to be `len` (and
+    /// sealed, unless it is a named object).
+    fn map(fd: OwnedFd, len: usize, access: Access) -> Result<Region> {
         if len == 0 {
             // mmap refuses empty mappings; a dangling pointer serves the empty slice.
             return Ok(Region {
@@ -57,13 +128,17 @@ impl Region {
                 fd,
             });
         }
+        let prot = match access {
+            Access::ReadWrite => rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            Access::ReadOnly => rustix::mm::ProtFlags::READ,
+        };
         // SAFETY: a fresh shared mapping of the whole object (its size checked by the callers),
         // unmapped only in `Drop`.
         let ptr = unsafe {
             rustix::mm::mmap(
                 std::ptr::null_mut(),
                 len,
-                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                prot,
                 rustix::mm::MapFlags::SHARED,
                 &fd,
                 0,
@@ -135,6 +210,10 @@ const HEAD: usize = 64;
 
 /// A typed handle to an `S` in shared memory, followed by `tail` bytes. Cloning shares the
 /// mapping; serializing sends the descriptor, and the receiver maps the same object.
+///
+/// Objects made by [`new`](Shared::new) are memfds sealed against resizing before anyone else
+/// can see them, and [`open`](Shared::open) maps nothing else: no holder of the descriptor can
+/// shrink the memory under the others (who would die of SIGBUS).
 pub(crate) struct Shared<S: Layout> {
     inner: Arc<Mapped>,
     _type: PhantomData<S>,
@@ -142,6 +221,9 @@ pub(crate) struct Shared<S: Layout> {
 
 struct Mapped {
     region: Option<Region>,
+    /// The tail's length, checked against the mapping when it was made: the copy in the header
+    /// is shared memory, which any holder may overwrite.
+    tail_len: usize,
     /// `S::in_use_here`, as a function of the object's address (the type is erased here).
     in_use_here: fn(*const u8) -> bool,
 }
@@ -157,32 +239,54 @@ impl Drop for Mapped {
 }
 
 impl<S: Layout> Shared<S> {
-    /// A new zeroed `S` followed by `tail` zeroed bytes.
+    /// A new zeroed `S` followed by `tail` zeroed bytes, in a memfd sealed against resizing.
     pub(crate) fn new(what: &'static str, tail: usize) -> Result<Shared<S>> {
-        let fd = rustix::fs::memfd_create(what, rustix::fs::MemfdFlags::CLOEXEC)
-            .map_err(|e| Error::io("memfd_create", e))?;
-        Shared::create_in(fd, what, tail)
+        let len = Self::size(what, tail)?;
+        let fd = sys::sized_memfd(what, len as u64).map_err(|e| Error::io("memfd_create", e))?;
+        Ok(Shared::lay_out(
+            Region::map(fd, len, Access::ReadWrite)?,
+            tail,
+        ))
     }
 
-    /// Lays out a new `S` followed by `tail` zeroed bytes in the empty object `fd`.
-    pub(crate) fn create_in(fd: OwnedFd, what: &'static str, tail: usize) -> Result<Shared<S>> {
-        let tail_len = u32::try_from(tail).map_err(|_| Error::Encode {
-            type_name: what,
-            reason: format!("{tail} bytes of shared memory; at most 4 GiB"),
-        })?;
-        rustix::fs::ftruncate(&fd, Self::size(tail) as u64)
-            .map_err(|e| Error::io("ftruncate", e))?;
-        let shared = Shared::<S>::wrap(Region::map(fd, Self::size(tail))?);
-        shared.header().tail_len.store(tail_len, Ordering::Relaxed);
+    /// Lays out a new `S` followed by `tail` zeroed bytes in the empty named object `fd` (which
+    /// cannot be sealed: see `SharedMemory`).
+    pub(crate) fn create_named(fd: OwnedFd, what: &'static str, tail: usize) -> Result<Shared<S>> {
+        let len = Self::size(what, tail)?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| Error::io("ftruncate", e))?;
+        Ok(Shared::lay_out(
+            Region::map(fd, len, Access::ReadWrite)?,
+            tail,
+        ))
+    }
+
+    fn lay_out(region: Region, tail: usize) -> Shared<S> {
+        let shared = Shared::<S>::wrap(region, tail);
+        // `size` checked that it fits.
+        shared
+            .header()
+            .tail_len
+            .store(tail as u32, Ordering::Relaxed);
         shared.header().magic.store(S::MAGIC, Ordering::Release);
-        Ok(shared)
+        shared
     }
 
-    fn size(tail: usize) -> usize {
-        HEAD + std::mem::size_of::<S>().next_multiple_of(64) + tail
+    /// Bytes of an `S` with `tail` bytes after it (at most 4 GiB of tail).
+    fn size(what: &'static str, tail: usize) -> Result<usize> {
+        if u32::try_from(tail).is_err() {
+            return Err(Error::Encode {
+                type_name: what,
+                reason: format!("{tail} bytes of shared memory; at most 4 GiB"),
+            });
+        }
+        Ok(Self::offset_of_tail() + tail)
     }
 
-    fn wrap(region: Region) -> Shared<S> {
+    fn offset_of_tail() -> usize {
+        HEAD + std::mem::size_of::<S>().next_multiple_of(64)
+    }
+
+    fn wrap(region: Region, tail_len: usize) -> Shared<S> {
         fn in_use<S: Layout>(at: *const u8) -> bool {
             // SAFETY: called by `Mapped::drop` with the address of the live `S` of its region.
             unsafe { &*at.cast::<S>() }.in_use_here()
@@ -190,31 +294,49 @@ impl<S: Layout> Shared<S> {
         Shared {
             inner: Arc::new(Mapped {
                 region: Some(region),
+                tail_len,
                 in_use_here: in_use::<S>,
             }),
             _type: PhantomData,
         }
     }
 
-    /// Maps an object received as `fd`, checking that it is an `S`.
+    /// Maps an object received as `fd`: a memfd sealed against resizing (anything else is
+    /// refused before it is mapped), holding an `S`.
     pub(crate) fn open(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
-        let region = Region::open(fd, None, what)?;
-        let bad = |reason: String| Error::Decode {
-            expected: what,
-            reason,
-        };
-        if region.len() < Self::size(0) {
-            return Err(bad(format!("a memory object of {} bytes", region.len())));
-        }
-        let shared = Shared::<S>::wrap(region);
-        let magic = shared.header().magic.load(Ordering::Acquire);
+        let region = Region::open_sealed(
+            fd,
+            sys::SIZE_SEALS,
+            Size::AtLeast(Self::offset_of_tail()),
+            Access::ReadWrite,
+            what,
+        )?;
+        Shared::check(region, what)
+    }
+
+    /// Maps the named POSIX shared-memory object `fd` (unsealed: see `SharedMemory`), holding
+    /// an `S`.
+    pub(crate) fn open_named(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
+        Shared::check(Region::open_named(fd, Self::offset_of_tail(), what)?, what)
+    }
+
+    /// Checks that a mapping of at least the header's size holds an `S` of its size.
+    fn check(region: Region, what: &'static str) -> Result<Shared<S>> {
+        // SAFETY: the mapping is at least HEAD bytes, page-aligned, and Header is atomics only.
+        let header = unsafe { &*region.as_ptr().cast::<Header>() };
+        let magic = header.magic.load(Ordering::Acquire);
         if magic != S::MAGIC {
-            return Err(bad(format!("another kind of object (tag {magic:#x})")));
+            return Err(refuse(
+                what,
+                format!("another kind of object (tag {magic:#x})"),
+            ));
         }
-        if Self::size(shared.tail_len()) != shared.region().len() {
-            return Err(bad("a memory object of the wrong size".into()));
+        // Read once: what it says from now on does not matter.
+        let tail_len = header.tail_len.load(Ordering::Relaxed) as usize;
+        if Self::offset_of_tail() + tail_len != region.len() {
+            return Err(refuse(what, "a memory object of the wrong size".into()));
         }
-        Ok(shared)
+        Ok(Shared::wrap(region, tail_len))
     }
 
     fn region(&self) -> &Region {
@@ -229,13 +351,12 @@ impl<S: Layout> Shared<S> {
 
     /// The bytes after `S`.
     pub(crate) fn tail(&self) -> *mut u8 {
-        self.region()
-            .as_ptr()
-            .wrapping_add(HEAD + std::mem::size_of::<S>().next_multiple_of(64))
+        self.region().as_ptr().wrapping_add(Self::offset_of_tail())
     }
 
+    /// How many bytes follow `S` (as checked against the mapping: never more than it holds).
     pub(crate) fn tail_len(&self) -> usize {
-        self.header().tail_len.load(Ordering::Relaxed) as usize
+        self.inner.tail_len
     }
 
     /// The descriptor of the memory object.
@@ -273,5 +394,112 @@ impl<'de, S: Layout> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let fd = wire::deserialize_fd(d)?;
         Shared::open(fd, std::any::type_name::<S>()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use rustix::fs::SealFlags;
+
+    use super::*;
+
+    #[repr(C)]
+    struct Cell {
+        n: AtomicU64,
+    }
+
+    // SAFETY: atomics only.
+    unsafe impl Layout for Cell {
+        const MAGIC: u32 = 0x5445_5354;
+    }
+
+    /// A copy of `cell`'s bytes in a new memfd, sealed with `seals`.
+    fn copy(cell: &Shared<Cell>, len: usize, seals: SealFlags) -> OwnedFd {
+        let fd = sys::memfd("crafted").unwrap();
+        // SAFETY: the mapping holds at least `len` bytes (callers pass at most its length).
+        let bytes = unsafe { std::slice::from_raw_parts(cell.region().as_ptr(), len) };
+        sys::write_file(fd.as_fd(), bytes).unwrap();
+        sys::add_seals(fd.as_fd(), seals).unwrap();
+        fd
+    }
+
+    fn reason(r: Result<Shared<Cell>>) -> String {
+        match r {
+            Ok(_) => "accepted".into(),
+            Err(Error::Decode { reason, .. }) => reason,
+            Err(e) => panic!("not a refusal: {e}"),
+        }
+    }
+
+    #[test]
+    fn new_objects_are_sealed_against_resizing() {
+        let cell = Shared::<Cell>::new("test", 100).unwrap();
+        let seals = sys::seals(cell.fd()).unwrap();
+        assert!(seals.contains(sys::SIZE_SEALS), "{seals:?}");
+        assert!(!seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE));
+        let len = cell.region().len() as u64;
+        for to in [0, len - 1, len + 1, len * 2] {
+            assert_eq!(
+                rustix::fs::ftruncate(cell.fd(), to),
+                Err(rustix::io::Errno::PERM)
+            );
+        }
+        assert_eq!(
+            rustix::fs::fcntl_add_seals(cell.fd(), SealFlags::FUTURE_WRITE),
+            Err(rustix::io::Errno::PERM)
+        );
+        cell.n.store(7, Ordering::Relaxed);
+        let other = Shared::<Cell>::open(sys::dup(cell.fd()).unwrap(), "a cell").unwrap();
+        assert_eq!(
+            (other.n.load(Ordering::Relaxed), other.tail_len()),
+            (7, 100)
+        );
+    }
+
+    #[test]
+    fn descriptors_that_could_change_size_are_refused_before_they_are_mapped() {
+        let cell = Shared::<Cell>::new("test", 64).unwrap();
+        cell.n.store(7, Ordering::Relaxed);
+        let len = cell.region().len();
+        let open = |fd| reason(Shared::<Cell>::open(fd, "a cell"));
+        let size = SealFlags::SHRINK | SealFlags::GROW;
+        assert_eq!(open(copy(&cell, len, sys::SIZE_SEALS)), "accepted");
+        for seals in [
+            SealFlags::empty(),
+            size,
+            SealFlags::SHRINK | SealFlags::SEAL,
+        ] {
+            let why = open(copy(&cell, len, seals));
+            assert!(
+                why.contains("not sealed against resizing"),
+                "{seals:?}: {why}"
+            );
+        }
+        let why = open(copy(&cell, len, sys::SIZE_SEALS | SealFlags::WRITE));
+        assert!(why.contains("write-sealed"), "{why}");
+        // Sealed, but smaller than its header says, or than a header.
+        assert!(open(copy(&cell, len - 8, sys::SIZE_SEALS)).contains("wrong size"));
+        assert!(open(copy(&cell, 16, sys::SIZE_SEALS)).contains("of 16 bytes"));
+        assert!(open(copy(&cell, 0, sys::SIZE_SEALS)).contains("of 0 bytes"));
+        // Not a memfd at all.
+        let (pipe, _w) = rustix::pipe::pipe().unwrap();
+        assert!(open(pipe).contains("not sealed"));
+        // Another kind of object, sealed and of the right size.
+        let other = Shared::<Cell>::new("test", 64).unwrap();
+        other.header().magic.store(1, Ordering::Relaxed);
+        let fd = sys::dup(other.fd()).unwrap();
+        assert!(open(fd).contains("another kind of object"));
+    }
+
+    #[test]
+    fn a_header_overwritten_later_cannot_widen_the_mapping() {
+        let cell = Shared::<Cell>::new("test", 64).unwrap();
+        let other = Shared::<Cell>::open(sys::dup(cell.fd()).unwrap(), "a cell").unwrap();
+        // Any holder can write the shared header: the length checked at open stands.
+        cell.header().tail_len.store(u32::MAX, Ordering::Relaxed);
+        assert_eq!((cell.tail_len(), other.tail_len()), (64, 64));
     }
 }

@@ -4,11 +4,12 @@
 use std::ffi::{CString, OsString};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fs::{MemfdFlags, SealFlags};
 use rustix::io::Errno;
 use rustix::net::{
     recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage,
@@ -153,6 +154,21 @@ pub(crate) fn wait_peer_closed(fd: BorrowedFd, deadline: Instant) -> bool {
             Ok(_) | Err(Errno::INTR) if Instant::now() < deadline => {}
             Ok(_) => return false,
             Err(_) => return true,
+        }
+    }
+}
+
+/// Copies the first bytes of the next record into `buf` without taking the record, and
+/// without its descriptors (which stay with it for the `recv_record` that takes it). Never
+/// blocks: `Ok(None)` when there is no record (or the peer closed).
+pub(crate) fn peek_record(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        match rustix::net::recv(fd, &mut *buf, RecvFlags::PEEK | RecvFlags::DONTWAIT) {
+            Ok((0, _)) if peer_closed(fd) => return Ok(None),
+            Ok((n, _)) => return Ok(Some(n)),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) | Err(Errno::CONNRESET) => return Ok(None),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -564,6 +580,64 @@ pub(crate) fn spawn_self(keep_fd: BorrowedFd, extra_env: (&str, &str)) -> io::Re
         }
         Ok(pid as u32)
     }
+}
+
+/// The seals every memory object of fixed size carries: its size can never change again
+/// (`F_SEAL_SHRINK`, `F_SEAL_GROW`), so no holder of its descriptor can truncate it and kill every
+/// other user with SIGBUS; and no seal can be added (`F_SEAL_SEAL`: seals are never removed, and
+/// an added `F_SEAL_FUTURE_WRITE` would stop new processes from mapping it writable).
+pub(crate) const SIZE_SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// A new, empty anonymous memory file (memfd, close-on-exec) that accepts seals; none is set yet.
+/// `name` only shows in `/proc/PID/fd` (as `memfd:NAME`).
+pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::memfd_create(
+        name,
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?)
+}
+
+/// A new memory file of `len` zero bytes, sealed with [`SIZE_SEALS`] before anyone else can have
+/// its descriptor: its size is `len` for good.
+pub(crate) fn sized_memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let fd = memfd(name)?;
+    rustix::fs::ftruncate(&fd, len)?;
+    add_seals(fd.as_fd(), SIZE_SEALS)?;
+    Ok(fd)
+}
+
+/// Adds `seals` to a memory file made by [`memfd`]. Fails with EPERM once `F_SEAL_SEAL` is set,
+/// and with EBUSY when adding `F_SEAL_WRITE` while the file is mapped writable somewhere.
+pub(crate) fn add_seals(fd: BorrowedFd, seals: SealFlags) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_add_seals(fd, seals)?)
+}
+
+/// The seals of `fd` (none for a file that cannot carry any: a pipe, a regular file).
+pub(crate) fn seals(fd: BorrowedFd) -> io::Result<SealFlags> {
+    match rustix::fs::fcntl_get_seals(fd) {
+        Ok(seals) => Ok(seals),
+        Err(Errno::INVAL) => Ok(SealFlags::empty()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The size in bytes, owner and identity (device, inode) of the file behind `fd`.
+pub(crate) fn file_stat(fd: BorrowedFd) -> io::Result<FileStat> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(FileStat {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        uid: st.st_uid,
+        id: (st.st_dev, st.st_ino),
+    })
+}
+
+/// What [`file_stat`] tells.
+pub(crate) struct FileStat {
+    pub size: u64,
+    pub uid: u32,
+    pub id: (u64, u64),
 }
 
 /// Which way a `fork_child` call forks.
