@@ -522,11 +522,15 @@ fn crafted_unsealed_or_short_memory_is_refused_where_a_handle_is_expected() {
     drop(here);
     let seen = p.join_timeout(BOUND).unwrap();
     assert_eq!(seen.len(), 6, "{seen:#?}");
-    // Refused, each (postcard keeps no reason from inside a handle's decoding; the reason is
-    // logged, and the shm unit tests check it).
+    // Refused, each, with its reason.
     for refusal in &seen[..5] {
         assert!(refusal.starts_with("could not decode"), "{seen:#?}");
     }
+    for i in [0, 1, 4] {
+        assert!(seen[i].contains("not sealed against resizing"), "{seen:#?}");
+    }
+    assert!(seen[2].contains("wrong size"), "{seen:#?}");
+    assert!(seen[3].contains("of 0 bytes"), "{seen:#?}");
     assert_eq!(seen[5], format!("accepted {}", genuine.get()));
 
     // A SharedMemory: an unsealed copy, anonymous or claiming the name of a block it is not.

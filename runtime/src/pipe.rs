@@ -500,7 +500,7 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         let end = WireEnd::<wire::Fd>::deserialize(d)?;
         let expected = std::any::type_name::<T>();
         if end.type_name != expected {
-            return Err(serde::de::Error::custom(format!(
+            return Err(crate::wire::refuse(format!(
                 "a Connection<{}> arrived where a Connection<{expected}> was expected",
                 end.type_name
             )));

@@ -688,14 +688,14 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (cell, Fd(spill_tx), Fd(spill_rx)) = <(Shared<QueueCell>, Fd, Fd)>::deserialize(d)?;
         if cell.type_tag.load(Ordering::Acquire) != wire::fingerprint::<T>() {
-            return Err(serde::de::Error::custom(format!(
+            return Err(crate::wire::refuse(format!(
                 "a queue of another item type where a Queue<{}> was expected",
                 std::any::type_name::<T>()
             )));
         }
         let capacity = cell.tail_len() as u64;
         if !capacity.is_power_of_two() {
-            return Err(serde::de::Error::custom(
+            return Err(crate::wire::refuse(
                 "a queue ring that is not a power of two",
             ));
         }

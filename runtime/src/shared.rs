@@ -151,7 +151,7 @@ impl<T> Serialize for Data<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Data<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Data::open(Shared::deserialize(d)?).map_err(serde::de::Error::custom)
+        Data::open(Shared::deserialize(d)?).map_err(crate::wire::refuse)
     }
 }
 
@@ -706,7 +706,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
             None => Shared::open(fd, WHAT).map(|cell| SharedMemory { cell, name: None }),
             Some(path) => SharedMemory::receive_named(fd, path),
         }
-        .map_err(serde::de::Error::custom)
+        .map_err(crate::wire::refuse)
     }
 }
 

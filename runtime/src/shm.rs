@@ -393,7 +393,7 @@ impl<S: Layout> Serialize for Shared<S> {
 impl<'de, S: Layout> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let fd = wire::deserialize_fd(d)?;
-        Shared::open(fd, std::any::type_name::<S>()).map_err(serde::de::Error::custom)
+        Shared::open(fd, std::any::type_name::<S>()).map_err(crate::wire::refuse)
     }
 }
 

@@ -46,8 +46,19 @@ thread_local! {
     static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
     /// Descriptors that arrived with the frame being decoded, taken by index.
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// Why procactor's own `Deserialize` code refused a value (postcard keeps no message for a
+    /// serde custom error): the reason the decode error gives.
+    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Receive buffer for inline records, reused across messages.
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; LARGE_HEADER + INLINE_MAX]);
+}
+
+/// The error a procactor `Deserialize` impl returns to refuse a value, with its reason kept
+/// for the decode error (see [`decode_prefix`]).
+pub(crate) fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
+    let why = why.to_string();
+    REFUSAL.with(|r| *r.borrow_mut() = Some(why.clone()));
+    E::custom(why)
 }
 
 /// Serializes a descriptor owned by a handle. Only works inside procactor's own encoding.
@@ -73,7 +84,7 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd,
     INCOMING
         .with(|i| i.borrow_mut().as_mut()?.get_mut(index)?.take())
         .ok_or_else(|| {
-            serde::de::Error::custom(format!(
+            refuse(format!(
                 "descriptor #{index} missing: a procactor handle can only be received through procactor"
             ))
         })
@@ -218,6 +229,7 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
     fds: Vec<OwnedFd>,
 ) -> Result<(T, &[u8])> {
     let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
+    REFUSAL.with(|r| r.borrow_mut().take());
     let res = postcard::take_from_bytes::<T>(bytes);
     // Descriptors no handle claimed are closed here.
     INCOMING.with(|i| i.replace(prev));
@@ -225,6 +237,9 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
         expected: std::any::type_name::<T>(),
         reason: match e {
             postcard::Error::DeserializeUnexpectedEnd => "message too short for this type".into(),
+            postcard::Error::SerdeDeCustom => REFUSAL
+                .with(|r| r.borrow_mut().take())
+                .unwrap_or_else(|| e.to_string()),
             other => other.to_string(),
         },
     })

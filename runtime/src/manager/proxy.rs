@@ -472,7 +472,7 @@ impl<'de, P> Deserialize<'de> for Handle<P> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = ProxyWire::deserialize(d)?;
         if w.kind != Self::kind() {
-            return Err(serde::de::Error::custom(format!(
+            return Err(crate::wire::refuse(format!(
                 "a proxy of another type than {} (object #{})",
                 std::any::type_name::<P>(),
                 w.obj
