@@ -680,13 +680,15 @@ fn install_panic_hook() {
 }
 
 /// Work to finish before this process reports its outcome and exits (`_exit` runs no
-/// destructors and no atexit handlers). The main program runs them at `exit` too.
-static EXIT_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+/// destructors and no atexit handlers). The main program runs them at `exit` too. Per process:
+/// a forked copy starts with none (and never with a lock another thread held at the fork); it
+/// registers its own as it makes what needs them.
+static EXIT_HOOKS: PerProcess<Vec<fn()>> = PerProcess::new(Vec::new);
 
-/// Runs `hook` before this process (and every child it makes) ends its job, and at `exit()`.
+/// Runs `hook` before this process ends its job, and at `exit()`.
 pub(crate) fn at_exit(hook: fn()) {
     watch_exit();
-    let mut hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut hooks = EXIT_HOOKS.lock();
     if !hooks.contains(&hook) {
         hooks.push(hook);
     }
@@ -722,7 +724,7 @@ pub(crate) fn in_libc_exit() -> bool {
 /// children), then Python's end of the children: daemons terminated, the others joined (see
 /// `process::end_children_at_exit`).
 fn run_exit_hooks() {
-    let hooks = EXIT_HOOKS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hooks = EXIT_HOOKS.lock().clone();
     for h in hooks {
         h();
     }
