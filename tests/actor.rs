@@ -512,11 +512,7 @@ mod raw {
 
     pub fn connect_to(addr: &str) -> OwnedFd {
         let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
-        connect(
-            &fd,
-            &SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        connect(&fd, &SocketAddrUnix::new(addr).unwrap()).unwrap();
         fd
     }
 

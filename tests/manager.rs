@@ -471,11 +471,7 @@ fn garbage_on_a_raw_connection_does_not_disturb_the_manager() {
             &b"\x17\x00\x00\x00\x00\x00\x00\x00\x00\x02\x01\x00\x00\x00\x00\x00"[..],
         ] {
             let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
-            connect(
-                &fd,
-                &SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
-            )
-            .unwrap();
+            connect(&fd, &SocketAddrUnix::new(addr.as_str()).unwrap()).unwrap();
             let _ = sendmsg(
                 &fd,
                 &[std::io::IoSlice::new(garbage)],

@@ -1,8 +1,9 @@
-//! Another local user attacks a running program: it reads our actors' addresses where every user
-//! can (`/proc/net/unix`), connects to them, binds the address of an actor that has ended with a
-//! forged welcome naming a victim's pid, squats the names the old registry used, and tries to
-//! open our processes' descriptors and our named shared memory. None of it gets in: no welcome,
-//! no forged reply accepted, no signal sent to the pid it chose, no name taken.
+//! Another local user attacks a running program: it reads our actors' socket paths where every
+//! user can (`/proc/net/unix`), tries to connect to them and to add sockets beside them, listens
+//! (placed there by root) at the path of an actor that has ended with a forged welcome naming a
+//! victim's pid, and tries to open our processes' descriptors and our named shared memory. None
+//! of it gets in: no connection, no welcome, no forged reply accepted, no signal sent to the pid
+//! it chose.
 //!
 //! It needs root, to run the impostor as a fresh unprivileged uid (one with no account: nothing
 //! to clean up); without root it says so and passes. (harness = false: this file's `main` is the
@@ -54,33 +55,37 @@ fn main() {
     let exe = Impostors::new();
     let mut checks = 0;
 
-    // 1. An actor's address, as any user reads it: a stranger's connection gets nothing.
+    // 1. An actor's socket is in the program's private directory: another user sees its path in
+    // /proc/net/unix, and can neither connect to it nor add a socket beside it.
     let vault = procactor::spawn::<Vault>(42).unwrap();
     let addr = raw::address(&vault);
-    assert!(
-        std::fs::read_to_string("/proc/net/unix")
-            .unwrap()
-            .contains(&addr),
-        "actor addresses are visible to every user: the kernel, not secrecy, must keep them"
+    assert!(std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .contains(&addr));
+    assert_eq!(exe.run(&format!("connect:{addr}")), "denied");
+    let session = addr.rsplit_once('/').unwrap().0.to_string();
+    assert_eq!(
+        exe.run(&format!("bind:{session}/0000000000000001:0")),
+        "denied"
     );
-    assert_eq!(exe.run(&format!("connect:{addr}")), "eof");
     assert_eq!(vault.secret().unwrap(), 42);
     checks += 1;
 
-    // 2. The old registry's name addresses, squatted first: names live elsewhere now.
-    let session = addr.split('/').nth(1).unwrap().to_string();
-    let squat = exe.spawn(&format!("bind:procactor/{session}/n/vault:0"));
+    // 2. Names are not sockets: nothing to squat. The tree's table works as ever.
     procactor::register("vault", &vault).unwrap();
     let found = procactor::whereis::<Vault>("vault").unwrap().unwrap();
     assert_eq!((found.pid(), found.secret().unwrap()), (vault.pid(), 42));
     checks += 1;
 
-    // 3. The actor ends; the stranger binds its address, with a forged welcome that names a
-    // victim's pid and forged replies. Nobody of ours believes it.
+    // 3. The actor ends, and (as only root could arrange) a stranger's listener appears at its
+    // path, with a forged welcome that names a victim's pid and forged replies. The caller's
+    // own check of who listens (SO_PEERCRED) refuses it: nobody of ours believes it.
     let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
     vault.kill().unwrap();
     let _ = vault.join_timeout(BOUND);
-    let fake = exe.spawn(&format!("bind:{addr}:{}", victim.id()));
+    let own = exe.own_dir();
+    let fake = exe.spawn(&format!("bind:{own}/sock:{}", victim.id()));
+    std::fs::rename(format!("{own}/sock"), &addr).unwrap();
     let forged_pid = fake.pid;
     let from_a_child = Process::new(use_the_dead_vault, vault.clone())
         .start()
@@ -102,7 +107,7 @@ fn main() {
     // 4. The manager refuses the stranger too.
     let m = Manager::start().unwrap();
     let l = m.list_from(vec![1u8, 2]).unwrap();
-    assert_eq!(exe.run(&format!("connect:{}", raw::address(&l))), "eof");
+    assert_eq!(exe.run(&format!("connect:{}", raw::address(&l))), "denied");
     assert_eq!(l.len().unwrap(), 2);
     checks += 1;
 
@@ -121,7 +126,7 @@ fn main() {
     shm.unlink().unwrap();
     checks += 1;
 
-    drop((squat, fake));
+    drop(fake);
     let _ = victim.kill();
     let _ = victim.wait();
     drop(m);
@@ -172,6 +177,14 @@ impl Impostors {
         std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         Impostors { dir, exe }
+    }
+
+    /// A directory the stranger may write in (for a socket of its own).
+    fn own_dir(&self) -> String {
+        let own = self.dir.join("own");
+        std::fs::create_dir_all(&own).unwrap();
+        std::os::unix::fs::chown(&own, Some(IMPOSTOR_UID), Some(IMPOSTOR_UID)).unwrap();
+        own.to_string_lossy().into_owned()
     }
 
     fn command(&self, what: &str) -> Command {
@@ -230,7 +243,17 @@ fn impostor(what: &str) {
     };
     match verb {
         "connect" => {
-            let fd = raw::connect_to(arg);
+            let fd = rustix::net::socket(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                None,
+            )
+            .unwrap();
+            match rustix::net::connect(&fd, &rustix::net::SocketAddrUnix::new(arg).unwrap()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::ACCESS) => return say("denied"),
+                Err(e) => return say(&format!("error {e}")),
+            }
             raw::send_frame(fd.as_fd(), raw::HELLO, 0, b"\x01", &[]);
             match raw::recv_frame(fd.as_fd(), Duration::from_secs(5)) {
                 Some((raw::WELCOME, _, _)) => say("welcome"),
@@ -247,11 +270,11 @@ fn impostor(what: &str) {
                 None,
             )
             .unwrap();
-            rustix::net::bind(
-                &listener,
-                &rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
-            )
-            .unwrap();
+            match rustix::net::bind(&listener, &rustix::net::SocketAddrUnix::new(addr).unwrap()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::ACCESS) => return say("denied"),
+                Err(e) => return say(&format!("error {e}")),
+            }
             rustix::net::listen(&listener, 16).unwrap();
             say("listening");
             // Every caller gets a welcome naming the victim's pid, and a reply to anything.

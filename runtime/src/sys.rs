@@ -718,10 +718,10 @@ pub(crate) fn is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// A SEQPACKET socket listening on an abstract-namespace address (Linux: no file, gone with the
-/// last descriptor). Actors are reached by such addresses, so any process can connect by name.
-pub(crate) fn listen_abstract(name: &str) -> io::Result<OwnedFd> {
-    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?;
+/// A SEQPACKET socket listening at `path` (in the session's private directory: see
+/// [`private_dir`]). Only processes that may enter that directory can connect.
+pub(crate) fn listen_path(path: &str) -> io::Result<OwnedFd> {
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
     // Non-blocking: the owner accepts until there is nobody left waiting.
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
@@ -734,34 +734,79 @@ pub(crate) fn listen_abstract(name: &str) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Connects to an abstract-namespace SEQPACKET address.
-/// Waits at most `patience` while the listener's backlog is full (a listener that stopped
-/// accepting must not hang us): `TimedOut` then.
-pub(crate) fn connect_abstract(name: &str, patience: Duration) -> io::Result<OwnedFd> {
+/// Connects to the SEQPACKET socket at `path`. Waits at most `patience` while the listener's
+/// backlog is full (a listener that stopped accepting must not hang us): `TimedOut` then;
+/// `Duration::ZERO` does not wait at all (`WouldBlock` then).
+pub(crate) fn connect_path(path: &str, patience: Duration) -> io::Result<OwnedFd> {
     use rustix::net::sockopt::{set_socket_timeout, Timeout};
-    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes())?;
-    let fd = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
-    // A Unix socket's connect waits for backlog room for at most the send timeout.
-    set_socket_timeout(
-        &fd,
-        Timeout::Send,
-        Some(patience.max(Duration::from_millis(1))),
-    )?;
+    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let mut flags = SocketFlags::CLOEXEC;
+    if patience.is_zero() {
+        flags |= SocketFlags::NONBLOCK;
+    }
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?;
+    if !patience.is_zero() {
+        // A Unix socket's connect waits for backlog room for at most the send timeout.
+        set_socket_timeout(&fd, Timeout::Send, Some(patience))?;
+    }
     loop {
         match rustix::net::connect(&fd, &addr) {
             Ok(()) => break,
             Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if patience.is_zero() => return Err(io::ErrorKind::WouldBlock.into()),
             Err(Errno::AGAIN) => return Err(io::ErrorKind::TimedOut.into()),
             Err(e) => return Err(e.into()),
         }
     }
-    set_socket_timeout(&fd, Timeout::Send, None)?;
+    if patience.is_zero() {
+        rustix::io::ioctl_fionbio(&fd, false)?;
+    } else {
+        set_socket_timeout(&fd, Timeout::Send, None)?;
+    }
     Ok(fd)
+}
+
+/// Removes the file at `path` (a socket's, once nobody is to connect to it); absent is fine.
+pub(crate) fn unlink(path: &str) {
+    let _ = rustix::fs::unlink(path);
+}
+
+/// Makes (or checks) the directory `path`, private to this user: mode 0700, owned by us, a real
+/// directory (not a symlink). `false` if it exists and is not all of that (another user made it,
+/// or it is open to others): the caller then chooses another. Its parent must be one where
+/// other users cannot replace it (/tmp is sticky).
+pub(crate) fn private_dir(path: &str) -> io::Result<bool> {
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::mkdir(path, Mode::RWXU) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Opened without following a symlink, then checked through the descriptor (no race between
+    // the check and the use of a name another user could swap).
+    let dir = match rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(Errno::NOTDIR | Errno::LOOP) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&dir)?;
+    Ok(st.st_uid == getuid() && st.st_mode & 0o077 == 0)
+}
+
+/// Removes a directory and everything in it; errors are ignored (it may be gone already).
+pub(crate) fn remove_dir_all(path: &str) {
+    let _ = std::fs::remove_dir_all(path);
+}
+
+/// The start time of process `pid` (clock ticks since boot, field 22 of /proc/PID/stat), to tell
+/// it from a later process with a recycled pid. `None` if it is gone.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 /// Accepts one pending connection without blocking: `None` when there is none. The new socket

@@ -37,14 +37,10 @@ pub fn address<T: serde::Serialize>(handle: &T) -> String {
         .addr
 }
 
-/// A raw SEQPACKET connection to an abstract address.
+/// A raw SEQPACKET connection to a socket path.
 pub fn connect_to(addr: &str) -> OwnedFd {
     let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
-    connect(
-        &fd,
-        &SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    connect(&fd, &SocketAddrUnix::new(addr).unwrap()).unwrap();
     fd
 }
 

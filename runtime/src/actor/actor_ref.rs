@@ -113,6 +113,8 @@ impl RefInner {
             Err(e) => return Some(Err(e)),
         };
         *exit = Some(reason.clone());
+        // A killed actor could not remove its socket's file.
+        sys::unlink(&self.addr);
         Some(Ok(reason))
     }
 

@@ -35,11 +35,15 @@ pub(crate) enum ConnectError {
 /// How long a connect waits while an actor's backlog of connections is full.
 const CONNECT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Connects to the actor listening at `addr`, if a process of our own user listens there (the
-/// kernel says who bound or last listened on it: never a message). `None` if nobody of ours is
-/// there. The connection is a liveness probe only: the actor drops it when it closes unused.
-fn connect_own(addr: &str) -> std::result::Result<(OwnedFd, sys::PeerCred), ConnectError> {
-    let fd = match sys::connect_abstract(addr, CONNECT_PATIENCE) {
+/// Connects to the actor listening at `addr` (a socket in the session's private directory),
+/// waiting at most `patience` for room in its backlog. The kernel says who listens there (the
+/// process that last called `listen`: never a message), and only a process of our own user is
+/// an actor of ours.
+fn connect_own(
+    addr: &str,
+    patience: std::time::Duration,
+) -> std::result::Result<(OwnedFd, sys::PeerCred), ConnectError> {
+    let fd = match sys::connect_path(addr, patience) {
         Ok(fd) => fd,
         Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT)) => {
             return Err(ConnectError::NotThere)
@@ -49,8 +53,7 @@ fn connect_own(addr: &str) -> std::result::Result<(OwnedFd, sys::PeerCred), Conn
     let cred = sys::peer_cred(fd.as_fd())
         .map_err(|e| ConnectError::Failed(Error::io("SO_PEERCRED", e)))?;
     if cred.uid != sys::getuid() {
-        // Our actor there has ended, and another user bound its address since: it is gone for
-        // us, and the stranger hears nothing.
+        // Not reachable through our private directory: say so, and hear nothing from it.
         log::warn!(
             target: "procactor::actor",
             "refused {addr:?}: it is held by pid {} of another user (uid {})",
@@ -62,15 +65,26 @@ fn connect_own(addr: &str) -> std::result::Result<(OwnedFd, sys::PeerCred), Conn
     Ok((fd, cred))
 }
 
-/// True if an actor of our user listens at `addr` (a probe connection, dropped at once).
+/// True if an actor of our user listens at `addr`. Never waits: a listener whose backlog is full
+/// is alive (and, in our private directory, ours). The probe connection is dropped at once.
 pub(crate) fn answers(addr: &str) -> bool {
-    connect_own(addr).is_ok()
+    match connect_own(addr, std::time::Duration::ZERO) {
+        Ok(_) => true,
+        Err(ConnectError::Failed(Error::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::WouldBlock =>
+        {
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// The pid of the process of our user that listens at `addr`, from the kernel, and a connection
 /// to it that hangs up if that process ends (so the pid can be checked to be still its own).
 pub(crate) fn listener_pid(addr: &str) -> Option<(u32, OwnedFd)> {
-    connect_own(addr).ok().map(|(fd, cred)| (cred.pid, fd))
+    connect_own(addr, CONNECT_PATIENCE)
+        .ok()
+        .map(|(fd, cred)| (cred.pid, fd))
 }
 
 /// Connects to `addr` in `role`, waiting for the welcome as `wait` says. Returns the channel, the
@@ -81,7 +95,7 @@ pub(crate) fn handshake(
     role: &Role,
     wait: Wait,
 ) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
-    let (fd, cred) = connect_own(addr)?;
+    let (fd, cred) = connect_own(addr, CONNECT_PATIENCE)?;
     // Actors answer large payloads in memory files: a reply never makes us wait on a sender.
     let chan = Channel::from_fd(fd).files_only();
     let mut hello = Vec::new();

@@ -1,8 +1,8 @@
 //! What travels on an actor's connections: addresses, the hello exchange, and batches of
 //! envelopes.
 //!
-//! An actor listens on an abstract-namespace SEQPACKET address (`procactor/<session>/a/<id>`, 192
-//! random bits);
+//! An actor listens on a SEQPACKET socket in the session's private directory
+//! (`<session dir>/<id>`);
 //! every process that talks to it opens one connection, says hello (its role and, for callers,
 //! the message schema it speaks) and gets a welcome or a refusal. Then:
 //! - caller → actor: frames of kind [`BATCH`], each a run of envelopes `[op u8][len u32]
@@ -31,7 +31,7 @@ pub(crate) const OP_SYS: u8 = 3;
 
 /// The address of an actor incarnation.
 pub(crate) fn actor_addr(session: &str, id: u64) -> String {
-    format!("procactor/{session}/a/{id:016x}")
+    format!("{session}/{id:016x}")
 }
 
 /// Who is connecting, and why.

@@ -92,12 +92,12 @@ struct Launched<A> {
 }
 
 fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
-    let session = bootstrap::session();
+    let session = bootstrap::session()?;
     let name = b.name.unwrap_or_else(type_short_name::<A>);
     let (id, addr, listener) = loop {
         let id = new_id()?;
         let addr = proto::actor_addr(&session, id);
-        match sys::listen_abstract(&addr) {
+        match sys::listen_path(&addr) {
             Ok(l) => break (id, addr, l),
             Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
             Err(e) => return Err(Error::io("listen", e)),
@@ -170,8 +170,16 @@ fn ready<A: Actor>(l: Launched<A>) -> Result<ActorRef<A>> {
     Ok(r)
 }
 
-/// The job of an actor's process.
+/// The job of an actor's process. Its socket's file goes with it, however the actor ends (its
+/// spawner removes it too, for an actor that was killed).
 fn actor_main<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
+    let addr = boot.addr.clone();
+    let reason = serve::<A>(boot);
+    sys::unlink(&addr);
+    reason
+}
+
+fn serve<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
     let Boot {
         listener,
         id,
