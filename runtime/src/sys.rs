@@ -832,10 +832,30 @@ pub(crate) struct PeerCred {
 }
 
 pub(crate) fn peer_cred(fd: BorrowedFd) -> io::Result<PeerCred> {
-    let c = rustix::net::sockopt::socket_peercred(fd)?;
+    // Through libc, not rustix: the kernel reports pid 0 for a peer in a pid namespace we cannot
+    // see, which rustix's non-zero `Pid` cannot hold.
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into the `ucred` we own and sets `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(PeerCred {
-        pid: c.pid.as_raw_nonzero().get() as u32,
-        uid: c.uid.as_raw(),
+        pid: cred.pid.max(0) as u32,
+        uid: cred.uid,
     })
 }
 

@@ -32,6 +32,16 @@ pub(crate) const KIND_VALUE: u8 = 1;
 pub(crate) const KIND_BYTES: u8 = 2;
 const FLAG_LARGE: u8 = 0x80;
 
+/// A number for the type `T` that no other type of this binary has (its `TypeId`, hashed): for
+/// checks within one binary, where two types may share a name (two versions of one crate).
+pub(crate) fn type_tag<T: ?Sized + 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Unkeyed: the same binary gives the same number in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    std::any::TypeId::of::<T>().hash(&mut h);
+    h.finish()
+}
+
 /// FNV-1a of the type's name: the same type in the same binary always gives the same number.
 pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
     std::any::type_name::<T>()

@@ -118,6 +118,7 @@ impl Fault {
 
 /// A function of this binary, as it travels: an offset from a fixed symbol, the binary's
 /// identity, and a tag keyed by the process tree's secret over both and the function's type
+/// (its `TypeId`: unique in the binary, even between two types of one name)
 /// (see `bootstrap::code_tag`). The manager calls it only if all three check: a reference from
 /// another program, a corrupted one or one sent as another type is refused, never called.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug)]
@@ -135,7 +136,7 @@ impl FnPtr {
         FnPtr {
             offset,
             exe,
-            tag: bootstrap::code_tag(offset, exe, wire::fingerprint::<Sig>()),
+            tag: bootstrap::code_tag(offset, exe, wire::type_tag::<Sig>()),
         }
     }
 
@@ -149,7 +150,7 @@ impl FnPtr {
                     .into(),
             ));
         }
-        if !bootstrap::check_code_tag(self.offset, self.exe, wire::fingerprint::<Sig>(), self.tag) {
+        if !bootstrap::check_code_tag(self.offset, self.exe, wire::type_tag::<Sig>(), self.tag) {
             return Err(Fault::Bad(
                 "a function reference that does not check (forged, corrupted, of another type, \
                  or from another process tree): refused"
