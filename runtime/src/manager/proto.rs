@@ -117,9 +117,9 @@ impl Fault {
 }
 
 /// A function of this binary, as it travels: an offset from a fixed symbol, the binary's
-/// identity, and a tag keyed by the process tree's secret over both and the function's type
-/// (its `TypeId`: unique in the binary, even between two types of one name)
-/// (see `bootstrap::code_tag`). The manager calls it only if all three check: a reference from
+/// identity, and a tag keyed by the process tree's secret over both and the function's type (its
+/// `TypeId`, unique in the binary even between two types of one name; see `bootstrap::code_tag`).
+/// The manager calls it only if all three check: a reference from
 /// another program, a corrupted one or one sent as another type is refused, never called.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug)]
 pub(crate) struct FnPtr {
