@@ -267,3 +267,34 @@ fn a_stalled_large_frame_does_not_freeze_the_manager() {
         drop(stall);
     });
 }
+
+/// A large message begun by a receive that timed out belongs to the end, not to the handle: a
+/// clone of the end (a worker thread's) goes on with it, even when the handle that began it is
+/// dropped, and receives it before the message after it.
+#[test]
+fn a_message_begun_by_one_clone_of_an_end_is_finished_by_another() {
+    let (a, b) = Pipe::<()>::duplex().unwrap();
+    let raw_end = a.into_fd();
+    let (side, theirs) = raw::stream_pair();
+    let big = vec![5u8; 1 << 20];
+    raw::send_large_header(raw_end.as_fd(), KIND_BYTES, 0, big.len() as u64, theirs.as_fd());
+    drop(theirs);
+    rustix::io::write(&side, &big[..100_000]).unwrap();
+    let b2 = b.try_clone().unwrap();
+    assert!(b
+        .recv_bytes_timeout(Duration::from_millis(200))
+        .unwrap_err()
+        .is_timeout());
+    raw::send_frame(raw_end.as_fd(), KIND_BYTES, 0, b"next", &[]);
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        std::fs::File::from(side).write_all(&big[100_000..]).is_ok()
+    });
+    drop(b);
+    let first = b2.recv_bytes_timeout(BOUND).unwrap();
+    assert!(writer.join().unwrap(), "the sender's bytes were refused");
+    assert_eq!(first.len(), 1 << 20);
+    assert!(first.iter().all(|&x| x == 5));
+    assert_eq!(b2.recv_bytes_timeout(BOUND).unwrap(), b"next");
+}
+

@@ -353,7 +353,11 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
 
     /// Receives one value, waiting at most `timeout` for all of it ([`Error::Timeout`] after).
     /// A large message whose sender is slow (or stopped) half-way is not lost when the timeout
-    /// comes: what arrived is kept, and the next receive on this end goes on with it.
+    /// comes: what arrived is kept, and the next receive that starts on this end in this
+    /// process (on this handle or a clone of it) goes on with it. Two limits: a receive already
+    /// waiting in another thread at that moment waits for the message after it first; and if
+    /// every handle of the end is dropped or sent away before the message is finished, the
+    /// message is dropped and its sender's `send` fails.
     ///
     /// ```
     /// use std::time::Duration;

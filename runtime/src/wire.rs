@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -391,9 +392,17 @@ pub(crate) struct Channel {
     /// Large payloads must come in memory files, which are whole before their header is sent
     /// and never block a reader: for event loops, which must not wait on any one peer.
     files_only: bool,
+    /// Shared by the clones of this end in this process: whichever receives next goes on with a
+    /// message one of them began.
+    begun: Arc<Begun>,
+}
+
+/// A large message a receive began and did not finish (see [`Partial`]).
+#[derive(Debug, Default)]
+struct Begun {
     partial: std::sync::Mutex<Option<Partial>>,
     /// `partial` is `Some`: read without the lock on every receive.
-    has_partial: std::sync::atomic::AtomicBool,
+    some: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Channel {
@@ -434,8 +443,7 @@ impl Channel {
             fd: Some(fd),
             limit: DEFAULT_LIMIT,
             files_only: false,
-            partial: std::sync::Mutex::new(None),
-            has_partial: std::sync::atomic::AtomicBool::new(false),
+            begun: Arc::default(),
         }
     }
 
@@ -468,6 +476,7 @@ impl Channel {
         let mut c = Channel::from_fd(sys::dup(self.as_fd()).map_err(|e| Error::io("dup", e))?);
         c.limit = self.limit;
         c.files_only = self.files_only;
+        c.begun = self.begun.clone();
         Ok(c)
     }
 
@@ -602,7 +611,7 @@ impl Channel {
     /// large message begun earlier, has more of it to read).
     pub(crate) fn poll(&self, wait: Wait) -> Result<bool> {
         // A copy of a begun message's stream, so that no lock is held while waiting.
-        let side = match &*self.partial.lock().unwrap_or_else(|p| p.into_inner()) {
+        let side = match &*self.begun.partial.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(p) => Some(sys::dup(p.side.as_fd()).map_err(|e| Error::io("dup", e))?),
             None => None,
         };
@@ -639,14 +648,16 @@ impl Channel {
         accept: impl Fn(&Head) -> Result<()>,
         f: impl FnOnce(Frame) -> Result<R>,
     ) -> Result<R> {
-        if self.has_partial.load(std::sync::atomic::Ordering::Acquire) {
+        if self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
             let p = self
+                .begun
                 .partial
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             if let Some(p) = p {
-                self.has_partial
+                self.begun
+                    .some
                     .store(false, std::sync::atomic::Ordering::Release);
                 return self.read_large(p, wait, large, &accept, f);
             }
@@ -761,13 +772,15 @@ impl Channel {
                         return Err(Error::Disconnected);
                     }
                     sys::Filled::TimedOut => {
-                        *self.partial.lock().unwrap_or_else(|p| p.into_inner()) = Some(Partial {
-                            head,
-                            side,
-                            fds,
-                            got: std::mem::take(large),
-                        });
-                        self.has_partial
+                        *self.begun.partial.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Partial {
+                                head,
+                                side,
+                                fds,
+                                got: std::mem::take(large),
+                            });
+                        self.begun
+                            .some
                             .store(true, std::sync::atomic::Ordering::Release);
                         return Err(wait.expired());
                     }
