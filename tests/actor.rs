@@ -707,3 +707,118 @@ fn two_hundred_actors_at_once_all_answer_and_all_are_reaped() {
     }
     assert!(pids.iter().all(|p| !pid_alive(*p)));
 }
+
+pub struct Forker;
+
+fn sleep_secs(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+#[procactor::actor]
+impl Forker {
+    fn init(_: ()) -> Self {
+        Forker
+    }
+
+    /// Starts a helper with the Fork start method (not a daemon: it may outlive us).
+    pub fn helper(&mut self, secs: u64) -> u32 {
+        let h = Process::new(sleep_secs, secs)
+            .start_method(procactor::StartMethod::Fork)
+            .start()
+            .unwrap();
+        let pid = h.pid();
+        std::mem::forget(h);
+        pid
+    }
+
+    pub fn ping(&self) -> u32 {
+        7
+    }
+}
+
+fn look_at_the_dead_forker(f: ActorRef<Forker>) -> (bool, String) {
+    let alive = f.is_alive();
+    let ask = f.timeout(Duration::from_secs(2)).ping();
+    (alive, format!("{ask:?}"))
+}
+
+fn kill_the_dead_forker(f: ActorRef<Forker>) {
+    let _ = f.kill();
+}
+
+/// An actor forks a helper that outlives it: the helper lets go of the actor's listening socket,
+/// so a killed actor is gone for everyone (`is_alive`, asks, its name), and `kill()` from a
+/// process other than the spawner never signals the pid it had (here, as root, made to belong
+/// to an innocent process at once).
+#[test]
+fn a_killed_actor_is_gone_even_if_a_process_it_forked_lives_on() {
+    let f = procactor::spawn::<Forker>(()).unwrap();
+    let helper = f.timeout(BOUND).helper(60).unwrap();
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the helper, a process of this test.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _helper = Reap(helper);
+    procactor::register("forker", &f).unwrap();
+    let old = f.pid();
+    f.kill().unwrap();
+    // Not joined: the socket's file stays (a killed actor cannot remove it, and only a join in
+    // the spawner does); only the listener's fate in the helper decides.
+    assert!(eventually(BOUND, || !pid_alive(old)));
+
+    let (alive, ask) = reaped(
+        Process::new(look_at_the_dead_forker, f.clone())
+            .start()
+            .unwrap(),
+    )
+    .join_timeout(BOUND)
+    .unwrap();
+    assert!(!alive, "is_alive() is true for a killed actor");
+    assert!(
+        ask.contains("ActorDied"),
+        "an ask to the killed actor gave {ask}"
+    );
+    let g = Stopped(procactor::spawn::<Forker>(()).unwrap());
+    procactor::register("forker", &g).unwrap();
+
+    if rustix::process::getuid().as_raw() == 0 {
+        // An innocent process of ours gets the dead actor's pid.
+        let mut victim = None;
+        for _ in 0..20 {
+            if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", old - 1)).is_err() {
+                break;
+            }
+            let mut c = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            if c.id() == old {
+                victim = Some(c);
+                break;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut victim) = victim {
+            reaped(
+                Process::new(kill_the_dead_forker, f.clone())
+                    .start()
+                    .unwrap(),
+            )
+            .join_timeout(BOUND)
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let survived = victim.try_wait().unwrap().is_none();
+            let _ = victim.kill();
+            let _ = victim.wait();
+            assert!(
+                survived,
+                "kill() from a non-spawner killed pid {old}, now an unrelated process"
+            );
+        }
+    }
+    f.join_timeout(BOUND).unwrap();
+}

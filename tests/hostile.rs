@@ -277,7 +277,13 @@ fn a_message_begun_by_one_clone_of_an_end_is_finished_by_another() {
     let raw_end = a.into_fd();
     let (side, theirs) = raw::stream_pair();
     let big = vec![5u8; 1 << 20];
-    raw::send_large_header(raw_end.as_fd(), KIND_BYTES, 0, big.len() as u64, theirs.as_fd());
+    raw::send_large_header(
+        raw_end.as_fd(),
+        KIND_BYTES,
+        0,
+        big.len() as u64,
+        theirs.as_fd(),
+    );
     drop(theirs);
     rustix::io::write(&side, &big[..100_000]).unwrap();
     let b2 = b.try_clone().unwrap();
@@ -297,4 +303,3 @@ fn a_message_begun_by_one_clone_of_an_end_is_finished_by_another() {
     assert!(first.iter().all(|&x| x == 5));
     assert_eq!(b2.recv_bytes_timeout(BOUND).unwrap(), b"next");
 }
-

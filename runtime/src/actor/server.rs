@@ -296,6 +296,12 @@ enum Read {
     Closed,
 }
 
+impl<A: Actor> Drop for Server<A> {
+    fn drop(&mut self) {
+        wire::live_channels().remove(&std::os::fd::AsRawFd::as_raw_fd(&self.listener));
+    }
+}
+
 impl<A: Actor> Server<A> {
     fn new(listener: OwnedFd, welcome: Welcome, limit: u64) -> Result<Self> {
         let poller = sys::Poller::new().map_err(|e| Error::io("epoll", e))?;
@@ -303,7 +309,7 @@ impl<A: Actor> Server<A> {
             .add(listener.as_fd(), LISTENER)
             .map_err(|e| Error::io("epoll", e))?;
         let gate = welcome.capacity.map(Gate::create).transpose()?;
-        Ok(Server {
+        let server = Server {
             poller,
             listener,
             limit,
@@ -318,7 +324,11 @@ impl<A: Actor> Server<A> {
             stop_requested: false,
             closed_callers: Vec::new(),
             _a: std::marker::PhantomData,
-        })
+        };
+        // A process this actor forks lets go of the listener (as of every pipe end), or the
+        // actor's address would answer after the actor ended, with the actor's pid.
+        wire::live_channels().insert(std::os::fd::AsRawFd::as_raw_fd(&server.listener));
+        Ok(server)
     }
 
     fn add_peer(&mut self, peer: Peer) {
