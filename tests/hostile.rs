@@ -303,3 +303,46 @@ fn a_message_begun_by_one_clone_of_an_end_is_finished_by_another() {
     assert!(first.iter().all(|&x| x == 5));
     assert_eq!(b2.recv_bytes_timeout(BOUND).unwrap(), b"next");
 }
+
+/// A record carrying a TCP socket whose last close lingers (SO_LINGER, a send queue that cannot
+/// drain): a receive that refuses the record leaves the socket to the closer thread, and keeps
+/// its deadline.
+#[test]
+fn a_descriptor_whose_close_lingers_does_not_break_recv_timeout() {
+    let (a, b) = Pipe::<String>::duplex().unwrap();
+    let raw_end = a.into_fd();
+    let (c, far, listener) = raw::lingering_tcp(5);
+    // A value frame of another type, with the socket attached; we let go of it at once.
+    raw::send_frame(raw_end.as_fd(), KIND_VALUE, 0x1234, b"\x00", &[c.as_fd()]);
+    drop(c);
+    let t = Instant::now();
+    let got = b.recv_timeout(Duration::from_secs(1));
+    let took = t.elapsed();
+    drop((far, listener));
+    assert!(got.is_err());
+    assert!(
+        took < Duration::from_secs(2),
+        "a 1 s recv_timeout returned after {took:?}"
+    );
+}
+
+/// The same socket in one record to the manager (one event loop for every proxy): every other
+/// caller is still served.
+#[test]
+fn a_descriptor_whose_close_lingers_does_not_freeze_the_manager() {
+    bounded(|| {
+        let m = Manager::start().unwrap();
+        let l = m.list_from(vec![1u8, 2, 3]).unwrap();
+        let held = raw::freeze(&raw::address(&l), 20);
+        std::thread::sleep(Duration::from_millis(200));
+        fn len(l: procactor::ListProxy<u8>) -> usize {
+            l.len().unwrap()
+        }
+        let t = Instant::now();
+        let p = reaped(Process::new(len, l.clone()).start().unwrap());
+        let got = p.join_timeout(Duration::from_secs(5));
+        let took = t.elapsed();
+        drop(held);
+        assert_eq!(got.ok(), Some(3), "a manager call took {took:?}");
+    });
+}

@@ -645,7 +645,7 @@ fn run_spawned_child(boot: &str) -> ! {
         Ok((frame.payload.to_vec(), frame.fds))
     });
     match job {
-        Ok((payload, fds)) => run_job(chan, &payload, fds),
+        Ok((payload, fds)) => run_job(chan, &payload, fds.into()),
         Err(_) => sys::exit_now(70),
     }
 }

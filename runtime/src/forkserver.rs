@@ -122,7 +122,8 @@ fn serve(ctl: Fd) {
             Ok(Some((frame.payload.to_vec(), frame.fds)))
         });
         let reply = match request {
-            Ok(Some((payload, mut fds))) => {
+            Ok(Some((payload, fds))) => {
+                let mut fds: Vec<OwnedFd> = fds.into();
                 let boot = fds.remove(0);
                 fork_one(&payload, boot, fds)
             }

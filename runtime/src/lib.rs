@@ -2,7 +2,8 @@
 //! facade crate, which re-exports everything public here.
 //!
 //! Modules, bottom up (a module uses only those above it):
-//! `error` → `sys` (every syscall) → `per_process` → `wire` (frames, descriptors in messages) → `pipe` →
+//! `error` → `sys` (every syscall) → `per_process` → `closer` (peers' descriptors closed off the
+//! thread) → `wire` (frames, descriptors in messages) → `pipe` →
 //! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
 //! `process` → `shm` (shared memory) → `sync` (robust locks) → `shared` (values) → `queue` →
 //! `message` (schemas) → `actor` → `pool` (Pool, Executor), `manager` (shared objects behind
@@ -12,6 +13,7 @@
 
 mod actor;
 mod bootstrap;
+mod closer;
 mod error;
 mod forkserver;
 #[cfg(test)]

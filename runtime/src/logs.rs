@@ -83,7 +83,7 @@ pub(crate) fn sink() -> Option<Sink> {
 
 /// Threads the runtime itself runs in this process (for the fork-safety warning).
 pub(crate) fn service_threads() -> usize {
-    usize::from(COLLECTOR.lock().is_some())
+    usize::from(COLLECTOR.lock().is_some()) + usize::from(crate::closer::running())
 }
 
 fn collect(c: &Collector) {

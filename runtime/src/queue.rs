@@ -505,7 +505,9 @@ impl Inner {
                     );
                 }
                 // Uncommitted (its producer died), or garbage: dropped.
-                sys::Recv::Record(..) => {}
+                sys::Recv::Record(_, fds) | sys::Recv::Bad(_, fds) => {
+                    crate::closer::close_later(fds)
+                }
                 sys::Recv::Eof | sys::Recv::WouldBlock => return Err(lost()),
             }
         }

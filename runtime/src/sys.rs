@@ -85,6 +85,9 @@ pub(crate) enum Recv {
     Eof,
     /// Nothing there yet (non-blocking only).
     WouldBlock,
+    /// A record we do not take (too long, or with more descriptors than any message may
+    /// carry), dropped; the descriptors that came with it are handed back to be closed.
+    Bad(&'static str, Vec<OwnedFd>),
 }
 
 /// Receives one record into `buf`. A record longer than `buf` is an error (our peers never send
@@ -107,16 +110,10 @@ pub(crate) fn recv_record(fd: BorrowedFd, buf: &mut [u8], nonblocking: bool) -> 
                     }
                 }
                 if msg.flags.contains(ReturnFlags::TRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "oversized record",
-                    ));
+                    return Ok(Recv::Bad("oversized record", fds));
                 }
                 if msg.flags.contains(ReturnFlags::CTRUNC) {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many descriptors",
-                    ));
+                    return Ok(Recv::Bad("too many descriptors", fds));
                 }
                 // Zero bytes: the peer closed, or a stranger sent an empty record (ours always
                 // have a header). Only a real close sets RDHUP.

@@ -221,9 +221,57 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Res
     }
 }
 
+/// Descriptors that came from a peer with a frame. Whatever nothing takes out of it is closed on
+/// the closer thread (see `closer`): its last close may block, and the peer chose it.
+#[derive(Debug, Default)]
+pub(crate) struct PeerFds(Vec<OwnedFd>);
+
+impl PeerFds {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The descriptor at `i`, borrowed.
+    fn fd(&self, i: usize) -> Option<BorrowedFd<'_>> {
+        self.0.get(i).map(|f| f.as_fd())
+    }
+
+    /// The first descriptor (alone) and the others; `None` if there is none.
+    fn split_first(mut self) -> Option<(PeerFds, PeerFds)> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let rest = self.0.split_off(1);
+        Some((PeerFds(std::mem::take(&mut self.0)), PeerFds(rest)))
+    }
+
+    /// Takes the first descriptor; the others are closed on the closer thread.
+    pub(crate) fn first(self) -> Option<OwnedFd> {
+        let mut all = Vec::from(self);
+        if all.is_empty() {
+            return None;
+        }
+        let first = all.remove(0);
+        crate::closer::close_later(all);
+        Some(first)
+    }
+}
+
+impl Drop for PeerFds {
+    fn drop(&mut self) {
+        crate::closer::close_later(self.0.drain(..));
+    }
+}
+
+impl From<PeerFds> for Vec<OwnedFd> {
+    fn from(mut p: PeerFds) -> Vec<OwnedFd> {
+        std::mem::take(&mut p.0)
+    }
+}
+
 /// Decodes a `T` from `bytes`, giving its handles the descriptors `fds`. Trailing bytes are an
 /// error: they mean the message was of another type.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: impl Into<Vec<OwnedFd>>) -> Result<T> {
     let (value, rest) = decode_prefix::<T>(bytes, fds)?;
     if !rest.is_empty() {
         return Err(Error::Decode {
@@ -237,13 +285,14 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
 /// Decodes a `T` from the front of `bytes`; returns it and the bytes after it.
 pub(crate) fn decode_prefix<T: DeserializeOwned>(
     bytes: &[u8],
-    fds: Vec<OwnedFd>,
+    fds: impl Into<Vec<OwnedFd>>,
 ) -> Result<(T, &[u8])> {
+    let fds: Vec<OwnedFd> = fds.into();
     let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     REFUSAL.with(|r| r.borrow_mut().take());
     let res = postcard::take_from_bytes::<T>(bytes);
-    // Descriptors no handle claimed are closed here.
-    INCOMING.with(|i| i.replace(prev));
+    // Descriptors no handle claimed: closed off this thread (a peer chose them).
+    close_unclaimed(INCOMING.with(|i| i.replace(prev)));
     res.map_err(|e| Error::Decode {
         expected: std::any::type_name::<T>(),
         reason: match e {
@@ -285,8 +334,12 @@ pub(crate) fn encode_each<T: Serialize>(items: &[T], buf: &mut Vec<u8>) -> Resul
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     let out = f();
-    INCOMING.with(|i| i.replace(prev));
+    close_unclaimed(INCOMING.with(|i| i.replace(prev)));
     out
+}
+
+fn close_unclaimed(left: Option<Vec<Option<OwnedFd>>>) {
+    crate::closer::close_later(left.into_iter().flatten().flatten());
 }
 
 /// A received frame: its kind, fingerprint, payload and descriptors.
@@ -294,7 +347,7 @@ pub(crate) struct Frame<'a> {
     pub kind: u8,
     pub fingerprint: u64,
     pub payload: &'a [u8],
-    pub fds: Vec<OwnedFd>,
+    pub fds: PeerFds,
     /// The payload came on a side stream and lies in the caller's `large` buffer.
     pub large: bool,
 }
@@ -376,8 +429,9 @@ pub(crate) struct Head {
 #[derive(Debug)]
 struct Partial {
     head: Head,
-    side: OwnedFd,
-    fds: Vec<OwnedFd>,
+    /// The payload's side stream or memory file (one descriptor).
+    side: PeerFds,
+    fds: PeerFds,
     got: Vec<u8>,
 }
 
@@ -612,7 +666,10 @@ impl Channel {
     pub(crate) fn poll(&self, wait: Wait) -> Result<bool> {
         // A copy of a begun message's stream, so that no lock is held while waiting.
         let side = match &*self.begun.partial.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(p) => Some(sys::dup(p.side.as_fd()).map_err(|e| Error::io("dup", e))?),
+            Some(p) => match p.side.fd(0) {
+                Some(fd) => Some(sys::dup(fd).map_err(|e| Error::io("dup", e))?),
+                None => None,
+            },
             None => None,
         };
         let fd = side.as_ref().map_or(self.as_fd(), |s| s.as_fd());
@@ -664,7 +721,8 @@ impl Channel {
         }
         RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let (n, mut fds) = self.recv_record(&mut buf, wait)?;
+            let (n, fds) = self.recv_record(&mut buf, wait)?;
+            let fds = PeerFds(fds);
             if n < HEADER {
                 return Err(Error::Decode {
                     expected: "a procactor frame",
@@ -682,14 +740,15 @@ impl Channel {
                     fds,
                 });
             }
-            if n != LARGE_HEADER || fds.is_empty() {
-                return Err(Error::Decode {
-                    expected: "a procactor frame",
-                    reason: "malformed large-frame header".into(),
-                });
+            let malformed = || Error::Decode {
+                expected: "a procactor frame",
+                reason: "malformed large-frame header".into(),
+            };
+            if n != LARGE_HEADER {
+                return Err(malformed());
             }
             let len = u64::from_le_bytes(buf[HEADER..LARGE_HEADER].try_into().expect("8 bytes"));
-            let side = fds.remove(0);
+            let (side, fds) = fds.split_first().ok_or_else(malformed)?;
             let head = Head {
                 kind: kind & !FLAG_LARGE,
                 fingerprint,
@@ -734,22 +793,23 @@ impl Channel {
             limit: self.limit,
         })?;
         let io = |e| Error::io("recv", e);
+        let side_fd = side.fd(0).ok_or(Error::Disconnected)?;
         if got.is_empty() {
             large.clear(); // a fresh message: the caller's buffer, its allocation reused
         } else {
             *large = std::mem::take(&mut got); // the part an earlier receive read
         }
-        if sys::is_memfd(side.as_fd()) {
+        if sys::is_memfd(side_fd) {
             // Whole before its header was sent: read at once, never waiting on the sender.
             large.clear();
-            let size = sys::file_size(side.as_fd()).map_err(io)?;
+            let size = sys::file_size(side_fd).map_err(io)?;
             if size != head.len {
                 return Err(Error::Decode {
                     expected: "a procactor frame",
                     reason: format!("a {size}-byte memory file for a {len}-byte payload"),
                 });
             }
-            if !sys::read_file_prefix(side.as_fd(), large, len).map_err(io)? {
+            if !sys::read_file_prefix(side_fd, large, len).map_err(io)? {
                 large.clear();
                 return Err(Error::Disconnected);
             }
@@ -761,9 +821,7 @@ impl Channel {
         } else {
             while large.len() < len {
                 let target = len.min(large.len() + STEP);
-                match sys::read_stream_until(side.as_fd(), large, target, wait.deadline())
-                    .map_err(io)?
-                {
+                match sys::read_stream_until(side_fd, large, target, wait.deadline()).map_err(io)? {
                     sys::Filled::Full => {}
                     sys::Filled::Eof => {
                         // The sender died (or dropped the message) half-way: nothing partial
@@ -808,6 +866,7 @@ impl Channel {
                     sys::Recv::Record(n, fds) => return Ok((n, fds)),
                     sys::Recv::Eof => return Err(Error::Disconnected),
                     sys::Recv::WouldBlock => {}
+                    sys::Recv::Bad(why, fds) => return Err(refused_record(why, fds)),
                 }
                 if Instant::now() >= until {
                     break;
@@ -835,8 +894,18 @@ impl Channel {
                 sys::Recv::WouldBlock if matches!(wait, Wait::No) => return Err(wait.expired()),
                 // Another thread took the record we were woken for: wait again.
                 sys::Recv::WouldBlock => {}
+                sys::Recv::Bad(why, fds) => return Err(refused_record(why, fds)),
             }
         }
+    }
+}
+
+/// A record we do not take: its descriptors go to the closer, and the receive fails.
+fn refused_record(why: &'static str, fds: Vec<OwnedFd>) -> Error {
+    crate::closer::close_later(fds);
+    Error::Decode {
+        expected: "a procactor frame",
+        reason: why.into(),
     }
 }
 

@@ -4,7 +4,8 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustix::net::{
     connect, recv, sendmsg, socket, AddressFamily, RecvFlags, SendAncillaryBuffer,
@@ -139,4 +140,77 @@ pub fn stream_pair() -> (OwnedFd, OwnedFd) {
         None,
     )
     .unwrap()
+}
+
+/// A TCP connection on loopback whose send queue cannot drain (the far end never reads) and
+/// whose SO_LINGER is `secs`: whoever closes its last descriptor waits in close(2) until the
+/// linger time passes or the far end goes. Returns (that socket, the far end, the listener).
+pub fn lingering_tcp(secs: u64) -> (OwnedFd, OwnedFd, OwnedFd) {
+    use rustix::net::*;
+    let l = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    bind(&l, &SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+    sockopt::set_socket_recv_buffer_size(&l, 4096).unwrap();
+    listen(&l, 1).unwrap();
+    let addr = getsockname(&l).unwrap();
+    let c = socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+    sockopt::set_socket_send_buffer_size(&c, 4096).unwrap();
+    connect(&c, &addr).unwrap();
+    let s = accept(&l).unwrap();
+    // Fill the far end's window and our send buffer: until nothing more goes for 300 ms.
+    let chunk = vec![0u8; 65536];
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_millis(300) {
+        match send(&c, &chunk, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(_) => quiet_since = Instant::now(),
+            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    sockopt::set_socket_linger(&c, Some(Duration::from_secs(secs))).unwrap();
+    (c, s, l)
+}
+
+/// Hands a lingering TCP socket to `addr`, in a record that is not even a hello, so that the
+/// receiver holds the last reference to it; returns what must stay open meanwhile. Our own
+/// close must come before the receiver's: we close only if the receiver has not hung up yet,
+/// and should we still lose that race (our close is then the one that lingers), a watchdog cuts
+/// it short by closing the far end, and we try again.
+pub fn freeze(addr: &str, linger: u64) -> Vec<OwnedFd> {
+    use std::sync::Mutex;
+    for _ in 0..20 {
+        let (c, far, listener) = lingering_tcp(linger);
+        let conn = connect_to(addr);
+        send_frame(conn.as_fd(), HELLO, 0, b"", &[c.as_fd()]);
+        let mut pfd = [rustix::event::PollFd::new(
+            &conn,
+            rustix::event::PollFlags::RDHUP,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let _ = rustix::event::poll(&mut pfd, Some(&zero));
+        if !pfd[0].revents().is_empty() {
+            continue; // the receiver dropped it already: our close would linger
+        }
+        let far = Arc::new(Mutex::new(Some(far)));
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let (far, closed) = (far.clone(), closed.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                if !closed.load(std::sync::atomic::Ordering::SeqCst) {
+                    far.lock().unwrap().take(); // our close lingers: end it
+                }
+            })
+        };
+        drop(c);
+        closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        watchdog.join().unwrap();
+        let kept = far.lock().unwrap().take();
+        if let Some(far) = kept {
+            return vec![far, listener, conn];
+        }
+    }
+    panic!("could not hand over a lingering socket in 20 tries");
 }

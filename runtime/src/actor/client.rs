@@ -108,7 +108,7 @@ pub(crate) fn handshake(
     let answer = chan.recv(wait, |f| match f.kind {
         proto::WELCOME => {
             let w: Welcome = wire::decode(f.payload, Vec::new())?;
-            Ok(Ok((w, f.fds.into_iter().next())))
+            Ok(Ok((w, f.fds.first())))
         }
         proto::REFUSED => Ok(Err(wire::decode::<String>(f.payload, Vec::new())?)),
         // The actor ended while we were connecting: its last words came instead.
@@ -522,7 +522,7 @@ impl Conn {
             }
             proto::REPLY => Ok(Got::Other(
                 f.fingerprint,
-                Stashed::Reply(f.payload.to_vec(), f.fds),
+                Stashed::Reply(f.payload.to_vec(), f.fds.into()),
             )),
             proto::FAILED => {
                 let why: String = wire::decode(f.payload, Vec::new())?;

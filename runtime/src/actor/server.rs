@@ -600,7 +600,7 @@ impl<A: Actor> Server<A> {
             Ok(f.fds)
         });
         match got {
-            Ok(fds) => Read::Batch(fds),
+            Ok(fds) => Read::Batch(fds.into()),
             Err(e) if e.is_timeout() => Read::Nothing,
             Err(Error::Disconnected) => Read::Closed,
             Err(e) => {
@@ -666,6 +666,8 @@ impl<A: Actor> Server<A> {
             self.adopt_watches(ctx);
         }
         self.batch = batch;
+        // Descriptors no envelope claimed: a peer chose them (see `closer`).
+        crate::closer::close_later(fds);
         outcome
     }
 

@@ -208,7 +208,10 @@ impl Packed {
 
     /// Decodes the value (its handles take the descriptors).
     pub(crate) fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
-        wire::decode(&self.bytes, self.fds.into_iter().map(|f| f.0).collect())
+        wire::decode(
+            &self.bytes,
+            self.fds.into_iter().map(|f| f.0).collect::<Vec<_>>(),
+        )
     }
 
     /// Duplicates the bytes and descriptors (to answer with a stored value).

@@ -227,7 +227,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
                     reason: "a frame of another type".into(),
                 });
             }
-            fds = f.fds;
+            fds = f.fds.into();
             // An inline payload lies in the shared receive buffer: copy it out, since the tasks
             // may receive messages of their own while the batch runs.
             Ok((!f.large).then(|| f.payload.to_vec()))
