@@ -214,3 +214,29 @@ fn drop_waits_for_submitted_work() {
     assert_eq!(f.result_timeout(BOUND).unwrap(), 200);
     assert!(pids.iter().all(|&p| !pid_alive(p)), "workers left behind");
 }
+
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+/// Issue 14, defect 1: 5,000 queued futures on one and on two workers all complete, and the
+/// executor drops (it used to hang on a batch of 1,024 tasks that could not be sent).
+#[test]
+fn thousands_of_queued_futures_complete_on_one_and_two_workers() {
+    for workers in [1, 2] {
+        bounded(move || {
+            let ex = Executor::new(workers).unwrap();
+            for round in 0..3 {
+                let futures: Vec<_> = (0..5_000u64).map(|i| ex.submit(inc, i).unwrap()).collect();
+                for (i, f) in futures.iter().enumerate() {
+                    assert_eq!(
+                        f.result_timeout(BOUND).unwrap(),
+                        i as u64 + 1,
+                        "{workers} workers, round {round}"
+                    );
+                }
+            }
+            drop(ex);
+        });
+    }
+}

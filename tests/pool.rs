@@ -594,3 +594,26 @@ fn idle_workers_poll_for_a_bounded_time_then_sleep() {
         bounded(move || assert_eq!(p.apply(square, 9).unwrap(), 81));
     }
 }
+
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+/// Issue 14, defect 1: once tasks are cheap enough, the pool groups up to 1,024 of them in one
+/// batch; such a batch used to fail to send (more parts than the kernel's UIO_MAXIOV), the
+/// worker was never marked ready again, and everything hung (dropping the pool too).
+#[test]
+fn thousands_of_queued_tasks_on_one_worker_all_complete() {
+    bounded(|| {
+        let pool = Pool::new(1).unwrap();
+        for round in 0..3 {
+            let pending: Vec<_> = (0..5_000u64)
+                .map(|i| pool.apply_async(inc, i).unwrap())
+                .collect();
+            for (i, r) in pending.iter().enumerate() {
+                assert_eq!(r.get_timeout(BOUND).unwrap(), i as u64 + 1, "round {round}");
+            }
+        }
+        drop(pool);
+    });
+}

@@ -40,8 +40,25 @@ pub(crate) fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     )?)
 }
 
+/// Most parts one `sendmsg` takes (the kernel's UIO_MAXIOV); more fail with EMSGSIZE.
+const MAX_IOV: usize = 1024;
+
+/// `parts` as one buffer, when there are more of them than the kernel takes in one call.
+fn joined_if_too_many(parts: &[IoSlice]) -> Option<Vec<u8>> {
+    (parts.len() > MAX_IOV).then(|| parts.iter().flat_map(|p| p.iter().copied()).collect())
+}
+
 /// Sends one record made of `parts`, with `fds` attached. Blocks while the peer's buffer is full.
 pub(crate) fn send_record(fd: BorrowedFd, parts: &[IoSlice], fds: &[BorrowedFd]) -> io::Result<()> {
+    let joined = joined_if_too_many(parts);
+    let one;
+    let parts = match &joined {
+        Some(all) => {
+            one = [IoSlice::new(all)];
+            &one[..]
+        }
+        None => parts,
+    };
     // On the stack, sized for the most a message may carry: no allocation per send.
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     loop {
@@ -592,6 +609,15 @@ pub(crate) fn try_send_record(
     parts: &[IoSlice],
     with: Option<BorrowedFd>,
 ) -> io::Result<bool> {
+    let joined = joined_if_too_many(parts);
+    let one;
+    let parts = match &joined {
+        Some(all) => {
+            one = [IoSlice::new(all)];
+            &one[..]
+        }
+        None => parts,
+    };
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let fds = with.as_slice();
     loop {

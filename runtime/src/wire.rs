@@ -26,6 +26,8 @@ use crate::sys;
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
 const HEADER: usize = 9;
 const LARGE_HEADER: usize = HEADER + 8;
+/// A payload in more parts than this is sent as one copy (see `Channel::send_frame`).
+const MAX_PARTS: usize = 16;
 
 /// Frame kinds (low bits) and the flag for a payload on a side stream.
 pub(crate) const KIND_VALUE: u8 = 1;
@@ -399,6 +401,11 @@ impl Channel {
         fds: &[RawFd],
         detached: bool,
     ) -> Result<()> {
+        if payload.len() > MAX_PARTS {
+            // One copy costs less than gathering many small parts, and the kernel takes at most
+            // 1,024 parts per record (a pool batch of 1,024 tasks has more).
+            return self.send_frame(kind, fingerprint, &[&payload.concat()], fds, detached);
+        }
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());

@@ -968,3 +968,28 @@ fn fail_pending(st: &mut State, out: &mut Out) {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, defect 1: a batch of 1,024 tasks is a frame of 1,025 payload parts (plus the
+    /// header), more than the kernel takes in one `sendmsg` (UIO_MAXIOV): it failed with
+    /// EMSGSIZE. Inline (small) and large payloads, sent as a batch is.
+    #[test]
+    fn a_frame_of_many_parts_goes_through_whole() {
+        let (a, b) = Channel::pair().unwrap();
+        for (parts, size) in [(1_025usize, 3usize), (3_000, 1), (2_000, 100)] {
+            let data: Vec<Vec<u8>> = (0..parts).map(|i| vec![i as u8; size]).collect();
+            let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+            a.send_parts_detached(KIND_VALUE, 42, &refs, &[]).unwrap();
+            let mut large = Vec::new();
+            let got = b
+                .recv_large_into(Wait::timeout(Duration::from_secs(30)), &mut large, |f| {
+                    Ok((f.fingerprint, f.payload.to_vec()))
+                })
+                .unwrap();
+            assert_eq!(got, (42, data.concat()), "{parts} parts of {size} bytes");
+        }
+    }
+}
