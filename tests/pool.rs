@@ -617,3 +617,60 @@ fn thousands_of_queued_tasks_on_one_worker_all_complete() {
         drop(pool);
     });
 }
+
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// Fills every free descriptor number under a tight limit, then asks for a task whose batch
+/// travels in a memory file (over 64 KiB): the send fails with EMFILE, on a worker that is
+/// fine. Returns that task's outcome, and the same task's once descriptors are free again.
+fn send_without_descriptors(_: ()) -> (String, usize) {
+    let pool = Pool::new(1).unwrap();
+    // A first task through the same path: the pool thread has its descriptors (its epoll is
+    // made when it starts) before they run out.
+    assert_eq!(pool.apply(byte_len, vec![0u8; 100_000]).unwrap(), 100_000);
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid structs.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+    let tight = libc::rlimit {
+        rlim_cur: highest + 1,
+        rlim_max: old.rlim_max,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+    let failed = pool.apply(byte_len, vec![0u8; 100_000]);
+    drop(fillers);
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    let again = pool.apply(byte_len, vec![0u8; 100_000]).unwrap();
+    (format!("{failed:?}"), again)
+}
+
+/// Issue 14, defect 1: a send that fails on a live worker (here for want of a descriptor) used
+/// to be taken for a dying worker: the worker was never marked ready again, and the task was
+/// queued again for ever. It fails with the error; the worker takes the next task.
+#[test]
+fn a_batch_that_cannot_be_sent_fails_its_tasks_and_the_worker_goes_on() {
+    let p = common::reaped(
+        procactor::Process::new(send_without_descriptors, ())
+            .start()
+            .unwrap(),
+    );
+    let (failed, again) = p.join_timeout(BOUND).unwrap();
+    assert!(
+        failed.contains("Io") && failed.contains("memfd"),
+        "{failed}"
+    );
+    assert_eq!(again, 100_000);
+}

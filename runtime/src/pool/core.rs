@@ -117,6 +117,22 @@ impl Run {
             chunk: self.chunk,
         }
     }
+
+    /// Fails every item this run has left to do.
+    fn fail(&self, why: Fail) -> (Arc<JobCore>, Delivery) {
+        let items = self
+            .ordinals()
+            .into_iter()
+            .map(|o| self.base + o as usize)
+            .collect();
+        (
+            self.job.clone(),
+            Delivery::Failed {
+                items: Items::List(items),
+                why,
+            },
+        )
+    }
 }
 
 /// A run on a worker, and how many of its items were reported.
@@ -316,7 +332,10 @@ impl Core {
             return Err(why.error(0));
         }
         st.pending.extend(runs);
-        self.dispatch(&mut st);
+        let mut out = Out::new();
+        self.dispatch(&mut st, &mut out);
+        drop(st);
+        deliver_all(out);
         Ok(())
     }
 
@@ -373,8 +392,9 @@ impl Core {
             .collect()
     }
 
-    /// Hands batches to workers with room, as long as there is work.
-    fn dispatch(&self, st: &mut State) {
+    /// Hands batches to workers with room, as long as there is work. Items that could not be
+    /// sent go to `out`, to be delivered once the lock is released.
+    fn dispatch(&self, st: &mut State, out: &mut Out) {
         if st.broken.is_some() || st.phase == Phase::Terminating || st.phase == Phase::Stopped {
             return;
         }
@@ -417,11 +437,11 @@ impl Core {
             if batch.is_empty() {
                 continue;
             }
-            self.send_batch(st, slot, batch);
+            self.send_batch(st, slot, batch, out);
         }
     }
 
-    fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>) {
+    fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>, out: &mut Out) {
         let id = st.next_batch;
         st.next_batch = st.next_batch.wrapping_add(1).max(1);
         let header = BatchHeader {
@@ -459,13 +479,26 @@ impl Core {
         let Some(w) = st.workers[slot].as_mut() else {
             return;
         };
-        if sent.is_err() {
-            // The worker is dying; the pool thread sees its end. The runs wait for another.
-            w.ready = false;
-            for r in runs.into_iter().rev() {
-                st.pending.push_front(r);
+        match sent {
+            Ok(()) => {}
+            Err(Error::Disconnected) => {
+                // The worker is dying: the pool thread sees its channel end, and replaces it.
+                // Until then it takes no work; the runs wait for another worker.
+                w.ready = false;
+                for r in runs.into_iter().rev() {
+                    st.pending.push_front(r);
+                }
+                return;
             }
-            return;
+            Err(e) => {
+                // The worker is fine but this batch cannot go (no memory, no descriptors...):
+                // sending it again would fail again, so its items fail with the error, and the
+                // worker stays ready for other work.
+                log::error!(target: "procactor::pool", "could not send a batch to a pool worker: {e}");
+                let why = Fail::from_error(&e);
+                out.extend(runs.iter().map(|r| r.fail(why.clone())));
+                return;
+            }
         }
         w.tasks += runs.len();
         let left = runs.iter().map(Run::runnable).sum();
@@ -660,7 +693,7 @@ impl Core {
                 }
             }
         }
-        self.dispatch(&mut st);
+        self.dispatch(&mut st, &mut out);
         drop(st);
         deliver_all(out);
     }
@@ -954,18 +987,7 @@ fn fail_pending(st: &mut State, out: &mut Out) {
         return;
     };
     for run in st.pending.drain(..) {
-        let items = run
-            .ordinals()
-            .into_iter()
-            .map(|o| run.base + o as usize)
-            .collect();
-        out.push((
-            run.job.clone(),
-            Delivery::Failed {
-                items: Items::List(items),
-                why: why.clone(),
-            },
-        ));
+        out.push(run.fail(why.clone()));
     }
 }
 

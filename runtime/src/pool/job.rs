@@ -79,6 +79,20 @@ pub(crate) enum Fail {
         message: String,
         location: Option<String>,
     },
+    /// The items could not be sent to a worker that is alive (a dying worker's items are
+    /// retried instead): the I/O error, as its errno and text.
+    Io {
+        op: &'static str,
+        errno: Option<i32>,
+        message: String,
+    },
+    /// The item could not be encoded (an `imap` encodes its input as it goes).
+    Encode {
+        type_name: &'static str,
+        reason: String,
+    },
+    /// The pool was closed (or terminated) before the item could be queued.
+    Closed,
 }
 
 impl Fail {
@@ -100,6 +114,47 @@ impl Fail {
                 pid,
                 message,
                 location,
+            },
+            Fail::Io { op, errno, message } => Error::Io {
+                op,
+                source: match errno {
+                    Some(e) => std::io::Error::from_raw_os_error(e),
+                    None => std::io::Error::other(message),
+                },
+            },
+            Fail::Encode { type_name, reason } => Error::Encode { type_name, reason },
+            Fail::Closed => Error::Closed,
+        }
+    }
+
+    /// What to fail items with for `e` (an error cannot be cloned to every item; this can).
+    pub(crate) fn from_error(e: &Error) -> Fail {
+        match e {
+            Error::Io { op, source } => Fail::Io {
+                op,
+                errno: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            Error::Encode { type_name, reason } => Fail::Encode {
+                type_name,
+                reason: reason.clone(),
+            },
+            Error::Closed => Fail::Closed,
+            Error::Cancelled => Fail::Cancelled,
+            Error::Timeout(d) => Fail::Timeout(*d),
+            Error::InitializerFailed {
+                pid,
+                message,
+                location,
+            } => Fail::Init {
+                pid: *pid,
+                message: message.clone(),
+                location: location.clone(),
+            },
+            other => Fail::Io {
+                op: "pool",
+                errno: None,
+                message: other.to_string(),
             },
         }
     }
