@@ -240,3 +240,79 @@ fn thousands_of_queued_futures_complete_on_one_and_two_workers() {
         });
     }
 }
+
+const PANIC: u8 = 201;
+const EXIT: u8 = 202;
+const ABORT: u8 = 203;
+
+/// An argument whose `Deserialize` kills the worker (or panics) for some values.
+#[derive(Debug, serde::Serialize)]
+struct Fatal(u8);
+
+impl<'de> serde::Deserialize<'de> for Fatal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            PANIC => panic!("refuses to decode"),
+            EXIT => std::process::exit(3),
+            ABORT => std::process::abort(),
+            v => Ok(Fatal(v)),
+        }
+    }
+}
+
+fn take_fatal(f: Fatal) -> u8 {
+    f.0
+}
+
+fn count_starts(starts: procactor::Value<u32>) {
+    *starts.lock() += 1;
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
+/// Issue 14, defect 2: a future whose argument's `Deserialize` panics, exits or aborts in the
+/// worker resolves (it used to be retried on worker after worker for ever, and dropping the
+/// executor hung); the futures around it succeed, and each death costs one replacement.
+#[test]
+fn a_future_whose_argument_kills_its_worker_resolves_and_the_executor_drops() {
+    let starts = procactor::Value::new(0u32).unwrap();
+    let s = starts.clone();
+    bounded(move || {
+        let ex = Executor::builder()
+            .processes(2)
+            .initializer(count_starts, s.clone())
+            .build()
+            .unwrap();
+        let mut futures = Vec::new();
+        for i in 0..30u8 {
+            let v = match i {
+                5 => PANIC,
+                15 => EXIT,
+                25 => ABORT,
+                i => i,
+            };
+            futures.push((v, ex.submit(take_fatal, Fatal(v)).unwrap()));
+        }
+        for (v, f) in &futures {
+            match (*v, f.result_timeout(BOUND)) {
+                (PANIC, Err(Error::Decode { reason, .. })) => {
+                    assert!(reason.contains("refuses to decode"), "{reason}")
+                }
+                (EXIT, Err(Error::WorkerLost { code, .. })) => assert_eq!(code, Some(3)),
+                (ABORT, Err(Error::WorkerLost { signal, .. })) => {
+                    assert_eq!(signal, Some(libc::SIGABRT))
+                }
+                (v, Ok(got)) if v < PANIC => assert_eq!(got, v),
+                (v, other) => panic!("{v}: {other:?}"),
+            }
+        }
+        drop(ex);
+        // Dropping waits for the workers (replacements included) to exit: the count is final.
+        assert_eq!(s.get(), 2 + 2, "two workers, and one replacement per death");
+    });
+    assert_eq!(starts.get(), 4);
+}

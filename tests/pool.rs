@@ -531,7 +531,7 @@ fn take_bad_at_three(b: BadAtThree) -> u8 {
 }
 
 #[test]
-fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
+fn an_undecodable_item_in_a_chunk_fails_alone() {
     let pool = Arc::new(Pool::new(1).unwrap());
     let p = pool.clone();
     bounded(move || {
@@ -541,12 +541,12 @@ fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
             Err(Error::Decode { reason, .. }) => assert!(reason.contains("task #3"), "{reason}"),
             other => panic!("unexpected: {other:?}"),
         }
-        // 20 items, one worker: chunks of ceil(20 / 4) = 5. In the chunk 0..5, the items after
-        // the bad one cannot be located: 3 and 4 fail, every other item is fine.
+        // 20 items, one worker: chunks of ceil(20 / 4) = 5. Every item of a chunk is found by
+        // its length: in the chunk 0..5, only 3 fails, and 4 (after it) is fine.
         let items: Vec<BadAtThree> = (0..20).map(BadAtThree).collect();
         let all = p.try_map(take_bad_at_three, items).unwrap();
         for (i, r) in all.iter().enumerate() {
-            if i == 3 || i == 4 {
+            if i == 3 {
                 assert!(matches!(r, Err(Error::Decode { .. })), "item {i}: {r:?}");
             } else {
                 assert_eq!(*r.as_ref().unwrap(), i as u8);
@@ -673,4 +673,151 @@ fn a_batch_that_cannot_be_sent_fails_its_tasks_and_the_worker_goes_on() {
         "{failed}"
     );
     assert_eq!(again, 100_000);
+}
+
+/// What `Fatal`'s `Deserialize` does, in the worker, for these values.
+const PANIC: u8 = 201;
+const EXIT: u8 = 202;
+const ABORT: u8 = 203;
+
+/// An argument whose `Deserialize` panics, calls `exit(3)` or aborts for some values: a task
+/// that kills its worker while its argument is decoded (issue 14, defect 2).
+#[derive(Debug, serde::Serialize)]
+struct Fatal(u8);
+
+impl<'de> serde::Deserialize<'de> for Fatal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            PANIC => panic!("refuses to decode"),
+            EXIT => std::process::exit(3),
+            ABORT => std::process::abort(),
+            v => Ok(Fatal(v)),
+        }
+    }
+}
+
+fn take_fatal(f: Fatal) -> u8 {
+    f.0
+}
+
+/// Counts the workers started; no core files from the aborts.
+fn count_starts(starts: Value<u32>) {
+    *starts.lock() += 1;
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
+fn assert_fatal_outcome(v: u8, r: &Result<u8, Error>, index: usize) {
+    match (v, r) {
+        (PANIC, Err(Error::Decode { reason, .. })) => {
+            assert!(reason.contains("refuses to decode"), "{reason}");
+            assert!(reason.contains(&format!("task #{index}")), "{reason}");
+        }
+        (
+            EXIT,
+            Err(Error::WorkerLost {
+                index: i,
+                code,
+                signal,
+                ..
+            }),
+        ) => {
+            assert_eq!((*i, *code, *signal), (index, Some(3), None));
+        }
+        (
+            ABORT,
+            Err(Error::WorkerLost {
+                index: i, signal, ..
+            }),
+        ) => {
+            assert_eq!((*i, *signal), (index, Some(libc::SIGABRT)));
+        }
+        (v, Ok(got)) if v < PANIC => assert_eq!(*got, v),
+        (v, other) => panic!("item {index} ({v}): {other:?}"),
+    }
+}
+
+#[test]
+fn a_task_that_kills_its_worker_while_its_argument_is_decoded_fails_alone() {
+    let starts = Value::new(0u32).unwrap();
+    // One worker: every replacement must have started (and counted) before the next result.
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(count_starts, starts.clone())
+        .build()
+        .unwrap();
+    bounded(move || {
+        for v in [PANIC, EXIT, ABORT] {
+            let r = pool.apply_async(take_fatal, Fatal(v)).unwrap();
+            assert_fatal_outcome(v, &r.get_timeout(BOUND), 0);
+        }
+        // In map chunks (40 items on one worker: chunks of 10), with good items around each.
+        let values: Vec<u8> = (0..40u8)
+            .map(|i| match i {
+                7 => PANIC,
+                18 => EXIT,
+                29 => ABORT,
+                i => i,
+            })
+            .collect();
+        let r = pool
+            .map_async(take_fatal, values.iter().map(|&v| Fatal(v)))
+            .unwrap();
+        assert!(r.wait_timeout(BOUND), "the map never finished");
+        let all = pool
+            .try_map(take_fatal, values.iter().map(|&v| Fatal(v)))
+            .unwrap();
+        for (i, (v, r)) in values.iter().zip(&all).enumerate() {
+            assert_fatal_outcome(*v, r, i);
+        }
+        assert_eq!(pool.apply(take_fatal, Fatal(5)).unwrap(), 5);
+        // One replacement per death: the first worker, two for the applies, two per map.
+        assert_eq!(starts.get(), 1 + 2 + 2 + 2);
+        drop(pool);
+    });
+}
+
+/// Limits the worker's address space to what it uses now and 16 MiB more.
+fn tight_memory(starts: Value<u32>) {
+    count_starts(starts);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let limit = (kb + 16 * 1024) * 1024;
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+}
+
+#[test]
+fn work_that_kills_workers_before_any_item_is_named_fails_after_three_deaths() {
+    let starts = Value::new(0u32).unwrap();
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(tight_memory, starts.clone())
+        .build()
+        .unwrap();
+    bounded(move || {
+        // 48 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
+        // its board never names the item.
+        let big = vec![7u8; 48 << 20];
+        match pool.apply_async(byte_len, big).unwrap().get_timeout(BOUND) {
+            Err(Error::WorkerLost { index: 0, .. }) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert_eq!(pool.apply(byte_len, vec![1, 2, 3]).unwrap(), 3);
+        // Three deaths, three replacements: no restart loop.
+        assert_eq!(starts.get(), 1 + 3);
+        drop(pool);
+    });
 }

@@ -206,30 +206,6 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
     })
 }
 
-/// Encodes each of `items` after the other into `buf` (no length prefix), collecting the
-/// descriptors of the handles inside them: a pool chunk, decoded one item at a time by
-/// [`with_incoming`] and `postcard::take_from_bytes`.
-pub(crate) fn encode_each<T: Serialize>(items: &[T], buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
-    let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
-    let res = items.iter().try_for_each(|item| append(item, buf));
-    let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
-    match res {
-        Ok(()) if fds.len() > sys::MAX_FDS => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: format!(
-                "{} handles in one chunk; at most {}",
-                fds.len(),
-                sys::MAX_FDS
-            ),
-        }),
-        Ok(()) => Ok(fds),
-        Err(e) => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
 /// Runs `f` with `fds` as the descriptors that handles decoded inside it take (by index).
 /// Descriptors no handle claimed are closed afterwards.
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
+use crate::pool::blame;
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
 use crate::process::{Process, ProcessHandle};
@@ -69,7 +70,8 @@ impl InitSpec {
     }
 }
 
-/// Items of one job encoded together: a `map` chunk, or one task.
+/// Items of one job encoded together: a `map` chunk, or one task. Each item's bytes follow its
+/// length (see `items`).
 pub(crate) struct RunData {
     pub(crate) bytes: Vec<u8>,
     pub(crate) count: u32,
@@ -87,6 +89,8 @@ pub(crate) struct Run {
     /// Ordinals already done (or blamed) by an earlier attempt, ascending.
     pub(crate) skip: Vec<u32>,
     pub(crate) chunk: bool,
+    /// Deaths of workers that held it, in a row, that named none of its items (see `blame`).
+    pub(crate) strikes: u32,
 }
 
 impl Run {
@@ -103,7 +107,7 @@ impl Run {
     }
 
     /// The same run with only `keep` (ascending ordinals) left to do.
-    fn retry(&self, keep: &[u32]) -> Run {
+    fn retry(&self, keep: &[u32], strikes: u32) -> Run {
         let mut k = keep.iter().peekable();
         Run {
             job: self.job.clone(),
@@ -115,6 +119,7 @@ impl Run {
                 .filter(|o| k.next_if_eq(&o).is_none())
                 .collect(),
             chunk: self.chunk,
+            strikes,
         }
     }
 
@@ -676,6 +681,9 @@ impl Core {
                             )
                         };
                         sent.done += count;
+                        if count > 0 {
+                            sent.run.strikes = 0;
+                        }
                         flight.left -= count;
                         items_done += count;
                         out.push((sent.run.job.clone(), Delivery::Ran { items, bytes, pid }));
@@ -713,9 +721,10 @@ impl Core {
         let cursor = w
             .timed_out
             .unwrap_or_else(|| w.board.cursor.load(Ordering::Acquire));
+        let lost = Fail::Lost { pid, signal, code };
         let why = match (w.timed_out, self.config.task_timeout) {
             (Some(_), Some(t)) => Fail::Timeout(t),
-            _ => Fail::Lost { pid, signal, code },
+            _ => lost.clone(),
         };
         if !normal {
             let how = match (&why, signal, code) {
@@ -728,35 +737,50 @@ impl Core {
             };
             log::warn!(target: "procactor::pool", "pool worker pid {pid} {how}; replacing it");
         }
-        let mut out = Out::new();
-        let mut retry = Vec::new();
+        // What it held and had not reported, in the order it runs them.
+        let mut held = Vec::new();
+        let mut left = Vec::new();
         for flight in w.inflight {
-            let mut pos = 0usize;
+            let mut pos = 0u64;
             for sent in flight.runs {
                 let ordinals = if sent.order.is_empty() {
                     sent.run.ordinals()
                 } else {
                     sent.order.clone()
                 };
-                let mut keep = Vec::new();
-                for (k, &o) in ordinals.iter().enumerate().skip(sent.done) {
-                    let here = (flight.id as u64) << 32 | (pos + k) as u64;
-                    if !normal && here == cursor {
-                        out.push((
-                            sent.run.job.clone(),
-                            Delivery::Failed {
-                                items: Items::List(vec![sent.run.base + o as usize]),
-                                why: why.clone(),
-                            },
-                        ));
-                    } else {
-                        keep.push(o);
-                    }
+                let at = (flight.id as u64) << 32 | pos;
+                pos += ordinals.len() as u64;
+                if sent.done < ordinals.len() {
+                    held.push(blame::Held {
+                        pending: at + sent.done as u64..at + ordinals.len() as u64,
+                        strikes: sent.run.strikes,
+                    });
+                    left.push((sent.run, ordinals[sent.done..].to_vec()));
                 }
-                pos += ordinals.len();
-                if !keep.is_empty() {
-                    retry.push(sent.run.retry(&keep));
-                }
+            }
+        }
+        let verdict = blame::blame((!normal).then_some(cursor), &held);
+        let mut out = Out::new();
+        let mut retry = Vec::new();
+        for (i, ((run, mut ordinals), strikes)) in left.into_iter().zip(verdict.strikes).enumerate()
+        {
+            if let Some((_, k)) = verdict.blamed.filter(|&(r, _)| r == i) {
+                let o = ordinals.remove(k as usize);
+                let why = if verdict.named {
+                    why.clone()
+                } else {
+                    lost.clone()
+                };
+                out.push((
+                    run.job.clone(),
+                    Delivery::Failed {
+                        items: Items::List(vec![run.base + o as usize]),
+                        why,
+                    },
+                ));
+            }
+            if !ordinals.is_empty() {
+                retry.push(run.retry(&ordinals, strikes));
             }
         }
         let mut st = self.lock();

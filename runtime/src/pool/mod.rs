@@ -8,10 +8,13 @@
 //! [`Error::Timeout`]. Nothing hangs.
 //!
 //! Modules: `job` (one call's results, decoded in the caller's thread), `core` (workers,
-//! dispatch, the pool thread), `worker` (the worker process), `executor` (futures).
+//! dispatch, the pool thread), `blame` (who pays for a worker's death), `worker` (the worker
+//! process), `items` (how a run's items lie in its bytes), `executor` (futures).
 
+mod blame;
 mod core;
 mod executor;
+mod items;
 mod job;
 mod worker;
 
@@ -265,6 +268,9 @@ impl PoolBuilder {
 }
 
 fn dup_all(fds: &[std::os::fd::RawFd]) -> Result<Vec<std::os::fd::OwnedFd>> {
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
     fds.iter()
         .map(|&fd| sys::dup(wire::borrow_collected(fd)).map_err(|e| Error::io("dup", e)))
         .collect()
@@ -641,9 +647,11 @@ impl Pool {
         let func = bootstrap::fn_offset(f.addr());
         // Chunk by chunk: the workers start on the first while the rest is encoded.
         for (i, chunk) in items.chunks(chunksize).enumerate() {
-            // Room for the usual encoding (varints are at most as long as the value), no regrowth.
-            let mut bytes = Vec::with_capacity(std::mem::size_of_val(chunk).min(1 << 26));
-            let fds = wire::encode_each(chunk, &mut bytes)?;
+            // Room for the usual encoding (varints are at most as long as the value, plus a
+            // length byte per item), no regrowth.
+            let room = std::mem::size_of_val(chunk) + chunk.len();
+            let mut bytes = Vec::with_capacity(room.min(1 << 26));
+            let fds = items::encode_items(chunk, &mut bytes)?;
             let run = Run {
                 job: job.clone(),
                 entry,
@@ -656,6 +664,7 @@ impl Pool {
                 base: i * chunksize,
                 skip: Vec::new(),
                 chunk: chunksize > 1,
+                strikes: 0,
             };
             if let Err(e) = self.core.submit(vec![run]) {
                 job.abandon();
