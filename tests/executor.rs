@@ -316,3 +316,36 @@ fn a_future_whose_argument_kills_its_worker_resolves_and_the_executor_drops() {
     });
     assert_eq!(starts.get(), 4);
 }
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Issue 14, defect 4: `Executor::map` streams its input, and an input that panics at item 7
+/// yields the results of items 0..7 first.
+#[test]
+fn executor_map_streams_and_an_input_panic_comes_after_the_results_before_it() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let input = (0..100u64).inspect(|&i| assert!(i != 7, "the input fails at item 7"));
+        let mut it = e.map(square, input).unwrap();
+        let mut got = Vec::new();
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            for r in it.by_ref() {
+                got.push(r.unwrap());
+            }
+        }));
+        assert_eq!(got, [0, 1, 4, 9, 16, 25, 36]);
+        assert!(caught.is_err(), "the input's panic reached the caller");
+        // An endless input.
+        let first: Vec<u64> = e
+            .map(square, 0u64..)
+            .unwrap()
+            .take(500)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(first[499], 499 * 499);
+    });
+}

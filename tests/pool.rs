@@ -821,3 +821,122 @@ fn work_that_kills_workers_before_any_item_is_named_fails_after_three_deaths() {
         drop(pool);
     });
 }
+
+/// Counts what it reads, and refuses to go past a million items: an endless input, for a test.
+struct Endless {
+    next: u64,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Iterator for Endless {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        assert!(self.next < 1_000_000, "read far past any window");
+        self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}
+
+/// Issue 14, defect 4: `imap` and `imap_unordered` read the input while they yield, a bounded
+/// window ahead of the results taken (32 per worker).
+#[test]
+fn imap_streams_an_endless_input_a_bounded_window_ahead() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Endless {
+            next: 0,
+            read: read.clone(),
+        };
+        let mut it = p.imap(square, input).unwrap();
+        for i in 0..2_000u64 {
+            assert_eq!(it.next().unwrap().unwrap(), i * i);
+        }
+        let ahead = read.load(Relaxed) - 2_000;
+        assert!(ahead <= 64, "{ahead} items read ahead of the results taken");
+        drop(it);
+
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Endless {
+            next: 0,
+            read: read.clone(),
+        };
+        let mut got: Vec<(usize, u64)> = p
+            .imap_unordered(square, input)
+            .unwrap()
+            .take(2_000)
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        assert!(read.load(Relaxed) <= 2_000 + 64, "{}", read.load(Relaxed));
+        assert!(got.iter().all(|&(i, r)| r == (i as u64).pow(2)));
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 2_000);
+
+        // A truly endless one.
+        let first: Vec<u64> = p
+            .imap(square, 0u64..)
+            .unwrap()
+            .take(100)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(first[99], 99 * 99);
+    });
+}
+
+/// An input that panics when it reaches item 7.
+fn fails_at_seven() -> impl Iterator<Item = u64> + Send {
+    (0..100u64).inspect(|&i| assert!(i != 7, "the input fails at item 7"))
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Issue 14, defect 4: an input that fails at item 7 first yields the results of items 0..7,
+/// then its panic reaches the caller (CPython raises the input's exception the same way).
+#[test]
+fn an_imap_input_that_panics_yields_the_results_before_it_then_the_panic() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let mut it = p.imap(square, fails_at_seven()).unwrap();
+        let mut got = Vec::new();
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            for r in it.by_ref() {
+                got.push(r.unwrap());
+            }
+        }));
+        assert_eq!(got, [0, 1, 4, 9, 16, 25, 36]);
+        let message = panic_message(caught.unwrap_err());
+        assert!(message.contains("the input fails at item 7"), "{message}");
+        assert!(it.next().is_none(), "the iterator ends after the panic");
+
+        let mut it = p.imap_unordered(square, fails_at_seven()).unwrap();
+        let mut got = Vec::new();
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            for (i, r) in it.by_ref() {
+                got.push((i, r.unwrap()));
+            }
+        }));
+        got.sort();
+        let want: Vec<(usize, u64)> = (0..7).map(|i| (i, (i as u64).pow(2))).collect();
+        assert_eq!(got, want);
+        let message = panic_message(caught.unwrap_err());
+        assert!(message.contains("the input fails at item 7"), "{message}");
+        assert!(it.next().is_none());
+
+        // The pool goes on.
+        assert_eq!(p.apply(square, 3).unwrap(), 9);
+    });
+}

@@ -327,15 +327,25 @@ impl Core {
         self.config.processes
     }
 
-    /// Queues runs (all of one job, or several) and hands what it can to idle workers.
-    pub(crate) fn submit(&self, runs: Vec<Run>) -> Result<()> {
-        let mut st = self.lock();
+    /// `Ok` if the pool takes work: not closed, not broken.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        Self::open_for_work(&self.lock())
+    }
+
+    fn open_for_work(st: &State) -> Result<()> {
         if st.phase != Phase::Running {
             return Err(Error::Closed);
         }
         if let Some(why) = &st.broken {
             return Err(why.error(0));
         }
+        Ok(())
+    }
+
+    /// Queues runs (all of one job, or several) and hands what it can to idle workers.
+    pub(crate) fn submit(&self, runs: Vec<Run>) -> Result<()> {
+        let mut st = self.lock();
+        Self::open_for_work(&st)?;
         st.pending.extend(runs);
         let mut out = Out::new();
         self.dispatch(&mut st, &mut out);

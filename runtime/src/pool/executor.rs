@@ -188,6 +188,8 @@ impl Executor {
     }
 
     /// `f` over the items, results in input order as they are ready (Python's `executor.map`).
+    /// The input is read as the results are taken, a window ahead, as for [`Pool::imap`]: an
+    /// endless input streams, and an input that panics yields the results before the panic first.
     ///
     /// ```
     /// # procactor::init();
@@ -197,10 +199,12 @@ impl Executor {
     /// assert_eq!(squares, [0, 1, 4, 9, 16]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Imap<R>>
+    pub fn map<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
         self.pool.imap(f, items)
     }
@@ -219,19 +223,21 @@ impl Executor {
     /// assert!(it.next().is_none());
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map_timeout<A, R>(
+    pub fn map_timeout<'a, A, R, I>(
         &self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
+        items: I,
         timeout: Duration,
-    ) -> Result<Imap<R>>
+    ) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
         let deadline = Instant::now() + timeout;
-        let job = self.pool.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
-        Ok(Imap::new(job, Some((deadline, timeout))))
+        let feed = self.pool.start_feed(f, items)?;
+        Ok(Imap::new(feed, Some((deadline, timeout))))
     }
 
     /// Stops accepting work. With `cancel_futures`, futures that have not started are
