@@ -241,6 +241,107 @@ fn thousands_of_queued_futures_complete_on_one_and_two_workers() {
     }
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Blocks its worker until `ev` is set: a task that finishes when the test says so.
+fn blocker(ev: procactor::Event) -> u64 {
+    ev.wait().unwrap();
+    1
+}
+
+/// Sets its event when dropped: a failing test releases its blockers (and its executor, which
+/// waits for them when dropped) instead of hanging.
+struct SetOnDrop(procactor::Event);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Issue 14, defect 3: `wait(.., FirstException)` does not take a cancelled future for one that
+/// raised (CPython: a cancelled future did not raise); it waits for the others.
+#[test]
+fn wait_first_exception_does_not_count_a_cancelled_future() {
+    let ex = Arc::new(Executor::new(1).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let ev = procactor::Event::new().unwrap();
+        let _release = SetOnDrop(ev.clone());
+        let running = e.submit(blocker, ev.clone()).unwrap();
+        // Queued behind the running one (a worker holds two batches at most): cancellable.
+        let queued: Vec<_> = (0..5).map(|_| e.submit(nap, 1).unwrap()).collect();
+        assert!(queued[4].cancel());
+        let futures = vec![queued[4].clone(), running.clone()];
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let w = wait(&futures, ReturnWhen::FirstException);
+            tx.send((w.done.len(), w.not_done.len())).unwrap();
+        });
+        // The running future cannot finish before the event: wait must still be waiting.
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "wait returned on a cancelled future"
+        );
+        ev.set();
+        assert_eq!(rx.recv_timeout(BOUND).unwrap(), (2, 0));
+        assert_eq!(running.result().unwrap(), 1);
+        for f in &queued {
+            f.result_timeout(BOUND).ok();
+        }
+        // A future that raises still ends the wait at once; one still running is not done.
+        let ev = procactor::Event::new().unwrap();
+        let _release = SetOnDrop(ev.clone());
+        let futures = vec![
+            queued[4].clone(),
+            e.submit(fail_if_odd, 1).unwrap(),
+            e.submit(blocker, ev.clone()).unwrap(),
+        ];
+        let w = wait(&futures, ReturnWhen::FirstException);
+        assert_eq!((w.done.len(), w.not_done.len()), (2, 1));
+        ev.set();
+        assert_eq!(futures[2].result_timeout(BOUND).unwrap(), 1);
+    });
+}
+
+/// Issue 14, defect 3: a future given twice (or two clones of one) is yielded and returned
+/// once, as CPython does with `set(fs)`.
+#[test]
+fn wait_and_as_completed_collapse_duplicates() {
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let e = ex.clone();
+    bounded(move || {
+        let f = e.submit(nap, 10).unwrap();
+        let g = e.submit(nap, 50).unwrap();
+        let futures = vec![f.clone(), f.clone(), g.clone(), f.clone(), g];
+        let yielded: Vec<u64> = as_completed(&futures)
+            .map(|f| f.result().unwrap())
+            .collect();
+        assert_eq!(yielded, [10, 50]);
+        let yielded: Vec<_> = as_completed_timeout(&futures, BOUND).collect();
+        assert_eq!(yielded.len(), 2);
+        for when in [
+            ReturnWhen::AllCompleted,
+            ReturnWhen::FirstCompleted,
+            ReturnWhen::FirstException,
+        ] {
+            let w = wait(&futures, when);
+            assert_eq!((w.done.len(), w.not_done.len()), (2, 0), "{when:?}");
+        }
+        // Not done yet: returned once in not_done.
+        let ev = procactor::Event::new().unwrap();
+        let _release = SetOnDrop(ev.clone());
+        let slow = e.submit(blocker, ev.clone()).unwrap();
+        let twice = [slow.clone(), slow.clone()];
+        let w = wait_timeout(&twice, ReturnWhen::AllCompleted, Duration::from_millis(20));
+        assert_eq!((w.done.len(), w.not_done.len()), (0, 1));
+        ev.set();
+        assert_eq!(slow.result_timeout(BOUND).unwrap(), 1);
+    });
+}
+
 const PANIC: u8 = 201;
 const EXIT: u8 = 202;
 const ABORT: u8 = 203;
@@ -315,10 +416,6 @@ fn a_future_whose_argument_kills_its_worker_resolves_and_the_executor_drops() {
         assert_eq!(s.get(), 2 + 2, "two workers, and one replacement per death");
     });
     assert_eq!(starts.get(), 4);
-}
-
-fn square(x: u64) -> u64 {
-    x * x
 }
 
 /// Issue 14, defect 4: `Executor::map` streams its input, and an input that panics at item 7

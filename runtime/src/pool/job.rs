@@ -298,6 +298,11 @@ pub(crate) struct JobState {
 }
 
 impl JobState {
+    /// Was the job cancelled?
+    pub(crate) fn was_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
     /// Every item resolved (with a value, an error, or cancelled), and no more will come.
     pub(crate) fn is_done(&self) -> bool {
         self.sealed && self.resolved >= self.total
