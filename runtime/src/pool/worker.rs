@@ -387,6 +387,29 @@ impl Worker {
         self.item_done(run);
     }
 
+    /// Records that an item's argument did not decode (`Ok`: postcard's error) or that its
+    /// `Deserialize` panicked (`Err`: the payload); the task did not run.
+    #[cold]
+    #[inline(never)]
+    fn bad_argument(
+        &mut self,
+        why: std::result::Result<postcard::Error, Box<dyn std::any::Any + Send>>,
+        run: &RunHeader,
+    ) {
+        let reason = match why {
+            Ok(postcard::Error::DeserializeUnexpectedEnd) => {
+                "the bytes end too early for this type".to_string()
+            }
+            Ok(e) => e.to_string(),
+            Err(payload) => {
+                let (message, location) = bootstrap::caught_panic(&*payload);
+                let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+                format!("its Deserialize implementation panicked{at}: {message}")
+            }
+        };
+        self.undecodable(reason, run);
+    }
+
     /// Records that an item's argument did not decode (the task did not run).
     fn undecodable(&mut self, reason: String, run: &RunHeader) {
         if self.timed {
@@ -517,26 +540,20 @@ unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
                 decoded = true;
                 Ok(f.call(arg))
             }));
-            match result {
-                Ok(Ok(r)) => w.end_item(Ok(r), run),
-                Ok(Err(e)) => w.undecodable(postcard_reason(e), run),
-                Err(payload) if decoded => w.end_item::<R>(Err(payload), run),
-                Err(payload) => {
-                    let (message, location) = bootstrap::caught_panic(&*payload);
-                    let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
-                    w.undecodable(
-                        format!("its Deserialize implementation panicked{at}: {message}"),
-                        run,
-                    );
+            // One call of `end_item` (it is inlined), the argument's failures out of line.
+            let result = match result {
+                Ok(Ok(r)) => Ok(r),
+                Err(payload) if decoded => Err(payload),
+                Ok(Err(e)) => {
+                    w.bad_argument(Ok(e), run);
+                    continue;
                 }
-            }
+                Err(payload) => {
+                    w.bad_argument(Err(payload), run);
+                    continue;
+                }
+            };
+            w.end_item(result, run);
         }
     })
-}
-
-fn postcard_reason(e: postcard::Error) -> String {
-    match e {
-        postcard::Error::DeserializeUnexpectedEnd => "the bytes end too early for this type".into(),
-        other => other.to_string(),
-    }
 }
