@@ -485,6 +485,8 @@ fn pool_is_send_and_sync() {
     check::<procactor::AsyncResult<u32>>();
     check::<procactor::Executor>();
     check::<procactor::Future<u32>>();
+    check::<procactor::Imap<'static, u32>>();
+    check::<procactor::ImapUnordered<'static, u32>>();
 }
 
 fn put_once((q, x): (Queue<u64>, u64)) -> u64 {
