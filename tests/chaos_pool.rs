@@ -128,13 +128,14 @@ impl Figures {
     }
 }
 
-/// Runs a scenario on a thread; a scenario that takes longer than `BOUND` per unit of scale hung.
+/// Runs a scenario on a thread; one that takes longer than `BOUND` per unit of scale (plus one
+/// `BOUND`, for a machine under load) hung.
 fn bounded_scenario<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    match rx.recv_timeout(BOUND * scale() as u32) {
+    match rx.recv_timeout(BOUND * (scale() as u32 + 1)) {
         Ok(v) => v,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("a scenario hung"),
         Err(_) => panic!("the scenario failed (see its panic above)"),
