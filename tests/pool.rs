@@ -601,17 +601,38 @@ fn inc(x: u64) -> u64 {
     x + 1
 }
 
-/// Issue 14, defect 1: once tasks are cheap enough, the pool groups up to 1,024 of them in one
-/// batch; such a batch used to fail to send (more parts than the kernel's UIO_MAXIOV), the
-/// worker was never marked ready again, and everything hung (dropping the pool too).
+/// Blocks its worker until `ev` is set.
+fn held(ev: procactor::Event) -> u64 {
+    ev.wait().unwrap();
+    0
+}
+
+/// Sets its event when dropped: a failing test releases the worker it holds.
+struct SetOnDrop(procactor::Event);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Issue 14, defect 1: 5,000 cheap tasks queued behind a busy worker go out in the largest
+/// batches the pool makes, 1,024 tasks (once it has measured that they are cheap: in a release
+/// build). Such a batch used to fail to send (more parts than the kernel's UIO_MAXIOV), the
+/// worker was never marked ready again, and everything hung, dropping the pool too.
 #[test]
 fn thousands_of_queued_tasks_on_one_worker_all_complete() {
     bounded(|| {
         let pool = Pool::new(1).unwrap();
         for round in 0..3 {
+            let ev = procactor::Event::new().unwrap();
+            let _release = SetOnDrop(ev.clone());
+            let busy = pool.apply_async(held, ev.clone()).unwrap();
             let pending: Vec<_> = (0..5_000u64)
                 .map(|i| pool.apply_async(inc, i).unwrap())
                 .collect();
+            ev.set();
+            assert_eq!(busy.get_timeout(BOUND).unwrap(), 0);
             for (i, r) in pending.iter().enumerate() {
                 assert_eq!(r.get_timeout(BOUND).unwrap(), i as u64 + 1, "round {round}");
             }
