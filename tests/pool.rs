@@ -804,7 +804,7 @@ fn a_task_that_kills_its_worker_while_its_argument_is_decoded_fails_alone() {
     });
 }
 
-/// Limits the worker's address space to what it uses now and 16 MiB more.
+/// Limits the worker's address space to what it uses now and 8 MiB more.
 fn tight_memory(starts: Value<u32>) {
     count_starts(starts);
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -813,13 +813,17 @@ fn tight_memory(starts: Value<u32>) {
         .find_map(|l| l.strip_prefix("VmSize:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap();
-    let limit = (kb + 16 * 1024) * 1024;
+    let limit = (kb + 8 * 1024) * 1024;
     let lim = libc::rlimit {
         rlim_cur: limit,
         rlim_max: limit,
     };
     // SAFETY: setrlimit with a valid struct.
     unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+}
+
+fn buf_len(v: serde_bytes::ByteBuf) -> usize {
+    v.len()
 }
 
 #[test]
@@ -831,14 +835,15 @@ fn work_that_kills_workers_before_any_item_is_named_fails_after_three_deaths() {
         .build()
         .unwrap();
     bounded(move || {
-        // 48 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
+        // 32 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
         // its board never names the item.
-        let big = vec![7u8; 48 << 20];
-        match pool.apply_async(byte_len, big).unwrap().get_timeout(BOUND) {
+        let big = serde_bytes::ByteBuf::from(vec![7u8; 32 << 20]);
+        match pool.apply_async(buf_len, big).unwrap().get_timeout(BOUND) {
             Err(Error::WorkerLost { index: 0, .. }) => {}
             other => panic!("unexpected: {other:?}"),
         }
-        assert_eq!(pool.apply(byte_len, vec![1, 2, 3]).unwrap(), 3);
+        let small = serde_bytes::ByteBuf::from(vec![1, 2, 3]);
+        assert_eq!(pool.apply(buf_len, small).unwrap(), 3);
         // Three deaths, three replacements: no restart loop.
         assert_eq!(starts.get(), 1 + 3);
         drop(pool);
