@@ -485,6 +485,8 @@ fn pool_is_send_and_sync() {
     check::<procactor::AsyncResult<u32>>();
     check::<procactor::Executor>();
     check::<procactor::Future<u32>>();
+    check::<procactor::Imap<'static, u32>>();
+    check::<procactor::ImapUnordered<'static, u32>>();
 }
 
 fn put_once((q, x): (Queue<u64>, u64)) -> u64 {
@@ -531,7 +533,7 @@ fn take_bad_at_three(b: BadAtThree) -> u8 {
 }
 
 #[test]
-fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
+fn an_undecodable_item_in_a_chunk_fails_alone() {
     let pool = Arc::new(Pool::new(1).unwrap());
     let p = pool.clone();
     bounded(move || {
@@ -541,12 +543,12 @@ fn an_undecodable_item_in_a_chunk_fails_it_and_the_items_after_it_only() {
             Err(Error::Decode { reason, .. }) => assert!(reason.contains("task #3"), "{reason}"),
             other => panic!("unexpected: {other:?}"),
         }
-        // 20 items, one worker: chunks of ceil(20 / 4) = 5. In the chunk 0..5, the items after
-        // the bad one cannot be located: 3 and 4 fail, every other item is fine.
+        // 20 items, one worker: chunks of ceil(20 / 4) = 5. Every item of a chunk is found by
+        // its length: in the chunk 0..5, only 3 fails, and 4 (after it) is fine.
         let items: Vec<BadAtThree> = (0..20).map(BadAtThree).collect();
         let all = p.try_map(take_bad_at_three, items).unwrap();
         for (i, r) in all.iter().enumerate() {
-            if i == 3 || i == 4 {
+            if i == 3 {
                 assert!(matches!(r, Err(Error::Decode { .. })), "item {i}: {r:?}");
             } else {
                 assert_eq!(*r.as_ref().unwrap(), i as u8);
@@ -593,4 +595,376 @@ fn idle_workers_poll_for_a_bounded_time_then_sleep() {
         let p = pool.clone();
         bounded(move || assert_eq!(p.apply(square, 9).unwrap(), 81));
     }
+}
+
+fn inc(x: u64) -> u64 {
+    x + 1
+}
+
+/// Blocks its worker until `ev` is set.
+fn held(ev: procactor::Event) -> u64 {
+    ev.wait().unwrap();
+    0
+}
+
+/// Sets its event when dropped: a failing test releases the worker it holds.
+struct SetOnDrop(procactor::Event);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Issue 14, defect 1: 5,000 cheap tasks queued behind a busy worker go out in the largest
+/// batches the pool makes, 1,024 tasks (once it has measured that they are cheap: in a release
+/// build). Such a batch used to fail to send (more parts than the kernel's UIO_MAXIOV), the
+/// worker was never marked ready again, and everything hung, dropping the pool too.
+#[test]
+fn thousands_of_queued_tasks_on_one_worker_all_complete() {
+    bounded(|| {
+        let pool = Pool::new(1).unwrap();
+        for round in 0..3 {
+            let ev = procactor::Event::new().unwrap();
+            let _release = SetOnDrop(ev.clone());
+            let busy = pool.apply_async(held, ev.clone()).unwrap();
+            let pending: Vec<_> = (0..5_000u64)
+                .map(|i| pool.apply_async(inc, i).unwrap())
+                .collect();
+            ev.set();
+            assert_eq!(busy.get_timeout(BOUND).unwrap(), 0);
+            for (i, r) in pending.iter().enumerate() {
+                assert_eq!(r.get_timeout(BOUND).unwrap(), i as u64 + 1, "round {round}");
+            }
+        }
+        drop(pool);
+    });
+}
+
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// Fills every free descriptor number under a tight limit, then asks for a task whose batch
+/// travels in a memory file (over 64 KiB): the send fails with EMFILE, on a worker that is
+/// fine. Returns that task's outcome, and the same task's once descriptors are free again.
+fn send_without_descriptors(_: ()) -> (String, usize) {
+    let pool = Pool::new(1).unwrap();
+    // A first task through the same path: the pool thread has its descriptors (its epoll is
+    // made when it starts) before they run out.
+    assert_eq!(pool.apply(byte_len, vec![0u8; 100_000]).unwrap(), 100_000);
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with valid structs.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) };
+    let tight = libc::rlimit {
+        rlim_cur: highest + 1,
+        rlim_max: old.rlim_max,
+    };
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &tight) };
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+    let failed = pool.apply(byte_len, vec![0u8; 100_000]);
+    drop(fillers);
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+    let again = pool.apply(byte_len, vec![0u8; 100_000]).unwrap();
+    (format!("{failed:?}"), again)
+}
+
+/// Issue 14, defect 1: a send that fails on a live worker (here for want of a descriptor) used
+/// to be taken for a dying worker: the worker was never marked ready again, and the task was
+/// queued again for ever. It fails with the error; the worker takes the next task.
+#[test]
+fn a_batch_that_cannot_be_sent_fails_its_tasks_and_the_worker_goes_on() {
+    let p = common::reaped(
+        procactor::Process::new(send_without_descriptors, ())
+            .start()
+            .unwrap(),
+    );
+    let (failed, again) = p.join_timeout(BOUND).unwrap();
+    assert!(
+        failed.contains("Io") && failed.contains("memfd"),
+        "{failed}"
+    );
+    assert_eq!(again, 100_000);
+}
+
+/// What `Fatal`'s `Deserialize` does, in the worker, for these values.
+const PANIC: u8 = 201;
+const EXIT: u8 = 202;
+const ABORT: u8 = 203;
+
+/// An argument whose `Deserialize` panics, calls `exit(3)` or aborts for some values: a task
+/// that kills its worker while its argument is decoded (issue 14, defect 2).
+#[derive(Debug, serde::Serialize)]
+struct Fatal(u8);
+
+impl<'de> serde::Deserialize<'de> for Fatal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u8::deserialize(d)? {
+            PANIC => panic!("refuses to decode"),
+            EXIT => std::process::exit(3),
+            ABORT => std::process::abort(),
+            v => Ok(Fatal(v)),
+        }
+    }
+}
+
+fn take_fatal(f: Fatal) -> u8 {
+    f.0
+}
+
+/// Counts the workers started; no core files from the aborts.
+fn count_starts(starts: Value<u32>) {
+    *starts.lock() += 1;
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &none) };
+}
+
+fn assert_fatal_outcome(v: u8, r: &Result<u8, Error>, index: usize) {
+    match (v, r) {
+        (PANIC, Err(Error::Decode { reason, .. })) => {
+            assert!(reason.contains("refuses to decode"), "{reason}");
+            assert!(reason.contains(&format!("task #{index}")), "{reason}");
+        }
+        (
+            EXIT,
+            Err(Error::WorkerLost {
+                index: i,
+                code,
+                signal,
+                ..
+            }),
+        ) => {
+            assert_eq!((*i, *code, *signal), (index, Some(3), None));
+        }
+        (
+            ABORT,
+            Err(Error::WorkerLost {
+                index: i, signal, ..
+            }),
+        ) => {
+            assert_eq!((*i, *signal), (index, Some(libc::SIGABRT)));
+        }
+        (v, Ok(got)) if v < PANIC => assert_eq!(*got, v),
+        (v, other) => panic!("item {index} ({v}): {other:?}"),
+    }
+}
+
+#[test]
+fn a_task_that_kills_its_worker_while_its_argument_is_decoded_fails_alone() {
+    let starts = Value::new(0u32).unwrap();
+    // One worker: every replacement must have started (and counted) before the next result.
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(count_starts, starts.clone())
+        .build()
+        .unwrap();
+    bounded(move || {
+        for v in [PANIC, EXIT, ABORT] {
+            let r = pool.apply_async(take_fatal, Fatal(v)).unwrap();
+            assert_fatal_outcome(v, &r.get_timeout(BOUND), 0);
+        }
+        // In map chunks (40 items on one worker: chunks of 10), with good items around each.
+        let values: Vec<u8> = (0..40u8)
+            .map(|i| match i {
+                7 => PANIC,
+                18 => EXIT,
+                29 => ABORT,
+                i => i,
+            })
+            .collect();
+        let r = pool
+            .map_async(take_fatal, values.iter().map(|&v| Fatal(v)))
+            .unwrap();
+        assert!(r.wait_timeout(BOUND), "the map never finished");
+        let all = pool
+            .try_map(take_fatal, values.iter().map(|&v| Fatal(v)))
+            .unwrap();
+        for (i, (v, r)) in values.iter().zip(&all).enumerate() {
+            assert_fatal_outcome(*v, r, i);
+        }
+        assert_eq!(pool.apply(take_fatal, Fatal(5)).unwrap(), 5);
+        // One replacement per death: the first worker, two for the applies, two per map.
+        assert_eq!(starts.get(), 1 + 2 + 2 + 2);
+        drop(pool);
+    });
+}
+
+/// Limits the worker's address space to what it uses now and 8 MiB more.
+fn tight_memory(starts: Value<u32>) {
+    count_starts(starts);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let limit = (kb + 8 * 1024) * 1024;
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+}
+
+fn buf_len(v: serde_bytes::ByteBuf) -> usize {
+    v.len()
+}
+
+#[test]
+fn work_that_kills_workers_before_any_item_is_named_fails_after_three_deaths() {
+    let starts = Value::new(0u32).unwrap();
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(tight_memory, starts.clone())
+        .build()
+        .unwrap();
+    bounded(move || {
+        // 32 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
+        // its board never names the item.
+        let big = serde_bytes::ByteBuf::from(vec![7u8; 32 << 20]);
+        match pool.apply_async(buf_len, big).unwrap().get_timeout(BOUND) {
+            Err(Error::WorkerLost { index: 0, .. }) => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+        let small = serde_bytes::ByteBuf::from(vec![1, 2, 3]);
+        assert_eq!(pool.apply(buf_len, small).unwrap(), 3);
+        // Three deaths, three replacements: no restart loop.
+        assert_eq!(starts.get(), 1 + 3);
+        drop(pool);
+    });
+}
+
+/// Counts what it reads, and refuses to go past a million items: an endless input, for a test.
+struct Endless {
+    next: u64,
+    read: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Iterator for Endless {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        assert!(self.next < 1_000_000, "read far past any window");
+        self.read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next += 1;
+        Some(self.next - 1)
+    }
+}
+
+/// Issue 14, defect 4: `imap` and `imap_unordered` read the input while they yield, a bounded
+/// window ahead of the results taken (32 per worker).
+#[test]
+fn imap_streams_an_endless_input_a_bounded_window_ahead() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Endless {
+            next: 0,
+            read: read.clone(),
+        };
+        let mut it = p.imap(square, input).unwrap();
+        for i in 0..2_000u64 {
+            assert_eq!(it.next().unwrap().unwrap(), i * i);
+        }
+        let ahead = read.load(Relaxed) - 2_000;
+        assert!(ahead <= 64, "{ahead} items read ahead of the results taken");
+        drop(it);
+
+        let read = Arc::new(AtomicU64::new(0));
+        let input = Endless {
+            next: 0,
+            read: read.clone(),
+        };
+        let mut got: Vec<(usize, u64)> = p
+            .imap_unordered(square, input)
+            .unwrap()
+            .take(2_000)
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        assert!(read.load(Relaxed) <= 2_000 + 64, "{}", read.load(Relaxed));
+        assert!(got.iter().all(|&(i, r)| r == (i as u64).pow(2)));
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 2_000);
+
+        // A truly endless one.
+        let first: Vec<u64> = p
+            .imap(square, 0u64..)
+            .unwrap()
+            .take(100)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(first[99], 99 * 99);
+    });
+}
+
+/// An input that panics when it reaches item 7.
+fn fails_at_seven() -> impl Iterator<Item = u64> + Send {
+    (0..100u64).inspect(|&i| assert!(i != 7, "the input fails at item 7"))
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// Issue 14, defect 4: an input that fails at item 7 first yields the results of items 0..7,
+/// then its panic reaches the caller (CPython raises the input's exception the same way).
+#[test]
+fn an_imap_input_that_panics_yields_the_results_before_it_then_the_panic() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let pool = Arc::new(Pool::new(2).unwrap());
+    let p = pool.clone();
+    bounded(move || {
+        let mut it = p.imap(square, fails_at_seven()).unwrap();
+        let mut got = Vec::new();
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            for r in it.by_ref() {
+                got.push(r.unwrap());
+            }
+        }));
+        assert_eq!(got, [0, 1, 4, 9, 16, 25, 36]);
+        let message = panic_message(caught.unwrap_err());
+        assert!(message.contains("the input fails at item 7"), "{message}");
+        assert!(it.next().is_none(), "the iterator ends after the panic");
+
+        let mut it = p.imap_unordered(square, fails_at_seven()).unwrap();
+        let mut got = Vec::new();
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            for (i, r) in it.by_ref() {
+                got.push((i, r.unwrap()));
+            }
+        }));
+        got.sort();
+        let want: Vec<(usize, u64)> = (0..7).map(|i| (i, (i as u64).pow(2))).collect();
+        assert_eq!(got, want);
+        let message = panic_message(caught.unwrap_err());
+        assert!(message.contains("the input fails at item 7"), "{message}");
+        assert!(it.next().is_none());
+
+        // The pool goes on.
+        assert_eq!(p.apply(square, 3).unwrap(), 9);
+    });
 }

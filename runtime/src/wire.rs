@@ -27,6 +27,8 @@ use crate::sys;
 pub(crate) const INLINE_MAX: usize = 64 * 1024;
 const HEADER: usize = 9;
 const LARGE_HEADER: usize = HEADER + 8;
+/// A payload in more parts than this is sent as one copy (see `Channel::send_frame`).
+const MAX_PARTS: usize = 16;
 
 /// Frame kinds (low bits) and the flag for a payload on a side stream.
 pub(crate) const KIND_VALUE: u8 = 1;
@@ -305,30 +307,6 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
     })
 }
 
-/// Encodes each of `items` after the other into `buf` (no length prefix), collecting the
-/// descriptors of the handles inside them: a pool chunk, decoded one item at a time by
-/// [`with_incoming`] and `postcard::take_from_bytes`.
-pub(crate) fn encode_each<T: Serialize>(items: &[T], buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
-    let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
-    let res = items.iter().try_for_each(|item| append(item, buf));
-    let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
-    match res {
-        Ok(()) if fds.len() > sys::MAX_FDS => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: format!(
-                "{} handles in one chunk; at most {}",
-                fds.len(),
-                sys::MAX_FDS
-            ),
-        }),
-        Ok(()) => Ok(fds),
-        Err(e) => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
 /// Runs `f` with `fds` as the descriptors that handles decoded inside it take (by index).
 /// Descriptors no handle claimed are closed afterwards.
 pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
@@ -595,6 +573,10 @@ impl Channel {
         large: Large,
         block: bool,
     ) -> Result<bool> {
+        if payload.len() > MAX_PARTS {
+            // One copy costs less than gathering many small parts (a pool batch of 1,024 tasks).
+            return self.send_frame(kind, fingerprint, &[&payload.concat()], fds, large, block);
+        }
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
+use crate::pool::blame;
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
 use crate::process::{Process, ProcessHandle};
@@ -69,7 +70,8 @@ impl InitSpec {
     }
 }
 
-/// Items of one job encoded together: a `map` chunk, or one task.
+/// Items of one job encoded together: a `map` chunk, or one task. Each item's bytes follow its
+/// length (see `items`).
 pub(crate) struct RunData {
     pub(crate) bytes: Vec<u8>,
     pub(crate) count: u32,
@@ -87,6 +89,8 @@ pub(crate) struct Run {
     /// Ordinals already done (or blamed) by an earlier attempt, ascending.
     pub(crate) skip: Vec<u32>,
     pub(crate) chunk: bool,
+    /// Deaths of workers that held it, in a row, that named none of its items (see `blame`).
+    pub(crate) strikes: u32,
 }
 
 impl Run {
@@ -103,7 +107,7 @@ impl Run {
     }
 
     /// The same run with only `keep` (ascending ordinals) left to do.
-    fn retry(&self, keep: &[u32]) -> Run {
+    fn retry(&self, keep: &[u32], strikes: u32) -> Run {
         let mut k = keep.iter().peekable();
         Run {
             job: self.job.clone(),
@@ -115,7 +119,24 @@ impl Run {
                 .filter(|o| k.next_if_eq(&o).is_none())
                 .collect(),
             chunk: self.chunk,
+            strikes,
         }
+    }
+
+    /// Fails every item this run has left to do.
+    fn fail(&self, why: Fail) -> (Arc<JobCore>, Delivery) {
+        let items = self
+            .ordinals()
+            .into_iter()
+            .map(|o| self.base + o as usize)
+            .collect();
+        (
+            self.job.clone(),
+            Delivery::Failed {
+                items: Items::List(items),
+                why,
+            },
+        )
     }
 }
 
@@ -306,17 +327,30 @@ impl Core {
         self.config.processes
     }
 
-    /// Queues runs (all of one job, or several) and hands what it can to idle workers.
-    pub(crate) fn submit(&self, runs: Vec<Run>) -> Result<()> {
-        let mut st = self.lock();
+    /// `Ok` if the pool takes work: not closed, not broken.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        Self::open_for_work(&self.lock())
+    }
+
+    fn open_for_work(st: &State) -> Result<()> {
         if st.phase != Phase::Running {
             return Err(Error::Closed);
         }
         if let Some(why) = &st.broken {
             return Err(why.error(0));
         }
+        Ok(())
+    }
+
+    /// Queues runs (all of one job, or several) and hands what it can to idle workers.
+    pub(crate) fn submit(&self, runs: Vec<Run>) -> Result<()> {
+        let mut st = self.lock();
+        Self::open_for_work(&st)?;
         st.pending.extend(runs);
-        self.dispatch(&mut st);
+        let mut out = Out::new();
+        self.dispatch(&mut st, &mut out);
+        drop(st);
+        deliver_all(out);
         Ok(())
     }
 
@@ -373,8 +407,9 @@ impl Core {
             .collect()
     }
 
-    /// Hands batches to workers with room, as long as there is work.
-    fn dispatch(&self, st: &mut State) {
+    /// Hands batches to workers with room, as long as there is work. Items that could not be
+    /// sent go to `out`, to be delivered once the lock is released.
+    fn dispatch(&self, st: &mut State, out: &mut Out) {
         if st.broken.is_some() || st.phase == Phase::Terminating || st.phase == Phase::Stopped {
             return;
         }
@@ -417,11 +452,11 @@ impl Core {
             if batch.is_empty() {
                 continue;
             }
-            self.send_batch(st, slot, batch);
+            self.send_batch(st, slot, batch, out);
         }
     }
 
-    fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>) {
+    fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>, out: &mut Out) {
         let id = st.next_batch;
         st.next_batch = st.next_batch.wrapping_add(1).max(1);
         let header = BatchHeader {
@@ -459,13 +494,26 @@ impl Core {
         let Some(w) = st.workers[slot].as_mut() else {
             return;
         };
-        if sent.is_err() {
-            // The worker is dying; the pool thread sees its end. The runs wait for another.
-            w.ready = false;
-            for r in runs.into_iter().rev() {
-                st.pending.push_front(r);
+        match sent {
+            Ok(()) => {}
+            Err(Error::Disconnected) => {
+                // The worker is dying: the pool thread sees its channel end, and replaces it.
+                // Until then it takes no work; the runs wait for another worker.
+                w.ready = false;
+                for r in runs.into_iter().rev() {
+                    st.pending.push_front(r);
+                }
+                return;
             }
-            return;
+            Err(e) => {
+                // The worker is fine but this batch cannot go (no memory, no descriptors...):
+                // sending it again would fail again, so its items fail with the error, and the
+                // worker stays ready for other work.
+                log::error!(target: "procactor::pool", "could not send a batch to a pool worker: {e}");
+                let why = Fail::from_error(&e);
+                out.extend(runs.iter().map(|r| r.fail(why.clone())));
+                return;
+            }
         }
         w.tasks += runs.len();
         let left = runs.iter().map(Run::runnable).sum();
@@ -643,6 +691,9 @@ impl Core {
                             )
                         };
                         sent.done += count;
+                        if count > 0 {
+                            sent.run.strikes = 0;
+                        }
                         flight.left -= count;
                         items_done += count;
                         out.push((sent.run.job.clone(), Delivery::Ran { items, bytes, pid }));
@@ -660,7 +711,7 @@ impl Core {
                 }
             }
         }
-        self.dispatch(&mut st);
+        self.dispatch(&mut st, &mut out);
         drop(st);
         deliver_all(out);
     }
@@ -680,9 +731,10 @@ impl Core {
         let cursor = w
             .timed_out
             .unwrap_or_else(|| w.board.cursor.load(Ordering::Acquire));
+        let lost = Fail::Lost { pid, signal, code };
         let why = match (w.timed_out, self.config.task_timeout) {
             (Some(_), Some(t)) => Fail::Timeout(t),
-            _ => Fail::Lost { pid, signal, code },
+            _ => lost.clone(),
         };
         if !normal {
             let how = match (&why, signal, code) {
@@ -695,35 +747,50 @@ impl Core {
             };
             log::warn!(target: "procactor::pool", "pool worker pid {pid} {how}; replacing it");
         }
-        let mut out = Out::new();
-        let mut retry = Vec::new();
+        // What it held and had not reported, in the order it runs them.
+        let mut held = Vec::new();
+        let mut left = Vec::new();
         for flight in w.inflight {
-            let mut pos = 0usize;
+            let mut pos = 0u64;
             for sent in flight.runs {
                 let ordinals = if sent.order.is_empty() {
                     sent.run.ordinals()
                 } else {
                     sent.order.clone()
                 };
-                let mut keep = Vec::new();
-                for (k, &o) in ordinals.iter().enumerate().skip(sent.done) {
-                    let here = (flight.id as u64) << 32 | (pos + k) as u64;
-                    if !normal && here == cursor {
-                        out.push((
-                            sent.run.job.clone(),
-                            Delivery::Failed {
-                                items: Items::List(vec![sent.run.base + o as usize]),
-                                why: why.clone(),
-                            },
-                        ));
-                    } else {
-                        keep.push(o);
-                    }
+                let at = (flight.id as u64) << 32 | pos;
+                pos += ordinals.len() as u64;
+                if sent.done < ordinals.len() {
+                    held.push(blame::Held {
+                        pending: at + sent.done as u64..at + ordinals.len() as u64,
+                        strikes: sent.run.strikes,
+                    });
+                    left.push((sent.run, ordinals[sent.done..].to_vec()));
                 }
-                pos += ordinals.len();
-                if !keep.is_empty() {
-                    retry.push(sent.run.retry(&keep));
-                }
+            }
+        }
+        let verdict = blame::blame((!normal).then_some(cursor), &held);
+        let mut out = Out::new();
+        let mut retry = Vec::new();
+        for (i, ((run, mut ordinals), strikes)) in left.into_iter().zip(verdict.strikes).enumerate()
+        {
+            if let Some((_, k)) = verdict.blamed.filter(|&(r, _)| r == i) {
+                let o = ordinals.remove(k as usize);
+                let why = if verdict.named {
+                    why.clone()
+                } else {
+                    lost.clone()
+                };
+                out.push((
+                    run.job.clone(),
+                    Delivery::Failed {
+                        items: Items::List(vec![run.base + o as usize]),
+                        why,
+                    },
+                ));
+            }
+            if !ordinals.is_empty() {
+                retry.push(run.retry(&ordinals, strikes));
             }
         }
         let mut st = self.lock();
@@ -954,17 +1021,31 @@ fn fail_pending(st: &mut State, out: &mut Out) {
         return;
     };
     for run in st.pending.drain(..) {
-        let items = run
-            .ordinals()
-            .into_iter()
-            .map(|o| run.base + o as usize)
-            .collect();
-        out.push((
-            run.job.clone(),
-            Delivery::Failed {
-                items: Items::List(items),
-                why: why.clone(),
-            },
-        ));
+        out.push(run.fail(why.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14, defect 1: a batch of 1,024 tasks is a frame of 1,025 payload parts (plus the
+    /// header), more than the kernel takes in one `sendmsg` (UIO_MAXIOV): it failed with
+    /// EMSGSIZE. Inline (small) and large payloads, sent as a batch is.
+    #[test]
+    fn a_frame_of_many_parts_goes_through_whole() {
+        let (a, b) = Channel::pair().unwrap();
+        for (parts, size) in [(1_025usize, 3usize), (3_000, 1), (2_000, 100)] {
+            let data: Vec<Vec<u8>> = (0..parts).map(|i| vec![i as u8; size]).collect();
+            let refs: Vec<&[u8]> = data.iter().map(|d| &d[..]).collect();
+            a.send_parts_detached(KIND_VALUE, 42, &refs, &[]).unwrap();
+            let mut large = Vec::new();
+            let got = b
+                .recv_large_into(Wait::timeout(Duration::from_secs(30)), &mut large, |f| {
+                    Ok((f.fingerprint, f.payload.to_vec()))
+                })
+                .unwrap();
+            assert_eq!(got, (42, data.concat()), "{parts} parts of {size} bytes");
+        }
     }
 }

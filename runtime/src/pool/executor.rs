@@ -188,6 +188,8 @@ impl Executor {
     }
 
     /// `f` over the items, results in input order as they are ready (Python's `executor.map`).
+    /// The input is read as the results are taken, a window ahead, as for [`Pool::imap`]: an
+    /// endless input streams, and an input that panics yields the results before the panic first.
     ///
     /// ```
     /// # procactor::init();
@@ -197,10 +199,12 @@ impl Executor {
     /// assert_eq!(squares, [0, 1, 4, 9, 16]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Imap<R>>
+    pub fn map<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
         self.pool.imap(f, items)
     }
@@ -219,19 +223,21 @@ impl Executor {
     /// assert!(it.next().is_none());
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map_timeout<A, R>(
+    pub fn map_timeout<'a, A, R, I>(
         &self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
+        items: I,
         timeout: Duration,
-    ) -> Result<Imap<R>>
+    ) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
         let deadline = Instant::now() + timeout;
-        let job = self.pool.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
-        Ok(Imap::new(job, Some((deadline, timeout))))
+        let feed = self.pool.start_feed(f, items)?;
+        Ok(Imap::new(feed, Some((deadline, timeout))))
     }
 
     /// Stops accepting work. With `cancel_futures`, futures that have not started are
@@ -423,10 +429,11 @@ impl<R: DeserializeOwned> Future<R> {
         self.job.on_done(Box::new(move || callback(&me)));
     }
 
-    /// Did it fail (an error or cancelled)? False while not done.
-    fn failed(&self) -> bool {
+    /// Did it finish with an error (Python's "raised an exception")? A cancelled future did
+    /// not; neither did one that is not done.
+    fn raised(&self) -> bool {
         let st = self.job.lock();
-        st.is_done() && collect_one::<R>(&self.job, &st).is_err()
+        st.is_done() && !st.was_cancelled() && collect_one::<R>(&self.job, &st).is_err()
     }
 }
 
@@ -460,8 +467,18 @@ impl<R: DeserializeOwned> std::future::Future for Future<R> {
     }
 }
 
+/// The futures of `futures` with duplicates left out (the same future twice, or two clones of
+/// one), first occurrence first: Python's `set(fs)`, in a stable order.
+fn distinct<R>(futures: &[Future<R>]) -> Vec<&Future<R>> {
+    let mut seen = std::collections::HashSet::with_capacity(futures.len());
+    futures
+        .iter()
+        .filter(|f| seen.insert(Arc::as_ptr(&f.job)))
+        .collect()
+}
+
 /// Completion notices for a set of futures: each sends its index when it finishes.
-fn notices<R: DeserializeOwned>(futures: &[Future<R>]) -> mpsc::Receiver<usize> {
+fn notices<R: DeserializeOwned>(futures: &[&Future<R>]) -> mpsc::Receiver<usize> {
     let (tx, rx) = mpsc::channel();
     for (i, f) in futures.iter().enumerate() {
         let tx = tx.clone();
@@ -472,7 +489,8 @@ fn notices<R: DeserializeOwned>(futures: &[Future<R>]) -> mpsc::Receiver<usize> 
     rx
 }
 
-/// The futures in the order they finish (Python's `as_completed`).
+/// The futures in the order they finish (Python's `as_completed`). A future given twice (or a
+/// clone of one given) is yielded once, as in Python.
 ///
 /// ```
 /// # procactor::init();
@@ -485,16 +503,17 @@ fn notices<R: DeserializeOwned>(futures: &[Future<R>]) -> mpsc::Receiver<usize> 
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn as_completed<R: DeserializeOwned>(futures: &[Future<R>]) -> AsCompleted<'_, R> {
+    let futures = distinct(futures);
     AsCompleted {
-        futures,
-        rx: notices(futures),
+        rx: notices(&futures),
         left: futures.len(),
+        futures,
     }
 }
 
 /// The iterator of [`as_completed`].
 pub struct AsCompleted<'a, R> {
-    futures: &'a [Future<R>],
+    futures: Vec<&'a Future<R>>,
     rx: mpsc::Receiver<usize>,
     left: usize,
 }
@@ -508,7 +527,7 @@ impl<'a, R> Iterator for AsCompleted<'a, R> {
         }
         let i = self.rx.recv().ok()?;
         self.left -= 1;
-        self.futures.get(i)
+        self.futures.get(i).copied()
     }
 }
 
@@ -557,7 +576,7 @@ impl<'a, R> Iterator for AsCompletedTimeout<'a, R> {
         match self.inner.rx.recv_timeout(left) {
             Ok(i) => {
                 self.inner.left -= 1;
-                self.inner.futures.get(i).map(Ok)
+                self.inner.futures.get(i).copied().map(Ok)
             }
             Err(_) => {
                 self.inner.left = 0;
@@ -572,13 +591,15 @@ impl<'a, R> Iterator for AsCompletedTimeout<'a, R> {
 pub enum ReturnWhen {
     /// As soon as any future finishes.
     FirstCompleted,
-    /// As soon as any future fails (or all finish).
+    /// As soon as any future finishes with an error (a cancelled one does not count: it did
+    /// not raise), or when all finish.
     FirstException,
     /// When all futures finish.
     AllCompleted,
 }
 
-/// The futures that finished and those that did not, as [`wait`] found them.
+/// The futures that finished and those that did not, as [`wait`] found them (each future once,
+/// however often it was given).
 #[derive(Debug)]
 pub struct Waited<'a, R> {
     /// Finished: a value, an error, or cancelled.
@@ -595,7 +616,8 @@ impl<R> std::fmt::Debug for Future<R> {
     }
 }
 
-/// Waits until `when` holds for `futures` (Python's `concurrent.futures.wait`).
+/// Waits until `when` holds for `futures` (Python's `concurrent.futures.wait`). A future given
+/// twice is counted, and returned, once.
 ///
 /// ```
 /// # procactor::init();
@@ -641,15 +663,16 @@ fn wait_until<R: DeserializeOwned>(
     when: ReturnWhen,
     deadline: Option<Instant>,
 ) -> Waited<'_, R> {
-    let rx = notices(futures);
+    let futures = distinct(futures);
+    // The futures done already send their notices at once.
+    let rx = notices(&futures);
     let mut finished = 0;
+    let mut raised = false;
     loop {
         let enough = match when {
             ReturnWhen::AllCompleted => finished == futures.len(),
             ReturnWhen::FirstCompleted => finished > 0 || futures.is_empty(),
-            ReturnWhen::FirstException => {
-                finished == futures.len() || futures.iter().any(Future::failed)
-            }
+            ReturnWhen::FirstException => finished == futures.len() || raised,
         };
         if enough {
             break;
@@ -660,11 +683,12 @@ fn wait_until<R: DeserializeOwned>(
                 .recv_timeout(d.saturating_duration_since(Instant::now()))
                 .ok(),
         };
-        if got.is_none() {
+        let Some(i) = got else {
             break;
-        }
+        };
         finished += 1;
+        raised |= futures[i].raised();
     }
-    let (done, not_done) = futures.iter().partition(|f| f.done());
+    let (done, not_done) = futures.into_iter().partition(|f| f.done());
     Waited { done, not_done }
 }

@@ -79,6 +79,20 @@ pub(crate) enum Fail {
         message: String,
         location: Option<String>,
     },
+    /// The items could not be sent to a worker that is alive (a dying worker's items are
+    /// retried instead): the I/O error, as its errno and text.
+    Io {
+        op: &'static str,
+        errno: Option<i32>,
+        message: String,
+    },
+    /// The item could not be encoded (an `imap` encodes its input as it goes).
+    Encode {
+        type_name: &'static str,
+        reason: String,
+    },
+    /// The pool was closed (or terminated) before the item could be queued.
+    Closed,
 }
 
 impl Fail {
@@ -100,6 +114,47 @@ impl Fail {
                 pid,
                 message,
                 location,
+            },
+            Fail::Io { op, errno, message } => Error::Io {
+                op,
+                source: match errno {
+                    Some(e) => std::io::Error::from_raw_os_error(e),
+                    None => std::io::Error::other(message),
+                },
+            },
+            Fail::Encode { type_name, reason } => Error::Encode { type_name, reason },
+            Fail::Closed => Error::Closed,
+        }
+    }
+
+    /// What to fail items with for `e` (an error cannot be cloned to every item; this can).
+    pub(crate) fn from_error(e: &Error) -> Fail {
+        match e {
+            Error::Io { op, source } => Fail::Io {
+                op,
+                errno: source.raw_os_error(),
+                message: source.to_string(),
+            },
+            Error::Encode { type_name, reason } => Fail::Encode {
+                type_name,
+                reason: reason.clone(),
+            },
+            Error::Closed => Fail::Closed,
+            Error::Cancelled => Fail::Cancelled,
+            Error::Timeout(d) => Fail::Timeout(*d),
+            Error::InitializerFailed {
+                pid,
+                message,
+                location,
+            } => Fail::Init {
+                pid: *pid,
+                message: message.clone(),
+                location: location.clone(),
+            },
+            other => Fail::Io {
+                op: "pool",
+                errno: None,
+                message: other.to_string(),
             },
         }
     }
@@ -216,8 +271,10 @@ fn outcome_error<R>(outcome: ItemOutcome<R>, index: usize, pid: u32) -> Error {
 }
 
 /// A job's shared state: the pool thread delivers, the user's handles wait and decode.
+///
+/// Most jobs know their items from the start. An `imap` job is open: its items are added as its
+/// input is read, and it is sealed when the input ends (only then can it be done).
 pub(crate) struct JobCore {
-    total: usize,
     state: Mutex<JobState>,
     cond: Condvar,
 }
@@ -228,8 +285,10 @@ pub(crate) struct JobState {
     pub(crate) deliveries: Vec<Delivery>,
     /// Items resolved so far (delivered, taken or not).
     resolved: usize,
-    /// Items in the job (a copy of `JobCore::total`, for checks under the lock).
-    total: usize,
+    /// Items in the job so far.
+    pub(crate) total: usize,
+    /// No more items will be added.
+    sealed: bool,
     /// Some run of the job went to a worker: `cancel` is too late.
     started: bool,
     cancelled: bool,
@@ -239,20 +298,35 @@ pub(crate) struct JobState {
 }
 
 impl JobState {
-    /// Every item resolved (with a value, an error, or cancelled).
+    /// Was the job cancelled?
+    pub(crate) fn was_cancelled(&self) -> bool {
+        self.cancelled
+    }
+
+    /// Every item resolved (with a value, an error, or cancelled), and no more will come.
     pub(crate) fn is_done(&self) -> bool {
-        self.resolved >= self.total
+        self.sealed && self.resolved >= self.total
     }
 }
 
 impl JobCore {
     pub(crate) fn new(total: usize) -> JobCore {
+        JobCore::with(total, true)
+    }
+
+    /// A job whose items are added one by one ([`add_item`](JobCore::add_item)) until it is
+    /// [`seal`](JobCore::seal)ed.
+    pub(crate) fn open() -> JobCore {
+        JobCore::with(0, false)
+    }
+
+    fn with(total: usize, sealed: bool) -> JobCore {
         JobCore {
-            total,
             state: Mutex::new(JobState {
                 deliveries: Vec::new(),
                 resolved: 0,
                 total,
+                sealed,
                 started: false,
                 cancelled: false,
                 waiters: 0,
@@ -263,8 +337,33 @@ impl JobCore {
         }
     }
 
+    /// Items in the job so far.
     pub(crate) fn total(&self) -> usize {
-        self.total
+        self.lock().total
+    }
+
+    /// Adds an item to an open job; its index, or `None` if the job is over (cancelled).
+    pub(crate) fn add_item(&self) -> Option<usize> {
+        let mut st = self.lock();
+        if st.sealed {
+            return None;
+        }
+        st.total += 1;
+        Some(st.total - 1)
+    }
+
+    /// Will no more items be added?
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.lock().sealed
+    }
+
+    /// No more items: the job is done once those it has resolved.
+    pub(crate) fn seal(&self) {
+        let mut st = self.lock();
+        if !st.sealed {
+            st.sealed = true;
+            self.after_change(st);
+        }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, JobState> {
@@ -348,7 +447,9 @@ impl JobCore {
 
     fn cancel_locked(&self, mut st: MutexGuard<'_, JobState>) {
         st.cancelled = true;
-        let mut seen = vec![false; self.total];
+        st.sealed = true;
+        let total = st.total;
+        let mut seen = vec![false; total];
         for d in &st.deliveries {
             match d {
                 Delivery::Ran { items, .. } | Delivery::Failed { items, .. } => {
@@ -356,8 +457,8 @@ impl JobCore {
                 }
             }
         }
-        let rest: Vec<usize> = (0..self.total).filter(|&i| !seen[i]).collect();
-        st.resolved = self.total;
+        let rest: Vec<usize> = (0..total).filter(|&i| !seen[i]).collect();
+        st.resolved = total;
         st.deliveries.push(Delivery::Failed {
             items: Items::List(rest),
             why: Fail::Cancelled,
@@ -439,9 +540,9 @@ pub(crate) fn wait_on<'a, T>(
 }
 
 /// Decodes a finished job's results in item order; the first failure (by index) is the error.
-pub(crate) fn collect_all<R: DeserializeOwned>(job: &JobCore, st: &JobState) -> Result<Vec<R>> {
-    let mut slots: Vec<Option<Result<R>>> = Vec::with_capacity(job.total());
-    slots.resize_with(job.total(), || None);
+pub(crate) fn collect_all<R: DeserializeOwned>(_job: &JobCore, st: &JobState) -> Result<Vec<R>> {
+    let mut slots: Vec<Option<Result<R>>> = Vec::with_capacity(st.total);
+    slots.resize_with(st.total, || None);
     for d in &st.deliveries {
         d.decode::<R>(|i, r| {
             if let Some(slot) = slots.get_mut(i) {

@@ -8,10 +8,15 @@
 //! [`Error::Timeout`]. Nothing hangs.
 //!
 //! Modules: `job` (one call's results, decoded in the caller's thread), `core` (workers,
-//! dispatch, the pool thread), `worker` (the worker process), `executor` (futures).
+//! dispatch, the pool thread), `blame` (who pays for a worker's death), `worker` (the worker
+//! process), `items` (how a run's items lie in its bytes), `feed` (an `imap`'s input, read as
+//! results are taken), `executor` (futures).
 
+mod blame;
 mod core;
 mod executor;
+mod feed;
+mod items;
 mod job;
 mod worker;
 
@@ -24,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use self::core::{Config, Core, InitSpec, Phase, Run, RunData};
+use self::feed::Feed;
 use self::job::{collect_all, Delivery, ItemResult, Items, JobCore, JobState};
 use self::worker::Callable;
 use crate::bootstrap::{self, StartMethod};
@@ -265,6 +271,9 @@ impl PoolBuilder {
 }
 
 fn dup_all(fds: &[std::os::fd::RawFd]) -> Result<Vec<std::os::fd::OwnedFd>> {
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
     fds.iter()
         .map(|&fd| sys::dup(wire::borrow_collected(fd)).map_err(|e| Error::io("dup", e)))
         .collect()
@@ -434,6 +443,13 @@ impl Pool {
     /// bars. Items go to workers one by one (Python's `chunksize=1`; the pool still groups tiny
     /// tasks into batches). Dropping the iterator early cancels what has not started.
     ///
+    /// The input is read as the results are taken, in the caller's thread: at most a window of
+    /// `32 × processes` items is ahead of the results taken (queued, running, or done and
+    /// waiting), so an endless input streams in bounded memory. If the input panics, the results
+    /// of the items before the panic come first, then the panic reaches the caller, from `next`
+    /// (CPython raises the input's exception the same way). The input must be `Send`, so that
+    /// the iterator stays `Send`.
+    ///
     /// ```
     /// # procactor::init();
     /// fn square(x: u64) -> u64 { x * x }
@@ -444,18 +460,23 @@ impl Pool {
     ///     done += 1; // e.g. bar.inc(1)
     /// }
     /// assert_eq!(done, 10);
+    /// // An endless input: the first results come while it is still being read.
+    /// let first: Vec<u64> = pool.imap(square, 0..)?.take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, [0, 1, 4]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn imap<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Imap<R>>
+    pub fn imap<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
-        let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
-        Ok(Imap::new(job, None))
+        Ok(Imap::new(self.start_feed(f, items)?, None))
     }
 
     /// Like [`imap`](Pool::imap), but in completion order. Each item comes with its position.
+    /// The input is read as results are taken, as for [`imap`](Pool::imap).
     ///
     /// ```
     /// # procactor::init();
@@ -469,18 +490,21 @@ impl Pool {
     /// assert_eq!(got, [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn imap_unordered<A, R>(
+    pub fn imap_unordered<'a, A, R, I>(
         &self,
         f: fn(A) -> R,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<ImapUnordered<R>>
+        items: I,
+    ) -> Result<ImapUnordered<'a, R>>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
     {
-        let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(1))?;
+        let feed = self.start_feed(f, items)?;
         Ok(ImapUnordered {
-            job,
+            job: feed.job().clone(),
+            feed,
             ready: VecDeque::new(),
             yielded: 0,
             _r: PhantomData,
@@ -620,6 +644,20 @@ impl Pool {
         }
     }
 
+    /// A feed for an `imap` of `items` through `f`, with its first window queued.
+    fn start_feed<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Feed<'a>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        self.core.check_open()?;
+        let mut feed = Feed::new::<fn(A) -> R, A, R, I>(self.core.clone(), f, items);
+        feed.top_up(0);
+        Ok(feed)
+    }
+
     /// Encodes the items into runs (chunks of `chunksize`, or CPython's default) and queues them.
     fn start_job<F, A, R>(
         &self,
@@ -641,9 +679,11 @@ impl Pool {
         let func = bootstrap::fn_offset(f.addr());
         // Chunk by chunk: the workers start on the first while the rest is encoded.
         for (i, chunk) in items.chunks(chunksize).enumerate() {
-            // Room for the usual encoding (varints are at most as long as the value), no regrowth.
-            let mut bytes = Vec::with_capacity(std::mem::size_of_val(chunk).min(1 << 26));
-            let fds = wire::encode_each(chunk, &mut bytes)?;
+            // Room for the usual encoding (varints are at most as long as the value, plus a
+            // length byte per item), no regrowth.
+            let room = std::mem::size_of_val(chunk) + chunk.len();
+            let mut bytes = Vec::with_capacity(room.min(1 << 26));
+            let fds = items::encode_items(chunk, &mut bytes)?;
             let run = Run {
                 job: job.clone(),
                 entry,
@@ -656,6 +696,7 @@ impl Pool {
                 base: i * chunksize,
                 skip: Vec::new(),
                 chunk: chunksize > 1,
+                strikes: 0,
             };
             if let Err(e) = self.core.submit(vec![run]) {
                 job.abandon();
@@ -926,9 +967,20 @@ impl<T> AsyncResult<T> {
     }
 }
 
-/// The iterator of [`Pool::imap`] (and [`Executor::map`]): results in input order.
-pub struct Imap<R> {
+/// The iterator of [`Pool::imap`] (and [`Executor::map`]): results in input order, the input
+/// read as they are taken (see [`Pool::imap`]).
+///
+/// ```
+/// # procactor::init();
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = procactor::Pool::new(2)?;
+/// let it: procactor::Imap<u64> = pool.imap(square, [1, 2, 3])?;
+/// assert_eq!(it.collect::<Result<Vec<_>, _>>()?, [1, 4, 9]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Imap<'a, R> {
     job: Arc<JobCore>,
+    feed: Feed<'a>,
     order: Ordered<R>,
     /// Decoded, in order, not yet yielded.
     ready: VecDeque<Result<R>>,
@@ -936,10 +988,11 @@ pub struct Imap<R> {
     deadline: Option<(Instant, Duration)>,
 }
 
-impl<R: DeserializeOwned> Imap<R> {
-    fn new(job: Arc<JobCore>, deadline: Option<(Instant, Duration)>) -> Imap<R> {
+impl<'a, R: DeserializeOwned> Imap<'a, R> {
+    fn new(feed: Feed<'a>, deadline: Option<(Instant, Duration)>) -> Imap<'a, R> {
         Imap {
-            job,
+            job: feed.job().clone(),
+            feed,
             order: Ordered::new(),
             ready: VecDeque::new(),
             yielded: 0,
@@ -965,7 +1018,13 @@ impl<R: DeserializeOwned> Imap<R> {
     }
 
     fn next_wait(&mut self, wait: Wait) -> Option<Result<R>> {
-        if self.ready.is_empty() && self.yielded < self.job.total() {
+        self.feed.top_up(self.yielded);
+        if self.ready.is_empty() {
+            if self.yielded >= self.job.total() {
+                // Every item read was yielded: the end of the input, or its panic.
+                self.feed.resume_panic();
+                return None;
+            }
             let ready = &mut self.ready;
             // Stop at the first item: yield as soon as one is in.
             let got = drive::<R>(&self.job, wait, &mut self.order, |_, r| {
@@ -987,7 +1046,7 @@ impl<R: DeserializeOwned> Imap<R> {
     }
 }
 
-impl<R: DeserializeOwned> Iterator for Imap<R> {
+impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
@@ -997,6 +1056,7 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
                 let r = self.next_wait(Wait::Until { deadline, asked });
                 if matches!(r, Some(Err(Error::Timeout(_)))) && self.ready.is_empty() {
                     // Python's executor.map: past the deadline, the rest is cancelled.
+                    self.feed.end();
                     self.job.abandon();
                     self.yielded = self.job.total();
                 }
@@ -1006,39 +1066,64 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.job.total() - self.yielded;
-        (left, Some(left))
+        // Every item read yields one result; more may come while the input goes on.
+        let left = self.job.total().saturating_sub(self.yielded);
+        (left, self.job.is_sealed().then_some(left))
     }
 }
 
-impl<R> Drop for Imap<R> {
+impl<R> Drop for Imap<'_, R> {
     fn drop(&mut self) {
         self.job.abandon();
     }
 }
 
-/// The iterator of [`Pool::imap_unordered`]: `(position, result)` in completion order.
-pub struct ImapUnordered<R> {
+impl<R> std::fmt::Debug for Imap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Imap")
+            .field("read", &self.job.total())
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+/// The iterator of [`Pool::imap_unordered`]: `(position, result)` in completion order, the input
+/// read as they are taken (see [`Pool::imap`]).
+///
+/// ```
+/// # procactor::init();
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = procactor::Pool::new(2)?;
+/// let it: procactor::ImapUnordered<u64> = pool.imap_unordered(square, [3])?;
+/// assert_eq!(it.map(|(i, r)| (i, r.unwrap())).collect::<Vec<_>>(), [(0, 9)]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct ImapUnordered<'a, R> {
     job: Arc<JobCore>,
+    feed: Feed<'a>,
     ready: VecDeque<(usize, Result<R>)>,
     yielded: usize,
     _r: PhantomData<fn() -> R>,
 }
 
-impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
+impl<R: DeserializeOwned> Iterator for ImapUnordered<'_, R> {
     type Item = (usize, Result<R>);
 
     fn next(&mut self) -> Option<(usize, Result<R>)> {
         loop {
+            self.feed.top_up(self.yielded);
             if let Some(item) = self.ready.pop_front() {
                 self.yielded += 1;
                 return Some(item);
             }
             if self.yielded >= self.job.total() {
+                // Every item read was yielded: the end of the input, or its panic.
+                self.feed.resume_panic();
                 return None;
             }
             let batch = take_deliveries(&self.job, Wait::Forever).ok()?;
             if batch.is_empty() {
+                self.feed.resume_panic();
                 return None;
             }
             for d in &batch {
@@ -1046,10 +1131,24 @@ impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
             }
         }
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.job.total().saturating_sub(self.yielded);
+        (left, self.job.is_sealed().then_some(left))
+    }
 }
 
-impl<R> Drop for ImapUnordered<R> {
+impl<R> Drop for ImapUnordered<'_, R> {
     fn drop(&mut self) {
         self.job.abandon();
+    }
+}
+
+impl<R> std::fmt::Debug for ImapUnordered<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapUnordered")
+            .field("read", &self.job.total())
+            .field("yielded", &self.yielded)
+            .finish()
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap;
 use crate::error::{Error, Result};
+use crate::pool::items;
 use crate::pool::job::{ItemOutcome, OK_TAG};
 use crate::shm::{Layout, Shared};
 use crate::sys;
@@ -386,6 +387,38 @@ impl Worker {
         self.item_done(run);
     }
 
+    /// Records that an item's argument did not decode (`Ok`: postcard's error) or that its
+    /// `Deserialize` panicked (`Err`: the payload); the task did not run.
+    #[cold]
+    #[inline(never)]
+    fn bad_argument(
+        &mut self,
+        why: std::result::Result<postcard::Error, Box<dyn std::any::Any + Send>>,
+        run: &RunHeader,
+    ) {
+        let reason = match why {
+            Ok(postcard::Error::DeserializeUnexpectedEnd) => {
+                "the bytes end too early for this type".to_string()
+            }
+            Ok(e) => e.to_string(),
+            Err(payload) => {
+                let (message, location) = bootstrap::caught_panic(&*payload);
+                let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+                format!("its Deserialize implementation panicked{at}: {message}")
+            }
+        };
+        self.undecodable(reason, run);
+    }
+
+    /// Records that an item's argument did not decode (the task did not run).
+    fn undecodable(&mut self, reason: String, run: &RunHeader) {
+        if self.timed {
+            self.board.started_ns.store(0, Ordering::Relaxed);
+        }
+        self.push_outcome(ItemOutcome::Undecodable { reason });
+        self.item_done(run);
+    }
+
     fn push_outcome(&mut self, outcome: ItemOutcome<()>) {
         // Strings and options into a Vec: cannot fail.
         let _ = wire::append(&outcome, &mut self.out);
@@ -466,6 +499,11 @@ unsafe fn init_entry<A: DeserializeOwned>(
 
 /// Runs the items of one run through the task function `F`.
 ///
+/// The board names each item before its argument is decoded: a worker that dies inside a
+/// `Deserialize` (`exit`, `abort`, the OOM killer) costs that item only. A `Deserialize` that
+/// panics or fails fails its own item; the items around it still run (each one's bytes are found
+/// by its length, see `items`).
+///
 /// # Safety
 /// `func` must be the address of an `F` in this binary.
 unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
@@ -482,30 +520,40 @@ unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
         let mut skip = run.skip.iter().copied().peekable();
         for ordinal in 0..run.count {
             let skipped = skip.next_if_eq(&ordinal).is_some();
-            match postcard::take_from_bytes::<A>(rest) {
-                Ok((arg, tail)) => {
-                    rest = tail;
-                    if skipped {
-                        continue;
-                    }
+            let Some((item, tail)) = items::next_item(rest) else {
+                // Malformed lengths (not from our pool): nothing from here on can be located.
+                let rest = (ordinal + 1..run.count).filter(|&o| skip.next_if_eq(&o).is_none());
+                for _ in (!skipped).then_some(ordinal).into_iter().chain(rest) {
                     w.begin_item();
-                    let result = panic::catch_unwind(AssertUnwindSafe(|| f.call(arg)));
-                    w.end_item(result, run);
+                    w.undecodable("the item's length is malformed".into(), run);
                 }
-                Err(e) => {
-                    // Nothing after a bad item can be located: it and the rest fail.
-                    let reason = e.to_string();
-                    let rest = (ordinal + 1..run.count).filter(|&o| skip.next_if_eq(&o).is_none());
-                    for _ in (!skipped).then_some(ordinal).into_iter().chain(rest) {
-                        w.begin_item();
-                        w.push_outcome(ItemOutcome::Undecodable {
-                            reason: reason.clone(),
-                        });
-                        w.item_done(run);
-                    }
-                    return;
-                }
+                return;
+            };
+            rest = tail;
+            if skipped {
+                continue;
             }
+            w.begin_item();
+            let mut decoded = false;
+            let result = panic::catch_unwind(AssertUnwindSafe(|| {
+                let arg = postcard::from_bytes::<A>(item)?;
+                decoded = true;
+                Ok(f.call(arg))
+            }));
+            // One call of `end_item` (it is inlined), the argument's failures out of line.
+            let result = match result {
+                Ok(Ok(r)) => Ok(r),
+                Err(payload) if decoded => Err(payload),
+                Ok(Err(e)) => {
+                    w.bad_argument(Ok(e), run);
+                    continue;
+                }
+                Err(payload) => {
+                    w.bad_argument(Err(payload), run);
+                    continue;
+                }
+            };
+            w.end_item(result, run);
         }
     })
 }
