@@ -15,6 +15,7 @@ use crate::actor::fuzz_targets as actor;
 use crate::bootstrap::{self, Failure, JobHeader, Outcome};
 use crate::error::Error;
 use crate::manager::fuzz_targets as manager;
+use crate::pool::fuzz_targets as pool;
 use crate::sys;
 use crate::wire::{self, Channel, Wait, KIND_BYTES, KIND_VALUE};
 
@@ -192,6 +193,26 @@ fn manager_requests_and_operations() {
             Ok(())
         });
     }
+}
+
+#[test]
+fn pool_reports_outcomes_and_batches() {
+    fuzz(
+        "pool reports and outcomes",
+        bytes_like(pool::reports()),
+        |bytes| {
+            pool::decode_report(&bytes);
+            Ok(())
+        },
+    );
+    fuzz(
+        "pool batch headers and item layouts",
+        bytes_like(pool::batches()),
+        |bytes| {
+            pool::decode_batch(&bytes);
+            Ok(())
+        },
+    );
 }
 
 /// A record as a hostile peer may write it: header bytes, payload, and maybe a descriptor.

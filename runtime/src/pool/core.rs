@@ -267,6 +267,8 @@ impl Core {
 
     fn start_worker(&self) -> Result<Worker> {
         let (ours, theirs) = Channel::pair()?;
+        // Workers report large outcomes in memory files: the pool thread never waits on one.
+        let ours = ours.files_only();
         let board = Shared::<Board>::new("procactor-pool-board", 0)?;
         let init = self.config.init.as_ref().map(InitSpec::call).transpose()?;
         let args = WorkerArgs {

@@ -16,6 +16,8 @@ mod blame;
 mod core;
 mod executor;
 mod feed;
+#[cfg(test)]
+pub(crate) mod fuzz_targets;
 mod items;
 mod job;
 mod worker;

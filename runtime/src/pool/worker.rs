@@ -175,7 +175,8 @@ const FLUSH_BYTES: usize = wire::INLINE_MAX - 16 * 1024;
 
 /// The worker process's main function.
 pub(crate) fn worker_main(args: WorkerArgs) {
-    let chan = Channel::from_fd(args.chan.0);
+    // The pool sends large batches in memory files.
+    let chan = Channel::from_fd(args.chan.0).files_only();
     if let Some(init) = args.init {
         let fds = init.fds.into_iter().map(|f| f.0).collect();
         // SAFETY: the pool computed `entry` from `init_entry::<A>` and `func` from an `fn(A)` of
