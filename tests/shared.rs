@@ -665,6 +665,15 @@ fn modes_under_umasks(name: String) -> Vec<u32> {
         .collect()
 }
 
+/// Removes a named block when dropped.
+struct UnlinkOnDrop<'a>(&'a str);
+
+impl Drop for UnlinkOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::shm::unlink(format!("/{}", self.0).as_str());
+    }
+}
+
 #[test]
 fn named_shared_memory_is_private_and_its_size_checked_on_open() {
     let name = format!("procactor-private-{}", std::process::id());
@@ -677,6 +686,10 @@ fn named_shared_memory_is_private_and_its_size_checked_on_open() {
 
     // A named block shrunk below what its header says is refused on open, not mapped.
     let shm = SharedMemory::create(&name, 4096).unwrap();
+    // Truncating the file below also zeroes the count of attached handles kept in its header,
+    // so dropping `shm` cannot know it was the last one: the name is removed here, also when an
+    // assertion fails.
+    let _unlink = UnlinkOnDrop(&name);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/dev/shm/{name}"))
