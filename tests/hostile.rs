@@ -346,3 +346,47 @@ fn a_descriptor_whose_close_lingers_does_not_freeze_the_manager() {
         assert_eq!(got.ok(), Some(3), "a manager call took {took:?}");
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// A sparse memory file: it costs its sender nothing, and the actor what it says, once.
+
+/// A process's resident memory (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One batch in a sparse 512 MiB memory file (nothing behind it: no page of it exists). The
+/// actor reads it into its receive buffer (512 MiB, once: not copied again), finds garbage,
+/// and gives the buffer back: its resident memory goes back down. (Before: its peak was twice
+/// the size, and it kept the size for good.)
+#[test]
+fn a_sparse_memory_file_costs_an_actor_its_size_once_and_only_while_read() {
+    const N: u64 = 512 << 20;
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let before = rss_kib(c.0.pid());
+    let file = rustix::fs::memfd_create("sparse", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&file, N).unwrap();
+    raw::send_large_header(caller.as_fd(), BATCH, 0, N, file.as_fd());
+    // Once the actor has read it (its peak shows), and has handled something since.
+    let n_kib = N >> 10;
+    assert!(common::eventually(BOUND, || raw::peak_rss_kib(c.0.pid()) > before + n_kib / 2));
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kib(c.0.pid());
+    let peak = raw::peak_rss_kib(c.0.pid());
+    assert!(
+        peak < before + n_kib + n_kib / 4,
+        "a {n_kib} KiB record raised the actor's peak from {before} to {peak} KiB"
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory {before} KiB before, {after} KiB after (peak {peak} KiB)"
+    );
+}

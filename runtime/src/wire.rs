@@ -326,7 +326,8 @@ pub(crate) struct Frame<'a> {
     pub fingerprint: u64,
     pub payload: &'a [u8],
     pub fds: PeerFds,
-    /// The payload came on a side stream and lies in the caller's `large` buffer.
+    /// The payload came on a side stream or in a memory file, and lies in the caller's `large`
+    /// buffer (an inline one lies there too after [`Channel::recv_into`]).
     pub large: bool,
 }
 
@@ -687,6 +688,31 @@ impl Channel {
         accept: impl Fn(&Head) -> Result<()>,
         f: impl FnOnce(Frame) -> Result<R>,
     ) -> Result<R> {
+        self.recv_inner(wait, large, false, accept, f)
+    }
+
+    /// [`recv_checked`](Channel::recv_checked) that puts every payload in `buf`, an inline one
+    /// copied there too: the caller keeps the payload after `f` (which sees it in `buf`)
+    /// without a second copy of a large one. `buf` holds the last payload afterwards, and
+    /// keeps its allocation.
+    pub(crate) fn recv_into<R>(
+        &self,
+        wait: Wait,
+        buf: &mut Vec<u8>,
+        accept: impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
+        self.recv_inner(wait, buf, true, accept, f)
+    }
+
+    fn recv_inner<R>(
+        &self,
+        wait: Wait,
+        large: &mut Vec<u8>,
+        inline_too: bool,
+        accept: impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
         if self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
             let p = self
                 .begun
@@ -713,6 +739,18 @@ impl Channel {
             }
             let kind = buf[0];
             let fingerprint = u64::from_le_bytes(buf[1..HEADER].try_into().expect("8 bytes"));
+            if kind & FLAG_LARGE == 0 && inline_too {
+                large.clear();
+                large.extend_from_slice(&buf[HEADER..n]);
+                drop(buf);
+                return f(Frame {
+                    kind,
+                    fingerprint,
+                    payload: large,
+                    large: false,
+                    fds,
+                });
+            }
             if kind & FLAG_LARGE == 0 {
                 return f(Frame {
                     kind,
@@ -897,5 +935,27 @@ impl AsFd for Channel {
             .as_ref()
             .expect("a Channel always holds its descriptor until dropped")
             .as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recv_into_leaves_every_payload_in_the_buffer() {
+        let (a, b) = Channel::pair().unwrap();
+        let mut buf = Vec::new();
+        let small = vec![1u8; 100];
+        let large = vec![2u8; INLINE_MAX + 10];
+        a.send(KIND_BYTES, 1, &small, &[]).unwrap();
+        a.send_detached(KIND_BYTES, 2, &large, &[]).unwrap();
+        let wait = Wait::timeout(Duration::from_secs(10));
+        let got = b.recv_into(wait, &mut buf, |_| Ok(()), |f| Ok((f.fingerprint, f.large)));
+        assert_eq!(got.unwrap(), (1, false));
+        assert_eq!(buf, small);
+        let got = b.recv_into(wait, &mut buf, |_| Ok(()), |f| Ok((f.fingerprint, f.large)));
+        assert_eq!(got.unwrap(), (2, true));
+        assert_eq!(buf, large);
     }
 }

@@ -268,6 +268,10 @@ impl Peer {
 
 const LISTENER: u64 = 1 << 63;
 
+/// A receive buffer that grew past this (a large batch) is given back once the batch is
+/// handled: a sender cannot leave the actor holding the most it ever sent.
+const BATCH_KEEP: usize = 1 << 20;
+
 struct Server<A: Actor> {
     poller: sys::Poller,
     /// The socket at our address.
@@ -280,7 +284,8 @@ struct Server<A: Actor> {
     gate: Option<Gate>,
     free_slots: Vec<u32>,
     ready: Vec<u64>,
-    /// The record being handled (copied out of the receive buffer: handlers may receive too).
+    /// The record being handled: read here whole (a large one straight from its memory file),
+    /// since handlers may receive too.
     batch: Vec<u8>,
     reply: Vec<u8>,
     stop_requested: bool,
@@ -572,12 +577,12 @@ impl<A: Actor> Server<A> {
         }
     }
 
-    /// Reads one record from a caller into `self.batch`.
+    /// Reads one record from a caller into `self.batch` (a large one straight from its memory
+    /// file: one copy in memory, never two).
     fn read(&mut self, token: u64) -> Read {
         let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
             return Read::Closed;
         };
-        let batch = &mut self.batch;
         let batches_only = |h: &wire::Head| {
             if h.kind == proto::BATCH {
                 Ok(())
@@ -588,15 +593,13 @@ impl<A: Actor> Server<A> {
                 })
             }
         };
-        let got = chan.recv_checked(Wait::No, &mut Vec::new(), batches_only, |f| {
+        let got = chan.recv_into(Wait::No, &mut self.batch, batches_only, |f| {
             if f.kind != proto::BATCH {
                 return Err(Error::Decode {
                     expected: "a batch of messages",
                     reason: format!("frame of kind {}", f.kind),
                 });
             }
-            batch.clear();
-            batch.extend_from_slice(f.payload);
             Ok(f.fds)
         });
         match got {
@@ -605,8 +608,18 @@ impl<A: Actor> Server<A> {
             Err(Error::Disconnected) => Read::Closed,
             Err(e) => {
                 log::warn!(target: "procactor::actor", "actor {:?} dropped a record: {e}", self.welcome.name);
+                self.give_back_batch();
                 Read::Nothing
             }
+        }
+    }
+
+    /// Frees the receive buffer if a large record made it grow (a memory file may announce up
+    /// to the limit, and a sparse one costs its sender nothing): the actor keeps only what its
+    /// everyday records need.
+    fn give_back_batch(&mut self) {
+        if self.batch.capacity() > BATCH_KEEP {
+            self.batch = Vec::new();
         }
     }
 
@@ -668,6 +681,7 @@ impl<A: Actor> Server<A> {
         self.batch = batch;
         // Descriptors no envelope claimed: a peer chose them (see `closer`).
         crate::closer::close_later(fds);
+        self.give_back_batch();
         outcome
     }
 
