@@ -32,6 +32,15 @@ impl Counter {
     pub fn put(&mut self, data: String) -> usize {
         data.len()
     }
+
+    /// A reply of `len` bytes (inline up to 64 KiB, in a memory file above).
+    pub fn blob(&mut self, len: u32) -> serde_bytes::ByteBuf {
+        serde_bytes::ByteBuf::from(vec![7u8; len as usize])
+    }
+
+    pub fn nap(&mut self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
 }
 
 struct Stopped(ActorRef<Counter>);
@@ -388,5 +397,182 @@ fn a_sparse_memory_file_costs_an_actor_its_size_once_and_only_while_read() {
     assert!(
         after < before + 64 * 1024,
         "resident memory {before} KiB before, {after} KiB after (peak {peak} KiB)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callers slow to read their replies: every reply arrives, in order, and the actor's memory
+// stays bounded (back-pressure: it stops reading a connection whose replies pile up).
+
+/// An ask from another process (a connection of its own), bounded by `limit`: whether it was
+/// answered, and how long it all took (the process's start included).
+fn ask_from_elsewhere(c: &ActorRef<Counter>, limit: Duration) -> (bool, Duration) {
+    fn ask((c, limit): (ActorRef<Counter>, Duration)) -> bool {
+        c.timeout(limit).add(0).is_ok()
+    }
+    let t = Instant::now();
+    let p = reaped(Process::new(ask, (c.clone(), limit)).start().unwrap());
+    let ok = p.join_timeout(BOUND).unwrap();
+    (ok, t.elapsed())
+}
+
+/// An ask envelope for `blob(len)`, request id `id`.
+fn blob_ask(id: u64, len: u32) -> Vec<u8> {
+    raw::envelope(
+        2,
+        id,
+        &postcard::to_stdvec(&CounterMsg::Blob { len }).unwrap(),
+    )
+}
+
+/// The next frame on a raw caller connection must be the reply to `id`: `blob(len)`'s bytes.
+fn expect_blob_reply(fd: std::os::fd::BorrowedFd, id: u64, len: usize) {
+    let (kind, got_id, payload) = raw::recv_frame(fd, BOUND)
+        .unwrap_or_else(|| panic!("no frame where the reply to ask {id} was due"));
+    assert_eq!(
+        (kind, got_id),
+        (raw::REPLY, id),
+        "the reply to ask {id} was due"
+    );
+    match postcard::from_bytes::<CounterReply>(&payload) {
+        Ok(CounterReply::Blob(b)) => assert!(b.len() == len && b.iter().all(|&x| x == 7)),
+        _ => panic!("the reply to ask {id} is not blob's"),
+    }
+}
+
+/// Eight threads of one process ask at once for 60 KiB replies, and the process is slow to read
+/// for a moment (stopped here; descheduled on a loaded machine does the same): the socket's
+/// buffer holds three or four such replies, and the others wait in the actor until there is
+/// room. Every thread gets its reply. (Before: the actor dropped the fifth and later ones.)
+#[test]
+fn a_caller_with_several_threads_that_is_slow_to_read_gets_every_reply() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let connected = procactor::Event::new().unwrap();
+    let go = procactor::Event::new().unwrap();
+    fn eight_asks(
+        (c, connected, go): (ActorRef<Counter>, procactor::Event, procactor::Event),
+    ) -> usize {
+        c.timeout(BOUND).add(0).unwrap(); // the connection is made
+        connected.set();
+        go.wait_timeout(BOUND).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    c.timeout(Duration::from_secs(10))
+                        .blob(60_000)
+                        .is_ok_and(|b| b.len() == 60_000)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| !ok)
+            .count()
+    }
+    let p = reaped(
+        Process::new(eight_asks, (c.0.clone(), connected.clone(), go.clone()))
+            .start()
+            .unwrap(),
+    );
+    connected.wait_timeout(BOUND).unwrap();
+    c.0.send().nap(1_500).unwrap(); // busy: the asks queue behind this
+    std::thread::sleep(Duration::from_millis(200));
+    go.set();
+    std::thread::sleep(Duration::from_millis(500)); // the asks are written by now
+                                                    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(p.pid() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(2_000)); // the nap ends, the replies go
+                                                      // SAFETY: as above.
+    unsafe { libc::kill(p.pid() as i32, libc::SIGCONT) };
+    let lost = p.join_timeout(BOUND).unwrap();
+    assert_eq!(lost, 0, "{lost} of 8 asks never got their reply");
+}
+
+/// A raw caller writes 2,000 asks for 60 KiB replies (120 MB in all) and does not read. The
+/// actor keeps what its buffer cannot take, stops reading that connection past its high-water
+/// mark (so the writer blocks: back-pressure), stays small, and serves others meanwhile; once
+/// the caller reads, every reply comes, in the order asked.
+#[test]
+fn replies_queued_under_back_pressure_keep_their_order_and_bound_the_actors_memory() {
+    const ASKS: u64 = 2_000;
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let before = rss_kib(c.0.pid());
+    let writer_end = caller.try_clone().unwrap();
+    // Bounded: should the actor never read again, the writer's send fails instead of hanging.
+    rustix::net::sockopt::set_socket_timeout(
+        &writer_end,
+        rustix::net::sockopt::Timeout::Send,
+        Some(BOUND),
+    )
+    .unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let written = written.clone();
+        std::thread::spawn(move || {
+            for id in 1..=ASKS {
+                // One ask per record: the actor may stop reading between any two.
+                let batch = blob_ask(id, 60_000);
+                let mut head = vec![BATCH];
+                head.extend_from_slice(&0u64.to_le_bytes());
+                head.extend_from_slice(&batch);
+                if rustix::net::send(&writer_end, &head, rustix::net::SendFlags::NOSIGNAL).is_err()
+                {
+                    return;
+                }
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // While the caller does not read: the actor serves another caller, and stops reading this
+    // one (its writer cannot get everything out), so its memory stays far below 120 MB.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let (ok, took) = ask_from_elsewhere(&c.0, Duration::from_secs(5));
+    assert!(ok, "another caller was not served ({took:?})");
+    let held = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        held < ASKS,
+        "the actor read all {ASKS} asks of a caller that reads none of its replies"
+    );
+    let grown = rss_kib(c.0.pid()).saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "the actor grew by {grown} KiB with a caller that does not read"
+    );
+    for id in 1..=ASKS {
+        expect_blob_reply(caller.as_fd(), id, 60_000);
+    }
+    writer.join().unwrap();
+    assert_eq!(written.load(std::sync::atomic::Ordering::SeqCst), ASKS);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
+/// A stop arrives behind six asks for 60 KiB replies on a connection whose buffer holds only
+/// three or four of them: the actor ends with replies still waiting, and sends them, then its
+/// last words, in that order, as the caller reads (it starts a little late). (Before: the
+/// replies that did not fit and the EXIT were dropped.)
+#[test]
+fn the_last_words_reach_a_caller_whose_buffer_is_full() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let mut batch = Vec::new();
+    for id in 1..=6 {
+        batch.extend(blob_ask(id, 60_000));
+    }
+    batch.extend(raw::envelope(3, 0, &[0])); // Sys::Stop
+    raw::send_frame(caller.as_fd(), BATCH, 0, &batch, &[]);
+    std::thread::sleep(Duration::from_millis(20));
+    for id in 1..=6 {
+        expect_blob_reply(caller.as_fd(), id, 60_000);
+    }
+    let (kind, _, _) = raw::recv_frame(caller.as_fd(), BOUND).expect("the actor's last words");
+    assert_eq!(kind, raw::EXIT);
+    assert_eq!(
+        c.0.join_timeout(BOUND).unwrap(),
+        procactor::ExitReason::Normal
     );
 }

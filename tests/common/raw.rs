@@ -19,7 +19,9 @@ pub const LARGE: u8 = 0x80;
 pub const HELLO: u8 = 20;
 pub const WELCOME: u8 = 21;
 pub const BATCH: u8 = 23;
+pub const REPLY: u8 = 24;
 pub const FAILED: u8 = 25;
+pub const EXIT: u8 = 26;
 
 /// The socket address of an actor (or a manager, through one of its proxies): their serialized
 /// forms start with the ref `{id, name, pid, addr}`.

@@ -1,8 +1,8 @@
 //! The actor's own process: `spawn` on the caller's side, and the event loop that accepts
 //! connections, reads batches of envelopes and runs the handlers, one message at a time.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::error::{Error, ExitReason, Result};
 use crate::message::Message;
 use crate::process::Process;
 use crate::sys;
-use crate::wire::{self, Channel, Fd, Wait};
+use crate::wire::{self, Channel, Fd, Outgoing, Wait};
 
 /// What the new process gets.
 #[derive(Serialize, Deserialize)]
@@ -268,9 +268,33 @@ impl Peer {
 
 const LISTENER: u64 = 1 << 63;
 
+/// Bytes of frames one connection may have waiting in the actor (its socket buffer full: a
+/// caller slow to read its replies) before the actor stops reading that connection until they
+/// are all gone. Back-pressure, never a dropped reply; the replies of the one batch being
+/// handled may go past it.
+const QUEUE_HIGH: usize = 1 << 20;
+
+/// How long an ending actor waits for connections with frames still waiting (its last words
+/// last) to take them: it gives up once none took anything for `EXIT_IDLE`, and after
+/// `EXIT_FLUSH` in all. The process is ending anyway; a caller that does not read for that long
+/// sees the connection close without the actor's last words.
+const EXIT_IDLE: Duration = Duration::from_millis(100);
+const EXIT_FLUSH: Duration = Duration::from_secs(1);
+
 /// A receive buffer that grew past this (a large batch) is given back once the batch is
 /// handled: a sender cannot leave the actor holding the most it ever sent.
 const BATCH_KEEP: usize = 1 << 20;
+
+/// Frames a connection could not take yet (its socket buffer was full), to send in order
+/// before anything else as soon as it has room.
+struct Backlog {
+    frames: VecDeque<Outgoing>,
+    /// Their sizes added up (memory files included).
+    bytes: usize,
+    /// Past [`QUEUE_HIGH`]: the connection is not read (its input interest is off) until the
+    /// backlog is gone.
+    paused: bool,
+}
 
 struct Server<A: Actor> {
     poller: sys::Poller,
@@ -280,6 +304,8 @@ struct Server<A: Actor> {
     limit: u64,
     peers: HashMap<u64, Peer>,
     next_token: u64,
+    /// Frames waiting for room, per connection (only connections that have some).
+    backlog: HashMap<u64, Backlog>,
     welcome: Welcome,
     gate: Option<Gate>,
     free_slots: Vec<u32>,
@@ -320,6 +346,7 @@ impl<A: Actor> Server<A> {
             limit,
             peers: HashMap::new(),
             next_token: 1,
+            backlog: HashMap::new(),
             welcome,
             gate,
             free_slots: (0..gate::SLOTS as u32).rev().collect(),
@@ -350,11 +377,14 @@ impl<A: Actor> Server<A> {
         self.peers.insert(token, peer);
     }
 
+    /// Takes a connection out of the loop; the caller drops it.
     fn remove_peer(&mut self, token: u64) -> Option<Peer> {
         let peer = self.peers.remove(&token)?;
         if let Some(chan) = peer.chan() {
             self.poller.remove(chan.as_fd());
         }
+        // Frames it never took: nobody is left to take them.
+        self.backlog.remove(&token);
         if let (Peer::Caller { slot, .. }, Some(gate)) = (&peer, &self.gate) {
             // Whatever this caller took and never delivered is given back.
             gate.release(*slot, gate.held_by(*slot));
@@ -436,6 +466,14 @@ impl<A: Actor> Server<A> {
             self.accept();
             return Ok(());
         }
+        if !self.backlog.is_empty() && self.backlog.contains_key(&token) {
+            // Woken for room (or a hang-up): what waits goes first. A paused connection is
+            // not read until all of it went.
+            self.flush(token);
+            if self.backlog.get(&token).is_some_and(|b| b.paused) {
+                return Ok(());
+            }
+        }
         match self.peers.get(&token) {
             None => Ok(()),
             Some(Peer::New(_)) => {
@@ -445,7 +483,7 @@ impl<A: Actor> Server<A> {
             Some(Peer::Caller { .. }) | Some(Peer::Watcher(_)) => match self.read(token) {
                 Read::Nothing => Ok(()),
                 Read::Closed => {
-                    self.remove_peer(token);
+                    drop(self.remove_peer(token));
                     Ok(())
                 }
                 Read::Batch(fds) => self.dispatch(token, fds, state, ctx),
@@ -510,12 +548,12 @@ impl<A: Actor> Server<A> {
             Err(e) if e.is_timeout() => return, // woken for nothing
             Err(Error::Disconnected) => {
                 // A liveness probe (`is_alive`, `kill` from another process): nothing to say.
-                self.remove_peer(token);
+                drop(self.remove_peer(token));
                 return;
             }
             Err(e) => {
                 log::warn!(target: "procactor::actor", "bad hello on actor {:?}: {e}", self.welcome.name);
-                self.remove_peer(token);
+                drop(self.remove_peer(token));
                 return;
             }
         };
@@ -651,6 +689,7 @@ impl<A: Actor> Server<A> {
             let env_fds: Vec<OwnedFd> = fds.by_ref().take(env.nfds).collect();
             if self.stop_requested || ctx.stop.is_some() {
                 // Sent after the stop: refused, as if the actor were already gone.
+                drop(env_fds);
                 continue;
             }
             let step = match (env.op, caller_slot) {
@@ -669,6 +708,7 @@ impl<A: Actor> Server<A> {
                 }
                 (_, None) => {
                     log::warn!(target: "procactor::actor", "actor {:?}: message from a connection that did not say hello as a caller", self.welcome.name);
+                    drop(env_fds);
                     Ok(())
                 }
             };
@@ -722,39 +762,151 @@ impl<A: Actor> Server<A> {
 
     /// Sends a reply (or a failure) to the caller on `token`.
     fn answer<T: Serialize + ?Sized>(&mut self, token: u64, kind: u8, id: u64, value: &T) {
-        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
-            return;
-        };
-        self.reply.clear();
-        let (kind, fds) = match wire::encode(value, &mut self.reply) {
+        let mut reply = std::mem::take(&mut self.reply);
+        reply.clear();
+        let (kind, fds) = match wire::encode(value, &mut reply) {
             Ok(fds) => (kind, fds),
             Err(e) => {
-                self.reply.clear();
-                let _ = wire::encode(&e.to_string(), &mut self.reply);
+                reply.clear();
+                let _ = wire::encode(&e.to_string(), &mut reply);
                 (proto::FAILED, Vec::new())
             }
         };
-        // Never block on a caller that stopped reading (it gave up on this reply); a large
-        // reply goes in a memory file, written whole before its header.
-        let sent = chan.try_send(kind, id, &self.reply, &fds).map(|sent| {
-            if !sent {
-                log::warn!(target: "procactor::actor", "a caller of actor {:?} is not reading its replies; one dropped", self.welcome.name);
-            }
-        });
-        match sent {
+        match self.send_to(token, kind, id, &reply, &fds) {
             Ok(()) | Err(Error::Disconnected) => {}
             Err(e) => {
                 // The caller is waiting: tell it why its reply cannot come.
                 log::warn!(target: "procactor::actor", "actor {:?} could not send a reply: {e}", self.welcome.name);
-                self.reply.clear();
-                if wire::encode(
-                    &format!("the reply could not be sent: {e}"),
-                    &mut self.reply,
-                )
-                .is_ok()
-                {
-                    let _ = chan.try_send_small(proto::FAILED, id, &self.reply);
+                reply.clear();
+                if wire::encode(&format!("the reply could not be sent: {e}"), &mut reply).is_ok() {
+                    let _ = self.send_to(token, proto::FAILED, id, &reply, &[]);
                 }
+            }
+        }
+        self.reply = reply;
+    }
+
+    /// Sends a frame on connection `token` without ever blocking, and without losing it: what
+    /// the connection's buffer cannot take now waits in its backlog, in order, and goes once
+    /// it has room (see [`flush`](Server::flush)). A large payload goes in a memory file,
+    /// written whole before its header.
+    fn send_to(
+        &mut self,
+        token: u64,
+        kind: u8,
+        id: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> Result<()> {
+        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
+            return Ok(());
+        };
+        // (Most replies find no backlog at all: no lookup for them.)
+        if let Some(b) = (!self.backlog.is_empty())
+            .then(|| self.backlog.get_mut(&token))
+            .flatten()
+        {
+            // Frames before this one still wait: it goes after them.
+            let frame = Outgoing::new(kind, id, payload, fds)?;
+            b.bytes += frame.size();
+            b.frames.push_back(frame);
+            if b.bytes > QUEUE_HIGH && !b.paused {
+                b.paused = true;
+                self.watch(token);
+            }
+            return Ok(());
+        }
+        let Some(frame) = chan.try_send_or_keep(kind, id, payload, fds)? else {
+            return Ok(());
+        };
+        let bytes = frame.size();
+        self.backlog.insert(
+            token,
+            Backlog {
+                frames: VecDeque::from([frame]),
+                bytes,
+                paused: bytes > QUEUE_HIGH,
+            },
+        );
+        self.watch(token);
+        Ok(())
+    }
+
+    /// Sends what waits on connection `token`, in order, as far as its buffer takes it. A
+    /// connection that failed (its peer is gone) drops its backlog: nothing can reach it, and
+    /// reading it goes on (what it sent before it went is still handled). True if anything went.
+    fn flush(&mut self, token: u64) -> bool {
+        let Some(b) = self.backlog.get_mut(&token) else {
+            return false;
+        };
+        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
+            self.backlog.remove(&token);
+            return false;
+        };
+        let mut sent = false;
+        while let Some(frame) = b.frames.front() {
+            match chan.try_send_kept(frame) {
+                Ok(true) => {
+                    b.bytes -= frame.size();
+                    b.frames.pop_front();
+                    sent = true;
+                }
+                Ok(false) => return sent,
+                Err(e) => {
+                    if !matches!(e, Error::Disconnected) {
+                        log::warn!(target: "procactor::actor", "actor {:?} could not send on a connection: {e}", self.welcome.name);
+                    }
+                    break;
+                }
+            }
+        }
+        self.backlog.remove(&token);
+        self.watch(token);
+        sent
+    }
+
+    /// Sets what the poller reports connection `token` for: input unless its backlog is past
+    /// the high-water mark, room while it has a backlog (never otherwise: level-triggered, a
+    /// connection with room would be reported on every turn).
+    fn watch(&self, token: u64) {
+        let Some(chan) = self.peers.get(&token).and_then(Peer::chan) else {
+            return;
+        };
+        let b = self.backlog.get(&token);
+        let interest = sys::Interest {
+            read: !b.is_some_and(|b| b.paused),
+            write: b.is_some(),
+        };
+        if let Err(e) = self.poller.modify(chan.as_fd(), token, interest) {
+            log::warn!(target: "procactor::actor", "actor {:?} could not change what it watches on a connection: {e}", self.welcome.name);
+        }
+    }
+
+    /// At the end: sends what waits on every connection (the last words last), waiting for
+    /// room at most [`EXIT_IDLE`] without progress and [`EXIT_FLUSH`] in all.
+    fn flush_at_exit(&mut self) {
+        let start = Instant::now();
+        let mut progress = start;
+        loop {
+            let tokens: Vec<u64> = self.backlog.keys().copied().collect();
+            for token in tokens {
+                if self.flush(token) {
+                    progress = Instant::now();
+                }
+            }
+            if self.backlog.is_empty() {
+                return;
+            }
+            let deadline = (progress + EXIT_IDLE).min(start + EXIT_FLUSH);
+            let fds: Vec<BorrowedFd> = self
+                .backlog
+                .keys()
+                .filter_map(|t| self.peers.get(t).and_then(Peer::chan))
+                .map(|c| c.as_fd())
+                .collect();
+            if !matches!(sys::wait_writable(&fds, deadline), Ok(true)) {
+                log::debug!(target: "procactor::actor", "actor {:?} ended with frames for {} connections not taken", self.welcome.name, self.backlog.len());
+                return;
             }
         }
     }
@@ -851,12 +1003,13 @@ impl<A: Actor> Server<A> {
         )
         .is_ok()
         {
-            for peer in self.peers.values() {
-                if let Some(chan) = peer.chan() {
-                    let _ = chan.try_send_small(proto::EXIT, 0, &buf);
-                }
+            let tokens: Vec<u64> = self.peers.keys().copied().collect();
+            for token in tokens {
+                // After the replies still waiting on that connection, never instead of them.
+                let _ = self.send_to(token, proto::EXIT, 0, &buf, &[]);
             }
         }
+        self.flush_at_exit();
         let _ = catch_unwind(AssertUnwindSafe(|| state.stopped(&reason)));
         reason
     }
@@ -876,6 +1029,14 @@ impl<A: Actor> Server<A> {
         for token in callers {
             // Bounded: a caller that keeps sending cannot keep us alive for ever.
             for _ in 0..10_000 {
+                if self.backlog.get(&token).is_some_and(|b| b.paused) {
+                    // Past the high-water mark: what it sent later stays unread, as it would
+                    // in the loop, unless its replies go now.
+                    self.flush(token);
+                    if self.backlog.get(&token).is_some_and(|b| b.paused) {
+                        break;
+                    }
+                }
                 match self.read(token) {
                     Read::Batch(fds) => {
                         self.dispatch(token, fds, state, ctx)?;
