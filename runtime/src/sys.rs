@@ -373,6 +373,39 @@ pub(crate) fn wait_writable(fds: &[BorrowedFd], deadline: Instant) -> io::Result
     }
 }
 
+/// Waits until `fd` has room to send, or (with `or_input`) something to read; a hang-up or an
+/// error counts as either. False when `deadline` passes first (`None`: no deadline).
+pub(crate) fn wait_room(
+    fd: BorrowedFd,
+    or_input: bool,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut flags = PollFlags::OUT;
+    if or_input {
+        flags |= PollFlags::IN;
+    }
+    let mut pfd = [PollFd::new(&fd, flags)];
+    loop {
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        match poll(&mut pfd, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// How a child ended, as `waitid` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ExitStatus {

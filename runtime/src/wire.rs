@@ -66,6 +66,12 @@ thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; LARGE_HEADER + INLINE_MAX]);
 }
 
+/// Whether this thread is inside a receive (decoding what came: a handle adopted as it is
+/// decoded may send), where it must not receive again.
+pub(crate) fn receiving() -> bool {
+    RECV_BUF.with(|b| b.try_borrow_mut().is_err())
+}
+
 /// The error a procactor `Deserialize` impl returns to refuse a value, with its reason kept
 /// for the decode error (see [`decode_prefix`]).
 pub(crate) fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
