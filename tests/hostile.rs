@@ -1,7 +1,9 @@
 //! Hostile and broken peers on real sockets: a frame announcing a payload whose bytes never
 //! come, a sender stopped (SIGSTOP) half-way through a large message, a side stream that is
-//! `/dev/zero`, lying lengths, frames of the wrong type. No event loop may freeze, no timeout
-//! may be broken, no receiver may allocate what the sender never sent.
+//! `/dev/zero`, lying lengths, frames of the wrong type, callers slow to read their replies,
+//! connections that never say hello, a sparse memory file. No event loop may freeze or spin, no
+//! timeout may be broken, no reply may be lost, no receiver may allocate what the sender never
+//! sent or keep what it sent for good.
 
 mod common;
 
@@ -574,5 +576,164 @@ fn the_last_words_reach_a_caller_whose_buffer_is_full() {
     assert_eq!(
         c.0.join_timeout(BOUND).unwrap(),
         procactor::ExitReason::Normal
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections that never say hello, and floods of connections.
+
+/// CPU time a process used (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Descriptors a process has open.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// 300 connections that never say hello, to an actor whose descriptor limit is 256 (lowered
+/// here to keep the test light; 20,000 connections do the same at the default limit). The
+/// actor gives up the oldest silent ones to accept new callers, and, idle, uses no CPU: it
+/// does not spin on a listener it cannot accept from. (Before: no new caller got in, and the
+/// actor spun, logging on every pass.)
+#[test]
+fn connections_without_hello_neither_lock_out_callers_nor_make_an_actor_spin() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let pid = rustix::process::Pid::from_raw(c.0.pid() as i32).unwrap();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(256),
+            maximum: Some(256),
+        },
+    )
+    .unwrap();
+    let addr = raw::address(&c.0);
+    let held: Vec<std::os::fd::OwnedFd> = (0..300).map(|_| raw::connect_to(&addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    let (ok, took) = ask_from_elsewhere(&c.0, Duration::from_secs(3));
+    assert!(
+        ok,
+        "a new caller was not served (its 3 s ask failed after {took:?})"
+    );
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    // Still idle after the new caller came and went.
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    drop(held);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
+/// Connections that never say hello: the actor keeps at most 256 of them (the oldest go
+/// first), and drops each 10 s after it came. Its callers are served throughout.
+#[test]
+fn an_actor_keeps_few_connections_without_hello_and_not_for_long() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+    let base = fds_of(c.0.pid());
+    let addr = raw::address(&c.0);
+    let t = Instant::now();
+    let silent: Vec<std::os::fd::OwnedFd> = (0..400).map(|_| raw::connect_to(&addr)).collect();
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 2);
+    let hung_up = |fd: &std::os::fd::OwnedFd| peer_hung_up(fd);
+    // The 144 oldest were dropped to keep 256, and no more.
+    assert!(
+        common::eventually(BOUND, || silent[..144].iter().all(hung_up)),
+        "the oldest silent connections were kept"
+    );
+    assert!(silent[144..].iter().all(|fd| !hung_up(fd)));
+    let kept = fds_of(c.0.pid()) - base;
+    assert!(kept <= 256, "the actor holds {kept} more descriptors");
+    // The rest go once their 10 s are up, not before.
+    let gone = common::eventually(BOUND, || silent.iter().all(hung_up));
+    let after = t.elapsed();
+    assert!(gone, "silent connections kept past {after:?}");
+    assert!(
+        after >= Duration::from_secs(9),
+        "silent connections dropped after only {after:?}"
+    );
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 3);
+    assert!(fds_of(c.0.pid()) <= base);
+}
+
+/// Whether the peer of a connected socket hung up (a zero-time poll for RDHUP).
+fn peer_hung_up(fd: &std::os::fd::OwnedFd) -> bool {
+    let mut pfd = [rustix::event::PollFd::new(
+        fd,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let _ = rustix::event::poll(&mut pfd, Some(&zero));
+    !pfd[0].revents().is_empty()
+}
+
+/// Two threads connect and hang up as fast as they can, for 3 s: a new caller still gets its
+/// welcome and its reply promptly (the actor accepts a bounded number of connections per turn
+/// of its loop, then serves the others).
+#[test]
+fn a_flood_of_connections_does_not_starve_new_callers() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let a = rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap();
+                let until = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let fd = rustix::net::socket_with(
+                        rustix::net::AddressFamily::UNIX,
+                        rustix::net::SocketType::SEQPACKET,
+                        rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+                        None,
+                    )
+                    .unwrap();
+                    let _ = rustix::net::connect(&fd, &a);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for k in 0..20 {
+        let t = Instant::now();
+        let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+        let ask = raw::envelope(
+            2,
+            k + 1,
+            &postcard::to_stdvec(&CounterMsg::Add { k: 0 }).unwrap(),
+        );
+        raw::send_frame(caller.as_fd(), BATCH, 0, &ask, &[]);
+        let reply = raw::recv_frame(caller.as_fd(), BOUND);
+        assert!(matches!(reply, Some((raw::REPLY, id, _)) if id == k + 1));
+        slowest = slowest.max(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a new caller waited {slowest:?} while connections flooded the actor"
     );
 }

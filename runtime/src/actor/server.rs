@@ -1,7 +1,7 @@
 //! The actor's own process: `spawn` on the caller's side, and the event loop that accepts
 //! connections, reads batches of envelopes and runs the handlers, one message at a time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -281,6 +281,22 @@ const QUEUE_HIGH: usize = 1 << 20;
 const EXIT_IDLE: Duration = Duration::from_millis(100);
 const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
+/// How long a new connection may take to say hello before the actor drops it (procactor's own
+/// callers say it as they connect).
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Connections that have not said hello yet, at most: past it the oldest is dropped, so
+/// connections that never say anything cannot use up the actor's descriptors.
+const MAX_FRESH: usize = 256;
+
+/// Connections accepted per wake-up, at most: a flood of connections cannot starve the callers
+/// already there (the level-triggered listener reports the rest on the next turn).
+const ACCEPT_BATCH: usize = 64;
+
+/// How long the listener rests, unless a connection closes first, after `accept` failed (out
+/// of descriptors): it stays readable, and a level-triggered loop would spin on it.
+const ACCEPT_REST: Duration = Duration::from_millis(10);
+
 /// A receive buffer that grew past this (a large batch) is given back once the batch is
 /// handled: a sender cannot leave the actor holding the most it ever sent.
 const BATCH_KEEP: usize = 1 << 20;
@@ -306,6 +322,14 @@ struct Server<A: Actor> {
     next_token: u64,
     /// Frames waiting for room, per connection (only connections that have some).
     backlog: HashMap<u64, Backlog>,
+    /// Connections that have not said hello yet, by token (so oldest first), with when they
+    /// were accepted.
+    fresh: BTreeMap<u64, Instant>,
+    /// The listener is out of the poller until then (accept failed), or until a connection
+    /// closes, whichever comes first.
+    listener_rest: Option<Instant>,
+    /// The current run of accept failures was logged (once, not on every pass).
+    accept_failing: bool,
     welcome: Welcome,
     gate: Option<Gate>,
     free_slots: Vec<u32>,
@@ -347,6 +371,9 @@ impl<A: Actor> Server<A> {
             peers: HashMap::new(),
             next_token: 1,
             backlog: HashMap::new(),
+            fresh: BTreeMap::new(),
+            listener_rest: None,
+            accept_failing: false,
             welcome,
             gate,
             free_slots: (0..gate::SLOTS as u32).rev().collect(),
@@ -374,6 +401,9 @@ impl<A: Actor> Server<A> {
             // A watch whose target was already gone: report it on the next turn of the loop.
             self.ready.push(token);
         }
+        if let Peer::New(_) = &peer {
+            self.fresh.insert(token, Instant::now());
+        }
         self.peers.insert(token, peer);
     }
 
@@ -383,8 +413,13 @@ impl<A: Actor> Server<A> {
         if let Some(chan) = peer.chan() {
             self.poller.remove(chan.as_fd());
         }
+        if let Peer::New(_) = &peer {
+            self.fresh.remove(&token);
+        }
         // Frames it never took: nobody is left to take them.
         self.backlog.remove(&token);
+        // A descriptor is free again: a listener resting for want of one may go on.
+        self.wake_listener();
         if let (Peer::Caller { slot, .. }, Some(gate)) = (&peer, &self.gate) {
             // Whatever this caller took and never delivered is given back.
             gate.release(*slot, gate.held_by(*slot));
@@ -411,7 +446,8 @@ impl<A: Actor> Server<A> {
                 return self.finish(&mut state, &mut ctx, ExitReason::Normal);
             }
             if pending.is_empty() {
-                if let Err(e) = self.wait() {
+                let due = self.timers();
+                if let Err(e) = self.wait(due) {
                     log::error!(target: "procactor::actor", "event loop failed: {e}");
                     return self.finish(&mut state, &mut ctx, ExitReason::Unknown);
                 }
@@ -426,9 +462,35 @@ impl<A: Actor> Server<A> {
         }
     }
 
-    /// Waits for readiness: spins briefly first when we have a core to spin on (a wake-up from
-    /// sleep costs tens of microseconds on small VMs).
-    fn wait(&mut self) -> std::io::Result<()> {
+    /// Drops connections that did not say hello in time and wakes a resting listener whose
+    /// rest is over; returns when the next of these is due (`None`: nothing is).
+    fn timers(&mut self) -> Option<Instant> {
+        if self.fresh.is_empty() && self.listener_rest.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        while let Some((&token, &since)) = self.fresh.first_key_value() {
+            if now < since + HELLO_DEADLINE {
+                break;
+            }
+            drop(self.remove_peer(token));
+        }
+        if self.listener_rest.is_some_and(|until| now >= until) {
+            self.wake_listener();
+        }
+        let hello_due = self
+            .fresh
+            .first_key_value()
+            .map(|(_, &t)| t + HELLO_DEADLINE);
+        match (hello_due, self.listener_rest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Waits for readiness, at most until `deadline`: spins briefly first when we have a core to
+    /// spin on (a wake-up from sleep costs tens of microseconds on small VMs).
+    fn wait(&mut self, deadline: Option<Instant>) -> std::io::Result<()> {
         if !self.ready.is_empty() {
             return Ok(());
         }
@@ -446,7 +508,7 @@ impl<A: Actor> Server<A> {
                 return Ok(());
             }
         }
-        self.poller.wait(None, &mut self.ready)
+        self.poller.wait(deadline, &mut self.ready)
     }
 
     fn adopt_watches(&mut self, ctx: &mut Context<A>) {
@@ -494,19 +556,32 @@ impl<A: Actor> Server<A> {
         }
     }
 
+    /// Accepts what connected, at most [`ACCEPT_BATCH`] connections per wake-up.
     fn accept(&mut self) {
-        loop {
+        // Connections accepted from here on had no turn of the loop to say hello yet: they are
+        // never the ones given up for room.
+        let this_turn = self.next_token;
+        for _ in 0..ACCEPT_BATCH {
             match sys::accept(self.listener.as_fd()) {
                 Ok(Some(fd)) => {
+                    self.accept_failing = false;
                     // Only processes of our own user may talk to us (the kernel says who
                     // connected).
                     match sys::peer_cred(fd.as_fd()) {
                         Ok(c) if c.uid == sys::getuid() => {}
                         Ok(c) => {
                             log::warn!(target: "procactor::actor", "actor {:?} refused a connection from pid {} of another user (uid {})", self.welcome.name, c.pid, c.uid);
+                            drop(fd);
                             continue;
                         }
-                        Err(_) => continue,
+                        Err(_) => {
+                            drop(fd);
+                            continue;
+                        }
+                    }
+                    if self.fresh.len() >= MAX_FRESH {
+                        // Too many that never said hello: the oldest makes room.
+                        self.drop_oldest_fresh(u64::MAX);
                     }
                     // Large payloads only in memory files: a sender that stops half-way can
                     // never stall this loop.
@@ -516,9 +591,51 @@ impl<A: Actor> Server<A> {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    log::warn!(target: "procactor::actor", "accept failed: {e}");
+                    let no_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    // Out of descriptors: a connection that never said hello (in a turn of its
+                    // own) is the cheapest to give up, and the one waiting takes its place.
+                    if no_fds && self.drop_oldest_fresh(this_turn) {
+                        continue;
+                    }
+                    if !self.accept_failing {
+                        self.accept_failing = true;
+                        log::warn!(target: "procactor::actor", "actor {:?} cannot accept connections for now: {e}", self.welcome.name);
+                    }
+                    // The listener stays readable: rest it, or the loop would spin on it.
+                    self.rest_listener();
                     return;
                 }
+            }
+        }
+    }
+
+    /// Drops the oldest connection that has not said hello, if it was accepted before token
+    /// `before`; false if there is none.
+    fn drop_oldest_fresh(&mut self, before: u64) -> bool {
+        match self.fresh.first_key_value() {
+            Some((&token, _)) if token < before => {
+                log::debug!(target: "procactor::actor", "actor {:?} dropped a connection that had not said hello", self.welcome.name);
+                drop(self.remove_peer(token));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stops watching the listener for [`ACCEPT_REST`] (or until a connection closes).
+    fn rest_listener(&mut self) {
+        if self.listener_rest.is_none() {
+            self.poller.remove(self.listener.as_fd());
+        }
+        self.listener_rest = Some(Instant::now() + ACCEPT_REST);
+    }
+
+    /// Watches a resting listener again.
+    fn wake_listener(&mut self) {
+        if self.listener_rest.take().is_some() {
+            if let Err(e) = self.poller.add(self.listener.as_fd(), LISTENER) {
+                log::warn!(target: "procactor::actor", "actor {:?} cannot watch its listener again, for now: {e}", self.welcome.name);
+                self.listener_rest = Some(Instant::now() + ACCEPT_REST);
             }
         }
     }
