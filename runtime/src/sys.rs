@@ -1091,6 +1091,13 @@ pub(crate) fn monotonic_ns() -> u64 {
 }
 
 /// Shuts the sending direction of a socket: the peer reads what is queued, then EOF.
+/// Shuts a connected socket down both ways: the peer sees the hang-up at once, though the socket
+/// (and whatever its unread records carry) is only released by its close. Never blocks.
+pub(crate) fn shutdown_both(fd: BorrowedFd) {
+    // Fails only if the peer is already gone, which is what we wanted.
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
 pub(crate) fn shutdown_write(fd: BorrowedFd) {
     // Fails only if the peer is already gone, which is what we wanted.
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);

@@ -507,6 +507,11 @@ impl Outgoing {
         })
     }
 
+    /// Its descriptors (a large payload's memory file first), for a frame that will not be sent.
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+
     /// The memory it holds until sent, in bytes (a large payload's memory file included).
     pub(crate) fn size(&self) -> usize {
         self.size

@@ -266,6 +266,28 @@ impl Peer {
     }
 }
 
+/// Lets go of a connection without closing it here: unread records in its socket may carry
+/// descriptors a peer chose, released by the socket's close, and the last close of one may
+/// block (see `closer`). The socket is shut down here, so the peer sees the hang-up at once
+/// (a child waiting for it as it ends, a lifeline), even while the closer thread is held up by
+/// another close; the close itself happens on the closer thread.
+fn let_go(peer: Peer) {
+    let chan = match peer {
+        Peer::New(c) | Peer::Caller { chan: c, .. } | Peer::Watcher(c) => Some(c),
+        Peer::LinkedIn { chan, .. } => Some(chan),
+        Peer::Watching(w) => w.chan,
+    };
+    if let Some(chan) = chan {
+        close_socket_later(chan.into_fd());
+    }
+}
+
+/// See [`let_go`].
+fn close_socket_later(fd: OwnedFd) {
+    sys::shutdown_both(fd.as_fd());
+    crate::closer::close_later([fd]);
+}
+
 const LISTENER: u64 = 1 << 63;
 
 /// Bytes of frames one connection may have waiting in the actor (its socket buffer full: a
@@ -310,6 +332,12 @@ struct Backlog {
     /// Past [`QUEUE_HIGH`]: the connection is not read (its input interest is off) until the
     /// backlog is gone.
     paused: bool,
+}
+
+/// Drops frames that will never be sent. Their descriptors are ours (duplicates), but of
+/// objects a peer may have handed over, whose last copy this may be: closed off the loop.
+fn drop_frames(frames: VecDeque<Outgoing>) {
+    crate::closer::close_later(frames.into_iter().flat_map(Outgoing::into_fds));
 }
 
 struct Server<A: Actor> {
@@ -395,6 +423,7 @@ impl<A: Actor> Server<A> {
         self.next_token += 1;
         if let Some(chan) = peer.chan() {
             if self.poller.add(chan.as_fd(), token).is_err() {
+                let_go(peer);
                 return;
             }
         } else {
@@ -407,7 +436,14 @@ impl<A: Actor> Server<A> {
         self.peers.insert(token, peer);
     }
 
-    /// Takes a connection out of the loop; the caller drops it.
+    /// Takes a connection out of the loop and lets go of it.
+    fn drop_peer(&mut self, token: u64) {
+        if let Some(peer) = self.remove_peer(token) {
+            let_go(peer);
+        }
+    }
+
+    /// Takes a connection out of the loop; the caller lets go of it (see [`let_go`]).
     fn remove_peer(&mut self, token: u64) -> Option<Peer> {
         let peer = self.peers.remove(&token)?;
         if let Some(chan) = peer.chan() {
@@ -417,7 +453,9 @@ impl<A: Actor> Server<A> {
             self.fresh.remove(&token);
         }
         // Frames it never took: nobody is left to take them.
-        self.backlog.remove(&token);
+        if let Some(b) = self.backlog.remove(&token) {
+            drop_frames(b.frames);
+        }
         // A descriptor is free again: a listener resting for want of one may go on.
         self.wake_listener();
         if let (Peer::Caller { slot, .. }, Some(gate)) = (&peer, &self.gate) {
@@ -473,7 +511,7 @@ impl<A: Actor> Server<A> {
             if now < since + HELLO_DEADLINE {
                 break;
             }
-            drop(self.remove_peer(token));
+            self.drop_peer(token);
         }
         if self.listener_rest.is_some_and(|until| now >= until) {
             self.wake_listener();
@@ -545,7 +583,7 @@ impl<A: Actor> Server<A> {
             Some(Peer::Caller { .. }) | Some(Peer::Watcher(_)) => match self.read(token) {
                 Read::Nothing => Ok(()),
                 Read::Closed => {
-                    drop(self.remove_peer(token));
+                    self.drop_peer(token);
                     Ok(())
                 }
                 Read::Batch(fds) => self.dispatch(token, fds, state, ctx),
@@ -571,11 +609,12 @@ impl<A: Actor> Server<A> {
                         Ok(c) if c.uid == sys::getuid() => {}
                         Ok(c) => {
                             log::warn!(target: "procactor::actor", "actor {:?} refused a connection from pid {} of another user (uid {})", self.welcome.name, c.pid, c.uid);
-                            drop(fd);
+                            // Closed off this thread: it may hold a stranger's records.
+                            close_socket_later(fd);
                             continue;
                         }
                         Err(_) => {
-                            drop(fd);
+                            close_socket_later(fd);
                             continue;
                         }
                     }
@@ -615,7 +654,7 @@ impl<A: Actor> Server<A> {
         match self.fresh.first_key_value() {
             Some((&token, _)) if token < before => {
                 log::debug!(target: "procactor::actor", "actor {:?} dropped a connection that had not said hello", self.welcome.name);
-                drop(self.remove_peer(token));
+                self.drop_peer(token);
                 true
             }
             _ => false,
@@ -665,17 +704,23 @@ impl<A: Actor> Server<A> {
             Err(e) if e.is_timeout() => return, // woken for nothing
             Err(Error::Disconnected) => {
                 // A liveness probe (`is_alive`, `kill` from another process): nothing to say.
-                drop(self.remove_peer(token));
+                self.drop_peer(token);
                 return;
             }
             Err(e) => {
                 log::warn!(target: "procactor::actor", "bad hello on actor {:?}: {e}", self.welcome.name);
-                drop(self.remove_peer(token));
+                self.drop_peer(token);
                 return;
             }
         };
-        let Some(Peer::New(chan)) = self.remove_peer(token) else {
-            return;
+        let chan = match self.remove_peer(token) {
+            Some(Peer::New(chan)) => chan,
+            other => {
+                if let Some(p) = other {
+                    let_go(p);
+                }
+                return;
+            }
         };
         let refuse = |chan: &Channel, why: String| {
             let mut buf = Vec::new();
@@ -689,6 +734,7 @@ impl<A: Actor> Server<A> {
                 let (m, r) = (A::Msg::schema(), A::Reply::schema());
                 if msg.1 != m.fingerprint || reply.1 != r.fingerprint {
                     refuse(&chan, format!("{} (replies: {})", m.name, r.name));
+                    let_go(Peer::New(chan));
                     return;
                 }
                 let slot = match &self.gate {
@@ -697,6 +743,7 @@ impl<A: Actor> Server<A> {
                         Some(s) => s,
                         None => {
                             refuse(&chan, "too many callers of a bounded mailbox".into());
+                            let_go(Peer::New(chan));
                             return;
                         }
                     },
@@ -713,6 +760,10 @@ impl<A: Actor> Server<A> {
         };
         let mut buf = Vec::new();
         if wire::encode(&welcome, &mut buf).is_err() {
+            if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
+                self.free_slots.push(*slot);
+            }
+            let_go(peer);
             return;
         }
         let gate_fd: Vec<RawFd> = match (&peer, &self.gate) {
@@ -727,9 +778,12 @@ impl<A: Actor> Server<A> {
             .map(|c| c.try_send(proto::WELCOME, 0, &buf, &gate_fd));
         if matches!(sent, Some(Ok(true))) {
             self.add_peer(peer);
-        } else if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
+            return;
+        }
+        if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
             self.free_slots.push(*slot);
         }
+        let_go(peer);
     }
 
     /// Reads one record from a caller into `self.batch` (a large one straight from its memory
@@ -806,7 +860,7 @@ impl<A: Actor> Server<A> {
             let env_fds: Vec<OwnedFd> = fds.by_ref().take(env.nfds).collect();
             if self.stop_requested || ctx.stop.is_some() {
                 // Sent after the stop: refused, as if the actor were already gone.
-                drop(env_fds);
+                crate::closer::close_later(env_fds);
                 continue;
             }
             let step = match (env.op, caller_slot) {
@@ -825,7 +879,7 @@ impl<A: Actor> Server<A> {
                 }
                 (_, None) => {
                     log::warn!(target: "procactor::actor", "actor {:?}: message from a connection that did not say hello as a caller", self.welcome.name);
-                    drop(env_fds);
+                    crate::closer::close_later(env_fds);
                     Ok(())
                 }
             };
@@ -977,7 +1031,9 @@ impl<A: Actor> Server<A> {
                 }
             }
         }
-        self.backlog.remove(&token);
+        if let Some(b) = self.backlog.remove(&token) {
+            drop_frames(b.frames);
+        }
         self.watch(token);
         sent
     }
@@ -1065,16 +1121,24 @@ impl<A: Actor> Server<A> {
         let Some(peer) = self.remove_peer(token) else {
             return Ok(());
         };
-        let (id, name, reason, link) = match peer {
+        let (id, name, reason, link) = match &peer {
             Peer::Watching(w) => {
                 let reason = w.target.refine(words.unwrap_or(ExitReason::Unknown));
                 (w.target.id, w.target.name.clone(), reason, w.link)
             }
-            Peer::LinkedIn { name, id, .. } => {
-                (id, name, words.unwrap_or(ExitReason::Unknown), true)
-            }
-            _ => return Ok(()),
+            Peer::LinkedIn { name, id, .. } => (
+                *id,
+                name.clone(),
+                words.unwrap_or(ExitReason::Unknown),
+                true,
+            ),
+            _ => (ActorId(0), String::new(), ExitReason::Unknown, false),
         };
+        let watched = matches!(peer, Peer::Watching(_) | Peer::LinkedIn { .. });
+        let_go(peer);
+        if !watched {
+            return Ok(());
+        }
         let down = Down {
             id,
             name: name.clone(),
