@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{
-    connect, recv, sendmsg, socket, AddressFamily, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketType,
+    connect, recv, sendmsg, socket_with, AddressFamily, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 
 /// Frame kinds.
@@ -42,7 +42,15 @@ pub fn address<T: serde::Serialize>(handle: &T) -> String {
 
 /// A raw SEQPACKET connection to a socket path.
 pub fn connect_to(addr: &str) -> OwnedFd {
-    let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    // Close-on-exec: a process another test starts meanwhile must not keep it open (a test that
+    // closes it expects the peer to see the hang-up).
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
     connect(&fd, &SocketAddrUnix::new(addr).unwrap()).unwrap();
     fd
 }
