@@ -372,6 +372,16 @@ struct Server<A: Actor> {
     _a: std::marker::PhantomData<fn() -> A>,
 }
 
+/// What reading a new connection's hello came to.
+enum Said {
+    /// Nothing there yet.
+    Nothing,
+    /// It joined as a caller, watcher or link.
+    Joined,
+    /// It is gone: closed, refused, or dropped for a bad hello.
+    Gone,
+}
+
 /// What reading a connection turned up.
 enum Read {
     Nothing,
@@ -620,7 +630,7 @@ impl<A: Actor> Server<A> {
                     }
                     if self.fresh.len() >= MAX_FRESH {
                         // Too many that never said hello: the oldest makes room.
-                        self.drop_oldest_fresh(u64::MAX);
+                        self.drop_oldest_silent(u64::MAX);
                     }
                     // Large payloads only in memory files: a sender that stops half-way can
                     // never stall this loop.
@@ -633,7 +643,7 @@ impl<A: Actor> Server<A> {
                     let no_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                     // Out of descriptors: a connection that never said hello (in a turn of its
                     // own) is the cheapest to give up, and the one waiting takes its place.
-                    if no_fds && self.drop_oldest_fresh(this_turn) {
+                    if no_fds && self.drop_oldest_silent(this_turn) {
                         continue;
                     }
                     if !self.accept_failing {
@@ -649,15 +659,27 @@ impl<A: Actor> Server<A> {
     }
 
     /// Drops the oldest connection that has not said hello, if it was accepted before token
-    /// `before`; false if there is none.
-    fn drop_oldest_fresh(&mut self, before: u64) -> bool {
-        match self.fresh.first_key_value() {
-            Some((&token, _)) if token < before => {
-                log::debug!(target: "procactor::actor", "actor {:?} dropped a connection that had not said hello", self.welcome.name);
-                self.drop_peer(token);
-                true
+    /// `before` (it had a turn of the loop to say it); false if there is none. A connection whose
+    /// hello is there but not read yet (its readiness not handled yet this turn) is not silent:
+    /// its hello is read first, and the next oldest looked at.
+    fn drop_oldest_silent(&mut self, before: u64) -> bool {
+        loop {
+            let Some((&token, _)) = self.fresh.first_key_value() else {
+                return false;
+            };
+            if token >= before {
+                return false;
             }
-            _ => false,
+            match self.hello(token) {
+                Said::Joined => continue,
+                // Dropped for what it said (or its end): a descriptor is free all the same.
+                Said::Gone => return true,
+                Said::Nothing => {
+                    log::debug!(target: "procactor::actor", "actor {:?} dropped a connection that had not said hello", self.welcome.name);
+                    self.drop_peer(token);
+                    return true;
+                }
+            }
         }
     }
 
@@ -680,9 +702,9 @@ impl<A: Actor> Server<A> {
     }
 
     /// Reads a hello and answers it.
-    fn hello(&mut self, token: u64) {
+    fn hello(&mut self, token: u64) -> Said {
         let Some(Peer::New(chan)) = self.peers.get(&token) else {
-            return;
+            return Said::Gone;
         };
         let hello_only = |h: &wire::Head| {
             Err(Error::Decode {
@@ -701,16 +723,16 @@ impl<A: Actor> Server<A> {
         });
         let role = match role {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return, // woken for nothing
+            Err(e) if e.is_timeout() => return Said::Nothing, // woken for nothing
             Err(Error::Disconnected) => {
                 // A liveness probe (`is_alive`, `kill` from another process): nothing to say.
                 self.drop_peer(token);
-                return;
+                return Said::Gone;
             }
             Err(e) => {
                 log::warn!(target: "procactor::actor", "bad hello on actor {:?}: {e}", self.welcome.name);
                 self.drop_peer(token);
-                return;
+                return Said::Gone;
             }
         };
         let chan = match self.remove_peer(token) {
@@ -719,7 +741,7 @@ impl<A: Actor> Server<A> {
                 if let Some(p) = other {
                     let_go(p);
                 }
-                return;
+                return Said::Gone;
             }
         };
         let refuse = |chan: &Channel, why: String| {
@@ -735,7 +757,7 @@ impl<A: Actor> Server<A> {
                 if msg.1 != m.fingerprint || reply.1 != r.fingerprint {
                     refuse(&chan, format!("{} (replies: {})", m.name, r.name));
                     let_go(Peer::New(chan));
-                    return;
+                    return Said::Gone;
                 }
                 let slot = match &self.gate {
                     None => 0,
@@ -744,7 +766,7 @@ impl<A: Actor> Server<A> {
                         None => {
                             refuse(&chan, "too many callers of a bounded mailbox".into());
                             let_go(Peer::New(chan));
-                            return;
+                            return Said::Gone;
                         }
                     },
                 };
@@ -764,7 +786,7 @@ impl<A: Actor> Server<A> {
                 self.free_slots.push(*slot);
             }
             let_go(peer);
-            return;
+            return Said::Gone;
         }
         let gate_fd: Vec<RawFd> = match (&peer, &self.gate) {
             (Peer::Caller { .. }, Some(gate)) => {
@@ -778,12 +800,13 @@ impl<A: Actor> Server<A> {
             .map(|c| c.try_send(proto::WELCOME, 0, &buf, &gate_fd));
         if matches!(sent, Some(Ok(true))) {
             self.add_peer(peer);
-            return;
+            return Said::Joined;
         }
         if let (Peer::Caller { slot, .. }, Some(_)) = (&peer, &self.gate) {
             self.free_slots.push(*slot);
         }
         let_go(peer);
+        Said::Gone
     }
 
     /// Reads one record from a caller into `self.batch` (a large one straight from its memory
