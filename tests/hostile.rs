@@ -640,6 +640,61 @@ fn connections_without_hello_neither_lock_out_callers_nor_make_an_actor_spin() {
     assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
 }
 
+/// 80 callers say hello to an actor whose descriptor limit is 64: it welcomes those it has
+/// room for, and the others wait in its backlog. With nothing it may give up (every connection
+/// said hello), the actor rests its listener instead of spinning on it, and takes the waiting
+/// callers as the first ones leave. (Before: it spun, logging on every pass.)
+#[test]
+fn an_actor_out_of_descriptors_for_its_callers_rests_and_takes_new_ones_as_old_ones_leave() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let pid = rustix::process::Pid::from_raw(c.0.pid() as i32).unwrap();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(64),
+            maximum: Some(64),
+        },
+    )
+    .unwrap();
+    let addr = raw::address(&c.0);
+    let hello = raw::caller_hello(CounterMsg::schema(), CounterReply::schema());
+    let callers: Vec<std::os::fd::OwnedFd> = (0..80)
+        .map(|_| {
+            let fd = raw::connect_to(&addr);
+            raw::send_frame(fd.as_fd(), raw::HELLO, 0, &hello, &[]);
+            fd
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let welcomed = |fd: &std::os::fd::OwnedFd, wait: Duration| {
+        matches!(
+            raw::recv_frame(fd.as_fd(), wait),
+            Some((raw::WELCOME, _, _))
+        )
+    };
+    let (first, waiting): (Vec<_>, Vec<_>) = callers
+        .into_iter()
+        .partition(|fd| welcomed(fd, Duration::from_millis(50)));
+    assert!(
+        !first.is_empty() && !waiting.is_empty(),
+        "{} welcomed, {} waiting",
+        first.len(),
+        waiting.len()
+    );
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    // The first callers leave: every waiting one is welcomed.
+    drop(first);
+    for (k, fd) in waiting.iter().enumerate() {
+        assert!(welcomed(fd, BOUND), "waiting caller {k} never welcomed");
+    }
+    drop(waiting);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
 /// Connections that never say hello: the actor keeps at most 256 of them (the oldest go
 /// first), and drops each 10 s after it came. Its callers are served throughout.
 #[test]
