@@ -196,6 +196,36 @@ fn ask_timeout_is_honoured_and_the_late_reply_goes_nowhere() {
     assert_eq!(c.timeout(BOUND).echo("mine".into()).unwrap(), "mine");
 }
 
+/// Asks that time out while the actor is busy (their 60 KiB replies come later, and nothing
+/// reads them until this process asks again), then a burst of tells, then an ask.
+fn timed_out_asks_then_tells(c: ActorRef<Counter>) -> (usize, u64) {
+    c.timeout(BOUND).add(0).unwrap(); // connected
+    c.send().nap(2_000).unwrap(); // busy: the asks below time out
+    let timed_out = (0..100)
+        .filter(|_| c.timeout(Duration::from_millis(1)).big(60_000, 0).is_err())
+        .count();
+    for _ in 0..200_000 {
+        c.send().add(1).unwrap();
+    }
+    (timed_out, c.timeout(Duration::from_secs(10)).get().unwrap())
+}
+
+/// The actor keeps replies a caller does not read yet (it never drops one) and, past a bound,
+/// stops reading that caller until it takes them. Here the caller's unread replies are those
+/// of asks that timed out, and it goes on writing tells: it reads what the actor sends while
+/// its socket is full, so neither waits on the other. (Without that, the caller hung for good.)
+#[test]
+fn a_caller_that_left_late_replies_unread_goes_on_telling_and_asking() {
+    let c = counter();
+    let p = reaped(
+        Process::new(timed_out_asks_then_tells, c.0.clone())
+            .start()
+            .unwrap(),
+    );
+    let got = p.join_timeout(Duration::from_secs(20));
+    assert_eq!(got.ok(), Some((100, 200_000)));
+}
+
 fn asker((c, tag): (ActorRef<Counter>, u32)) -> u32 {
     let mut ok = 0;
     for i in 0..200 {

@@ -1,7 +1,9 @@
 //! Hostile and broken peers on real sockets: a frame announcing a payload whose bytes never
 //! come, a sender stopped (SIGSTOP) half-way through a large message, a side stream that is
-//! `/dev/zero`, lying lengths, frames of the wrong type. No event loop may freeze, no timeout
-//! may be broken, no receiver may allocate what the sender never sent.
+//! `/dev/zero`, lying lengths, frames of the wrong type, callers slow to read their replies,
+//! connections that never say hello, a sparse memory file. No event loop may freeze or spin, no
+//! timeout may be broken, no reply may be lost, no receiver may allocate what the sender never
+//! sent or keep what it sent for good.
 
 mod common;
 
@@ -31,6 +33,15 @@ impl Counter {
 
     pub fn put(&mut self, data: String) -> usize {
         data.len()
+    }
+
+    /// A reply of `len` bytes (inline up to 64 KiB, in a memory file above).
+    pub fn blob(&mut self, len: u32) -> serde_bytes::ByteBuf {
+        serde_bytes::ByteBuf::from(vec![7u8; len as usize])
+    }
+
+    pub fn nap(&mut self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
@@ -345,4 +356,439 @@ fn a_descriptor_whose_close_lingers_does_not_freeze_the_manager() {
         drop(held);
         assert_eq!(got.ok(), Some(3), "a manager call took {took:?}");
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A sparse memory file: it costs its sender nothing, and the actor what it says, once.
+
+/// A process's resident memory (VmRSS), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// One batch in a sparse 512 MiB memory file (nothing behind it: no page of it exists). The
+/// actor reads it into its receive buffer (512 MiB, once: not copied again), finds garbage,
+/// and gives the buffer back: its resident memory goes back down. (Before: its peak was twice
+/// the size, and it kept the size for good.)
+#[test]
+fn a_sparse_memory_file_costs_an_actor_its_size_once_and_only_while_read() {
+    const N: u64 = 512 << 20;
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let before = rss_kib(c.0.pid());
+    let file = rustix::fs::memfd_create("sparse", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&file, N).unwrap();
+    raw::send_large_header(caller.as_fd(), BATCH, 0, N, file.as_fd());
+    // Once the actor has read it (its peak shows), and has handled something since.
+    let n_kib = N >> 10;
+    assert!(common::eventually(BOUND, || raw::peak_rss_kib(c.0.pid()) > before + n_kib / 2));
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kib(c.0.pid());
+    let peak = raw::peak_rss_kib(c.0.pid());
+    assert!(
+        peak < before + n_kib + n_kib / 4,
+        "a {n_kib} KiB record raised the actor's peak from {before} to {peak} KiB"
+    );
+    assert!(
+        after < before + 64 * 1024,
+        "resident memory {before} KiB before, {after} KiB after (peak {peak} KiB)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callers slow to read their replies: every reply arrives, in order, and the actor's memory
+// stays bounded (back-pressure: it stops reading a connection whose replies pile up).
+
+/// An ask from another process (a connection of its own), bounded by `limit`: whether it was
+/// answered, and how long it all took (the process's start included).
+fn ask_from_elsewhere(c: &ActorRef<Counter>, limit: Duration) -> (bool, Duration) {
+    fn ask((c, limit): (ActorRef<Counter>, Duration)) -> bool {
+        c.timeout(limit).add(0).is_ok()
+    }
+    let t = Instant::now();
+    let p = reaped(Process::new(ask, (c.clone(), limit)).start().unwrap());
+    let ok = p.join_timeout(BOUND).unwrap();
+    (ok, t.elapsed())
+}
+
+/// An ask envelope for `blob(len)`, request id `id`.
+fn blob_ask(id: u64, len: u32) -> Vec<u8> {
+    raw::envelope(
+        2,
+        id,
+        &postcard::to_stdvec(&CounterMsg::Blob { len }).unwrap(),
+    )
+}
+
+/// The next frame on a raw caller connection must be the reply to `id`: `blob(len)`'s bytes.
+fn expect_blob_reply(fd: std::os::fd::BorrowedFd, id: u64, len: usize) {
+    let (kind, got_id, payload) = raw::recv_frame(fd, BOUND)
+        .unwrap_or_else(|| panic!("no frame where the reply to ask {id} was due"));
+    assert_eq!(
+        (kind, got_id),
+        (raw::REPLY, id),
+        "the reply to ask {id} was due"
+    );
+    match postcard::from_bytes::<CounterReply>(&payload) {
+        Ok(CounterReply::Blob(b)) => assert!(b.len() == len && b.iter().all(|&x| x == 7)),
+        _ => panic!("the reply to ask {id} is not blob's"),
+    }
+}
+
+/// Eight threads of one process ask at once for 60 KiB replies, and the process is slow to read
+/// for a moment (stopped here; descheduled on a loaded machine does the same): the socket's
+/// buffer holds three or four such replies, and the others wait in the actor until there is
+/// room. Every thread gets its reply. (Before: the actor dropped the fifth and later ones.)
+#[test]
+fn a_caller_with_several_threads_that_is_slow_to_read_gets_every_reply() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let connected = procactor::Event::new().unwrap();
+    let go = procactor::Event::new().unwrap();
+    fn eight_asks(
+        (c, connected, go): (ActorRef<Counter>, procactor::Event, procactor::Event),
+    ) -> usize {
+        c.timeout(BOUND).add(0).unwrap(); // the connection is made
+        connected.set();
+        go.wait_timeout(BOUND).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    c.timeout(Duration::from_secs(10))
+                        .blob(60_000)
+                        .is_ok_and(|b| b.len() == 60_000)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| !ok)
+            .count()
+    }
+    let p = reaped(
+        Process::new(eight_asks, (c.0.clone(), connected.clone(), go.clone()))
+            .start()
+            .unwrap(),
+    );
+    connected.wait_timeout(BOUND).unwrap();
+    c.0.send().nap(1_500).unwrap(); // busy: the asks queue behind this
+    std::thread::sleep(Duration::from_millis(200));
+    go.set();
+    std::thread::sleep(Duration::from_millis(500)); // the asks are written by now
+                                                    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(p.pid() as i32, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(2_000)); // the nap ends, the replies go
+                                                      // SAFETY: as above.
+    unsafe { libc::kill(p.pid() as i32, libc::SIGCONT) };
+    let lost = p.join_timeout(BOUND).unwrap();
+    assert_eq!(lost, 0, "{lost} of 8 asks never got their reply");
+}
+
+/// A raw caller writes 2,000 asks for 60 KiB replies (120 MB in all) and does not read. The
+/// actor keeps what its buffer cannot take, stops reading that connection past its high-water
+/// mark (so the writer blocks: back-pressure), stays small, and serves others meanwhile; once
+/// the caller reads, every reply comes, in the order asked.
+#[test]
+fn replies_queued_under_back_pressure_keep_their_order_and_bound_the_actors_memory() {
+    const ASKS: u64 = 2_000;
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let before = rss_kib(c.0.pid());
+    let writer_end = caller.try_clone().unwrap();
+    // Bounded: should the actor never read again, the writer's send fails instead of hanging.
+    rustix::net::sockopt::set_socket_timeout(
+        &writer_end,
+        rustix::net::sockopt::Timeout::Send,
+        Some(BOUND),
+    )
+    .unwrap();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writer = {
+        let written = written.clone();
+        std::thread::spawn(move || {
+            for id in 1..=ASKS {
+                // One ask per record: the actor may stop reading between any two.
+                let batch = blob_ask(id, 60_000);
+                let mut head = vec![BATCH];
+                head.extend_from_slice(&0u64.to_le_bytes());
+                head.extend_from_slice(&batch);
+                if rustix::net::send(&writer_end, &head, rustix::net::SendFlags::NOSIGNAL).is_err()
+                {
+                    return;
+                }
+                written.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    // While the caller does not read: the actor serves another caller, and stops reading this
+    // one (its writer cannot get everything out), so its memory stays far below 120 MB.
+    std::thread::sleep(Duration::from_millis(1_000));
+    let (ok, took) = ask_from_elsewhere(&c.0, Duration::from_secs(5));
+    assert!(ok, "another caller was not served ({took:?})");
+    let held = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        held < ASKS,
+        "the actor read all {ASKS} asks of a caller that reads none of its replies"
+    );
+    let grown = rss_kib(c.0.pid()).saturating_sub(before);
+    assert!(
+        grown < 32 * 1024,
+        "the actor grew by {grown} KiB with a caller that does not read"
+    );
+    for id in 1..=ASKS {
+        expect_blob_reply(caller.as_fd(), id, 60_000);
+    }
+    writer.join().unwrap();
+    assert_eq!(written.load(std::sync::atomic::Ordering::SeqCst), ASKS);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
+/// A stop arrives behind six asks for 60 KiB replies on a connection whose buffer holds only
+/// three or four of them: the actor ends with replies still waiting, and sends them, then its
+/// last words, in that order, as the caller reads (it starts a little late). (Before: the
+/// replies that did not fit and the EXIT were dropped.)
+#[test]
+fn the_last_words_reach_a_caller_whose_buffer_is_full() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+    let mut batch = Vec::new();
+    for id in 1..=6 {
+        batch.extend(blob_ask(id, 60_000));
+    }
+    batch.extend(raw::envelope(3, 0, &[0])); // Sys::Stop
+    raw::send_frame(caller.as_fd(), BATCH, 0, &batch, &[]);
+    std::thread::sleep(Duration::from_millis(20));
+    for id in 1..=6 {
+        expect_blob_reply(caller.as_fd(), id, 60_000);
+    }
+    let (kind, _, _) = raw::recv_frame(caller.as_fd(), BOUND).expect("the actor's last words");
+    assert_eq!(kind, raw::EXIT);
+    assert_eq!(
+        c.0.join_timeout(BOUND).unwrap(),
+        procactor::ExitReason::Normal
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections that never say hello, and floods of connections.
+
+/// CPU time a process used (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    after_name
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// Descriptors a process has open.
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// 300 connections that never say hello, to an actor whose descriptor limit is 256 (lowered
+/// here to keep the test light; 20,000 connections do the same at the default limit). The
+/// actor gives up the oldest silent ones to accept new callers, and, idle, uses no CPU: it
+/// does not spin on a listener it cannot accept from. (Before: no new caller got in, and the
+/// actor spun, logging on every pass.)
+#[test]
+fn connections_without_hello_neither_lock_out_callers_nor_make_an_actor_spin() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let pid = rustix::process::Pid::from_raw(c.0.pid() as i32).unwrap();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(256),
+            maximum: Some(256),
+        },
+    )
+    .unwrap();
+    let addr = raw::address(&c.0);
+    let held: Vec<std::os::fd::OwnedFd> = (0..300).map(|_| raw::connect_to(&addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    let (ok, took) = ask_from_elsewhere(&c.0, Duration::from_secs(3));
+    assert!(
+        ok,
+        "a new caller was not served (its 3 s ask failed after {took:?})"
+    );
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    // Still idle after the new caller came and went.
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    drop(held);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
+/// 80 callers say hello to an actor whose descriptor limit is 64: it welcomes those it has
+/// room for, and the others wait in its backlog. With nothing it may give up (every connection
+/// said hello), the actor rests its listener instead of spinning on it, and takes the waiting
+/// callers as the first ones leave. (Before: it spun, logging on every pass.)
+#[test]
+fn an_actor_out_of_descriptors_for_its_callers_rests_and_takes_new_ones_as_old_ones_leave() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let pid = rustix::process::Pid::from_raw(c.0.pid() as i32).unwrap();
+    rustix::process::prlimit(
+        Some(pid),
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(64),
+            maximum: Some(64),
+        },
+    )
+    .unwrap();
+    let addr = raw::address(&c.0);
+    let hello = raw::caller_hello(CounterMsg::schema(), CounterReply::schema());
+    let callers: Vec<std::os::fd::OwnedFd> = (0..80)
+        .map(|_| {
+            let fd = raw::connect_to(&addr);
+            raw::send_frame(fd.as_fd(), raw::HELLO, 0, &hello, &[]);
+            fd
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let welcomed = |fd: &std::os::fd::OwnedFd, wait: Duration| {
+        matches!(
+            raw::recv_frame(fd.as_fd(), wait),
+            Some((raw::WELCOME, _, _))
+        )
+    };
+    let (first, waiting): (Vec<_>, Vec<_>) = callers
+        .into_iter()
+        .partition(|fd| welcomed(fd, Duration::from_millis(50)));
+    assert!(
+        !first.is_empty() && !waiting.is_empty(),
+        "{} welcomed, {} waiting",
+        first.len(),
+        waiting.len()
+    );
+    let before = cpu_ticks(c.0.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let busy = cpu_ticks(c.0.pid()) - before;
+    assert!(busy < 10, "the idle actor used {busy} ticks of CPU in 1 s");
+    // The first callers leave: every waiting one is welcomed.
+    drop(first);
+    for (k, fd) in waiting.iter().enumerate() {
+        assert!(welcomed(fd, BOUND), "waiting caller {k} never welcomed");
+    }
+    drop(waiting);
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+}
+
+/// Connections that never say hello: the actor keeps at most 256 of them (the oldest go
+/// first), and drops each 10 s after it came. Its callers are served throughout.
+#[test]
+fn an_actor_keeps_few_connections_without_hello_and_not_for_long() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 1);
+    let base = fds_of(c.0.pid());
+    let addr = raw::address(&c.0);
+    let t = Instant::now();
+    let silent: Vec<std::os::fd::OwnedFd> = (0..400).map(|_| raw::connect_to(&addr)).collect();
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 2);
+    let hung_up = |fd: &std::os::fd::OwnedFd| peer_hung_up(fd);
+    // The 144 oldest were dropped to keep 256, and no more.
+    assert!(
+        common::eventually(BOUND, || silent[..144].iter().all(hung_up)),
+        "the oldest silent connections were kept"
+    );
+    assert!(silent[144..].iter().all(|fd| !hung_up(fd)));
+    let kept = fds_of(c.0.pid()) - base;
+    assert!(kept <= 256, "the actor holds {kept} more descriptors");
+    // The rest go once their 10 s are up, not before.
+    let gone = common::eventually(BOUND, || silent.iter().all(hung_up));
+    let after = t.elapsed();
+    assert!(gone, "silent connections kept past {after:?}");
+    assert!(
+        after >= Duration::from_secs(9),
+        "silent connections dropped after only {after:?}"
+    );
+    assert_eq!(c.0.timeout(BOUND).add(1).unwrap(), 3);
+    assert!(fds_of(c.0.pid()) <= base);
+}
+
+/// Whether the peer of a connected socket hung up (a zero-time poll for RDHUP).
+fn peer_hung_up(fd: &std::os::fd::OwnedFd) -> bool {
+    let mut pfd = [rustix::event::PollFd::new(
+        fd,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let _ = rustix::event::poll(&mut pfd, Some(&zero));
+    !pfd[0].revents().is_empty()
+}
+
+/// Two threads connect and hang up as fast as they can, for 3 s: a new caller still gets its
+/// welcome and its reply promptly (the actor accepts a bounded number of connections per turn
+/// of its loop, then serves the others).
+#[test]
+fn a_flood_of_connections_does_not_starve_new_callers() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    let addr = raw::address(&c.0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let a = rustix::net::SocketAddrUnix::new_abstract_name(addr.as_bytes()).unwrap();
+                let until = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let fd = rustix::net::socket_with(
+                        rustix::net::AddressFamily::UNIX,
+                        rustix::net::SocketType::SEQPACKET,
+                        rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+                        None,
+                    )
+                    .unwrap();
+                    let _ = rustix::net::connect(&fd, &a);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut slowest = Duration::ZERO;
+    for k in 0..20 {
+        let t = Instant::now();
+        let caller = raw::connect_as_caller(&addr, CounterMsg::schema(), CounterReply::schema());
+        let ask = raw::envelope(
+            2,
+            k + 1,
+            &postcard::to_stdvec(&CounterMsg::Add { k: 0 }).unwrap(),
+        );
+        raw::send_frame(caller.as_fd(), BATCH, 0, &ask, &[]);
+        let reply = raw::recv_frame(caller.as_fd(), BOUND);
+        assert!(matches!(reply, Some((raw::REPLY, id, _)) if id == k + 1));
+        slowest = slowest.max(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for f in flooders {
+        f.join().unwrap();
+    }
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a new caller waited {slowest:?} while connections flooded the actor"
+    );
 }

@@ -347,6 +347,65 @@ pub(crate) fn wait_readable(
     }
 }
 
+/// Waits until one of `fds` has room to send (or is hung up or failed, so that a send would
+/// not block either); false when `deadline` passes first.
+pub(crate) fn wait_writable(fds: &[BorrowedFd], deadline: Instant) -> io::Result<bool> {
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|fd| PollFd::new(fd, PollFlags::OUT))
+        .collect();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
+        match poll(&mut pfds, Some(&timeout)) {
+            Ok(0) => {
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits until `fd` has room to send, or (with `or_input`) something to read; a hang-up or an
+/// error counts as either. False when `deadline` passes first (`None`: no deadline).
+pub(crate) fn wait_room(
+    fd: BorrowedFd,
+    or_input: bool,
+    deadline: Option<Instant>,
+) -> io::Result<bool> {
+    let mut flags = PollFlags::OUT;
+    if or_input {
+        flags |= PollFlags::IN;
+    }
+    let mut pfd = [PollFd::new(&fd, flags)];
+    loop {
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        match poll(&mut pfd, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// How a child ended, as `waitid` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ExitStatus {
@@ -891,6 +950,36 @@ pub(crate) fn try_send_record(
     send_record_with(fd, parts, with.as_slice(), false)
 }
 
+/// What a descriptor in a [`Poller`] is reported for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Interest {
+    /// Input, or the peer shutting down its writing side.
+    pub read: bool,
+    /// Room in the send buffer.
+    pub write: bool,
+}
+
+impl Interest {
+    pub(crate) const READ: Interest = Interest {
+        read: true,
+        write: false,
+    };
+
+    fn flags(self) -> rustix::event::epoll::EventFlags {
+        use rustix::event::epoll::EventFlags;
+        let mut f = EventFlags::empty();
+        if self.read {
+            // RDHUP only with input: a peer that shut down its writing side would otherwise
+            // keep a descriptor we do not read ready for ever (level-triggered).
+            f |= EventFlags::IN | EventFlags::RDHUP;
+        }
+        if self.write {
+            f |= EventFlags::OUT;
+        }
+        f
+    }
+}
+
 /// Level-triggered readiness for many descriptors at once (epoll): an actor's event loop.
 pub(crate) struct Poller {
     ep: OwnedFd,
@@ -917,7 +1006,21 @@ impl Poller {
             &self.ep,
             fd,
             epoll::EventData::new_u64(token),
-            epoll::EventFlags::IN | epoll::EventFlags::RDHUP,
+            Interest::READ.flags(),
+        )?)
+    }
+
+    /// Changes what an added `fd` is reported for (as `token`). The poller is level-triggered:
+    /// a descriptor watched for writing is reported on every wait while its buffer has room, so
+    /// watch for writing only while there is something to write. Hang-up and error are always
+    /// reported (the kernel's rule), even with no interest at all: a caller must act on them
+    /// (close, or stop watching), not wait for them to go away.
+    pub(crate) fn modify(&self, fd: BorrowedFd, token: u64, interest: Interest) -> io::Result<()> {
+        Ok(rustix::event::epoll::modify(
+            &self.ep,
+            fd,
+            rustix::event::epoll::EventData::new_u64(token),
+            interest.flags(),
         )?)
     }
 
@@ -988,7 +1091,77 @@ pub(crate) fn monotonic_ns() -> u64 {
 }
 
 /// Shuts the sending direction of a socket: the peer reads what is queued, then EOF.
+/// Shuts a connected socket down both ways: the peer sees the hang-up at once, though the socket
+/// (and whatever its unread records carry) is only released by its close. Never blocks.
+pub(crate) fn shutdown_both(fd: BorrowedFd) {
+    // Fails only if the peer is already gone, which is what we wanted.
+    let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
+}
+
 pub(crate) fn shutdown_write(fd: BorrowedFd) {
     // Fails only if the peer is already gone, which is what we wanted.
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What one wait that does not block reports.
+    fn ready_now(p: &mut Poller) -> Vec<u64> {
+        let mut ready = Vec::new();
+        p.wait(Some(Instant::now()), &mut ready).unwrap();
+        ready
+    }
+
+    #[test]
+    fn a_poller_reports_what_each_descriptor_is_watched_for() {
+        let mut p = Poller::new().unwrap();
+        let (a, b) = seqpacket_pair().unwrap();
+        p.add(a.as_fd(), 7).unwrap();
+        assert!(ready_now(&mut p).is_empty(), "nothing to read yet");
+        let both = Interest {
+            read: true,
+            write: true,
+        };
+        p.modify(a.as_fd(), 7, both).unwrap();
+        assert_eq!(ready_now(&mut p), [7], "room to write");
+        let none = Interest {
+            read: false,
+            write: false,
+        };
+        p.modify(a.as_fd(), 7, none).unwrap();
+        assert!(try_send_record(b.as_fd(), &[IoSlice::new(b"x")], None).unwrap());
+        assert!(ready_now(&mut p).is_empty(), "input not watched");
+        // A peer that only stops writing does not wake a descriptor not watched for input
+        // (level-triggered, it would on every wait).
+        rustix::net::shutdown(&b, rustix::net::Shutdown::Write).unwrap();
+        assert!(
+            ready_now(&mut p).is_empty(),
+            "half-close reported without input interest"
+        );
+        p.modify(a.as_fd(), 7, Interest::READ).unwrap();
+        assert_eq!(ready_now(&mut p), [7]);
+        // A hang-up is reported whatever the interest.
+        p.modify(a.as_fd(), 7, none).unwrap();
+        drop(b);
+        assert_eq!(ready_now(&mut p), [7]);
+    }
+
+    #[test]
+    fn wait_writable_waits_for_room_at_most_until_its_deadline() {
+        let (a, b) = seqpacket_pair().unwrap();
+        let chunk = vec![0u8; 60_000];
+        while try_send_record(a.as_fd(), &[IoSlice::new(&chunk)], None).unwrap() {}
+        let t = Instant::now();
+        let deadline = t + Duration::from_millis(50);
+        assert!(!wait_writable(&[a.as_fd()], deadline).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        let mut buf = vec![0u8; 70_000];
+        while matches!(
+            recv_record(b.as_fd(), &mut buf, true).unwrap(),
+            Recv::Record(..)
+        ) {}
+        assert!(wait_writable(&[a.as_fd()], Instant::now() + Duration::from_secs(10)).unwrap());
+    }
 }

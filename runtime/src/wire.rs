@@ -66,6 +66,12 @@ thread_local! {
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; LARGE_HEADER + INLINE_MAX]);
 }
 
+/// Whether this thread is inside a receive (decoding what came: a handle adopted as it is
+/// decoded may send), where it must not receive again.
+pub(crate) fn receiving() -> bool {
+    RECV_BUF.with(|b| b.try_borrow_mut().is_err())
+}
+
 /// The error a procactor `Deserialize` impl returns to refuse a value, with its reason kept
 /// for the decode error (see [`decode_prefix`]).
 pub(crate) fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
@@ -326,7 +332,8 @@ pub(crate) struct Frame<'a> {
     pub fingerprint: u64,
     pub payload: &'a [u8],
     pub fds: PeerFds,
-    /// The payload came on a side stream and lies in the caller's `large` buffer.
+    /// The payload came on a side stream or in a memory file, and lies in the caller's `large`
+    /// buffer (an inline one lies there too after [`Channel::recv_into`]).
     pub large: bool,
 }
 
@@ -454,6 +461,99 @@ pub(crate) fn live_channels() -> std::sync::MutexGuard<'static, std::collections
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A frame that found its peer's buffer full, kept whole to be sent later (see
+/// [`Channel::try_send_or_keep`]): its record and the descriptors that go with it, a large
+/// payload's memory file first.
+pub(crate) struct Outgoing {
+    record: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    /// Bytes it holds: the record, and a large payload's memory file.
+    size: usize,
+}
+
+impl Outgoing {
+    /// A frame made whole to be sent later, without trying to send it now (for a connection
+    /// with frames already waiting, which must go first).
+    pub(crate) fn new(
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> Result<Outgoing> {
+        let mut header = [0u8; LARGE_HEADER];
+        header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
+        let mut owned = Vec::with_capacity(fds.len() + 1);
+        if payload.len() <= INLINE_MAX {
+            header[0] = kind;
+            let mut record = Vec::with_capacity(HEADER + payload.len());
+            record.extend_from_slice(&header[..HEADER]);
+            record.extend_from_slice(payload);
+            owned.extend(dup_all(fds)?);
+            let size = record.len();
+            return Ok(Outgoing {
+                record,
+                fds: owned,
+                size,
+            });
+        }
+        header[0] = kind | FLAG_LARGE;
+        header[HEADER..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        owned.push(memory_file(&[payload])?);
+        owned.extend(dup_all(fds)?);
+        Ok(Outgoing {
+            record: header.to_vec(),
+            fds: owned,
+            size: LARGE_HEADER + payload.len(),
+        })
+    }
+
+    /// Its descriptors (a large payload's memory file first), for a frame that will not be sent.
+    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+        self.fds
+    }
+
+    /// The memory it holds until sent, in bytes (a large payload's memory file included).
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("kind", &self.record.first())
+            .field("size", &self.size)
+            .field("fds", &self.fds.len())
+            .finish()
+    }
+}
+
+/// Duplicates of the descriptors an encode collected: a frame kept for later owns them, since
+/// the value that lent them will be gone by then.
+fn dup_all(fds: &[RawFd]) -> Result<Vec<OwnedFd>> {
+    fds.iter()
+        .map(|&fd| sys::dup(borrow_collected(fd)).map_err(|e| Error::io("dup", e)))
+        .collect()
+}
+
+/// A memory file holding the concatenation of `parts`, written whole.
+fn memory_file(parts: &[&[u8]]) -> Result<OwnedFd> {
+    let file = rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| Error::io("memfd_create", e))?;
+    for part in parts {
+        sys::write_file(file.as_fd(), part).map_err(|e| Error::io("write", e))?;
+    }
+    Ok(file)
+}
+
+/// What a send did.
+enum Sent {
+    Done,
+    /// The peer's buffer was full (non-blocking sends only): nothing went, and the frame is
+    /// here if the sender asked to keep it.
+    Full(Option<Outgoing>),
+}
+
 /// How a frame's payload travels when it is above `INLINE_MAX`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Large {
@@ -564,6 +664,32 @@ impl Channel {
         self.send_frame(kind, fingerprint, &[payload], fds, Large::File, false)
     }
 
+    /// [`try_send`](Channel::try_send) that keeps what it could not send: `Ok(None)` when the
+    /// frame went, `Ok(Some(frame))` when the peer's buffer is full, the frame made whole (its
+    /// bytes copied, its descriptors duplicated, a large payload in its memory file) for
+    /// [`try_send_kept`](Channel::try_send_kept) to send later. For event loops, which must
+    /// neither block on a peer nor lose what it is owed.
+    pub(crate) fn try_send_or_keep(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> Result<Option<Outgoing>> {
+        match self.send_frame_keep(kind, fingerprint, &[payload], fds, Large::File, false, true)? {
+            Sent::Done => Ok(None),
+            Sent::Full(kept) => Ok(kept),
+        }
+    }
+
+    /// Sends a frame [`try_send_or_keep`](Channel::try_send_or_keep) kept, without blocking:
+    /// `Ok(false)` if the peer's buffer is still full (the frame is still to send).
+    pub(crate) fn try_send_kept(&self, frame: &Outgoing) -> Result<bool> {
+        let fds: Vec<BorrowedFd> = frame.fds.iter().map(|f| f.as_fd()).collect();
+        sys::send_record_with(self.as_fd(), &[IoSlice::new(&frame.record)], &fds, false)
+            .map_err(|e| Error::io("send", e))
+    }
+
     fn send_frame(
         &self,
         kind: u8,
@@ -573,9 +699,34 @@ impl Channel {
         large: Large,
         block: bool,
     ) -> Result<bool> {
+        self.send_frame_keep(kind, fingerprint, payload, fds, large, block, false)
+            .map(|sent| matches!(sent, Sent::Done))
+    }
+
+    /// Sends one frame; with `keep`, a frame that found the peer's buffer full (`block` false)
+    /// comes back whole, to send later.
+    #[allow(clippy::too_many_arguments)]
+    fn send_frame_keep(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[&[u8]],
+        fds: &[RawFd],
+        large: Large,
+        block: bool,
+        keep: bool,
+    ) -> Result<Sent> {
         if payload.len() > MAX_PARTS {
             // One copy costs less than gathering many small parts (a pool batch of 1,024 tasks).
-            return self.send_frame(kind, fingerprint, &[&payload.concat()], fds, large, block);
+            return self.send_frame_keep(
+                kind,
+                fingerprint,
+                &[&payload.concat()],
+                fds,
+                large,
+                block,
+                keep,
+            );
         }
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
@@ -587,20 +738,28 @@ impl Channel {
             let mut parts = Vec::with_capacity(payload.len() + 1);
             parts.push(IoSlice::new(&header[..HEADER]));
             parts.extend(payload.iter().map(|p| IoSlice::new(p)));
-            return sys::send_record_with(self.as_fd(), &parts, &borrowed, block).map_err(io);
+            if sys::send_record_with(self.as_fd(), &parts, &borrowed, block).map_err(io)? {
+                return Ok(Sent::Done);
+            }
+            if !keep {
+                return Ok(Sent::Full(None));
+            }
+            let mut record = Vec::with_capacity(HEADER + len);
+            record.extend_from_slice(&header[..HEADER]);
+            for part in payload {
+                record.extend_from_slice(part);
+            }
+            let size = record.len();
+            return Ok(Sent::Full(Some(Outgoing {
+                record,
+                fds: dup_all(fds)?,
+                size,
+            })));
         }
         header[0] = kind | FLAG_LARGE;
         header[HEADER..].copy_from_slice(&(len as u64).to_le_bytes());
         let (side, mine) = match large {
-            Large::File => {
-                let file =
-                    rustix::fs::memfd_create("procactor-large", rustix::fs::MemfdFlags::CLOEXEC)
-                        .map_err(|e| Error::io("memfd_create", e))?;
-                for part in payload {
-                    sys::write_file(file.as_fd(), part).map_err(|e| Error::io("write", e))?;
-                }
-                (file, None)
-            }
+            Large::File => (memory_file(payload)?, None),
             Large::Stream => {
                 let (mine, theirs) = sys::stream_pair().map_err(|e| Error::io("socketpair", e))?;
                 (theirs, Some(mine))
@@ -612,7 +771,18 @@ impl Channel {
         if !sys::send_record_with(self.as_fd(), &[IoSlice::new(&header)], &all, block)
             .map_err(io)?
         {
-            return Ok(false);
+            if !keep || mine.is_some() {
+                return Ok(Sent::Full(None));
+            }
+            // The memory file is whole already: the kept frame is its header and descriptors.
+            let mut kept = Vec::with_capacity(fds.len() + 1);
+            kept.push(side);
+            kept.extend(dup_all(fds)?);
+            return Ok(Sent::Full(Some(Outgoing {
+                record: header.to_vec(),
+                fds: kept,
+                size: LARGE_HEADER + len,
+            })));
         }
         drop(side);
         if let Some(stream) = mine {
@@ -628,7 +798,7 @@ impl Channel {
                 })?;
             }
         }
-        Ok(true)
+        Ok(Sent::Done)
     }
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
@@ -687,6 +857,31 @@ impl Channel {
         accept: impl Fn(&Head) -> Result<()>,
         f: impl FnOnce(Frame) -> Result<R>,
     ) -> Result<R> {
+        self.recv_inner(wait, large, false, accept, f)
+    }
+
+    /// [`recv_checked`](Channel::recv_checked) that puts every payload in `buf`, an inline one
+    /// copied there too: the caller keeps the payload after `f` (which sees it in `buf`)
+    /// without a second copy of a large one. `buf` holds the last payload afterwards, and
+    /// keeps its allocation.
+    pub(crate) fn recv_into<R>(
+        &self,
+        wait: Wait,
+        buf: &mut Vec<u8>,
+        accept: impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
+        self.recv_inner(wait, buf, true, accept, f)
+    }
+
+    fn recv_inner<R>(
+        &self,
+        wait: Wait,
+        large: &mut Vec<u8>,
+        inline_too: bool,
+        accept: impl Fn(&Head) -> Result<()>,
+        f: impl FnOnce(Frame) -> Result<R>,
+    ) -> Result<R> {
         if self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
             let p = self
                 .begun
@@ -713,6 +908,18 @@ impl Channel {
             }
             let kind = buf[0];
             let fingerprint = u64::from_le_bytes(buf[1..HEADER].try_into().expect("8 bytes"));
+            if kind & FLAG_LARGE == 0 && inline_too {
+                large.clear();
+                large.extend_from_slice(&buf[HEADER..n]);
+                drop(buf);
+                return f(Frame {
+                    kind,
+                    fingerprint,
+                    payload: large,
+                    large: false,
+                    fds,
+                });
+            }
             if kind & FLAG_LARGE == 0 {
                 return f(Frame {
                     kind,
@@ -897,5 +1104,72 @@ impl AsFd for Channel {
             .as_ref()
             .expect("a Channel always holds its descriptor until dropped")
             .as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Receives one frame: its kind, fingerprint, payload and number of descriptors.
+    fn take(c: &Channel) -> (u8, u64, Vec<u8>, usize) {
+        c.recv(Wait::timeout(Duration::from_secs(10)), |f| {
+            Ok((
+                f.kind,
+                f.fingerprint,
+                f.payload.to_vec(),
+                Vec::from(f.fds).len(),
+            ))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn frames_kept_for_a_full_buffer_go_later_whole_and_in_order() {
+        let (a, b) = Channel::pair().unwrap();
+        let b = b.files_only();
+        let inline = vec![3u8; 60_000];
+        // Fill the peer's buffer: the first frame that does not fit comes back, whole.
+        let mut sent = 0u64;
+        let first_kept = loop {
+            match a.try_send_or_keep(KIND_BYTES, sent, &inline, &[]).unwrap() {
+                None => sent += 1,
+                Some(kept) => break kept,
+            }
+            assert!(sent < 1000, "the buffer never filled");
+        };
+        assert_eq!(first_kept.size(), HEADER + inline.len());
+        // Behind it, without trying: a large one (a memory file) carrying a descriptor.
+        let large = vec![5u8; INLINE_MAX + 1];
+        let (x, _y) = sys::seqpacket_pair().unwrap();
+        let second_kept = Outgoing::new(KIND_BYTES, 999, &large, &[x.as_raw_fd()]).unwrap();
+        drop(x); // the kept frame holds its own copy
+        assert_eq!(second_kept.size(), LARGE_HEADER + large.len());
+        assert!(!a.try_send_kept(&first_kept).unwrap(), "still full");
+        for id in 0..sent {
+            let (kind, fp, payload, _) = take(&b);
+            assert_eq!((kind, fp, payload.len()), (KIND_BYTES, id, inline.len()));
+        }
+        assert!(a.try_send_kept(&first_kept).unwrap());
+        assert!(a.try_send_kept(&second_kept).unwrap());
+        assert_eq!(take(&b), (KIND_BYTES, sent, inline, 0));
+        assert_eq!(take(&b), (KIND_BYTES, 999, large, 1));
+    }
+
+    #[test]
+    fn recv_into_leaves_every_payload_in_the_buffer() {
+        let (a, b) = Channel::pair().unwrap();
+        let mut buf = Vec::new();
+        let small = vec![1u8; 100];
+        let large = vec![2u8; INLINE_MAX + 10];
+        a.send(KIND_BYTES, 1, &small, &[]).unwrap();
+        a.send_detached(KIND_BYTES, 2, &large, &[]).unwrap();
+        let wait = Wait::timeout(Duration::from_secs(10));
+        let got = b.recv_into(wait, &mut buf, |_| Ok(()), |f| Ok((f.fingerprint, f.large)));
+        assert_eq!(got.unwrap(), (1, false));
+        assert_eq!(buf, small);
+        let got = b.recv_into(wait, &mut buf, |_| Ok(()), |f| Ok((f.fingerprint, f.large)));
+        assert_eq!(got.unwrap(), (2, true));
+        assert_eq!(buf, large);
     }
 }

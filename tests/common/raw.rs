@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{
-    connect, recv, sendmsg, socket, AddressFamily, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketType,
+    connect, recv, sendmsg, socket_with, AddressFamily, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
 };
 
 /// Frame kinds.
@@ -19,7 +19,9 @@ pub const LARGE: u8 = 0x80;
 pub const HELLO: u8 = 20;
 pub const WELCOME: u8 = 21;
 pub const BATCH: u8 = 23;
+pub const REPLY: u8 = 24;
 pub const FAILED: u8 = 25;
+pub const EXIT: u8 = 26;
 
 /// The socket address of an actor (or a manager, through one of its proxies): their serialized
 /// forms start with the ref `{id, name, pid, addr}`.
@@ -40,7 +42,15 @@ pub fn address<T: serde::Serialize>(handle: &T) -> String {
 
 /// A raw SEQPACKET connection to a socket path.
 pub fn connect_to(addr: &str) -> OwnedFd {
-    let fd = socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    // Close-on-exec: a process another test starts meanwhile must not keep it open (a test that
+    // closes it expects the peer to see the hang-up).
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
     connect(&fd, &SocketAddrUnix::new(addr).unwrap()).unwrap();
     fd
 }

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use rustix::net::sockopt::Timeout;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -343,7 +344,12 @@ impl Conn {
             let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
             // A large batch goes in a memory file: the actor's event loop takes no stream that
             // could make it wait on us.
-            if let Err(e) = self.chan.send_detached(proto::BATCH, 0, &b.buf, &raw) {
+            let sent = match self.chan.try_send_or_keep(proto::BATCH, 0, &b.buf, &raw) {
+                Ok(None) => Ok(()),
+                Ok(Some(kept)) => self.send_reading(&kept),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = sent {
                 if matches!(e, Error::Disconnected) {
                     self.mark_gone(&mut lock(&self.replies), None);
                 }
@@ -351,6 +357,62 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Sends a batch the socket had no room for, reading what the actor sends meanwhile (unless
+    /// another thread of ours is reading). The actor stops reading a connection whose replies
+    /// pile up unread (its back-pressure: it never drops one), and replies to asks that timed
+    /// out are read only when something reads: a writer that only waited for room could wait
+    /// for ever. Waits as long as the socket's send timeout says (none: as long as it takes),
+    /// as a blocking send would. A send made while this thread decodes what it received (a
+    /// handle adopted as it is decoded) only waits for room: it cannot receive from there.
+    fn send_reading(&self, kept: &wire::Outgoing) -> Result<()> {
+        let timeout = rustix::net::sockopt::socket_timeout(&self.chan, Timeout::Send)
+            .ok()
+            .flatten();
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        let may_read = !wire::receiving();
+        loop {
+            let reader = may_read && {
+                let mut r = lock(&self.replies);
+                let free = !r.reading;
+                r.reading = true;
+                free
+            };
+            if reader {
+                // What is there now: replies stashed for their threads (or dropped, for asks
+                // that gave up), last words kept.
+                while !self.dead.load(Ordering::Acquire) {
+                    if self.read_one::<()>(u64::MAX, Wait::No).is_err() {
+                        break; // nothing more for now
+                    }
+                }
+                let mut r = lock(&self.replies);
+                r.reading = false;
+                self.replied.notify_all();
+            }
+            if self.dead.load(Ordering::Acquire) {
+                return Err(Error::Disconnected);
+            }
+            if self.chan.try_send_kept(kept)? {
+                return Ok(());
+            }
+            // Another thread reads for us: look again soon, in case it stops.
+            let soon = std::time::Instant::now() + std::time::Duration::from_millis(5);
+            let until = match (reader, deadline) {
+                (true, d) => d,
+                (false, Some(d)) => Some(d.min(soon)),
+                (false, None) => Some(soon),
+            };
+            let ready = sys::wait_room(self.chan.as_fd(), reader, until)
+                .map_err(|e| Error::io("poll", e))?;
+            if !ready && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(Error::io(
+                    "send",
+                    std::io::Error::from(std::io::ErrorKind::WouldBlock),
+                ));
+            }
+        }
     }
 
     /// Sends without waiting for a reply (the flusher writes it soon).

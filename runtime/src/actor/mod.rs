@@ -305,8 +305,13 @@ impl<A: Actor> ActorBuilder<A> {
     /// The largest message (in bytes, after encoding) the actor accepts from a caller: the
     /// caller's `ask` or `tell` of a larger one fails with [`Error::TooLarge`] before anything
     /// is sent (and the actor refuses such a record unread, whoever sends it).
-    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE), 1 GiB. It bounds
-    /// the memory any one caller can make the actor allocate.
+    /// Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE), 1 GiB.
+    ///
+    /// It is also what one record (a batch of messages) can cost the actor: a record is read
+    /// whole before its messages are handled, one in a memory file as the file's size says (up
+    /// to this limit, even a sparse file that cost its sender nothing). The actor handles one
+    /// record at a time and gives a large buffer back afterwards, so its peak is about this
+    /// limit plus what handling the record takes (decoding copies what a message carries).
     ///
     /// ```
     /// # procactor::init();
