@@ -347,6 +347,59 @@ pub(crate) fn wait_readable(
     }
 }
 
+/// What [`wait_ready`] waits for on one descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Something to read (or EOF).
+    Read,
+    /// Room to write (a socket whose peer reads again).
+    Write,
+}
+
+/// Waits until one of `fds` is ready for what it is watched for, hung up or in error (then the
+/// next read or write says why: a waiter must not sleep through it), at most until `deadline`.
+/// For each descriptor, whether it is; all false when the deadline passed first.
+pub(crate) fn wait_ready(
+    fds: &[(BorrowedFd, Want)],
+    deadline: Option<Instant>,
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|(fd, want)| {
+            let flags = match want {
+                Want::Read => PollFlags::IN,
+                Want::Write => PollFlags::OUT,
+            };
+            PollFd::new(fd, flags)
+        })
+        .collect();
+    loop {
+        let timeout = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            Timespec::try_from(left).unwrap_or(Timespec {
+                tv_sec: i64::MAX,
+                tv_nsec: 0,
+            })
+        });
+        match poll(&mut pfds, timeout.as_ref()) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(vec![false; pfds.len()]);
+                }
+            }
+            Ok(_) => return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits until a socket has room for a record (or is hung up or in error), at most until
+/// `deadline`; false if the deadline passed first.
+pub(crate) fn wait_writable(fd: BorrowedFd, deadline: Option<Instant>) -> io::Result<bool> {
+    Ok(wait_ready(&[(fd, Want::Write)], deadline)?[0])
+}
+
 /// How a child ended, as `waitid` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ExitStatus {

@@ -521,8 +521,15 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::Stream, true)
-            .map(drop)
+        self.send_frame(
+            kind,
+            fingerprint,
+            &[payload],
+            fds,
+            Large::Stream,
+            Wait::Forever,
+        )
+        .map(drop)
     }
 
     /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
@@ -535,8 +542,29 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, true)
-            .map(drop)
+        self.send_frame(
+            kind,
+            fingerprint,
+            &[payload],
+            fds,
+            Large::File,
+            Wait::Forever,
+        )
+        .map(drop)
+    }
+
+    /// [`send_detached`](Channel::send_detached) that waits for room in the peer's buffer only
+    /// as `wait` says (`Wait::No`: not at all): `Ok(false)` if the wait ran out first, and
+    /// nothing was sent. A large payload's memory file is made once, however long it waits.
+    pub(crate) fn send_detached_wait(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+        wait: Wait,
+    ) -> Result<bool> {
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, wait)
     }
 
     /// [`send_detached`](Channel::send_detached) of a payload given in parts (sent as their
@@ -548,7 +576,7 @@ impl Channel {
         parts: &[&[u8]],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, parts, fds, Large::File, true)
+        self.send_frame(kind, fingerprint, parts, fds, Large::File, Wait::Forever)
             .map(drop)
     }
 
@@ -561,9 +589,12 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<bool> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, false)
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, Wait::No)
     }
 
+    /// Sends one frame, waiting for room in the peer's buffer as `wait` says; `Ok(false)` if
+    /// the wait ran out and nothing was sent. `Large::Stream` only with `Wait::Forever`: its
+    /// payload is written while the receiver reads it.
     fn send_frame(
         &self,
         kind: u8,
@@ -571,11 +602,12 @@ impl Channel {
         payload: &[&[u8]],
         fds: &[RawFd],
         large: Large,
-        block: bool,
+        wait: Wait,
     ) -> Result<bool> {
+        debug_assert!(large == Large::File || matches!(wait, Wait::Forever));
         if payload.len() > MAX_PARTS {
             // One copy costs less than gathering many small parts (a pool batch of 1,024 tasks).
-            return self.send_frame(kind, fingerprint, &[&payload.concat()], fds, large, block);
+            return self.send_frame(kind, fingerprint, &[&payload.concat()], fds, large, wait);
         }
         let borrowed: Vec<BorrowedFd> = fds.iter().map(|&fd| borrow_collected(fd)).collect();
         let mut header = [0u8; LARGE_HEADER];
@@ -587,7 +619,7 @@ impl Channel {
             let mut parts = Vec::with_capacity(payload.len() + 1);
             parts.push(IoSlice::new(&header[..HEADER]));
             parts.extend(payload.iter().map(|p| IoSlice::new(p)));
-            return sys::send_record_with(self.as_fd(), &parts, &borrowed, block).map_err(io);
+            return self.send_record(&parts, &borrowed, wait).map_err(io);
         }
         header[0] = kind | FLAG_LARGE;
         header[HEADER..].copy_from_slice(&(len as u64).to_le_bytes());
@@ -609,7 +641,8 @@ impl Channel {
         let mut all = Vec::with_capacity(borrowed.len() + 1);
         all.push(side.as_fd());
         all.extend_from_slice(&borrowed);
-        if !sys::send_record_with(self.as_fd(), &[IoSlice::new(&header)], &all, block)
+        if !self
+            .send_record(&[IoSlice::new(&header)], &all, wait)
             .map_err(io)?
         {
             return Ok(false);
@@ -629,6 +662,32 @@ impl Channel {
             }
         }
         Ok(true)
+    }
+
+    /// Sends one record: blocking (`Wait::Forever`), not at all if the peer's buffer is full
+    /// (`Wait::No`), or waiting for room until a deadline. `Ok(false)`: nothing was sent.
+    fn send_record(
+        &self,
+        parts: &[IoSlice],
+        fds: &[BorrowedFd],
+        wait: Wait,
+    ) -> std::io::Result<bool> {
+        let fd = self.as_fd();
+        match wait {
+            Wait::Forever => sys::send_record_with(fd, parts, fds, true),
+            Wait::No => sys::send_record_with(fd, parts, fds, false),
+            Wait::Until { deadline, .. } => loop {
+                if sys::send_record_with(fd, parts, fds, false)? {
+                    return Ok(true);
+                }
+                // Writable means below the send buffer's limit, where a send does not fail
+                // for room: no spinning. A peer gone or in error is "ready" too, and the next
+                // send says why.
+                if !sys::wait_writable(fd, Some(deadline))? {
+                    return Ok(false);
+                }
+            },
+        }
     }
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
