@@ -462,9 +462,10 @@ impl<A: Actor> ActorRef<A> {
     /// from different processes have no order with each other (as in Erlang: each sender has its
     /// own connection). When a child process returns, its tells are written out and it waits
     /// (at most 5 s per actor) until they were handled, so a parent that joined it sees their
-    /// effect; when the program exits, they are written out. Blocks only while a bounded
-    /// mailbox is full: an actor that does not read its socket delays the tells to itself,
-    /// never the caller, nor this process's tells to other actors.
+    /// effect (a pool worker does the same before it reports its tasks' results); when the
+    /// program exits, they are written out. Blocks only while a bounded mailbox is full: an
+    /// actor that does not read its socket delays the tells to itself, never the caller, nor
+    /// this process's tells to other actors.
     pub fn tell(&self, msg: A::Msg) -> Result<()> {
         self.tell_wait(&msg, Wait::Forever)
     }

@@ -551,11 +551,14 @@ impl Conn {
         Ok(())
     }
 
-    /// Notes that this connection told something since the last settle.
+    /// Notes that this connection and this process told something since the last settle.
     fn mark_told(&self) {
         // Read first: no write to a shared cache line on every tell.
         if !self.told.load(Ordering::Relaxed) {
             self.told.store(true, Ordering::Relaxed);
+        }
+        if !TOLD.load(Ordering::Relaxed) {
+            TOLD.store(true, Ordering::Relaxed);
         }
     }
 
@@ -800,17 +803,30 @@ impl Drop for Conn {
     }
 }
 
+/// This process told an actor something since the last [`settle`]. Per process, so that a pool
+/// worker whose tasks tell nothing pays one load per report, nothing more.
+static TOLD: AtomicBool = AtomicBool::new(false);
+
 /// How long a settle waits for each actor (and for the flusher, and for the lingering
 /// connections all together).
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
+/// True if this process told an actor anything (a Manager's pipelined writes included) since
+/// the last [`settle`].
+pub(crate) fn told_since_settle() -> bool {
+    TOLD.load(Ordering::Relaxed)
+}
+
 /// Makes what this process told actors done: writes out every connection's queued tells, and
 /// waits until the actors handled them (a sync on each connection told since the last settle,
 /// and the end of the connections dropped with tells in flight), at most a few seconds per
-/// actor. A child that returns runs it before it ends (see [`flush_before_exit`]): so whoever
-/// learns that the work is done can read its effect at once (a manager's dict), as with
-/// CPython's manager, whose writes are round trips.
+/// actor. A child that returns runs it before it ends (see [`flush_before_exit`]), a pool
+/// worker before it reports the results of tasks that told something: so whoever learns that
+/// the work is done can read its effect at once (a manager's dict), as with CPython's manager,
+/// whose writes are round trips.
 pub(crate) fn settle() {
+    // Cleared first: a tell from another thread while this runs is settled next time.
+    TOLD.store(false, Ordering::Relaxed);
     // The flusher may be dropping the last reference to a connection it just wrote: once it
     // sleeps, every such connection is either still live or lingering.
     flusher_wait_idle(SETTLE_WAIT);
