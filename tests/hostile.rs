@@ -389,6 +389,9 @@ impl InOrder {
         self.put(i)
     }
 
+    /// A message of some bytes that leaves the count alone (sent by several threads at once).
+    pub fn pad(&mut self, _pad: String) {}
+
     /// The next number it expects, and how many came out of order.
     pub fn state(&self) -> (u64, u64) {
         (self.next, self.out_of_order)
@@ -505,9 +508,16 @@ fn an_ask_that_times_out_on_a_stopped_actor_leaves_the_connection_consistent() {
     a.thaw();
     let blocked = bounded(move || unbounded.join().unwrap());
     assert_eq!(blocked.unwrap().1, 0);
+    // What the unbounded ask left queued (the tells told while it held the turn) is handed back
+    // to the flusher: it comes without any other ask to write it.
+    assert!(
+        eventually(BOUND, || seen.get() == N + 2_000),
+        "{} of {}",
+        seen.get(),
+        N + 2_000
+    );
     // Every message, the two timed-out asks' included, handled once and in order.
     assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 2_000, 0));
-    assert_eq!(seen.get(), N + 2_000);
     // The late replies went nowhere: each ask gets its own.
     a.timeout(BOUND).put(N + 2_000).unwrap();
     assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 2_001, 0));
@@ -610,4 +620,37 @@ fn a_stopped_actor_does_not_hold_up_tells_to_another() {
     );
     assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 1_000, 0));
     assert_eq!(b.timeout(BOUND).state().unwrap(), (2_000, 0));
+}
+
+/// Tells queued while a caller has the writing turn and is blocked on the full socket of a
+/// stopped actor: the flusher leaves the connection with that caller, which hands it back when it
+/// lets go, so they are written without any later ask to carry them.
+#[test]
+fn tells_queued_while_an_ask_is_blocked_writing_are_written_after_it() {
+    let (a, seen) = in_order();
+    a.put(0).unwrap();
+    a.freeze();
+    // Asks of about 60 KB from several threads: a few records fill the socket, and the next ask
+    // blocks in its write with the writing turn (the others wait for the turn).
+    let pad = "x".repeat(60_000);
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let (r, pad) = (a.0.clone(), pad.clone());
+            std::thread::spawn(move || r.pad(pad).is_ok())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The flusher finds the turn taken for these.
+    put_range(&a, 1, 1_000);
+    std::thread::sleep(Duration::from_millis(300));
+    a.thaw();
+    for t in askers {
+        assert!(bounded(move || t.join().unwrap()));
+    }
+    assert!(
+        eventually(BOUND, || seen.get() == 1_000),
+        "{} of 1000 tells arrived",
+        seen.get()
+    );
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (1_000, 0));
 }

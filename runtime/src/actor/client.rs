@@ -170,8 +170,12 @@ struct Outbox {
     /// The `seq` of the next batch made: an ask knows its envelope is written once no batch of
     /// its number or below is left, and stops writing there.
     next_seq: u64,
-    /// The flusher has this connection on its list (to write, or waiting for room).
+    /// The flusher has this connection on its list (to write, or waiting for room), or it is
+    /// `parked`: tells need not wake the flusher.
     scheduled: bool,
+    /// The flusher let go of it while a caller had the writing turn: that caller hands it back
+    /// when it lets go (see `Conn::let_go`).
+    parked: bool,
     /// A thread has the writing turn: only it takes batches out, so they go in order.
     writing: bool,
     /// Threads waiting for the turn (`Conn::turn` is notified only if there are any: a
@@ -196,8 +200,8 @@ enum Flushed {
     More,
     /// The socket is full: the flusher waits for room in it.
     Full,
-    /// Another thread has the writing turn; it hands the connection back to the flusher when
-    /// it lets go, if anything is left then.
+    /// Another thread has the writing turn: the connection is parked with it, and handed back
+    /// to the flusher when it lets go, if anything is left then.
     Busy,
 }
 
@@ -473,8 +477,17 @@ impl Conn {
         if out.turn_waiters > 0 {
             self.turn.notify_all();
         }
-        let hand_over = !out.batches.is_empty() && !out.scheduled;
-        out.scheduled |= hand_over;
+        let left = !out.batches.is_empty();
+        let hand_over = if out.parked {
+            // The flusher let go of it meanwhile, leaving it `scheduled`: ours to hand back.
+            out.parked = false;
+            out.scheduled = left;
+            left
+        } else {
+            let newly = left && !out.scheduled;
+            out.scheduled |= newly;
+            newly
+        };
         drop(out);
         if hand_over {
             flusher_schedule(self.clone());
@@ -486,8 +499,9 @@ impl Conn {
     fn write_some(&self) -> Flushed {
         let mut out = lock(&self.outbox);
         if out.writing {
-            // The holder hands the connection back when it lets go (see `let_go`).
-            out.scheduled = false;
+            // Parked with the holder, which hands it back when it lets go (see `let_go`). It
+            // stays `scheduled`: tells meanwhile do not wake the flusher for nothing.
+            out.parked = true;
             return Flushed::Busy;
         }
         out.writing = true;
