@@ -1,9 +1,10 @@
 //! Hostile and broken peers on real sockets: a frame announcing a payload whose bytes never
 //! come, a sender stopped (SIGSTOP) half-way through a large message, a side stream that is
 //! `/dev/zero`, lying lengths, frames of the wrong type, callers slow to read their replies,
-//! connections that never say hello, a sparse memory file. No event loop may freeze or spin, no
-//! timeout may be broken, no reply may be lost, no receiver may allocate what the sender never
-//! sent or keep what it sent for good.
+//! connections that never say hello, a sparse memory file, an actor that stops reading (SIGSTOP,
+//! or busy) with its socket full. No event loop may freeze or spin, no timeout may be broken, no
+//! reply may be lost, no receiver may allocate what the sender never sent or keep what it sent
+//! for good, no caller may be held up by another actor.
 
 mod common;
 
@@ -11,8 +12,10 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use common::raw::{self, BATCH, KIND_BYTES, KIND_VALUE};
-use common::{bounded, reaped, BOUND};
-use procactor::{ActorRef, Connection, Error, Manager, Message, Pipe, Process};
+use common::{bounded, eventually, reaped, BOUND};
+use procactor::{
+    ActorBuilder, ActorRef, Connection, Error, Mailbox, Manager, Message, Pipe, Process, Value,
+};
 
 procactor::test_support!();
 
@@ -791,4 +794,339 @@ fn a_flood_of_connections_does_not_starve_new_callers() {
         slowest < Duration::from_secs(2),
         "a new caller waited {slowest:?} while connections flooded the actor"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// An actor that stops reading: its socket fills up, and its callers' deadlines still hold.
+
+/// Checks that the numbers it is told come in order, and shows how far it got in shared memory:
+/// readable while its callers' connections are stuck, and without an ask (which would write
+/// the tells queued before it itself).
+pub struct InOrder {
+    next: u64,
+    out_of_order: u64,
+    seen: Value<u64>,
+}
+
+#[procactor::actor]
+impl InOrder {
+    fn init(seen: Value<u64>) -> Self {
+        InOrder {
+            next: 0,
+            out_of_order: 0,
+            seen,
+        }
+    }
+
+    pub fn put(&mut self, i: u64) {
+        if i != self.next {
+            self.out_of_order += 1;
+        }
+        self.next = i + 1;
+        self.seen.set(self.next);
+    }
+
+    /// [`put`](InOrder::put) with some bytes, to fill a socket with fewer messages.
+    pub fn put_padded(&mut self, i: u64, _pad: String) {
+        self.put(i)
+    }
+
+    /// A message of some bytes that leaves the count alone (sent by several threads at once).
+    pub fn pad(&mut self, _pad: String) {}
+
+    /// The next number it expects, and how many came out of order.
+    pub fn state(&self) -> (u64, u64) {
+        (self.next, self.out_of_order)
+    }
+
+    pub fn nap(&mut self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    /// A reply of `len` bytes.
+    pub fn blob(&mut self, len: u32) -> serde_bytes::ByteBuf {
+        serde_bytes::ByteBuf::from(vec![7u8; len as usize])
+    }
+}
+
+/// An actor that can be stopped with SIGSTOP; when dropped (on the failure path too), it is
+/// resumed, killed and reaped.
+struct Frozen<A>(ActorRef<A>);
+
+impl<A> Frozen<A> {
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own actor child, which is reaped only when this is dropped.
+        unsafe { libc::kill(self.0.pid() as i32, sig) };
+    }
+
+    fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl<A> std::ops::Deref for Frozen<A> {
+    type Target = ActorRef<A>;
+    fn deref(&self) -> &ActorRef<A> {
+        &self.0
+    }
+}
+
+impl<A> Drop for Frozen<A> {
+    fn drop(&mut self) {
+        self.thaw();
+        let _ = self.0.kill();
+        let _ = self.0.join_timeout(BOUND);
+    }
+}
+
+fn in_order() -> (Frozen<InOrder>, Value<u64>) {
+    let seen = Value::new(0u64).unwrap();
+    let a = Frozen(procactor::spawn::<InOrder>(seen.clone()).unwrap());
+    (a, seen)
+}
+
+/// Tells the actor `from..to` (in order). Enough of them fill its socket if it does not read:
+/// the rest waits in this process's outbox.
+fn put_range(a: &ActorRef<InOrder>, from: u64, to: u64) {
+    for i in from..to {
+        a.send().put(i).unwrap();
+    }
+}
+
+/// The flusher has written what the actor's socket takes (and met the full socket).
+fn let_the_flusher_fill_it() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// A bounded ask (`timeout(d)`) is at most `d` in all, even when the actor's socket is full and
+/// the flusher thread is writing to it: the reviewer's repro (an actor busy for 5 s; a 500 ms
+/// ask returned after the 5 s).
+#[test]
+fn ask_timeout_is_kept_when_a_busy_actors_socket_is_full() {
+    let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
+    c.0.send().nap(5_000).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..200_000 {
+        c.0.send().add(1).unwrap();
+    }
+    let_the_flusher_fill_it();
+    let r = c.0.clone();
+    let t = Instant::now();
+    let got = bounded(move || r.timeout(Duration::from_millis(500)).add(0));
+    let took = t.elapsed();
+    assert!(got.as_ref().is_err_and(Error::is_timeout), "{got:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "a 500 ms ask returned after {took:?}"
+    );
+}
+
+/// Against a stopped actor whose socket is full, a bounded ask times out on time whether it
+/// waits for room in the socket or for the writing turn (held here by an unbounded ask of
+/// another thread, blocked on that socket). What it leaves is consistent: its message stays in
+/// place, in order with the tells before and after it, and is handled once the actor goes on;
+/// its late reply reaches nobody (the next ask gets its own); nothing is lost or doubled.
+#[test]
+fn an_ask_that_times_out_on_a_stopped_actor_leaves_the_connection_consistent() {
+    const N: u64 = 100_000;
+    let (a, seen) = in_order();
+    a.put(0).unwrap();
+    a.freeze();
+    put_range(&a, 1, N);
+    let_the_flusher_fill_it();
+    // Waits for room, with the writing turn.
+    let r = a.0.clone();
+    let t = Instant::now();
+    let got = bounded(move || r.timeout(Duration::from_millis(300)).put(N));
+    assert!(got.as_ref().is_err_and(Error::is_timeout), "{got:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    put_range(&a, N + 1, N + 1_000);
+    // An unbounded ask takes the turn and blocks on the full socket...
+    let r = a.0.clone();
+    let unbounded = std::thread::spawn(move || r.state());
+    std::thread::sleep(Duration::from_millis(200));
+    // ... and a bounded one, waiting for the turn, still keeps its deadline.
+    let r = a.0.clone();
+    let t = Instant::now();
+    let got = bounded(move || r.timeout(Duration::from_millis(300)).put(N + 1_000));
+    assert!(got.as_ref().is_err_and(Error::is_timeout), "{got:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    put_range(&a, N + 1_001, N + 2_000);
+    a.thaw();
+    let blocked = bounded(move || unbounded.join().unwrap());
+    assert_eq!(blocked.unwrap().1, 0);
+    // What the unbounded ask left queued (the tells told while it held the turn) is handed back
+    // to the flusher: it comes without any other ask to write it.
+    assert!(
+        eventually(BOUND, || seen.get() == N + 2_000),
+        "{} of {}",
+        seen.get(),
+        N + 2_000
+    );
+    // Every message, the two timed-out asks' included, handled once and in order.
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 2_000, 0));
+    // The late replies went nowhere: each ask gets its own.
+    a.timeout(BOUND).put(N + 2_000).unwrap();
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 2_001, 0));
+}
+
+/// A bounded ask that times out before its message was written keeps a bounded mailbox's
+/// count exact: its slot is taken (the message is still delivered later) and given back when
+/// the actor handles it, as for any message.
+#[test]
+fn an_ask_that_times_out_on_a_full_socket_keeps_the_mailbox_count_exact() {
+    const CAP: u64 = 20_000;
+    const TOLD: u64 = 15_000;
+    let seen = Value::new(0u64).unwrap();
+    let a = Frozen(
+        ActorBuilder::<InOrder>::new(seen.clone())
+            .mailbox(Mailbox::bounded(CAP as u32))
+            .spawn()
+            .unwrap(),
+    );
+    a.put(0).unwrap();
+    // The actor gives a slot back just after it answered: a moment for it, before it stops.
+    std::thread::sleep(Duration::from_millis(200));
+    a.freeze();
+    // About 1.5 MB: far more than the socket holds.
+    let pad = "x".repeat(100);
+    for i in 1..=TOLD {
+        a.send().put_padded(i, pad.clone()).unwrap();
+    }
+    let_the_flusher_fill_it();
+    let r = a.0.clone();
+    let got = bounded(move || r.timeout(Duration::from_millis(300)).put(TOLD + 1));
+    assert!(got.as_ref().is_err_and(Error::is_timeout), "{got:?}");
+    // Exactly the room left: the tells' slots and the ask's are taken.
+    let room = CAP - TOLD - 1;
+    for i in 0..room {
+        if let Err(e) = a.try_send().put(TOLD + 2 + i) {
+            panic!("{i} of the {room} slots left could be taken: {e:?}");
+        }
+    }
+    let full = a.try_send().put(0).unwrap_err();
+    assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
+    a.thaw();
+    assert!(eventually(BOUND, || seen.get() == TOLD + 2 + room));
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (TOLD + 2 + room, 0));
+    // Every slot is back: the whole capacity can be taken again, and no more (after a moment for
+    // the last slot, as above).
+    std::thread::sleep(Duration::from_millis(200));
+    a.freeze();
+    for _ in 0..CAP {
+        a.try_send().put(0).unwrap();
+    }
+    let full = a.try_send().put(0).unwrap_err();
+    assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
+    a.thaw();
+}
+
+/// One flusher thread writes every connection of a process: an actor that stops reading (its
+/// socket full) must not hold up the tells to another actor. After it goes on, nothing is lost
+/// and each actor's messages came in order.
+#[test]
+fn a_stopped_actor_does_not_hold_up_tells_to_another() {
+    const N: u64 = 200_000;
+    let (a, seen_a) = in_order();
+    let (b, seen_b) = in_order();
+    a.put(0).unwrap();
+    b.put(0).unwrap();
+    a.freeze();
+    put_range(&a, 1, N);
+    let_the_flusher_fill_it();
+    // Tells only (an ask would write the tells before it itself): the flusher must deliver them.
+    let t = Instant::now();
+    put_range(&b, 1, 1_000);
+    assert!(
+        eventually(Duration::from_secs(3), || seen_b.get() == 1_000),
+        "tells to b stalled behind a: {} of 1000 after {:?}",
+        seen_b.get(),
+        t.elapsed()
+    );
+    // Again, interleaved with more tells to the stopped one.
+    for i in 0..1_000 {
+        a.send().put(N + i).unwrap();
+        b.send().put(1_000 + i).unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(3), || seen_b.get() == 2_000),
+        "tells to b stalled behind a: {} of 2000",
+        seen_b.get()
+    );
+    assert!(
+        seen_a.get() < N,
+        "a was stopped: it cannot have read them all"
+    );
+    a.thaw();
+    // The flusher writes the rest once a reads again.
+    assert!(
+        eventually(BOUND, || seen_a.get() == N + 1_000),
+        "a got {} of {}",
+        seen_a.get(),
+        N + 1_000
+    );
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (N + 1_000, 0));
+    assert_eq!(b.timeout(BOUND).state().unwrap(), (2_000, 0));
+}
+
+/// Tells queued while a caller has the writing turn and is blocked on the full socket of a
+/// stopped actor: the flusher leaves the connection with that caller, which hands it back when it
+/// lets go, so they are written without any later ask to carry them.
+#[test]
+fn tells_queued_while_an_ask_is_blocked_writing_are_written_after_it() {
+    let (a, seen) = in_order();
+    a.put(0).unwrap();
+    a.freeze();
+    // Asks of about 60 KB from several threads: a few records fill the socket, and the next ask
+    // blocks in its write with the writing turn (the others wait for the turn).
+    let pad = "x".repeat(60_000);
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let (r, pad) = (a.0.clone(), pad.clone());
+            std::thread::spawn(move || r.pad(pad).is_ok())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The flusher finds the turn taken for these.
+    put_range(&a, 1, 1_000);
+    std::thread::sleep(Duration::from_millis(300));
+    a.thaw();
+    for t in askers {
+        assert!(bounded(move || t.join().unwrap()));
+    }
+    assert!(
+        eventually(BOUND, || seen.get() == 1_000),
+        "{} of 1000 tells arrived",
+        seen.get()
+    );
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (1_000, 0));
+}
+
+/// Replies to asks that gave up are read only when something reads, and an actor stops reading
+/// a connection whose replies pile up unread (its back-pressure: it drops none). A process that
+/// then only tells still gets its tells through: the flusher, waiting for room, reads (and
+/// drops) those replies, and the actor reads again.
+#[test]
+fn tells_get_through_when_replies_to_asks_that_gave_up_pile_up() {
+    const N: u64 = 200_000;
+    let (a, seen) = in_order();
+    a.send().nap(1_000).unwrap();
+    // About 2.5 MiB of replies nobody waits for: more than the socket holds, and than the actor
+    // keeps for one connection before it stops reading it.
+    for _ in 0..40 {
+        let got = a.timeout(Duration::from_millis(5)).blob(60 * 1024);
+        assert!(got.as_ref().is_err_and(Error::is_timeout), "{got:?}");
+    }
+    // About 2.4 MB of tells, behind them.
+    put_range(&a, 0, N);
+    assert!(
+        eventually(BOUND, || seen.get() == N),
+        "{} of {N} tells handled",
+        seen.get()
+    );
+    assert_eq!(a.timeout(BOUND).state().unwrap(), (N, 0));
 }

@@ -968,3 +968,102 @@ fn an_imap_input_that_panics_yields_the_results_before_it_then_the_panic() {
         assert_eq!(p.apply(square, 3).unwrap(), 9);
     });
 }
+
+/// Counts what it is told.
+pub struct Tally {
+    n: u64,
+}
+
+#[procactor::actor]
+impl Tally {
+    fn init(_: ()) -> Self {
+        Tally { n: 0 }
+    }
+
+    pub fn add(&mut self, k: u64) {
+        self.n += k;
+    }
+
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+}
+
+/// A task that writes to a Manager list (a pipelined append) and tells an actor: neither waits
+/// for an answer.
+fn append_and_tell((l, t, i): (procactor::ListProxy<u64>, procactor::ActorRef<Tally>, u64)) -> u64 {
+    l.append(i).unwrap();
+    t.send().add(1).unwrap();
+    i
+}
+
+/// Threads that keep both cores busy until dropped.
+struct Hogs(
+    Arc<std::sync::atomic::AtomicBool>,
+    Vec<std::thread::JoinHandle<()>>,
+);
+
+impl Hogs {
+    fn start(n: usize) -> Hogs {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Hogs(stop, threads)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.1.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Python's habit: a Pool whose tasks write to a Manager (and tell actors), read right after
+/// `map`. A task's tells and Manager writes are done when its result comes back, so nothing is
+/// missing then, with both cores busy too.
+#[test]
+fn a_tasks_tells_and_manager_writes_are_done_when_its_result_comes_back() {
+    bounded(|| {
+        let m = procactor::Manager::start().unwrap();
+        struct Killed(procactor::ActorRef<Tally>);
+        impl Drop for Killed {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.join_timeout(BOUND);
+            }
+        }
+        let tally = Killed(procactor::spawn::<Tally>(()).unwrap());
+        let tally = &tally.0;
+        let pool = Pool::new(4).unwrap();
+        for round in 1..=6u64 {
+            // Half the rounds with two threads keeping both cores busy.
+            let _hogs = (round > 3).then(|| Hogs::start(2));
+            let l = m.list::<u64>().unwrap();
+            let items: Vec<_> = (0..200).map(|i| (l.clone(), tally.clone(), i)).collect();
+            let got = pool.map(append_and_tell, items).unwrap();
+            assert_eq!(got, (0..200).collect::<Vec<u64>>());
+            let mut seen = l.snapshot().unwrap();
+            let told = tally.timeout(BOUND).get().unwrap();
+            seen.sort();
+            assert_eq!(
+                seen.len(),
+                200,
+                "round {round}: {} of 200 appends visible after map",
+                seen.len()
+            );
+            assert_eq!(seen, (0..200).collect::<Vec<u64>>());
+            assert_eq!(told, round * 200, "round {round}: tells missing after map");
+        }
+    });
+}

@@ -347,44 +347,32 @@ pub(crate) fn wait_readable(
     }
 }
 
-/// Waits until one of `fds` has room to send (or is hung up or failed, so that a send would
-/// not block either); false when `deadline` passes first.
-pub(crate) fn wait_writable(fds: &[BorrowedFd], deadline: Instant) -> io::Result<bool> {
-    let mut pfds: Vec<PollFd> = fds
-        .iter()
-        .map(|fd| PollFd::new(fd, PollFlags::OUT))
-        .collect();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = Timespec::try_from(left).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        match poll(&mut pfds, Some(&timeout)) {
-            Ok(0) => {
-                if Instant::now() >= deadline {
-                    return Ok(false);
-                }
-            }
-            Ok(_) => return Ok(true),
-            Err(Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// What [`wait_ready`] waits for on one descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Something to read (or EOF).
+    Read,
+    /// Room to write (a socket whose peer reads again).
+    Write,
 }
 
-/// Waits until `fd` has room to send, or (with `or_input`) something to read; a hang-up or an
-/// error counts as either. False when `deadline` passes first (`None`: no deadline).
-pub(crate) fn wait_room(
-    fd: BorrowedFd,
-    or_input: bool,
+/// Waits until one of `fds` is ready for what it is watched for, hung up or in error (then the
+/// next read or write says why: a waiter must not sleep through it), at most until `deadline`.
+/// For each descriptor, whether it is; all false when the deadline passed first.
+pub(crate) fn wait_ready(
+    fds: &[(BorrowedFd, Want)],
     deadline: Option<Instant>,
-) -> io::Result<bool> {
-    let mut flags = PollFlags::OUT;
-    if or_input {
-        flags |= PollFlags::IN;
-    }
-    let mut pfd = [PollFd::new(&fd, flags)];
+) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<PollFd> = fds
+        .iter()
+        .map(|(fd, want)| {
+            let flags = match want {
+                Want::Read => PollFlags::IN,
+                Want::Write => PollFlags::OUT,
+            };
+            PollFd::new(fd, flags)
+        })
+        .collect();
     loop {
         let timeout = deadline.map(|d| {
             let left = d.saturating_duration_since(Instant::now());
@@ -393,17 +381,23 @@ pub(crate) fn wait_room(
                 tv_nsec: 0,
             })
         });
-        match poll(&mut pfd, timeout.as_ref()) {
+        match poll(&mut pfds, timeout.as_ref()) {
             Ok(0) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(false);
+                    return Ok(vec![false; pfds.len()]);
                 }
             }
-            Ok(_) => return Ok(true),
+            Ok(_) => return Ok(pfds.iter().map(|p| !p.revents().is_empty()).collect()),
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Waits until a socket has room for a record (or is hung up or in error), at most until
+/// `deadline`; false if the deadline passed first.
+pub(crate) fn wait_writable(fd: BorrowedFd, deadline: Option<Instant>) -> io::Result<bool> {
+    Ok(wait_ready(&[(fd, Want::Write)], deadline)?[0])
 }
 
 /// How a child ended, as `waitid` tells it.
@@ -1155,13 +1149,13 @@ mod tests {
         while try_send_record(a.as_fd(), &[IoSlice::new(&chunk)], None).unwrap() {}
         let t = Instant::now();
         let deadline = t + Duration::from_millis(50);
-        assert!(!wait_writable(&[a.as_fd()], deadline).unwrap());
+        assert!(!wait_writable(a.as_fd(), Some(deadline)).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(50));
         let mut buf = vec![0u8; 70_000];
         while matches!(
             recv_record(b.as_fd(), &mut buf, true).unwrap(),
             Recv::Record(..)
         ) {}
-        assert!(wait_writable(&[a.as_fd()], Instant::now() + Duration::from_secs(10)).unwrap());
+        assert!(wait_writable(a.as_fd(), Some(Instant::now() + Duration::from_secs(10))).unwrap());
     }
 }

@@ -549,7 +549,7 @@ fn memory_file(parts: &[&[u8]]) -> Result<OwnedFd> {
 /// What a send did.
 enum Sent {
     Done,
-    /// The peer's buffer was full (non-blocking sends only): nothing went, and the frame is
+    /// The peer's buffer had no room before the wait ran out: nothing went, and the frame is
     /// here if the sender asked to keep it.
     Full(Option<Outgoing>),
 }
@@ -621,8 +621,15 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::Stream, true)
-            .map(drop)
+        self.send_frame(
+            kind,
+            fingerprint,
+            &[payload],
+            fds,
+            Large::Stream,
+            Wait::Forever,
+        )
+        .map(drop)
     }
 
     /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
@@ -635,8 +642,15 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, true)
-            .map(drop)
+        self.send_frame(
+            kind,
+            fingerprint,
+            &[payload],
+            fds,
+            Large::File,
+            Wait::Forever,
+        )
+        .map(drop)
     }
 
     /// [`send_detached`](Channel::send_detached) of a payload given in parts (sent as their
@@ -648,7 +662,7 @@ impl Channel {
         parts: &[&[u8]],
         fds: &[RawFd],
     ) -> Result<()> {
-        self.send_frame(kind, fingerprint, parts, fds, Large::File, true)
+        self.send_frame(kind, fingerprint, parts, fds, Large::File, Wait::Forever)
             .map(drop)
     }
 
@@ -661,7 +675,7 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<bool> {
-        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, false)
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, Wait::No)
     }
 
     /// [`try_send`](Channel::try_send) that keeps what it could not send: `Ok(None)` when the
@@ -676,7 +690,15 @@ impl Channel {
         payload: &[u8],
         fds: &[RawFd],
     ) -> Result<Option<Outgoing>> {
-        match self.send_frame_keep(kind, fingerprint, &[payload], fds, Large::File, false, true)? {
+        match self.send_frame_keep(
+            kind,
+            fingerprint,
+            &[payload],
+            fds,
+            Large::File,
+            Wait::No,
+            true,
+        )? {
             Sent::Done => Ok(None),
             Sent::Full(kept) => Ok(kept),
         }
@@ -690,6 +712,9 @@ impl Channel {
             .map_err(|e| Error::io("send", e))
     }
 
+    /// Sends one frame, waiting for room in the peer's buffer as `wait` says; `Ok(false)` if
+    /// the wait ran out and nothing was sent. `Large::Stream` only with `Wait::Forever`: its
+    /// payload is written while the receiver reads it.
     fn send_frame(
         &self,
         kind: u8,
@@ -697,14 +722,14 @@ impl Channel {
         payload: &[&[u8]],
         fds: &[RawFd],
         large: Large,
-        block: bool,
+        wait: Wait,
     ) -> Result<bool> {
-        self.send_frame_keep(kind, fingerprint, payload, fds, large, block, false)
+        self.send_frame_keep(kind, fingerprint, payload, fds, large, wait, false)
             .map(|sent| matches!(sent, Sent::Done))
     }
 
-    /// Sends one frame; with `keep`, a frame that found the peer's buffer full (`block` false)
-    /// comes back whole, to send later.
+    /// [`send_frame`](Channel::send_frame); with `keep`, a frame that found no room before the
+    /// wait ran out comes back whole, to send later.
     #[allow(clippy::too_many_arguments)]
     fn send_frame_keep(
         &self,
@@ -713,9 +738,10 @@ impl Channel {
         payload: &[&[u8]],
         fds: &[RawFd],
         large: Large,
-        block: bool,
+        wait: Wait,
         keep: bool,
     ) -> Result<Sent> {
+        debug_assert!(large == Large::File || matches!(wait, Wait::Forever));
         if payload.len() > MAX_PARTS {
             // One copy costs less than gathering many small parts (a pool batch of 1,024 tasks).
             return self.send_frame_keep(
@@ -724,7 +750,7 @@ impl Channel {
                 &[&payload.concat()],
                 fds,
                 large,
-                block,
+                wait,
                 keep,
             );
         }
@@ -738,7 +764,7 @@ impl Channel {
             let mut parts = Vec::with_capacity(payload.len() + 1);
             parts.push(IoSlice::new(&header[..HEADER]));
             parts.extend(payload.iter().map(|p| IoSlice::new(p)));
-            if sys::send_record_with(self.as_fd(), &parts, &borrowed, block).map_err(io)? {
+            if self.send_record(&parts, &borrowed, wait).map_err(io)? {
                 return Ok(Sent::Done);
             }
             if !keep {
@@ -768,7 +794,8 @@ impl Channel {
         let mut all = Vec::with_capacity(borrowed.len() + 1);
         all.push(side.as_fd());
         all.extend_from_slice(&borrowed);
-        if !sys::send_record_with(self.as_fd(), &[IoSlice::new(&header)], &all, block)
+        if !self
+            .send_record(&[IoSlice::new(&header)], &all, wait)
             .map_err(io)?
         {
             if !keep || mine.is_some() {
@@ -799,6 +826,32 @@ impl Channel {
             }
         }
         Ok(Sent::Done)
+    }
+
+    /// Sends one record: blocking (`Wait::Forever`), not at all if the peer's buffer is full
+    /// (`Wait::No`), or waiting for room until a deadline. `Ok(false)`: nothing was sent.
+    fn send_record(
+        &self,
+        parts: &[IoSlice],
+        fds: &[BorrowedFd],
+        wait: Wait,
+    ) -> std::io::Result<bool> {
+        let fd = self.as_fd();
+        match wait {
+            Wait::Forever => sys::send_record_with(fd, parts, fds, true),
+            Wait::No => sys::send_record_with(fd, parts, fds, false),
+            Wait::Until { deadline, .. } => loop {
+                if sys::send_record_with(fd, parts, fds, false)? {
+                    return Ok(true);
+                }
+                // Writable means below the send buffer's limit, where a send does not fail
+                // for room: no spinning. A peer gone or in error is "ready" too, and the next
+                // send says why.
+                if !sys::wait_writable(fd, Some(deadline))? {
+                    return Ok(false);
+                }
+            },
+        }
     }
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:

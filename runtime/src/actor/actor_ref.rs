@@ -331,7 +331,8 @@ impl<A> ActorRef<A> {
     }
 
     /// Asks the actor to stop: it handles every message this process sent before, runs its
-    /// `stopping` hook and ends normally. Returns at once; [`join`](ActorRef::join) waits.
+    /// `stopping` hook and ends normally. Returns at once, even if the actor does not read its
+    /// socket (the stop is written once it does); [`join`](ActorRef::join) waits.
     /// Stopping an actor that has already ended is not an error.
     pub fn stop(&self) -> Result<()> {
         let conn = match self.any_conn() {
@@ -448,8 +449,10 @@ impl<A: Actor> ActorRef<A> {
         self.ask_wait(&msg, Wait::Forever)
     }
 
-    /// [`ask`](ActorRef::ask), waiting at most `timeout` in all (a full mailbox included). The
-    /// actor may still handle the message; its late reply is dropped.
+    /// [`ask`](ActorRef::ask), waiting at most `timeout` in all: a full mailbox, an actor that
+    /// does not read its socket and other threads writing to it included. The actor may still
+    /// handle the message (if the time ran out before it was written, it stays queued in its
+    /// place and is written later); its late reply is dropped.
     pub fn ask_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply> {
         self.ask_wait(&msg, Wait::timeout(timeout))
     }
@@ -459,8 +462,10 @@ impl<A: Actor> ActorRef<A> {
     /// from different processes have no order with each other (as in Erlang: each sender has its
     /// own connection). When a child process returns, its tells are written out and it waits
     /// (at most 5 s per actor) until they were handled, so a parent that joined it sees their
-    /// effect; when the program exits, they are written out. Blocks only while a bounded
-    /// mailbox is full.
+    /// effect (a pool worker does the same before it reports its tasks' results); when the
+    /// program exits, they are written out. Blocks only while a bounded mailbox is full: an
+    /// actor that does not read its socket delays the tells to itself, never the caller, nor
+    /// this process's tells to other actors.
     pub fn tell(&self, msg: A::Msg) -> Result<()> {
         self.tell_wait(&msg, Wait::Forever)
     }

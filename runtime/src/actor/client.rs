@@ -5,16 +5,27 @@
 //! Tells go to an outbox that a per-process flusher thread writes out: a burst of tells becomes a
 //! few large records (one system call per batch, not per message), and a handler that tells
 //! another actor never blocks on that actor's socket (two actors telling each other cannot
-//! deadlock). An ask writes the outbox (its tells first) itself and waits for its reply; replies
-//! carry their request id, so several threads can ask at once: one reads, the others wait for
-//! what it stashes for them.
+//! deadlock). The flusher never waits on any one socket: it writes what each one takes, sets the
+//! full ones aside and waits in poll(2) for room in them and for new work at once, so an actor
+//! that stops reading (stopped, or just slow) delays the tells to itself only.
+//!
+//! An ask writes the outbox itself, up to and including its own envelope, and waits for its
+//! reply; replies carry their request id, so several threads can ask at once: one reads, the
+//! others wait for what it stashes for them. Every wait of an ask (for the writing turn, for
+//! room in the socket, for the reply) ends at its deadline.
+//!
+//! Order: one thread at a time (the flusher or a caller) has a connection's writing turn and
+//! takes batches from the front of its outbox, so records go out in the order their envelopes
+//! were queued, and messages from one thread arrive in order, asks included. A caller whose
+//! deadline passes puts back in front what it took and did not send, and leaves the rest to the
+//! flusher.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use rustix::net::sockopt::Timeout;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -145,17 +156,53 @@ pub(crate) fn handshake(
 }
 
 /// A run of envelopes sent as one record.
-#[derive(Default)]
 struct Batch {
+    /// Its place in the connection's order of records (see `Outbox::next_seq`).
+    seq: u64,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
 }
 
 #[derive(Default)]
 struct Outbox {
+    /// Records to write, in order (their `seq` ascending).
     batches: VecDeque<Batch>,
-    /// The flusher has this connection on its list.
+    /// The `seq` of the next batch made: an ask knows its envelope is written once no batch of
+    /// its number or below is left, and stops writing there.
+    next_seq: u64,
+    /// The flusher has this connection on its list (to write, or waiting for room), or it is
+    /// `parked`: tells need not wake the flusher.
     scheduled: bool,
+    /// The flusher let go of it while a caller had the writing turn: that caller hands it back
+    /// when it lets go (see `Conn::let_go`).
+    parked: bool,
+    /// A thread has the writing turn: only it takes batches out, so they go in order.
+    writing: bool,
+    /// Threads waiting for the turn (`Conn::turn` is notified only if there are any: a
+    /// notification is a system call).
+    turn_waiters: u32,
+}
+
+/// Where [`Conn::push`] queued an envelope.
+struct Queued {
+    /// The batch that holds it.
+    seq: u64,
+    /// This push put the connection on the flusher's list.
+    newly: bool,
+}
+
+/// How the flusher's [`Conn::write_some`] left a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Flushed {
+    /// Nothing left: off the flusher's list.
+    Empty,
+    /// More was queued meanwhile: written on the flusher's next round.
+    More,
+    /// The socket is full: the flusher waits for room in it.
+    Full,
+    /// Another thread has the writing turn: the connection is parked with it, and handed back
+    /// to the flusher when it lets go, if anything is left then.
+    Busy,
 }
 
 enum Stashed {
@@ -180,8 +227,8 @@ pub(crate) struct Conn {
     pub(crate) welcome: Welcome,
     gate: Option<Gate>,
     outbox: Mutex<Outbox>,
-    /// Held while writing: whoever holds it sends everything queued before, so order is kept.
-    writing: Mutex<()>,
+    /// Notified when the writing turn (`Outbox::writing`) is given back.
+    turn: Condvar,
     replies: Mutex<Replies>,
     replied: Condvar,
     next_id: AtomicU64,
@@ -226,7 +273,7 @@ impl Conn {
             welcome,
             gate,
             outbox: Mutex::default(),
-            writing: Mutex::new(()),
+            turn: Condvar::new(),
             replies: Mutex::default(),
             replied: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -277,17 +324,23 @@ impl Conn {
     }
 
     /// Appends one envelope to the outbox. With `for_flusher`, also puts the connection on the
-    /// flusher's list (under the same lock); true if it was not there yet.
+    /// flusher's list (under the same lock).
     fn push<M: Serialize + ?Sized>(
         &self,
         op: u8,
         id: u64,
         msg: &M,
         for_flusher: bool,
-    ) -> Result<bool> {
+    ) -> Result<Queued> {
         let mut out = lock(&self.outbox);
+        let out = &mut *out;
         if out.batches.is_empty() {
-            out.batches.push_back(Batch::default());
+            out.batches.push_back(Batch {
+                seq: out.next_seq,
+                buf: Vec::new(),
+                fds: Vec::new(),
+            });
+            out.next_seq += 1;
         }
         let tail = out.batches.back_mut().expect("just ensured");
         let start = tail.buf.len();
@@ -324,121 +377,280 @@ impl Conn {
         }
         let cap = (INLINE_MAX as u64).min(self.welcome.limit) as usize;
         let too_big = tail.buf.len() > cap || tail.fds.len() + fds.len() > sys::MAX_FDS;
+        let mut seq = tail.seq;
         if too_big && start > 0 {
             // This envelope starts the next record.
             let moved = tail.buf.split_off(start);
-            out.batches.push_back(Batch { buf: moved, fds });
+            seq = out.next_seq;
+            out.next_seq += 1;
+            out.batches.push_back(Batch {
+                seq,
+                buf: moved,
+                fds,
+            });
         } else {
             tail.fds.extend(fds);
         }
         let newly = for_flusher && !out.scheduled;
         out.scheduled |= for_flusher;
-        Ok(newly)
+        Ok(Queued { seq, newly })
     }
 
-    /// Writes everything queued, in order.
-    fn flush(&self) -> Result<()> {
-        let _writing = lock(&self.writing);
-        let batches = std::mem::take(&mut lock(&self.outbox).batches);
-        for b in batches {
-            let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
-            // A large batch goes in a memory file: the actor's event loop takes no stream that
-            // could make it wait on us.
-            let sent = match self.chan.try_send_or_keep(proto::BATCH, 0, &b.buf, &raw) {
-                Ok(None) => Ok(()),
-                Ok(Some(kept)) => self.send_reading(&kept),
-                Err(e) => Err(e),
+    /// Sends one batch, waiting for room in the socket as `wait` says; `Ok(false)` if nothing
+    /// was sent. A caller that waits reads what the actor sends meanwhile (see `send_reading`).
+    fn send_batch(&self, b: &Batch, wait: Wait) -> Result<bool> {
+        let raw: Vec<RawFd> = b.fds.iter().map(|f| f.as_raw_fd()).collect();
+        // A large batch goes in a memory file: the actor's event loop takes no stream that could
+        // make it wait on us, and the record that carries it is small.
+        if matches!(wait, Wait::No) {
+            return self.chan.try_send(proto::BATCH, 0, &b.buf, &raw);
+        }
+        match self.chan.try_send_or_keep(proto::BATCH, 0, &b.buf, &raw)? {
+            None => Ok(true),
+            Some(kept) => self.send_reading(&kept, wait),
+        }
+    }
+
+    /// Writes what is queued up to and including batch `seq` (everything, for `u64::MAX`), in
+    /// order, waiting for the writing turn and for room in the socket only as `wait` says.
+    ///
+    /// If the wait runs out first: `Error::Timeout`, and nothing is lost or reordered: a batch
+    /// taken and not sent goes back in front, and what is left queued goes to the flusher.
+    fn write_through(self: &Arc<Self>, seq: u64, wait: Wait) -> Result<()> {
+        let mut out = lock(&self.outbox);
+        while out.writing {
+            // The holder may be a caller blocked on a full socket (a stopped actor): wait for the
+            // turn within our own deadline, never longer.
+            let left = match wait.deadline() {
+                None => None,
+                Some(d) => match d.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return Err(wait.expired()),
+                    left => Some(left),
+                },
             };
-            if let Err(e) = sent {
-                if matches!(e, Error::Disconnected) {
-                    self.mark_gone(&mut lock(&self.replies), None);
+            out.turn_waiters += 1;
+            out = match left {
+                None => self.turn.wait(out).unwrap_or_else(|p| p.into_inner()),
+                Some(left) => {
+                    self.turn
+                        .wait_timeout(out, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
-                return Err(e);
+            };
+            out.turn_waiters -= 1;
+        }
+        out.writing = true;
+        let mut result = Ok(());
+        // With the turn, nothing is in flight: a batch of our number or below that is not queued
+        // any more was written (by us or by an earlier holder).
+        while out.batches.front().is_some_and(|b| b.seq <= seq) {
+            let b = out.batches.pop_front().expect("just checked");
+            drop(out);
+            let sent = self.send_batch(&b, wait);
+            out = lock(&self.outbox);
+            match sent {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.batches.push_front(b);
+                    result = Err(wait.expired());
+                    break;
+                }
+                Err(e) => {
+                    if matches!(e, Error::Disconnected) {
+                        // Nothing more can go: what is queued is dropped with its descriptors.
+                        out.batches.clear();
+                    }
+                    // Otherwise the batch is lost (as a failed write always lost it), the rest
+                    // still goes.
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        Ok(())
+        self.let_go(out);
+        if matches!(result, Err(Error::Disconnected)) {
+            self.mark_gone(&mut lock(&self.replies), None);
+        }
+        result
     }
 
-    /// Sends a batch the socket had no room for, reading what the actor sends meanwhile (unless
-    /// another thread of ours is reading). The actor stops reading a connection whose replies
-    /// pile up unread (its back-pressure: it never drops one), and replies to asks that timed
-    /// out are read only when something reads: a writer that only waited for room could wait
-    /// for ever. Waits as long as the socket's send timeout says (none: as long as it takes),
-    /// as a blocking send would. A send made while this thread decodes what it received (a
-    /// handle adopted as it is decoded) only waits for room: it cannot receive from there.
-    fn send_reading(&self, kept: &wire::Outgoing) -> Result<()> {
-        let timeout = rustix::net::sockopt::socket_timeout(&self.chan, Timeout::Send)
-            .ok()
-            .flatten();
-        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    /// Gives the writing turn back (a caller's, not the flusher's). What is left queued goes to
+    /// the flusher, unless it has the connection already.
+    fn let_go(self: &Arc<Self>, mut out: MutexGuard<'_, Outbox>) {
+        out.writing = false;
+        if out.turn_waiters > 0 {
+            self.turn.notify_all();
+        }
+        let left = !out.batches.is_empty();
+        let hand_over = if out.parked {
+            // The flusher let go of it meanwhile, leaving it `scheduled`: ours to hand back.
+            out.parked = false;
+            out.scheduled = left;
+            left
+        } else {
+            let newly = left && !out.scheduled;
+            out.scheduled |= newly;
+            newly
+        };
+        drop(out);
+        if hand_over {
+            flusher_schedule(self.clone());
+        }
+    }
+
+    /// The flusher's write: what the socket takes now, never waiting, neither for the turn nor
+    /// for room.
+    fn write_some(&self) -> Flushed {
+        let mut out = lock(&self.outbox);
+        if out.writing {
+            // Parked with the holder, which hands it back when it lets go (see `let_go`). It
+            // stays `scheduled`: tells meanwhile do not wake the flusher for nothing.
+            out.parked = true;
+            return Flushed::Busy;
+        }
+        out.writing = true;
+        // One round writes what was queued when it began: a connection told faster than its
+        // actor reads does not keep the others waiting.
+        let mut budget = out.batches.len();
+        let mut full = false;
+        let mut gone = false;
+        while budget > 0 {
+            let Some(b) = out.batches.pop_front() else {
+                break;
+            };
+            budget -= 1;
+            drop(out);
+            let sent = self.send_batch(&b, Wait::No);
+            out = lock(&self.outbox);
+            match sent {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.batches.push_front(b);
+                    full = true;
+                    break;
+                }
+                Err(Error::Disconnected) => {
+                    out.batches.clear();
+                    gone = true;
+                    break;
+                }
+                Err(e) => {
+                    log::warn!(target: "procactor::actor", "tells to actor {:?} lost: {e}", self.welcome.name);
+                }
+            }
+        }
+        out.writing = false;
+        if out.turn_waiters > 0 {
+            self.turn.notify_all();
+        }
+        let state = if full {
+            Flushed::Full
+        } else if out.batches.is_empty() {
+            out.scheduled = false;
+            Flushed::Empty
+        } else {
+            Flushed::More
+        };
+        drop(out);
+        if gone {
+            self.mark_gone(&mut lock(&self.replies), None);
+        }
+        state
+    }
+
+    /// Sends a batch the socket had no room for, waiting for room as `wait` says (`Ok(false)`
+    /// if it ran out), and reading what the actor sends meanwhile unless another thread of ours
+    /// reads. The actor stops reading a connection whose replies pile up unread (its
+    /// back-pressure: it never drops one), and replies to asks that timed out are read only when
+    /// something reads: a writer that only waited for room could wait for ever. A send made while
+    /// this thread decodes what it received (a handle adopted as it is decoded) only waits for
+    /// room: it cannot receive from there.
+    fn send_reading(&self, kept: &wire::Outgoing, wait: Wait) -> Result<bool> {
+        let deadline = wait.deadline();
         let may_read = !wire::receiving();
         loop {
-            let reader = may_read && {
-                let mut r = lock(&self.replies);
-                let free = !r.reading;
-                r.reading = true;
-                free
-            };
-            if reader {
-                // What is there now: replies stashed for their threads (or dropped, for asks
-                // that gave up), last words kept.
-                while !self.dead.load(Ordering::Acquire) {
-                    if self.read_one::<()>(u64::MAX, Wait::No).is_err() {
-                        break; // nothing more for now
-                    }
-                }
-                let mut r = lock(&self.replies);
-                r.reading = false;
-                self.replied.notify_all();
-            }
+            let reader = may_read && self.read_available();
             if self.dead.load(Ordering::Acquire) {
                 return Err(Error::Disconnected);
             }
             if self.chan.try_send_kept(kept)? {
-                return Ok(());
+                return Ok(true);
             }
             // Another thread reads for us: look again soon, in case it stops.
-            let soon = std::time::Instant::now() + std::time::Duration::from_millis(5);
+            let soon = Instant::now() + Duration::from_millis(5);
             let until = match (reader, deadline) {
                 (true, d) => d,
                 (false, Some(d)) => Some(d.min(soon)),
                 (false, None) => Some(soon),
             };
-            let ready = sys::wait_room(self.chan.as_fd(), reader, until)
-                .map_err(|e| Error::io("poll", e))?;
-            if !ready && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Err(Error::io(
-                    "send",
-                    std::io::Error::from(std::io::ErrorKind::WouldBlock),
-                ));
+            let fd = self.chan.as_fd();
+            let watch = [(fd, sys::Want::Write), (fd, sys::Want::Read)];
+            let watch = if reader { &watch[..] } else { &watch[..1] };
+            let ready = sys::wait_ready(watch, until).map_err(|e| Error::io("poll", e))?;
+            if !ready.contains(&true) && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
             }
         }
+    }
+
+    /// Reads what the actor sent that is there now, unless another thread of ours is reading
+    /// (then false): replies are stashed for their threads (or dropped, for asks that gave up),
+    /// last words kept.
+    fn read_available(&self) -> bool {
+        {
+            let mut r = lock(&self.replies);
+            if r.reading {
+                return false;
+            }
+            r.reading = true;
+        }
+        while !self.dead.load(Ordering::Acquire) {
+            if self.read_one::<()>(u64::MAX, Wait::No).is_err() {
+                break; // nothing more for now
+            }
+        }
+        let mut r = lock(&self.replies);
+        r.reading = false;
+        self.replied.notify_all();
+        true
+    }
+
+    /// Whether a thread of ours is reading this connection now.
+    fn being_read(&self) -> bool {
+        lock(&self.replies).reading
     }
 
     /// Sends without waiting for a reply (the flusher writes it soon).
     pub(crate) fn tell<M: Serialize>(self: &Arc<Self>, msg: &M, wait: Wait) -> Result<()> {
         self.check_alive()?;
         self.admit(wait)?;
-        if self.push_admitted(proto::OP_TELL, 0, msg, true)? {
+        if self.push_admitted(proto::OP_TELL, 0, msg, true)?.newly {
             flusher_schedule(self.clone());
         }
+        self.mark_told();
+        Ok(())
+    }
+
+    /// Notes that this connection and this process told something since the last settle.
+    fn mark_told(&self) {
         // Read first: no write to a shared cache line on every tell.
         if !self.told.load(Ordering::Relaxed) {
             self.told.store(true, Ordering::Relaxed);
         }
-        Ok(())
+        if !TOLD.load(Ordering::Relaxed) {
+            TOLD.store(true, Ordering::Relaxed);
+        }
     }
 
     /// A tell written to the socket before it returns, in order with everything queued before
     /// it (the manager's adoption of a proxy: once written, this process's death cannot lose it).
-    pub(crate) fn tell_now<M: Serialize>(&self, msg: &M) -> Result<()> {
+    pub(crate) fn tell_now<M: Serialize>(self: &Arc<Self>, msg: &M) -> Result<()> {
         self.check_alive()?;
         self.admit(Wait::Forever)?;
-        self.push_admitted(proto::OP_TELL, 0, msg, false)?;
-        if !self.told.load(Ordering::Relaxed) {
-            self.told.store(true, Ordering::Relaxed);
-        }
-        self.flush()
+        let q = self.push_admitted(proto::OP_TELL, 0, msg, false)?;
+        self.mark_told();
+        self.write_through(q.seq, Wait::Forever)
     }
 
     /// [`push`](Conn::push) of a message that took a mailbox slot: the slot is given back if
@@ -449,7 +661,7 @@ impl Conn {
         id: u64,
         msg: &M,
         for_flusher: bool,
-    ) -> Result<bool> {
+    ) -> Result<Queued> {
         self.push(op, id, msg, for_flusher).inspect_err(|_| {
             if let Some(gate) = &self.gate {
                 gate.release(self.welcome.slot, 1);
@@ -465,34 +677,55 @@ impl Conn {
         Err(self.died(self.gone().unwrap_or(ExitReason::Unknown)))
     }
 
-    /// Sends a system message, in order with the rest, and writes it out now.
-    pub(crate) fn sys(&self, msg: &proto::Sys) -> Result<()> {
-        self.push(proto::OP_SYS, 0, msg, false)?;
-        self.flush()
+    /// Sends a system message (a stop), in order with the rest, without waiting: written now
+    /// if the writing turn is free and the socket has room, else by the flusher soon after.
+    pub(crate) fn sys(self: &Arc<Self>, msg: &proto::Sys) -> Result<()> {
+        let q = self.push(proto::OP_SYS, 0, msg, false)?;
+        match self.write_through(q.seq, Wait::No) {
+            // Left queued: the holder of the turn, or the flusher, writes it (see `let_go`).
+            Err(e) if e.is_timeout() => Ok(()),
+            r => r,
+        }
     }
 
     /// Waits until the actor has handled everything sent before on this connection.
-    fn sync(&self, wait: Wait) -> Result<()> {
+    fn sync(self: &Arc<Self>, wait: Wait) -> Result<()> {
         self.check_alive()?;
         self.told.store(false, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.sys(&proto::Sys::Sync { id })?;
+        let q = self.push(proto::OP_SYS, 0, &proto::Sys::Sync { id }, false)?;
+        self.send_request(id, q.seq, wait)?;
         self.reply(id, wait)
     }
 
-    /// Sends `msg` and waits for its reply as `wait` says (the wait covers a full mailbox too).
-    pub(crate) fn ask<M: Serialize, R: DeserializeOwned>(&self, msg: &M, wait: Wait) -> Result<R> {
+    /// Sends `msg` and waits for its reply as `wait` says: the wait covers a full mailbox, the
+    /// writing turn and a full socket too.
+    pub(crate) fn ask<M: Serialize, R: DeserializeOwned>(
+        self: &Arc<Self>,
+        msg: &M,
+        wait: Wait,
+    ) -> Result<R> {
         self.check_alive()?;
         self.admit(wait)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.push_admitted(proto::OP_ASK, id, msg, false)?;
-        if let Err(e) = self.flush() {
-            return Err(match e {
-                Error::Disconnected => self.died(self.last_words(wait)),
-                e => e,
-            });
-        }
+        let q = self.push_admitted(proto::OP_ASK, id, msg, false)?;
+        self.send_request(id, q.seq, wait).map_err(|e| match e {
+            Error::Disconnected => self.died(self.last_words(wait)),
+            e => e,
+        })?;
         self.reply(id, wait)
+    }
+
+    /// Writes the request `id`, queued in batch `seq`, within `wait`. If the wait runs out
+    /// first, the request stays queued (the flusher writes it later, and the actor handles it
+    /// as any message it got: a bounded mailbox's slot is given back then), and its reply is
+    /// dropped when it comes.
+    fn send_request(self: &Arc<Self>, id: u64, seq: u64, wait: Wait) -> Result<()> {
+        let written = self.write_through(seq, wait);
+        if matches!(written, Err(Error::Timeout(_))) {
+            lock(&self.replies).abandoned.insert(id);
+        }
+        written
     }
 
     /// Waits for the reply to `id`: the value, or the actor's refusal as [`Error::Rejected`].
@@ -651,31 +884,44 @@ impl Drop for Conn {
     }
 }
 
-/// Writes out every connection's queued tells and, in a child that returned, waits until they
-/// were handled, at most a few seconds per actor: runs before this process ends (see
-/// `bootstrap::at_exit`). So when a parent learns that a child ended, what the child told actors
-/// (a manager's dict) is done: the parent may read it at once, as with CPython's manager, whose
-/// writes are round trips.
-pub(crate) fn flush_before_exit() {
-    const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// This process told an actor something since the last [`settle`]. Per process, so that a pool
+/// worker whose tasks tell nothing pays one load per report, nothing more.
+static TOLD: AtomicBool = AtomicBool::new(false);
+
+/// How long a settle waits for each actor (and for the flusher, and for the lingering
+/// connections all together).
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+
+/// True if this process told an actor anything (a Manager's pipelined writes included) since
+/// the last [`settle`].
+pub(crate) fn told_since_settle() -> bool {
+    TOLD.load(Ordering::Relaxed)
+}
+
+/// Makes what this process told actors done: writes out every connection's queued tells, and
+/// waits until the actors handled them (a sync on each connection told since the last settle,
+/// and the end of the connections dropped with tells in flight), at most a few seconds per
+/// actor. A child that returns runs it before it ends (see [`flush_before_exit`]), a pool
+/// worker before it reports the results of tasks that told something: so whoever learns that
+/// the work is done can read its effect at once (a manager's dict), as with CPython's manager,
+/// whose writes are round trips.
+pub(crate) fn settle() {
+    // Cleared first: a tell from another thread while this runs is settled next time.
+    TOLD.store(false, Ordering::Relaxed);
     // The flusher may be dropping the last reference to a connection it just wrote: once it
     // sleeps, every such connection is either still live or lingering.
-    flusher_wait_idle(EXIT_WAIT);
+    flusher_wait_idle(SETTLE_WAIT);
     for conn in super::actor_ref::live_conns() {
-        let _ = rustix::net::sockopt::set_socket_timeout(
-            &conn.chan,
-            rustix::net::sockopt::Timeout::Send,
-            Some(EXIT_WAIT),
-        );
-        if let Err(e) = conn.flush() {
-            log::warn!(target: "procactor::actor", "tells to actor {:?} lost at exit: {e}", conn.welcome.name);
+        let wait = Wait::timeout(SETTLE_WAIT);
+        if let Err(e) = conn.write_through(u64::MAX, wait) {
+            log::warn!(target: "procactor::actor", "tells to actor {:?} not written: {e}", conn.welcome.name);
             continue;
         }
         // Not from libc's exit: encoding and receiving need thread-locals that may be gone
         // there, and nobody joins the main program through procactor anyway.
         if conn.told.load(Ordering::Relaxed) && !crate::bootstrap::in_libc_exit() {
-            if let Err(e) = conn.sync(Wait::timeout(EXIT_WAIT)) {
-                log::debug!(target: "procactor::actor", "tells to actor {:?} not confirmed at exit: {e}", conn.welcome.name);
+            if let Err(e) = conn.sync(wait) {
+                log::debug!(target: "procactor::actor", "tells to actor {:?} not confirmed: {e}", conn.welcome.name);
             }
         }
     }
@@ -684,12 +930,18 @@ pub(crate) fn flush_before_exit() {
     }
     // Connections dropped with tells in flight: handled once their actor closed its side.
     let lingering = std::mem::take(&mut *LINGERING.lock());
-    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    let deadline = Instant::now() + SETTLE_WAIT;
     for fd in &lingering {
         if !sys::wait_peer_closed(fd.as_fd(), deadline) {
-            log::debug!(target: "procactor::actor", "tells to an actor not confirmed at exit");
+            log::debug!(target: "procactor::actor", "tells to an actor not confirmed");
         }
     }
+}
+
+/// Runs before this process ends (see `bootstrap::at_exit`): [`settle`]. In the main program,
+/// whose dropped connections do not linger and which nobody joins, that writes out the tells.
+pub(crate) fn flush_before_exit() {
+    settle();
 }
 
 impl AsFd for Conn {
@@ -700,9 +952,16 @@ impl AsFd for Conn {
 
 /// The per-process flusher: connections with tells waiting to be written.
 struct Flusher {
+    /// Connections handed to it since it last looked.
     pending: Vec<Arc<Conn>>,
+    /// It waits with nothing to write: whoever hands it a connection wakes it, through `wake`
+    /// if it has one, else through `nudge`.
     sleeping: bool,
-    wake: Arc<Condvar>,
+    /// While a socket it writes to is full, the flusher sleeps in poll(2) on those sockets and
+    /// on this eventfd. It has one only then: no descriptor is held for it otherwise, and the
+    /// common sleep is the condvar's.
+    wake: Option<Arc<OwnedFd>>,
+    nudge: Arc<Condvar>,
     /// Notified when the flusher goes to sleep.
     idle: Arc<Condvar>,
     running: bool,
@@ -711,18 +970,19 @@ struct Flusher {
 static FLUSHER: PerProcess<Flusher> = PerProcess::new(|| Flusher {
     pending: Vec::new(),
     sleeping: false,
-    wake: Arc::new(Condvar::new()),
+    wake: None,
+    nudge: Arc::new(Condvar::new()),
     idle: Arc::new(Condvar::new()),
     running: false,
 });
 
 /// Waits (at most `limit`) until the flusher has written what it was given and dropped its
-/// references to the connections.
-fn flusher_wait_idle(limit: std::time::Duration) {
-    let deadline = std::time::Instant::now() + limit;
+/// references to the connections (except those whose socket is full, which stay live).
+fn flusher_wait_idle(limit: Duration) {
+    let deadline = Instant::now() + limit;
     let mut f = FLUSHER.lock();
     while f.running && !(f.sleeping && f.pending.is_empty()) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return;
         }
@@ -738,47 +998,134 @@ fn flusher_schedule(conn: Arc<Conn>) {
     let mut f = FLUSHER.lock();
     f.pending.push(conn);
     if !f.running {
-        f.running = true;
         let started = std::thread::Builder::new()
             .name("procactor-flush".into())
             .spawn(flusher_loop);
-        if started.is_err() {
-            // No thread to spare: write in the caller's thread instead.
-            f.running = false;
+        if started.is_ok() {
+            f.running = true;
+        } else {
+            // No thread to spare: write in the caller's thread, without waiting. What the
+            // socket does not take now goes with the connection's next write (its next tell
+            // tries to start the flusher again).
             let pending = std::mem::take(&mut f.pending);
             drop(f);
-            flush_all(pending);
+            log::warn!(target: "procactor::actor", "no flusher thread: tells written by their callers");
+            for conn in pending {
+                if matches!(conn.write_some(), Flushed::Full | Flushed::More) {
+                    lock(&conn.outbox).scheduled = false;
+                }
+            }
             return;
         }
     }
     if f.sleeping {
-        f.wake.notify_one();
-    }
-}
-
-fn flush_all(pending: Vec<Arc<Conn>>) {
-    for conn in pending {
-        lock(&conn.outbox).scheduled = false;
-        if let Err(e) = conn.flush() {
-            log::debug!(target: "procactor::actor", "tells to actor {:?} lost: {e}", conn.welcome.name);
+        // Once: it is awake after this.
+        f.sleeping = false;
+        match &f.wake {
+            Some(wake) => sys::eventfd_signal(wake.as_fd()),
+            None => f.nudge.notify_one(),
         }
     }
 }
 
+/// The flusher thread. It writes each connection it was given without waiting (one system call
+/// per batch) and sets aside those whose socket is full. With none full it sleeps on a condvar;
+/// with some, in one poll(2) on their sockets (for room) and on an eventfd (for new work). So an
+/// actor that stops reading delays the tells to itself only, and nothing spins.
 fn flusher_loop() {
-    let mut f = FLUSHER.lock();
+    // To write on this round, and waiting for room.
+    let mut ready: Vec<Arc<Conn>> = Vec::new();
+    let mut full: Vec<Arc<Conn>> = Vec::new();
+    let mut wake: Option<Arc<OwnedFd>> = None;
     loop {
-        if f.pending.is_empty() {
+        let mut f = FLUSHER.lock();
+        ready.append(&mut f.pending);
+        if full.is_empty() && wake.is_some() {
+            // Nothing to poll for any more: the eventfd is closed (and `sleeping` is false, so
+            // nobody signals it).
+            f.wake = None;
+            wake = None;
+        }
+        let sleep = ready.is_empty();
+        if sleep {
             f.sleeping = true;
             f.idle.notify_all();
-            let wake = f.wake.clone();
-            f = wake.wait(f).unwrap_or_else(|p| p.into_inner());
-            f.sleeping = false;
-            continue;
+            if full.is_empty() {
+                let nudge = f.nudge.clone();
+                f = nudge.wait(f).unwrap_or_else(|p| p.into_inner());
+                f.sleeping = false;
+                continue;
+            }
+            if wake.is_none() {
+                wake = sys::eventfd().ok().map(Arc::new);
+                f.wake = wake.clone();
+            }
         }
-        let pending = std::mem::take(&mut f.pending);
         drop(f);
-        flush_all(pending);
-        f = FLUSHER.lock();
+        if !full.is_empty() {
+            // Asleep: until room or new work comes (without an eventfd, no descriptor to spare,
+            // a look every 10 ms for new work). With work in hand: only a look.
+            //
+            // A full socket may be full because its actor stopped reading it: it does that while
+            // replies it owes this connection pile up unread (replies to asks that gave up are
+            // read only when something reads). So the flusher reads them too, on a connection no
+            // thread of ours reads: else tells could wait for ever for room. While another
+            // thread reads one, the flusher looks again every 10 ms, in case it stops.
+            let unread: Vec<bool> = full.iter().map(|c| !c.being_read()).collect();
+            let deadline = match (sleep, &wake) {
+                (false, _) => Some(Instant::now()),
+                (true, Some(_)) if unread.iter().all(|&u| u) => None,
+                (true, _) => Some(Instant::now() + Duration::from_millis(10)),
+            };
+            let mut fds = Vec::with_capacity(1 + 2 * full.len());
+            fds.extend(full.iter().map(|c| (c.chan.as_fd(), sys::Want::Write)));
+            for (c, &u) in full.iter().zip(&unread) {
+                if u {
+                    fds.push((c.chan.as_fd(), sys::Want::Read));
+                }
+            }
+            if let Some(w) = &wake {
+                fds.push((w.as_fd(), sys::Want::Read));
+            }
+            match sys::wait_ready(&fds, deadline) {
+                Ok(got) => {
+                    if let (Some(w), Some(true)) = (&wake, got.last()) {
+                        sys::eventfd_drain(w.as_fd());
+                    }
+                    let (room, rest) = got.split_at(full.len());
+                    let mut input = rest.iter();
+                    for (c, &u) in full.iter().zip(&unread) {
+                        if u && input.next().copied().unwrap_or(false) {
+                            c.read_available();
+                        }
+                    }
+                    let mut room = room.iter();
+                    full.retain(|c| {
+                        let writable = room.next().copied().unwrap_or(false);
+                        if writable {
+                            ready.push(c.clone());
+                        }
+                        !writable
+                    });
+                }
+                Err(e) => {
+                    // Cannot happen with valid descriptors; if it does, do not spin on it.
+                    log::warn!(target: "procactor::actor", "flusher: poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    ready.append(&mut full);
+                }
+            }
+            if sleep {
+                FLUSHER.lock().sleeping = false;
+                continue;
+            }
+        }
+        for conn in std::mem::take(&mut ready) {
+            match conn.write_some() {
+                Flushed::Empty | Flushed::Busy => {}
+                Flushed::More => ready.push(conn),
+                Flushed::Full => full.push(conn),
+            }
+        }
     }
 }

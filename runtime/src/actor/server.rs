@@ -1094,13 +1094,14 @@ impl<A: Actor> Server<A> {
                 return;
             }
             let deadline = (progress + EXIT_IDLE).min(start + EXIT_FLUSH);
-            let fds: Vec<BorrowedFd> = self
+            let fds: Vec<(BorrowedFd, sys::Want)> = self
                 .backlog
                 .keys()
                 .filter_map(|t| self.peers.get(t).and_then(Peer::chan))
-                .map(|c| c.as_fd())
+                .map(|c| (c.as_fd(), sys::Want::Write))
                 .collect();
-            if !matches!(sys::wait_writable(&fds, deadline), Ok(true)) {
+            let room = sys::wait_ready(&fds, Some(deadline));
+            if !matches!(room, Ok(ready) if ready.contains(&true)) {
                 log::debug!(target: "procactor::actor", "actor {:?} ended with frames for {} connections not taken", self.welcome.name, self.backlog.len());
                 return;
             }

@@ -61,6 +61,30 @@ pub use executor::{
 /// Dropping the pool terminates it: the workers are killed and reaped, and what had not finished
 /// fails with [`Error::Cancelled`]. Call [`close`](Pool::close) and [`join`](Pool::join) to
 /// let the work in hand finish first.
+///
+/// A task's tells and Manager writes are done when its result comes back: a worker waits until
+/// the actors handled what its tasks told them (a [`Manager`](crate::Manager)'s pipelined
+/// writes, such as `append`, are tells too) before it reports their results, at most a few
+/// seconds per actor. So once `map` returns, the caller reads their effect at once, as in the
+/// Python habit of filling a manager list from a pool. Tasks that tell nothing pay nothing for
+/// it.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{ListProxy, Manager, Pool};
+///
+/// fn record((squares, x): (ListProxy<u64>, u64)) -> u64 {
+///     squares.append(x * x).unwrap(); // pipelined: returns once queued
+///     x
+/// }
+///
+/// let m = Manager::start()?;
+/// let squares = m.list::<u64>()?;
+/// let pool = Pool::new(2)?;
+/// pool.map(record, (0..100).map(|x| (squares.clone(), x)))?;
+/// assert_eq!(squares.len()?, 100); // every append is there as soon as map returns
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub struct Pool {
     core: Arc<Core>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,

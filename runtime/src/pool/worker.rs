@@ -13,6 +13,7 @@ use std::time::Instant;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::actor;
 use crate::bootstrap;
 use crate::error::{Error, Result};
 use crate::pool::items;
@@ -459,6 +460,12 @@ impl Worker {
         let reopen = self.open.map(|(run, _, _)| run);
         self.close_segment();
         if !self.segments.is_empty() {
+            // A task's tells (a Manager's pipelined writes among them) are done when its result
+            // comes back: whoever reads the results (after `map`) sees their effect, as it would
+            // after joining a child. Tasks that told nothing cost one load here.
+            if actor::told_since_settle() {
+                actor::settle_tells();
+            }
             let report = Report::Done {
                 batch: self.batch,
                 busy_ns: self.busy_from.elapsed().as_nanos() as u64,
