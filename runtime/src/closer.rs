@@ -29,9 +29,13 @@ static CLOSER: PerProcess<Closer> = PerProcess::new(|| Closer {
 /// they are closed here.
 pub(crate) fn close_later(fds: impl IntoIterator<Item = OwnedFd>) {
     let mut fds = fds.into_iter().peekable();
-    if fds.peek().is_none() {
-        return;
+    if fds.peek().is_some() {
+        hand_over(&mut fds);
     }
+}
+
+/// The part of [`close_later`] that does not depend on the iterator's type.
+fn hand_over(fds: &mut dyn Iterator<Item = OwnedFd>) {
     let mut c = CLOSER.lock();
     c.queue.extend(fds);
     if !c.running {

@@ -282,10 +282,7 @@ impl From<PeerFds> for Vec<OwnedFd> {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: impl Into<Vec<OwnedFd>>) -> Result<T> {
     let (value, rest) = decode_prefix::<T>(bytes, fds)?;
     if !rest.is_empty() {
-        return Err(Error::Decode {
-            expected: std::any::type_name::<T>(),
-            reason: format!("{} bytes left over after the value", rest.len()),
-        });
+        return Err(left_over(std::any::type_name::<T>(), rest.len()));
     }
     Ok(value)
 }
@@ -295,14 +292,35 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
     bytes: &[u8],
     fds: impl Into<Vec<OwnedFd>>,
 ) -> Result<(T, &[u8])> {
-    let fds: Vec<OwnedFd> = fds.into();
+    // Only the postcard call depends on `T`: the rest is out of line, one copy in the binary
+    // rather than one per message type.
+    let prev = begin_decode(fds.into());
+    let res = postcard::take_from_bytes::<T>(bytes);
+    end_decode(prev);
+    res.map_err(|e| decode_error(std::any::type_name::<T>(), e))
+}
+
+/// Makes `fds` the descriptors that handles decoded on this thread take; returns the ones an
+/// enclosing decode had.
+#[inline(never)]
+fn begin_decode(fds: Vec<OwnedFd>) -> Option<Vec<Option<OwnedFd>>> {
     let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     REFUSAL.with(|r| r.borrow_mut().take());
-    let res = postcard::take_from_bytes::<T>(bytes);
-    // Descriptors no handle claimed: closed off this thread (a peer chose them).
+    prev
+}
+
+/// Puts back an enclosing decode's descriptors; those no handle claimed are closed off this
+/// thread (a peer chose them).
+#[inline(never)]
+fn end_decode(prev: Option<Vec<Option<OwnedFd>>>) {
     close_unclaimed(INCOMING.with(|i| i.replace(prev)));
-    res.map_err(|e| Error::Decode {
-        expected: std::any::type_name::<T>(),
+}
+
+#[cold]
+#[inline(never)]
+fn decode_error(expected: &'static str, e: postcard::Error) -> Error {
+    Error::Decode {
+        expected,
         reason: match e {
             postcard::Error::DeserializeUnexpectedEnd => "message too short for this type".into(),
             postcard::Error::SerdeDeCustom => REFUSAL
@@ -310,7 +328,16 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(
                 .unwrap_or_else(|| e.to_string()),
             other => other.to_string(),
         },
-    })
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn left_over(expected: &'static str, n: usize) -> Error {
+    Error::Decode {
+        expected,
+        reason: format!("{n} bytes left over after the value"),
+    }
 }
 
 /// Runs `f` with `fds` as the descriptors that handles decoded inside it take (by index).
@@ -418,6 +445,19 @@ struct Partial {
     side: PeerFds,
     fds: PeerFds,
     got: Vec<u8>,
+}
+
+/// What one record received on a channel is.
+enum Next {
+    /// An inline frame, whose payload is `buf[HEADER..n]` of the buffer it was received into.
+    Inline {
+        kind: u8,
+        fingerprint: u64,
+        n: usize,
+        fds: PeerFds,
+    },
+    /// A large frame's header: its payload is still to be read from its side stream.
+    Large(Partial),
 }
 
 /// One end of a SEQPACKET socket carrying frames. Shared by `&self`: each receive takes one whole
@@ -935,88 +975,124 @@ impl Channel {
         accept: impl Fn(&Head) -> Result<()>,
         f: impl FnOnce(Frame) -> Result<R>,
     ) -> Result<R> {
-        if self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
-            let p = self
-                .begun
-                .partial
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
-            if let Some(p) = p {
-                self.begun
-                    .some
-                    .store(false, std::sync::atomic::Ordering::Release);
-                return self.read_large(p, wait, large, &accept, f);
-            }
-        }
-        RECV_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let (n, fds) = self.recv_record(&mut buf, wait)?;
-            let fds = PeerFds(fds);
-            if n < HEADER {
-                return Err(Error::Decode {
-                    expected: "a procactor frame",
-                    reason: format!("{n}-byte record"),
-                });
-            }
-            let kind = buf[0];
-            let fingerprint = u64::from_le_bytes(buf[1..HEADER].try_into().expect("8 bytes"));
-            if kind & FLAG_LARGE == 0 && inline_too {
-                large.clear();
-                large.extend_from_slice(&buf[HEADER..n]);
-                drop(buf);
-                return f(Frame {
-                    kind,
-                    fingerprint,
-                    payload: large,
-                    large: false,
-                    fds,
-                });
-            }
-            if kind & FLAG_LARGE == 0 {
-                return f(Frame {
-                    kind,
-                    fingerprint,
-                    payload: &buf[HEADER..n],
-                    large: false,
-                    fds,
-                });
-            }
-            let malformed = || Error::Decode {
-                expected: "a procactor frame",
-                reason: "malformed large-frame header".into(),
+        RECV_BUF.with(|cell| {
+            // `f` is called in one place: its code (which depends on the message type) is in
+            // the binary once per type. The shared buffer is let go before `f` unless the
+            // payload is in it.
+            let mut buf = None;
+            let next = match self.take_begun() {
+                Some(partial) => Next::Large(partial),
+                None => self.next_record(buf.insert(cell.borrow_mut()), wait)?,
             };
-            if n != LARGE_HEADER {
-                return Err(malformed());
-            }
-            let len = u64::from_le_bytes(buf[HEADER..LARGE_HEADER].try_into().expect("8 bytes"));
-            let (side, fds) = fds.split_first().ok_or_else(malformed)?;
-            let head = Head {
-                kind: kind & !FLAG_LARGE,
+            let (kind, fingerprint, fds, payload, is_large): (_, _, _, &[u8], _) = match next {
+                Next::Inline {
+                    kind,
+                    fingerprint,
+                    n,
+                    fds,
+                } if !inline_too => {
+                    let buf = buf.as_ref().expect("an inline frame is in the buffer");
+                    (kind, fingerprint, fds, &buf[HEADER..n], false)
+                }
+                Next::Inline {
+                    kind,
+                    fingerprint,
+                    n,
+                    fds,
+                } => {
+                    large.clear();
+                    large.extend_from_slice(
+                        &buf.take().expect("an inline frame is in the buffer")[HEADER..n],
+                    );
+                    (kind, fingerprint, fds, &large[..], false)
+                }
+                Next::Large(partial) => {
+                    drop(buf.take());
+                    let (head, fds) = self.fill_large(partial, wait, large, &accept)?;
+                    (head.kind, head.fingerprint, fds, &large[..], true)
+                }
+            };
+            f(Frame {
+                kind,
                 fingerprint,
-                len,
-            };
-            drop(buf);
-            let partial = Partial {
-                head,
-                side,
+                payload,
+                large: is_large,
                 fds,
-                got: Vec::new(),
-            };
-            self.read_large(partial, wait, large, &accept, f)
+            })
         })
     }
 
-    /// Reads a large frame's payload (or what is left of it) into `large`, then hands the frame
-    /// to `f`. A refused frame is dropped unread: its sender sees the side stream closed.
-    fn read_large<R>(
+    /// The large message an earlier receive began and left unfinished, if any.
+    fn take_begun(&self) -> Option<Partial> {
+        if !self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let p = self
+            .begun
+            .partial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if p.is_some() {
+            self.begun
+                .some
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        p
+    }
+
+    /// Receives one record into `buf` and says what it is: the part of a receive that does not
+    /// depend on what the caller makes of the frame (one copy of it in the binary).
+    fn next_record(&self, buf: &mut [u8], wait: Wait) -> Result<Next> {
+        let (n, fds) = self.recv_record(buf, wait)?;
+        let fds = PeerFds(fds);
+        if n < HEADER {
+            return Err(Error::Decode {
+                expected: "a procactor frame",
+                reason: format!("{n}-byte record"),
+            });
+        }
+        let kind = buf[0];
+        let fingerprint = u64::from_le_bytes(buf[1..HEADER].try_into().expect("8 bytes"));
+        if kind & FLAG_LARGE == 0 {
+            return Ok(Next::Inline {
+                kind,
+                fingerprint,
+                n,
+                fds,
+            });
+        }
+        let malformed = || Error::Decode {
+            expected: "a procactor frame",
+            reason: "malformed large-frame header".into(),
+        };
+        if n != LARGE_HEADER {
+            return Err(malformed());
+        }
+        let len = u64::from_le_bytes(buf[HEADER..LARGE_HEADER].try_into().expect("8 bytes"));
+        let (side, fds) = fds.split_first().ok_or_else(malformed)?;
+        Ok(Next::Large(Partial {
+            head: Head {
+                kind: kind & !FLAG_LARGE,
+                fingerprint,
+                len,
+            },
+            side,
+            fds,
+            got: Vec::new(),
+        }))
+    }
+
+    /// Reads a large frame's payload (or what is left of it) into `large`; returns its header
+    /// and descriptors. A refused frame is dropped unread: its sender sees the side stream
+    /// closed. Does not depend on the message type: one copy of it in the binary.
+    fn fill_large(
         &self,
         p: Partial,
         wait: Wait,
         large: &mut Vec<u8>,
-        accept: &impl Fn(&Head) -> Result<()>,
-        f: impl FnOnce(Frame) -> Result<R>,
-    ) -> Result<R> {
+        accept: &dyn Fn(&Head) -> Result<()>,
+    ) -> Result<(Head, PeerFds)> {
         let Partial {
             head,
             side,
@@ -1087,13 +1163,7 @@ impl Channel {
                 }
             }
         }
-        f(Frame {
-            kind: head.kind,
-            fingerprint: head.fingerprint,
-            payload: large,
-            large: true,
-            fds,
-        })
+        Ok((head, fds))
     }
 
     fn recv_record(&self, buf: &mut [u8], wait: Wait) -> Result<(usize, Vec<OwnedFd>)> {
