@@ -5,7 +5,7 @@
 mod common;
 
 use common::BOUND;
-use procactor::{ActorRef, Error, Process};
+use procactor::{ActorRef, Error, Process, StartMethod};
 
 procactor::test_support!();
 
@@ -33,13 +33,14 @@ fn register_in_child(c: ActorRef<Counter>) {
     procactor::register("tree-name", &c).unwrap();
 }
 
+fn find_here(_: ()) -> u32 {
+    let c = procactor::whereis::<Counter>("tree-name").unwrap().unwrap();
+    c.add(0).unwrap();
+    c.pid()
+}
+
 fn find_in_grandchild(_: ()) -> u32 {
-    fn find(_: ()) -> u32 {
-        let c = procactor::whereis::<Counter>("tree-name").unwrap().unwrap();
-        c.add(0).unwrap();
-        c.pid()
-    }
-    Process::new(find, ())
+    Process::new(find_here, ())
         .start()
         .unwrap()
         .join_timeout(BOUND)
@@ -63,6 +64,17 @@ fn names_are_shared_by_the_process_tree_and_freed_when_their_actor_ends() {
         .join_timeout(BOUND)
         .unwrap();
     assert_eq!(seen, c.pid());
+    // Forked children (the fork server's too) find it as well: they have the tree's table from
+    // the process they were forked from.
+    for method in [StartMethod::Fork, StartMethod::ForkServer] {
+        let seen = Process::new(find_here, ())
+            .start_method(method)
+            .start()
+            .unwrap()
+            .join_timeout(BOUND)
+            .unwrap();
+        assert_eq!(seen, c.pid(), "{method:?}");
+    }
 
     // The table holds 1024 names; past that, only names of ended actors make room.
     let names: Vec<String> = (0..1023).map(|i| format!("many-{i}")).collect();

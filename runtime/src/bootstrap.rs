@@ -428,6 +428,9 @@ where
     };
     let sink = logs::sink();
     let names = crate::actor::registry_table()?;
+    // A forked child (the fork server's too) has the table already, mapped where its parent
+    // had it: only an exec'd child is sent it.
+    let names = matches!(spec.method, StartMethod::Spawn).then_some(&names);
     let mut payload = Vec::new();
     wire::encode(&header, &mut payload)?;
     let fds = wire::encode(&(sink.as_ref(), &names, args), &mut payload)?;
@@ -847,7 +850,11 @@ where
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    type Job<A> = (Option<logs::Sink>, Shared<crate::actor::RegistryTable>, A);
+    type Job<A> = (
+        Option<logs::Sink>,
+        Option<Shared<crate::actor::RegistryTable>>,
+        A,
+    );
     let (sink, names, args) = match wire::decode::<Job<A>>(args, fds) {
         Ok(v) => v,
         Err(e) => {
@@ -859,7 +866,9 @@ where
         }
     };
     logs::install(sink);
-    crate::actor::install_registry(names);
+    if let Some(names) = names {
+        crate::actor::install_registry(names);
+    }
     // SAFETY: guaranteed by the caller.
     let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     let outcome = match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
