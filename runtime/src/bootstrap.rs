@@ -12,7 +12,7 @@
 //!   descriptor it inherited, so pipes keep their disconnect semantics.
 //! * `ForkServer`: a single-threaded server process (see `forkserver`) forks children on request.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use procactor_os::code::{self, CodeRef, SignedCode};
 
 use crate::error::{Error, Result};
 use crate::logs;
@@ -179,8 +181,9 @@ pub(crate) struct Started {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct JobHeader {
     pub(crate) exe: (u64, u64),
-    entry: isize,
-    func: isize,
+    /// `entry::<A, R>` and the user's `fn(A) -> R`, signed with the tree's secret below.
+    entry: SignedCode,
+    func: SignedCode,
     name: String,
     daemon: bool,
     parent_pid: u32,
@@ -226,7 +229,6 @@ pub(crate) struct ChildInfo {
     pub parent_pid: u32,
     pub parent_name: String,
     pub session: String,
-    pub session_key: [u8; 32],
 }
 
 // Per process: a fork server's children (and forked copies) get their own entry.
@@ -333,87 +335,27 @@ fn remove_session() {
 }
 
 /// The process tree's secret: 256 random bits the root draws, inherited by every descendant
-/// through its job (never on any address or in any message to a stranger).
+/// through its job (never on any address or in any message to a stranger). It signs the
+/// functions sent between the tree's processes (see `procactor_os::code`).
 pub(crate) fn session_key() -> [u8; 32] {
-    static ROOT: OnceLock<[u8; 32]> = OnceLock::new();
-    match &*CHILD.lock() {
-        Some(c) => c.session_key,
-        None => *ROOT.get_or_init(|| {
-            sys::random_bytes::<32>().unwrap_or_else(|e| {
-                // Pre-3.17 kernels only: tags then only catch corruption, not forgery.
-                log::error!(target: "procactor::bootstrap", "getrandom: {e}");
-                let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
-                let mut k = [0u8; 32];
-                k[..16].copy_from_slice(&mixed.to_le_bytes());
-                k
-            })
-        }),
-    }
+    code::tree_key()
 }
 
-/// A tag on a reference to code of this binary that another process of the tree will call: an
-/// HMAC-SHA256 (truncated to 64 bits) under the tree's secret of the function's offset, the
-/// binary's identity and the function's type. A forged, corrupted or retyped reference fails
-/// [`check_code_tag`]; nothing a stranger sends is ever called.
-pub(crate) fn code_tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&session_key())
-        .expect("HMAC takes keys of any length");
-    mac.update(&offset.to_le_bytes());
-    mac.update(&exe.0.to_le_bytes());
-    mac.update(&exe.1.to_le_bytes());
-    mac.update(&signature.to_le_bytes());
-    let out = mac.finalize().into_bytes();
-    u64::from_le_bytes(out[..8].try_into().expect("32 bytes"))
-}
-
-/// Is `tag` the [`code_tag`] of this reference?
-pub(crate) fn check_code_tag(offset: isize, exe: (u64, u64), signature: u64, tag: u64) -> bool {
-    use subtle::ConstantTimeEq;
-    code_tag(offset, exe, signature)
-        .to_le_bytes()
-        .ct_eq(&tag.to_le_bytes())
-        .into()
-}
-
-/// The function-pointer type of a job's entry point: decodes the argument, runs the user's
-/// function, reports the outcome, and returns the exit code.
-type Entry = unsafe fn(func: usize, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32;
-
-/// A fixed point in this binary: function addresses travel as offsets from it, because ASLR maps
-/// the binary at a different base in every process.
-#[inline(never)]
-fn anchor() {}
-
-/// A function's address as it travels to a child of this same binary.
-pub(crate) fn fn_offset(addr: usize) -> isize {
-    offset_of(addr)
-}
-
-/// The address of a function sent by [`fn_offset`] (same binary: the caller checked).
-pub(crate) fn fn_address(offset: isize) -> usize {
-    address_of(offset)
-}
-
-fn offset_of(addr: usize) -> isize {
-    (addr as isize).wrapping_sub(anchor as fn() as usize as isize)
-}
-
-fn address_of(offset: isize) -> usize {
-    (anchor as fn() as usize as isize).wrapping_add(offset) as usize
-}
+/// The function-pointer type of a job's entry point: checks and decodes the user's function and
+/// argument, runs it, reports the outcome, and returns the exit code.
+type Entry = fn(func: SignedCode, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32;
 
 /// Starts a child running `f(args)` as `spec` says.
 pub(crate) fn start<A, R>(spec: &Spec, f: fn(A) -> R, args: &A) -> Result<Started>
 where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
 {
     check_can_start(spec.name, spec.method)?;
     let header = JobHeader {
         exe: exe_identity(),
-        entry: offset_of(entry::<A, R> as Entry as usize),
-        func: offset_of(f as usize),
+        entry: CodeRef::new(entry::<A, R> as Entry)?.sign(),
+        func: CodeRef::new(f)?.sign(),
         name: spec.name.to_string(),
         daemon: spec.daemon,
         parent_pid: sys::getpid(),
@@ -442,8 +384,7 @@ where
 }
 
 pub(crate) fn exe_identity() -> (u64, u64) {
-    static ID: OnceLock<(u64, u64)> = OnceLock::new();
-    *ID.get_or_init(sys::exe_identity)
+    code::exe_identity()
 }
 
 fn start_error(name: &str, reason: impl Into<String>) -> Error {
@@ -489,7 +430,7 @@ fn spawn(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     })();
     if let Err(e) = handshake {
         // Never leave the child behind: kill and reap it before reporting.
-        let _ = sys::signal(started.pidfd.as_fd(), libc::SIGKILL);
+        let _ = sys::signal(started.pidfd.as_fd(), sys::SIGKILL);
         let _ = sys::reap(started.pidfd.as_fd(), true);
         return Err(e);
     }
@@ -551,9 +492,9 @@ fn fork(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Started> {
     // Held across fork(): no other thread can be half-way through changing the registry, and
     // the child finds it consistent.
     let mut live = wire::live_channels();
-    // SAFETY: the child only duplicates and closes descriptors, then runs the job (and exits);
+    // The child only duplicates and closes descriptors, then runs the job (and exits);
     // it touches no lock that another thread of ours may hold, save glibc's fork-safe malloc.
-    match unsafe { sys::fork_child(ForkKind::Fork) } {
+    match sys::fork_child(ForkKind::Fork) {
         Ok(None) => {
             let out = dup_or_exit(theirs.as_fd());
             let args: Vec<OwnedFd> = fds
@@ -629,9 +570,7 @@ fn run_spawned_child(boot: &str) -> ! {
             sys::exit_now(70)
         }
     };
-    // SAFETY: the parent made this descriptor inheritable for us alone, and nothing else in this
-    // process knows its number.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let owned = sys::adopt_inherited_fd(fd);
     let _ = sys::set_cloexec(owned.as_fd(), true);
     let chan = Channel::from_fd(owned);
     if chan
@@ -676,8 +615,10 @@ impl JobHeader {
     pub(crate) fn sample() -> JobHeader {
         JobHeader {
             exe: exe_identity(),
-            entry: 16,
-            func: -64,
+            entry: CodeRef::new(entry::<u8, u8> as Entry).unwrap().sign(),
+            func: CodeRef::new(std::convert::identity::<u8> as fn(u8) -> u8)
+                .unwrap()
+                .sign(),
             name: "child".into(),
             daemon: false,
             parent_pid: 1,
@@ -696,24 +637,23 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
             Failure::Start("the child runs a different binary than its parent".into()),
         );
     }
+    code::adopt_tree_key(h.session_key);
+    let entry = match CodeRef::<Entry>::verify(h.entry) {
+        Ok(e) => e.get(),
+        Err(e) => return report_failure(out, Failure::Start(e.to_string())),
+    };
     *CHILD.lock() = Some(ChildInfo {
         name: h.name.clone(),
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,
         session: h.session,
-        session_key: h.session_key,
     });
     INITIALIZED.store(true, Ordering::Release);
     if h.daemon {
         die_with_parent(h.parent_pid, h.parent_thread_is_main);
     }
     install_panic_hook();
-    // SAFETY: the parent computed `entry` from `entry::<A, R>` and `func` from an `fn(A) -> R` of
-    // the same A and R, in this same binary (identity checked above), relative to `anchor`.
-    unsafe {
-        let entry: Entry = std::mem::transmute::<usize, Entry>(address_of(h.entry));
-        entry(address_of(h.func), args, fds, out)
-    }
+    entry(h.func, args, fds, out)
 }
 
 /// Daemon children die with their parent process, however it ends (even by SIGKILL).
@@ -742,8 +682,7 @@ fn die_with_parent(parent: u32, parent_thread_is_main: bool) {
         .name("procactor-daemon-watch".into())
         .spawn(move || {
             let _ = sys::wait_readable(&[pidfd.as_fd()], None);
-            // SAFETY: raising SIGKILL on ourselves has no preconditions.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            sys::kill_self();
         });
     if watcher.is_err() {
         sys::exit_now(70);
@@ -789,10 +728,7 @@ pub(crate) fn watch_exit() {
         LIBC_EXIT.store(true, Ordering::Relaxed);
         run_exit_hooks();
     }
-    // SAFETY: registers a plain function; it runs at exit() on the thread that calls exit.
-    unsafe {
-        libc::atexit(run);
-    }
+    sys::at_exit(run);
 }
 
 /// The hooks run from libc's `exit`, where this thread's thread-locals may be gone already.
@@ -842,14 +778,15 @@ fn report_failure(out: &Channel, failure: Failure) -> i32 {
 }
 
 /// The entry point of a job whose function is `fn(A) -> R`.
-///
-/// # Safety
-/// `func` must be the address of an `fn(A) -> R` in this binary.
-unsafe fn entry<A, R>(func: usize, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32
+fn entry<A, R>(func: SignedCode, args: &[u8], fds: Vec<OwnedFd>, out: &Channel) -> i32
 where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
 {
+    let f = match CodeRef::<fn(A) -> R>::verify(func) {
+        Ok(f) => f.get(),
+        Err(e) => return report_failure(out, Failure::Start(e.to_string())),
+    };
     type Job<A> = (
         Option<logs::Sink>,
         Option<Shared<crate::actor::RegistryTable>>,
@@ -869,8 +806,6 @@ where
     if let Some(names) = names {
         crate::actor::install_registry(names);
     }
-    // SAFETY: guaranteed by the caller.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(func) };
     let outcome = match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
         Ok(r) => Outcome::Returned(r),
         Err(payload) => Outcome::Panicked {

@@ -140,9 +140,9 @@ fn serve(ctl: Fd) {
 
 fn fork_one(payload: &[u8], boot: OwnedFd, fds: Vec<OwnedFd>) -> std::result::Result<u32, String> {
     let mut live = wire::live_channels();
-    // SAFETY: this server is single-threaded; the child closes the server's own channels and
+    // This server is single-threaded; the child closes the server's own channels and
     // runs the job, never returning.
-    match unsafe { sys::fork_child(ForkKind::SiblingOfSelf) } {
+    match sys::fork_child(ForkKind::SiblingOfSelf) {
         Ok(None) => {
             bootstrap::release_inherited_channels(&mut live);
             drop(live);

@@ -10,27 +10,24 @@
 //! proxies).
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+use procactor_os::{closer, error, per_process, shm, sys, wire};
 
 mod actor;
 mod bootstrap;
-mod closer;
-mod error;
 mod forkserver;
 #[cfg(test)]
 mod fuzz;
 mod logs;
 mod manager;
 mod message;
-mod per_process;
 mod pipe;
 mod pool;
 mod process;
 mod queue;
 mod shared;
-mod shm;
 mod sync;
-mod sys;
-mod wire;
 
 pub use actor::{
     register, spawn, spawn_many, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef,

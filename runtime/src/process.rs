@@ -73,8 +73,8 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 impl<A, R> Process<A, R>
 where
-    A: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
+    A: Serialize + DeserializeOwned + 'static,
+    R: Serialize + DeserializeOwned + 'static,
 {
     /// `f(args)` to run in a child. `A` and `R` are any serde types; handles (`Connection`...)
     /// inside `args` go to the child.
@@ -334,7 +334,7 @@ pub(crate) fn end_children_at_exit() {
     let kids: Vec<Arc<Core>> = children().clone();
     for c in kids.iter().filter(|c| c.daemon) {
         if c.poll_status().is_none() {
-            let _ = sys::signal(c.pidfd.as_fd(), libc::SIGTERM);
+            let _ = sys::signal(c.pidfd.as_fd(), sys::SIGTERM);
         }
     }
     let wait = exit_join_timeout().map_or(Wait::Forever, Wait::timeout);
@@ -549,7 +549,7 @@ impl<R> ProcessHandle<R> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn terminate(&self) -> Result<()> {
-        self.signal(libc::SIGTERM)
+        self.signal(sys::SIGTERM)
     }
 
     /// Sends SIGKILL. A no-op if the child has already ended.
@@ -563,7 +563,7 @@ impl<R> ProcessHandle<R> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn kill(&self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(sys::SIGKILL)
     }
 
     fn signal(&self, sig: i32) -> Result<()> {

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustix::fs::SealFlags;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -40,33 +39,32 @@ const KIND_INLINE: u32 = 1;
 /// The payload is `(id, len)` of a memfd sent on the spill socket.
 const KIND_SPILL: u32 = 2;
 /// A spilled item's memfd: fixed size, and its bytes fixed too.
-const SPILL_SEALS: SealFlags = sys::SIZE_SEALS.union(SealFlags::WRITE);
+const SPILL_SEALS: sys::SealFlags = sys::SIZE_SEALS.union(sys::SealFlags::WRITE);
 
-#[repr(C)]
-pub(crate) struct QueueCell {
-    mutex: RawMutex,
-    /// Keeps the mutex on a cache line of its own: consumers poll `head`/`tail` while they
-    /// wait, which must not steal the line a producer is locking.
-    _line: [u8; 40],
-    /// Byte positions (ever increasing) of the first record and past the last one.
-    head: AtomicU64,
-    tail: AtomicU64,
-    count: AtomicU32,
-    /// Most items at once (0: no limit but the ring's bytes).
-    maxsize: AtomicU32,
-    closed: AtomicU32,
-    not_empty: RawCondvar,
-    not_full: RawCondvar,
-    /// JoinableQueue: items put and not yet `task_done`.
-    unfinished: AtomicU64,
-    all_done: RawCondvar,
-    type_tag: AtomicU64,
-    next_spill: AtomicU64,
+procactor_os::shared_struct! {
+    pub(crate) struct QueueCell {
+        mutex: RawMutex,
+        /// Keeps the mutex on a cache line of its own: consumers poll `head`/`tail` while they
+        /// wait, which must not steal the line a producer is locking.
+        _line: [u8; 40],
+        /// Byte positions (ever increasing) of the first record and past the last one.
+        head: AtomicU64,
+        tail: AtomicU64,
+        count: AtomicU32,
+        /// Most items at once (0: no limit but the ring's bytes).
+        maxsize: AtomicU32,
+        closed: AtomicU32,
+        not_empty: RawCondvar,
+        not_full: RawCondvar,
+        /// JoinableQueue: items put and not yet `task_done`.
+        unfinished: AtomicU64,
+        all_done: RawCondvar,
+        type_tag: AtomicU64,
+        next_spill: AtomicU64,
+    }
 }
 
-// SAFETY: atomics; the ring after it is plain bytes, written only under `mutex` and only where
-// no committed record lies.
-unsafe impl Layout for QueueCell {
+impl Layout for QueueCell {
     const MAGIC: u32 = 0x5155_4555;
     fn in_use_here(&self) -> bool {
         self.mutex.held_in_this_process()
@@ -177,7 +175,7 @@ impl<T> QueueBuilder<T> {
             .store(wire::fingerprint::<T>(), Ordering::Release);
         let (spill_tx, spill_rx) = sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         for fd in [&spill_tx, &spill_rx] {
-            rustix::io::ioctl_fionbio(fd, true).map_err(|e| Error::io("ioctl", e))?;
+            sys::set_nonblocking(fd.as_fd()).map_err(|e| Error::io("ioctl", e))?;
         }
         Ok(Queue {
             inner: Arc::new(Inner {
@@ -222,36 +220,23 @@ impl Drop for Held<'_> {
 }
 
 impl Inner {
-    fn ring(&self) -> *mut u8 {
-        self.cell.tail()
-    }
-
     /// Copies `bytes` into the ring at position `pos` (under the mutex, into free space).
     fn write_at(&self, pos: u64, bytes: &[u8]) {
         let off = (pos & (self.capacity - 1)) as usize;
         let first = bytes.len().min(self.capacity as usize - off);
-        // SAFETY: both copies stay inside the ring (`first` fits before its end, the rest after
-        // its start, and callers never write more than the ring holds); we hold the mutex.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ring().add(off), first);
-            std::ptr::copy_nonoverlapping(
-                bytes[first..].as_ptr(),
-                self.ring(),
-                bytes.len() - first,
-            );
-        }
+        // `first` fits before the ring's end, the rest after its start (callers never write
+        // more than the ring holds).
+        self.cell.write_tail(off, &bytes[..first]);
+        self.cell.write_tail(0, &bytes[first..]);
     }
 
     /// Copies bytes out of the ring from position `pos` (under the mutex).
     fn read_at(&self, pos: u64, out: &mut [u8]) {
         let off = (pos & (self.capacity - 1)) as usize;
         let first = out.len().min(self.capacity as usize - off);
-        // SAFETY: as `write_at`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.ring().add(off), out.as_mut_ptr(), first);
-            let rest = out.len() - first;
-            std::ptr::copy_nonoverlapping(self.ring(), out[first..].as_mut_ptr(), rest);
-        }
+        let (head, rest) = out.split_at_mut(first);
+        self.cell.read_tail(off, head);
+        self.cell.read_tail(0, rest);
     }
 
     fn read_header(&self, pos: u64) -> (u64, u32) {
@@ -648,12 +633,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 BUF.set(buf);
                 item
             }
-            Taken::Spilled(region) => {
-                // SAFETY: the mapping lives as long as `region`, and the memfd is sealed
-                // against writes and resizing: these bytes cannot change while we read them.
-                let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr(), region.len()) };
-                decode(bytes)
-            }
+            Taken::Spilled(region) => match region.frozen_bytes() {
+                Some(bytes) => decode(bytes),
+                None => Err(Error::Unsupported(
+                    "a queued item not sealed against writes",
+                )),
+            },
         }
     }
 }

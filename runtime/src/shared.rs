@@ -5,10 +5,9 @@
 //! structs deriving `Pod`): any bytes are a valid `T`, so a process killed in the middle of a
 //! write leaves a wrong value at worst, never an invalid one.
 
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,167 +16,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
-use crate::sync::robust::RawMutex;
 use crate::sys;
-use crate::wire::{self, Fd, Wait};
-
-#[repr(C)]
-pub(crate) struct DataCell {
-    mutex: RawMutex,
-    /// Fingerprint of `T`: a `Value<u64>` does not open as a `Value<f64>`.
-    type_tag: AtomicU64,
-    /// Items of `T` after the cell.
-    len: AtomicU64,
-}
-
-// SAFETY: atomics; the items after the cell are `Pod`, valid for any bytes.
-unsafe impl Layout for DataCell {
-    const MAGIC: u32 = 0x4441_5441;
-    fn in_use_here(&self) -> bool {
-        self.mutex.held_in_this_process()
-    }
-}
-
-/// `len` items of `T` in shared memory. The common part of the four types below.
-struct Data<T> {
-    cell: Shared<DataCell>,
-    /// The number of items, checked against the mapping once (the cell's copy is shared memory,
-    /// which any holder may overwrite).
-    len: usize,
-    _type: PhantomData<T>,
-}
-
-impl<T: Pod> Data<T> {
-    fn new(items: &[T], what: &'static str) -> Result<Data<T>> {
-        if std::mem::align_of::<T>() > 64 {
-            return Err(Error::Unsupported(
-                "shared values need an alignment of at most 64 bytes",
-            ));
-        }
-        let cell = Shared::<DataCell>::new(what, std::mem::size_of_val(items))?;
-        cell.type_tag
-            .store(wire::fingerprint::<T>(), Ordering::Relaxed);
-        cell.len.store(items.len() as u64, Ordering::Release);
-        let data = Data {
-            cell,
-            len: items.len(),
-            _type: PhantomData,
-        };
-        // SAFETY: fresh memory of exactly this many items, not shared with anyone yet.
-        unsafe { data.slice_mut() }.copy_from_slice(items);
-        Ok(data)
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn ptr(&self) -> *mut T {
-        self.cell.tail().cast()
-    }
-
-    /// # Safety
-    /// The caller holds the lock (or has the memory to itself): nobody writes meanwhile.
-    unsafe fn slice(&self) -> &[T] {
-        std::slice::from_raw_parts(self.ptr(), self.len())
-    }
-
-    /// # Safety
-    /// The caller holds the lock (or has the memory to itself): nobody else reads or writes.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.ptr(), self.len())
-    }
-
-    /// Reads item `i` without a lock: a volatile read (another process may be writing it).
-    fn read(&self, i: usize) -> Option<T> {
-        // SAFETY: in bounds, aligned (64-byte aligned start), and any bytes are a valid `T`.
-        (i < self.len()).then(|| unsafe { self.ptr().add(i).read_volatile() })
-    }
-
-    fn write(&self, i: usize, value: T) {
-        let len = self.len();
-        assert!(
-            i < len,
-            "index {i} out of range for a shared array of {len}"
-        );
-        // SAFETY: as `read`.
-        unsafe { self.ptr().add(i).write_volatile(value) }
-    }
-
-    fn lock(&self, wait: Wait) -> Result<DataGuard<'_, T>> {
-        let owner_died = self.cell.mutex.lock(wait)?;
-        Ok(DataGuard {
-            data: self,
-            owner_died,
-            _thread: PhantomData,
-        })
-    }
-
-    fn open(cell: Shared<DataCell>) -> Result<Data<T>> {
-        let size = std::mem::size_of::<T>() as u64;
-        let len = cell.len.load(Ordering::Acquire);
-        if cell.type_tag.load(Ordering::Relaxed) != wire::fingerprint::<T>()
-            || len.checked_mul(size) != Some(cell.tail_len() as u64)
-        {
-            return Err(Error::Decode {
-                expected: std::any::type_name::<T>(),
-                reason: "shared memory holding another type".into(),
-            });
-        }
-        Ok(Data {
-            cell,
-            len: len as usize,
-            _type: PhantomData,
-        })
-    }
-}
-
-impl<T> Clone for Data<T> {
-    fn clone(&self) -> Self {
-        Data {
-            cell: self.cell.clone(),
-            len: self.len,
-            _type: PhantomData,
-        }
-    }
-}
-
-impl<T> Serialize for Data<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.cell.serialize(s)
-    }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for Data<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Data::open(Shared::deserialize(d)?).map_err(crate::wire::refuse)
-    }
-}
-
-/// Exclusive access to a [`Value`] or [`Array`] while its lock is held.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-pub struct DataGuard<'a, T> {
-    data: &'a Data<T>,
-    owner_died: bool,
-    _thread: PhantomData<*const ()>,
-}
-
-impl<T> DataGuard<'_, T> {
-    /// True when the previous holder died holding the lock (its write may be half done).
-    pub fn owner_died(&self) -> bool {
-        self.owner_died
-    }
-}
-
-impl<T> Drop for DataGuard<'_, T> {
-    fn drop(&mut self) {
-        self.data.cell.mutex.unlock();
-    }
-}
-
-/// The guard of a [`Value`]: derefs to the value.
-pub type ValueGuard<'a, T> = DataGuard<'a, T>;
+use crate::wire::{Fd, Wait};
+pub(crate) use procactor_os::pod::Data;
+pub use procactor_os::pod::{DataGuard, ValueGuard};
 
 macro_rules! handle_common {
     ($ty:ident) => {
@@ -268,21 +110,6 @@ impl<T: Pod> Value<T> {
     }
 }
 
-impl<T: Pod> Deref for DataGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the lock is held; a Value has exactly one item.
-        unsafe { &self.data.slice()[0] }
-    }
-}
-
-impl<T: Pod> DerefMut for DataGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as `deref`, and `&mut self` makes this the only borrow.
-        unsafe { &mut self.data.slice_mut()[0] }
-    }
-}
-
 /// Items of `T` in shared memory with one robust lock (Python's `multiprocessing.Array`).
 ///
 /// ```
@@ -365,22 +192,20 @@ impl<T: Pod> Array<T> {
 impl<T> ArrayGuard<'_, T> {
     /// True when the previous holder died holding the lock.
     pub fn owner_died(&self) -> bool {
-        self.0.owner_died
+        self.0.owner_died()
     }
 }
 
 impl<T: Pod> Deref for ArrayGuard<'_, T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: the lock is held.
-        unsafe { self.0.data.slice() }
+        self.0.as_slice()
     }
 }
 
 impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut [T] {
-        // SAFETY: the lock is held and `&mut self` makes this the only borrow.
-        unsafe { self.0.data.slice_mut() }
+        self.0.as_mut_slice()
     }
 }
 
@@ -473,14 +298,14 @@ impl<T: Pod> RawArray<T> {
     }
 }
 
-#[repr(C)]
-pub(crate) struct BytesCell {
-    /// Handles (per process) attached to a named object: the last one out unlinks the name.
-    attached: AtomicU32,
+procactor_os::shared_struct! {
+    pub(crate) struct BytesCell {
+        /// Handles (per process) attached to a named object: the last one out unlinks the name.
+        attached: AtomicU32,
+    }
 }
 
-// SAFETY: atomics; the bytes after it are plain bytes.
-unsafe impl Layout for BytesCell {
+impl Layout for BytesCell {
     const MAGIC: u32 = 0x4259_5445;
 }
 
@@ -530,7 +355,7 @@ struct Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         if self.cell.attached.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _ = rustix::shm::unlink(self.name.as_str());
+            let _ = sys::shm_unlink(&self.name);
         }
     }
 }
@@ -546,8 +371,7 @@ fn shm_path(name: &str) -> Result<String> {
 
 /// Opens the existing named object `path` (`/name`) for reading and writing.
 fn open_path(path: &str) -> Result<OwnedFd> {
-    rustix::shm::open(path, rustix::shm::OFlags::RDWR, rustix::fs::Mode::empty())
-        .map_err(|e| Error::io("shm_open", e))
+    sys::shm_open(path).map_err(|e| Error::io("shm_open", e))
 }
 
 const WHAT: &str = "a procactor SharedMemory";
@@ -564,24 +388,13 @@ impl SharedMemory {
     /// A new named block of `size` zeroed bytes, readable and writable by its owner only (mode
     /// 0600, whatever the umask); `Err(NameTaken)` if the name exists.
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
-        use rustix::fs::Mode;
-        use rustix::shm::OFlags;
         let path = shm_path(name)?;
-        let fd = rustix::shm::open(
-            path.as_str(),
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
-            Mode::RUSR | Mode::WUSR,
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::EXIST => Error::NameTaken(name.to_string()),
-            e => Error::io("shm_open", e),
+        let fd = sys::shm_create(&path)
+            .map_err(|e| Error::io("shm_open", e))?
+            .ok_or_else(|| Error::NameTaken(name.to_string()))?;
+        let cell = Shared::<BytesCell>::create_named(fd, "procactor-shm", size).inspect_err(|_| {
+            let _ = sys::shm_unlink(&path);
         })?;
-        let cell = rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR)
-            .map_err(|e| Error::io("fchmod", e))
-            .and_then(|()| Shared::<BytesCell>::create_named(fd, "procactor-shm", size))
-            .inspect_err(|_| {
-                let _ = rustix::shm::unlink(path.as_str());
-            })?;
         Ok(SharedMemory::attach(cell, path))
     }
 
@@ -650,21 +463,15 @@ impl SharedMemory {
     /// Copies `data` in at `offset`.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
-        // SAFETY: in bounds (checked); bytes have no invalid values; a concurrent writer can
-        // only make the bytes wrong, which is the documented contract of raw shared memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        // A concurrent writer can only make the bytes wrong: the contract of raw shared memory.
+        self.cell.write_tail(offset, data);
         Ok(())
     }
 
     /// Copies `buf.len()` bytes out from `offset`.
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check(offset, buf.len())?;
-        // SAFETY: as `write`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), buf.as_mut_ptr(), buf.len())
-        };
+        self.cell.read_tail(offset, buf);
         Ok(())
     }
 
@@ -679,7 +486,7 @@ impl SharedMemory {
     /// Removes the name now (attached handles keep working; nobody new can `open` it).
     pub fn unlink(&self) -> Result<()> {
         match &self.name {
-            Some(a) => rustix::shm::unlink(a.name.as_str()).map_err(|e| Error::io("shm_unlink", e)),
+            Some(a) => sys::shm_unlink(&a.name).map_err(|e| Error::io("shm_unlink", e)),
             None => Ok(()),
         }
     }

@@ -365,7 +365,7 @@ impl<A> ActorRef<A> {
         if sys::peer_closed(std::os::fd::AsFd::as_fd(&probe)) {
             return Ok(());
         }
-        sys::signal(std::os::fd::AsFd::as_fd(&pidfd), libc::SIGKILL)
+        sys::signal(std::os::fd::AsFd::as_fd(&pidfd), sys::SIGKILL)
             .map_err(|e| Error::io("pidfd_send_signal", e))
     }
 

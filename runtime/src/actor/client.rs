@@ -57,7 +57,7 @@ fn connect_own(
 ) -> std::result::Result<(OwnedFd, sys::PeerCred), ConnectError> {
     let fd = match sys::connect_path(addr, patience) {
         Ok(fd) => fd,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT)) => {
+        Err(e) if matches!(e.raw_os_error(), Some(sys::ECONNREFUSED | sys::ENOENT)) => {
             return Err(ConnectError::NotThere)
         }
         Err(e) => return Err(ConnectError::Failed(Error::io("connect", e))),

@@ -17,19 +17,19 @@ use crate::wire::Wait;
 /// Connections one bounded actor can serve at once (each has a counter in the table).
 pub(crate) const SLOTS: usize = 1020;
 
-#[repr(C)]
-pub(crate) struct GateCell {
-    /// Messages taken and not yet handled, over all connections.
-    queued: AtomicU32,
-    /// Senders sleeping on `queued`.
-    waiters: AtomicU32,
-    capacity: AtomicU32,
-    /// Per connection: slots it took that the actor has not handled yet.
-    slots: [AtomicU32; SLOTS],
+procactor_os::shared_struct! {
+    pub(crate) struct GateCell {
+        /// Messages taken and not yet handled, over all connections.
+        queued: AtomicU32,
+        /// Senders sleeping on `queued`.
+        waiters: AtomicU32,
+        capacity: AtomicU32,
+        /// Per connection: slots it took that the actor has not handled yet.
+        slots: [AtomicU32; SLOTS],
+    }
 }
 
-// SAFETY: atomics only.
-unsafe impl Layout for GateCell {
+impl Layout for GateCell {
     const MAGIC: u32 = 0x4741_5445;
 }
 

@@ -26,14 +26,14 @@ use crate::shm::{Layout, Shared};
 use crate::sync::robust::RawMutex;
 use crate::wire::Wait;
 
-/// The table's header; its slots follow it (see [`Slot`]).
-#[repr(C)]
-pub(crate) struct Table {
-    mutex: RawMutex,
+procactor_os::shared_struct! {
+    /// The table's header; its slots follow it (see [`Slot`]).
+    pub(crate) struct Table {
+        mutex: RawMutex,
+    }
 }
 
-// SAFETY: a robust mutex (atomics); the slots after it are plain bytes, written only under it.
-unsafe impl Layout for Table {
+impl Layout for Table {
     const MAGIC: u32 = 0x4e41_4d45;
     fn in_use_here(&self) -> bool {
         self.mutex.held_in_this_process()
@@ -109,16 +109,19 @@ impl Slot<'_> {
 /// Runs `f` on the table's slots, under its lock.
 fn with_slots<R>(f: impl FnOnce(&mut [Slot]) -> R) -> Result<R> {
     let table = table()?;
-    table.mutex.lock(Wait::timeout(LOCK_WAIT))?;
-    // SAFETY: the tail is SLOTS * SLOT bytes of the mapping `table` keeps alive, and we hold the
-    // table's lock, under which alone its bytes are read or written. A holder that died left at
+    // Under the table's lock alone are its slots read or written. A holder that died left at
     // worst a slot with `used` clear (see `Slot::fill`).
-    let bytes = unsafe { std::slice::from_raw_parts_mut(table.tail(), SLOTS * SLOT) };
-    let mut slots: Vec<Slot> = bytes.chunks_exact_mut(SLOT).map(Slot).collect();
-    let out = f(&mut slots);
-    drop(slots);
-    table.mutex.unlock();
-    Ok(out)
+    table.with_tail_locked(
+        |t| &t.mutex,
+        Wait::timeout(LOCK_WAIT),
+        |bytes| {
+            let mut slots: Vec<Slot> = bytes[..SLOTS * SLOT]
+                .chunks_exact_mut(SLOT)
+                .map(Slot)
+                .collect();
+            f(&mut slots)
+        },
+    )
 }
 
 fn check_name(name: &str) -> Result<()> {

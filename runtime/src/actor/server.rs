@@ -99,7 +99,7 @@ fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
         let addr = proto::actor_addr(&session, id);
         match sys::listen_path(&addr) {
             Ok(l) => break (id, addr, l),
-            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => continue,
+            Err(e) if e.raw_os_error() == Some(sys::EADDRINUSE) => continue,
             Err(e) => return Err(Error::io("listen", e)),
         }
     };
@@ -640,7 +640,7 @@ impl<A: Actor> Server<A> {
                 }
                 Ok(None) => return,
                 Err(e) => {
-                    let no_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    let no_fds = matches!(e.raw_os_error(), Some(sys::EMFILE | sys::ENFILE));
                     // Out of descriptors: a connection that never said hello (in a turn of its
                     // own) is the cheapest to give up, and the one waiting takes its place.
                     if no_fds && self.drop_oldest_silent(this_turn) {

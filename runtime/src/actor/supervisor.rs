@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::actor_ref::{ActorRef, RefInner};
 use super::{Actor, ActorBuilder, Context, Down, InitError, Mailbox};
-use crate::bootstrap;
 use crate::error::{Error, ExitReason, Result};
 use crate::message::{Message, Schema};
 use crate::wire;
+use procactor_os::code::{CodeRef, SignedCode};
 
 /// Which children restart when one ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub enum Restart {
     Temporary,
 }
 
-/// Starts one child; travels as an offset within this binary (see `bootstrap::fn_offset`).
+/// Starts one child; travels signed (see `procactor_os::code`).
 type StartFn = fn(&mut Context<SupervisorActor>, &SpecWire) -> Result<Arc<RefInner>>;
 
 fn start_child<A: Actor>(
@@ -79,7 +79,7 @@ pub struct ChildSpec(SpecWire);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SpecWire {
     name: String,
-    start: isize,
+    start: SignedCode,
     args: Vec<u8>,
     restart: Restart,
     mailbox: Mailbox,
@@ -98,7 +98,7 @@ impl ChildSpec {
         }
         Ok(ChildSpec(SpecWire {
             name: name.into(),
-            start: bootstrap::fn_offset(start_child::<A> as StartFn as usize),
+            start: CodeRef::new(start_child::<A> as StartFn)?.sign(),
             args: bytes,
             restart: Restart::Permanent,
             mailbox: Mailbox::Unbounded,
@@ -125,12 +125,9 @@ impl ChildSpec {
 
 impl SpecWire {
     fn start(&self, ctx: &mut Context<SupervisorActor>) -> Result<Arc<RefInner>> {
-        // SAFETY: `start` was made from a `StartFn` in `new`, in this same binary: a supervisor
-        // only gets specs through its start-up arguments, from the process that spawned it
-        // (whose binary identity the bootstrap checked).
-        let f: StartFn =
-            unsafe { std::mem::transmute::<usize, StartFn>(bootstrap::fn_address(self.start)) };
-        f(ctx, self)
+        // A supervisor only gets specs through its start-up arguments, from the process that
+        // spawned it; `verify` checks the signature anyway.
+        CodeRef::<StartFn>::verify(self.start)?.get()(ctx, self)
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{mut_fn, Fault, FnPtr, Packed};
+use super::proto::{mut_fn, sign, Fault, FnPtr, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -371,10 +371,7 @@ where
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn update(&self, key: &K, f: fn(&mut V)) -> Result<V> {
-        self.handle.call(&DictOp::<&K, &V>::Update(
-            key,
-            FnPtr::new::<fn(&mut V)>(f as usize),
-        ))
+        self.handle.call(&DictOp::<&K, &V>::Update(key, sign(f)?))
     }
 
     /// Like [`update`](DictProxy::update), inserting `default` first if `key` is missing.
@@ -388,11 +385,7 @@ where
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn upsert(&self, key: &K, default: V, f: fn(&mut V)) -> Result<V> {
-        self.handle.call(&DictOp::Upsert(
-            key,
-            &default,
-            FnPtr::new::<fn(&mut V)>(f as usize),
-        ))
+        self.handle.call(&DictOp::Upsert(key, &default, sign(f)?))
     }
 }
 
@@ -403,7 +396,7 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         *n += 1;
     }
     let k = || "key".to_string();
-    let f = || FnPtr::new::<fn(&mut u64)>(inc as fn(&mut u64) as usize);
+    let f = || sign(inc as fn(&mut u64)).unwrap();
     [
         DictOp::Insert(k(), 1u64),
         DictOp::Get(k()),

@@ -33,7 +33,7 @@ pub(crate) fn call(obj: &mut dyn Hosted, op: &[u8]) -> bool {
 /// Valid requests of every kind, encoded.
 pub(crate) fn requests() -> Vec<Vec<u8>> {
     let packed = || Packed::encode(&"op".to_string()).expect("encodes");
-    let make = eq_ptr::<u64>();
+    let make = eq_ptr::<u64>().unwrap();
     [
         Request::Create {
             make,

@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{eq_fn, eq_ptr, mut_fn, Fault, FnPtr, Packed};
+use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnPtr, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -258,7 +258,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     where
         T: PartialEq,
     {
-        self.handle.call(&ListOp::Remove(item, eq_ptr::<T>()))
+        self.handle.call(&ListOp::Remove(item, eq_ptr::<T>()?))
     }
 
     /// The item at `index` ([`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the
@@ -342,7 +342,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     where
         T: PartialEq,
     {
-        self.handle.call(&ListOp::Contains(item, eq_ptr::<T>()))
+        self.handle.call(&ListOp::Contains(item, eq_ptr::<T>()?))
     }
 
     /// The position of the first item equal to `item`
@@ -360,7 +360,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
         T: PartialEq,
     {
         self.handle
-            .call::<_, u64>(&ListOp::Index(item, eq_ptr::<T>()))
+            .call::<_, u64>(&ListOp::Index(item, eq_ptr::<T>()?))
             .map(|i| i as usize)
     }
 
@@ -410,10 +410,8 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn modify(&self, index: usize, f: fn(&mut T)) -> Result<T> {
-        self.handle.call(&ListOp::<&T>::Modify(
-            index as u64,
-            FnPtr::new::<fn(&mut T)>(f as usize),
-        ))
+        self.handle
+            .call(&ListOp::<&T>::Modify(index as u64, sign(f)?))
     }
 }
 
@@ -462,20 +460,20 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         s.make_ascii_uppercase();
     }
     let s = || "item".to_string();
-    let modify = FnPtr::new::<fn(&mut String)>(shout as fn(&mut String) as usize);
+    let modify = sign(shout as fn(&mut String)).unwrap();
     [
         ListOp::Append(s()),
         ListOp::Extend(vec![s(), s()]),
         ListOp::Insert(1, s()),
         ListOp::Pop(Some(0)),
         ListOp::Pop(None),
-        ListOp::Remove(s(), eq_ptr::<String>()),
+        ListOp::Remove(s(), eq_ptr::<String>().unwrap()),
         ListOp::Get(0),
         ListOp::Set(0, s()),
         ListOp::Len,
         ListOp::Clear,
-        ListOp::Contains(s(), eq_ptr::<String>()),
-        ListOp::Index(s(), eq_ptr::<String>()),
+        ListOp::Contains(s(), eq_ptr::<String>().unwrap()),
+        ListOp::Index(s(), eq_ptr::<String>().unwrap()),
         ListOp::Snapshot,
         ListOp::Page(0, 2),
         ListOp::Modify(0, modify),

@@ -24,7 +24,7 @@ pub use hosted::{HostedProxy, HostedTell};
 pub use list::{ListIter, ListProxy};
 pub use value::{Namespace, ValueProxy};
 
-use proto::{FnPtr, PackedRef, Request, Response};
+use proto::{PackedRef, Request, Response};
 use proxy::{Handle, ProxyCore};
 use server::{MakeFn, ManagerCore};
 
@@ -169,7 +169,7 @@ impl Manager {
         let mut bytes = Vec::new();
         let fds = wire::encode(init, &mut bytes)?;
         let req = Request::Create {
-            make: FnPtr::new::<MakeFn>(make as usize),
+            make: proto::sign(make)?,
             init: PackedRef::new(&bytes, &fds),
         };
         match self

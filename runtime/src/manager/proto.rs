@@ -7,7 +7,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap;
+use procactor_os::code::{self, CodeRef, SignedCode};
+
 use crate::error::Error;
 use crate::message::{Message, Schema};
 use crate::wire::{self, Fd, SendFd};
@@ -116,69 +117,41 @@ impl Fault {
     }
 }
 
-/// A function of this binary, as it travels: an offset from a fixed symbol, the binary's
-/// identity, and a tag keyed by the process tree's secret over both and the function's type (its
-/// `TypeId`, unique in the binary even between two types of one name; see `bootstrap::code_tag`).
-/// The manager calls it only if all three check: a reference from
-/// another program, a corrupted one or one sent as another type is refused, never called.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
-pub(crate) struct FnPtr {
-    offset: isize,
-    exe: (u64, u64),
-    tag: u64,
+/// A function of this binary as it travels to the manager: signed with the process tree's
+/// secret (see `procactor_os::code`). The manager calls it only if the signature checks: a
+/// reference from another program, a corrupted one or one sent as another type is refused,
+/// never called.
+pub(crate) type FnPtr = SignedCode;
+
+/// Signs `f` for the manager.
+pub(crate) fn sign<F: code::FnPtr>(f: F) -> Result<FnPtr, Error> {
+    Ok(CodeRef::new(f)?.sign())
 }
 
-impl FnPtr {
-    /// A reference to the function at `addr`, of type `Sig`.
-    pub(crate) fn new<Sig: 'static>(addr: usize) -> FnPtr {
-        let offset = bootstrap::fn_offset(addr);
-        let exe = bootstrap::exe_identity();
-        FnPtr {
-            offset,
-            exe,
-            tag: bootstrap::code_tag(offset, exe, wire::type_tag::<Sig>()),
-        }
-    }
-
-    /// The function's address in this process, if it is a `Sig` that a process of this tree
-    /// sent; an error otherwise.
-    pub(crate) fn address<Sig: 'static>(self) -> Result<usize, Fault> {
-        if self.exe != bootstrap::exe_identity() {
-            return Err(Fault::Bad(
-                "a function pointer from another program: only processes of the manager's own \
-                 binary can send functions to it"
-                    .into(),
-            ));
-        }
-        if !bootstrap::check_code_tag(self.offset, self.exe, wire::type_tag::<Sig>(), self.tag) {
-            return Err(Fault::Bad(
-                "a function reference that does not check (forged, corrupted, of another type, \
-                 or from another process tree): refused"
-                    .into(),
-            ));
-        }
-        Ok(bootstrap::fn_address(self.offset))
-    }
+fn checked<F: code::FnPtr>(p: FnPtr) -> Result<F, Fault> {
+    CodeRef::<F>::verify(p)
+        .map(CodeRef::get)
+        .map_err(|e| Fault::Bad(e.to_string()))
 }
 
 /// `fn(&mut T)`, as sent by a typed proxy of `T`.
 pub(crate) fn mut_fn<T: 'static>(p: FnPtr) -> Result<fn(&mut T), Fault> {
-    let addr = p.address::<fn(&mut T)>()?;
-    // SAFETY: the tag checks that a process of this tree made this reference from an
-    // `fn(&mut T)` of this same `T`, in this same binary.
-    Ok(unsafe { std::mem::transmute::<usize, fn(&mut T)>(addr) })
+    checked(p)
 }
 
 /// `fn(&T, &T) -> bool` (equality), as sent by a typed proxy of `T`.
 pub(crate) fn eq_fn<T: 'static>(p: FnPtr) -> Result<fn(&T, &T) -> bool, Fault> {
-    let addr = p.address::<fn(&T, &T) -> bool>()?;
-    // SAFETY: as for `mut_fn`: `<T as PartialEq>::eq as fn(&T, &T) -> bool` for this `T`.
-    Ok(unsafe { std::mem::transmute::<usize, fn(&T, &T) -> bool>(addr) })
+    checked(p)
 }
 
 /// The equality function of `T`, to send with a search.
-pub(crate) fn eq_ptr<T: PartialEq + 'static>() -> FnPtr {
-    FnPtr::new::<fn(&T, &T) -> bool>(<T as PartialEq>::eq as fn(&T, &T) -> bool as usize)
+pub(crate) fn eq_ptr<T: PartialEq + 'static>() -> Result<FnPtr, Error> {
+    sign(<T as PartialEq>::eq as fn(&T, &T) -> bool)
+}
+
+/// A `MakeFn` as sent by a typed proxy.
+pub(crate) fn make_fn(p: FnPtr) -> Result<super::server::MakeFn, Fault> {
+    checked(p)
 }
 
 /// An encoded value with the descriptors of the handles inside it (owned).
@@ -340,25 +313,13 @@ mod tests {
 
     #[test]
     fn function_references_are_called_only_if_their_tag_checks() {
-        let good = FnPtr::new::<fn(&mut u64)>(double as fn(&mut u64) as usize);
+        let good = sign(double as fn(&mut u64)).unwrap();
         let f = mut_fn::<u64>(good).expect("a reference this process made checks");
         let mut n = 21;
         f(&mut n);
         assert_eq!(n, 42);
-        // Sent as another type: refused.
+        // Sent as another type: refused (`procactor_os::code` tests forged and moved ones).
         assert!(mut_fn::<String>(good).is_err());
-        // Any bit of the offset or the tag changed: refused, never called.
-        for bit in 0..64 {
-            let mut moved = good;
-            moved.offset ^= 1 << bit;
-            assert!(mut_fn::<u64>(moved).is_err(), "offset bit {bit}");
-            let mut forged = good;
-            forged.tag ^= 1 << bit;
-            assert!(mut_fn::<u64>(forged).is_err(), "tag bit {bit}");
-        }
-        // From another binary: refused.
-        let mut other = good;
-        other.exe.1 ^= 1;
-        assert!(mut_fn::<u64>(other).is_err());
+        assert!(eq_fn::<u64>(good).is_err());
     }
 }

@@ -206,9 +206,7 @@ impl Actor for ManagerCore {
         HOSTING_PID.store(crate::sys::getpid(), Ordering::Relaxed);
         let _ = MYSELF.set(ctx.myself().inner.clone());
         IN_LOOP.with(|c| c.set(true));
-        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
+        let nofile = crate::sys::nofile_limit();
         Ok(ManagerCore {
             objects: HashMap::new(),
             next_id: 1,
@@ -309,13 +307,10 @@ fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
 
 impl ManagerCore {
     fn create(&mut self, from: u64, make: super::proto::FnPtr, init: Packed) -> Response {
-        let addr = match make.address::<MakeFn>() {
-            Ok(a) => a,
+        let make = match super::proto::make_fn(make) {
+            Ok(f) => f,
             Err(f) => return Response::Failed(f),
         };
-        // SAFETY: `addr` is a `MakeFn` of this same binary (identity checked by `address`):
-        // proxies send only `make_*::<T> as MakeFn`.
-        let make: MakeFn = unsafe { std::mem::transmute::<usize, MakeFn>(addr) };
         let (bytes, fds) = init.into_parts();
         let obj = match catch_unwind(AssertUnwindSafe(|| make(&bytes, fds))) {
             Ok(Ok(obj)) => obj,

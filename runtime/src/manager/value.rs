@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{mut_fn, Fault, FnPtr, Packed, PackedRef};
+use super::proto::{mut_fn, sign, Fault, FnPtr, Packed, PackedRef};
 use super::proxy::{pinning, proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -137,8 +137,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ValueProxy<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn update(&self, f: fn(&mut T)) -> Result<T> {
-        self.handle
-            .call(&ValueOp::<&T>::Update(FnPtr::new::<fn(&mut T)>(f as usize)))
+        self.handle.call(&ValueOp::<&T>::Update(sign(f)?))
     }
 }
 
@@ -287,7 +286,7 @@ pub(super) fn fuzz_samples() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     fn inc(n: &mut u64) {
         *n += 1;
     }
-    let update = FnPtr::new::<fn(&mut u64)>(inc as fn(&mut u64) as usize);
+    let update = sign(inc as fn(&mut u64)).unwrap();
     let values = [
         ValueOp::Get,
         ValueOp::Set(5u64),

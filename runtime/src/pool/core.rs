@@ -7,6 +7,7 @@
 //! uneven tasks do not wait behind a long one while another worker idles). Because the pool
 //! knows exactly what each worker holds, a death loses one item, never a hang.
 
+use procactor_os::code::SignedCode;
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -47,8 +48,8 @@ pub(crate) struct Config {
 
 /// An initializer, kept to start replacement workers.
 pub(crate) struct InitSpec {
-    pub(crate) entry: isize,
-    pub(crate) func: isize,
+    pub(crate) entry: SignedCode,
+    pub(crate) func: SignedCode,
     pub(crate) bytes: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
 }
@@ -81,8 +82,8 @@ pub(crate) struct RunData {
 /// A run waiting for a worker: which function, which items, which of them still to do.
 pub(crate) struct Run {
     pub(crate) job: Arc<JobCore>,
-    pub(crate) entry: isize,
-    pub(crate) func: isize,
+    pub(crate) entry: SignedCode,
+    pub(crate) func: SignedCode,
     pub(crate) data: Arc<RunData>,
     /// The job index of the run's first item.
     pub(crate) base: usize,

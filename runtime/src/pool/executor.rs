@@ -89,7 +89,7 @@ impl ExecutorBuilder {
     /// let ex = procactor::Executor::builder().processes(1).initializer(setup, ()).build()?;
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn initializer<A: Serialize + DeserializeOwned>(self, f: fn(A), args: A) -> Self {
+    pub fn initializer<A: Serialize + DeserializeOwned + 'static>(self, f: fn(A), args: A) -> Self {
         ExecutorBuilder(self.0.initializer(f, args))
     }
 
@@ -177,8 +177,8 @@ impl Executor {
     /// ```
     pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.pool.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
         Ok(Future {
@@ -201,8 +201,8 @@ impl Executor {
     /// ```
     pub fn map<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -230,8 +230,8 @@ impl Executor {
         timeout: Duration,
     ) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {

@@ -7,6 +7,7 @@
 //! made): no thread of its own, so the input needs no `'static` lifetime. It must be `Send` only
 //! so that the iterator holding it stays `Send`.
 
+use procactor_os::code::SignedCode;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,6 @@ use super::core::{Core, Run, RunData};
 use super::items;
 use super::job::{Delivery, Fail, Items, JobCore};
 use super::worker::{self, Callable};
-use crate::bootstrap;
 use crate::error::Result;
 
 /// Items an `imap` keeps ahead of the results taken, per worker: enough for every worker to have
@@ -44,8 +44,8 @@ struct Input<'a> {
 pub(crate) struct Feed<'a> {
     core: Arc<Core>,
     job: Arc<JobCore>,
-    entry: isize,
-    func: isize,
+    entry: SignedCode,
+    func: SignedCode,
     window: usize,
     // A Mutex only so that the feed is Sync; always reached through `get_mut` (no locking).
     input: Mutex<Input<'a>>,
@@ -53,7 +53,7 @@ pub(crate) struct Feed<'a> {
 
 impl<'a> Feed<'a> {
     /// A feed of `items` through `f`, for a new open job.
-    pub(crate) fn new<F, A, R, I>(core: Arc<Core>, f: F, items: I) -> Feed<'a>
+    pub(crate) fn new<F, A, R, I>(core: Arc<Core>, f: F, items: I) -> Result<Feed<'a>>
     where
         F: Callable<A, R>,
         A: Serialize + DeserializeOwned,
@@ -61,6 +61,7 @@ impl<'a> Feed<'a> {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
+        let (entry, func) = worker::run_code::<F, A, R>(f)?;
         let mut input = items.into_iter();
         let pull: Pull<'a> = Box::new(move || {
             let item = input.next()?;
@@ -71,18 +72,18 @@ impl<'a> Feed<'a> {
             )
         });
         let window = WINDOW_PER_WORKER * core.processes();
-        Feed {
+        Ok(Feed {
             core,
             job: Arc::new(JobCore::open()),
-            entry: worker::run_entry_offset::<F, A, R>(),
-            func: bootstrap::fn_offset(f.addr()),
+            entry,
+            func,
             window,
             input: Mutex::new(Input {
                 pull,
                 ended: false,
                 panic: None,
             }),
-        }
+        })
     }
 
     pub(crate) fn job(&self) -> &Arc<JobCore> {

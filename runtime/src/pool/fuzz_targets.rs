@@ -61,11 +61,14 @@ pub(crate) fn decode_report(bytes: &[u8]) {
 pub(crate) fn batches() -> Vec<Vec<u8>> {
     let mut run = Vec::new();
     items::encode_items(&[(1u64, "a".to_string()), (2, "bb".into())], &mut run).expect("encodes");
+    let code = procactor_os::code::CodeRef::new(std::convert::identity::<u64> as fn(u64) -> u64)
+        .expect("code of this binary")
+        .sign();
     let mut b = encoded(&BatchHeader {
         id: 9,
         runs: vec![RunHeader {
-            entry: 16,
-            func: 32,
+            entry: code,
+            func: code,
             count: 2,
             len: run.len() as u32,
             nfds: 0,

@@ -34,7 +34,7 @@ use self::core::{Config, Core, InitSpec, Phase, Run, RunData};
 use self::feed::Feed;
 use self::job::{collect_all, Delivery, ItemResult, Items, JobCore, JobState};
 use self::worker::Callable;
-use crate::bootstrap::{self, StartMethod};
+use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire::{self, Wait};
@@ -179,15 +179,16 @@ impl PoolBuilder {
     /// ```
     pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
     where
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
     {
         let spec = (|| {
             let mut bytes = Vec::new();
             let fds = wire::encode(&args, &mut bytes)?;
             let fds = dup_all(&fds)?;
+            let (entry, func) = worker::init_code(f)?;
             Ok(InitSpec {
-                entry: worker::init_entry_offset::<A>(),
-                func: bootstrap::fn_offset(f as usize),
+                entry,
+                func,
                 bytes,
                 fds,
             })
@@ -378,8 +379,8 @@ impl Pool {
     /// ```
     pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         collect_ordered(&job)
@@ -402,8 +403,8 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(chunksize))?;
         collect_ordered(&job)
@@ -430,8 +431,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Result<R>>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         let mut out = Vec::with_capacity(job.total());
@@ -457,9 +458,9 @@ impl Pool {
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned,
-        B: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        B: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A, B) -> R, (A, B), R>(f, items, None)?;
         collect_ordered(&job)
@@ -493,8 +494,8 @@ impl Pool {
     /// ```
     pub fn imap<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -522,8 +523,8 @@ impl Pool {
         items: I,
     ) -> Result<ImapUnordered<'a, R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -548,8 +549,8 @@ impl Pool {
     /// ```
     pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         self.apply_async(f, arg)?.get()
     }
@@ -567,8 +568,8 @@ impl Pool {
     /// ```
     pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
         Ok(AsyncResult {
@@ -595,8 +596,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
     {
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         Ok(AsyncResult {
@@ -673,13 +674,13 @@ impl Pool {
     /// A feed for an `imap` of `items` through `f`, with its first window queued.
     fn start_feed<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Feed<'a>>
     where
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
         self.core.check_open()?;
-        let mut feed = Feed::new::<fn(A) -> R, A, R, I>(self.core.clone(), f, items);
+        let mut feed = Feed::new::<fn(A) -> R, A, R, I>(self.core.clone(), f, items)?;
         feed.top_up(0);
         Ok(feed)
     }
@@ -701,8 +702,7 @@ impl Pool {
             .unwrap_or_else(|| default_chunksize(items.len(), self.processes()))
             .max(1);
         let job = Arc::new(JobCore::new(items.len()));
-        let entry = worker::run_entry_offset::<F, A, R>();
-        let func = bootstrap::fn_offset(f.addr());
+        let (entry, func) = worker::run_code::<F, A, R>(f)?;
         // Chunk by chunk: the workers start on the first while the rest is encoded.
         for (i, chunk) in items.chunks(chunksize).enumerate() {
             // Room for the usual encoding (varints are at most as long as the value, plus a

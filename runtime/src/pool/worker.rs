@@ -14,6 +14,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::actor;
+use procactor_os::code::{self, CodeRef, SignedCode};
+
 use crate::bootstrap;
 use crate::error::{Error, Result};
 use crate::pool::items;
@@ -22,24 +24,24 @@ use crate::shm::{Layout, Shared};
 use crate::sys;
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
-/// Where a worker is, in shared memory.
-#[repr(C)]
-pub(crate) struct Board {
-    /// `batch << 32 | position` of the item running (or last run).
-    pub(crate) cursor: AtomicU64,
-    /// When that item started (`sys::monotonic_ns`), 0 between items. Kept only when the pool
-    /// has a task timeout.
-    pub(crate) started_ns: AtomicU64,
-    /// The batch the worker took last, or `REVOKED | id` when the pool took batch `id` back
-    /// before the worker started it (to give it to an idle worker).
-    pub(crate) claimed: AtomicU64,
+procactor_os::shared_struct! {
+    /// Where a worker is, in shared memory.
+    pub(crate) struct Board {
+        /// `batch << 32 | position` of the item running (or last run).
+        pub(crate) cursor: AtomicU64,
+        /// When that item started (`sys::monotonic_ns`), 0 between items. Kept only when the pool
+        /// has a task timeout.
+        pub(crate) started_ns: AtomicU64,
+        /// The batch the worker took last, or `REVOKED | id` when the pool took batch `id` back
+        /// before the worker started it (to give it to an idle worker).
+        pub(crate) claimed: AtomicU64,
+    }
 }
 
 /// Marks a batch the pool took back (see `Board::claimed`).
 pub(crate) const REVOKED: u64 = 1 << 63;
 
-// SAFETY: atomics only.
-unsafe impl Layout for Board {
+impl Layout for Board {
     const MAGIC: u32 = 0x504f_4f4c;
 }
 
@@ -53,9 +55,9 @@ pub(crate) struct BatchHeader {
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct RunHeader {
-    /// `run_entry::<A, R>` and the user's `fn(A) -> R`, as offsets (see `bootstrap::fn_offset`).
-    pub(crate) entry: isize,
-    pub(crate) func: isize,
+    /// `run_entry::<A, R>` and the user's `fn(A) -> R`, signed (see `procactor_os::code`).
+    pub(crate) entry: SignedCode,
+    pub(crate) func: SignedCode,
     /// Items encoded, their bytes, their descriptors.
     pub(crate) count: u32,
     pub(crate) len: u32,
@@ -97,8 +99,8 @@ pub(crate) struct Segment {
 /// An initializer: `init_entry::<A>`, the user's `fn(A)`, and the encoded argument.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct InitCall {
-    pub(crate) entry: isize,
-    pub(crate) func: isize,
+    pub(crate) entry: SignedCode,
+    pub(crate) func: SignedCode,
     pub(crate) bytes: Vec<u8>,
     pub(crate) fds: Vec<Fd>,
 }
@@ -117,54 +119,47 @@ pub(crate) struct WorkerArgs {
 
 /// `Some((message, location))` when the initializer failed.
 type InitFailure = Option<(String, Option<String>)>;
-type InitEntry = unsafe fn(func: usize, bytes: &[u8], fds: Vec<OwnedFd>) -> InitFailure;
+type InitEntry = fn(func: SignedCode, bytes: &[u8], fds: Vec<OwnedFd>) -> InitFailure;
 type RunEntry =
-    unsafe fn(func: usize, items: &[u8], fds: Vec<OwnedFd>, run: &RunHeader, w: &mut Worker);
+    fn(func: SignedCode, items: &[u8], fds: Vec<OwnedFd>, run: &RunHeader, w: &mut Worker);
 
-/// The offsets of the entry points for `fn(A)` initializers and `fn(A) -> R` tasks.
-pub(crate) fn init_entry_offset<A: DeserializeOwned>() -> isize {
-    bootstrap::fn_offset(init_entry::<A> as InitEntry as usize)
+/// The entry points for `fn(A)` initializers and `fn(A) -> R` tasks, and the user's function,
+/// signed for the workers.
+pub(crate) fn init_code<A: DeserializeOwned + 'static>(
+    f: fn(A),
+) -> Result<(SignedCode, SignedCode)> {
+    Ok((
+        CodeRef::new(init_entry::<A> as InitEntry)?.sign(),
+        CodeRef::new(f)?.sign(),
+    ))
 }
 
-pub(crate) fn run_entry_offset<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>() -> isize {
-    bootstrap::fn_offset(run_entry::<F, A, R> as RunEntry as usize)
+pub(crate) fn run_code<F, A, R>(f: F) -> Result<(SignedCode, SignedCode)>
+where
+    F: Callable<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    Ok((
+        CodeRef::new(run_entry::<F, A, R> as RunEntry)?.sign(),
+        CodeRef::new(f)?.sign(),
+    ))
 }
 
 /// A task function: `fn(A) -> R`, or `fn(A, B) -> R` called with a pair (`starmap`).
-pub(crate) trait Callable<A, R>: Copy {
+pub(crate) trait Callable<A, R>: code::FnPtr {
     fn call(self, arg: A) -> R;
-    /// The function's address.
-    fn addr(self) -> usize;
-    /// The function at `addr`.
-    ///
-    /// # Safety
-    /// `addr` must come from `addr()` of this same type, in this same binary.
-    unsafe fn from_addr(addr: usize) -> Self;
 }
 
-impl<A, R> Callable<A, R> for fn(A) -> R {
+impl<A: 'static, R: 'static> Callable<A, R> for fn(A) -> R {
     fn call(self, arg: A) -> R {
         self(arg)
     }
-    fn addr(self) -> usize {
-        self as usize
-    }
-    unsafe fn from_addr(addr: usize) -> Self {
-        // SAFETY: guaranteed by the caller.
-        unsafe { std::mem::transmute::<usize, fn(A) -> R>(addr) }
-    }
 }
 
-impl<A, B, R> Callable<(A, B), R> for fn(A, B) -> R {
+impl<A: 'static, B: 'static, R: 'static> Callable<(A, B), R> for fn(A, B) -> R {
     fn call(self, (a, b): (A, B)) -> R {
         self(a, b)
-    }
-    fn addr(self) -> usize {
-        self as usize
-    }
-    unsafe fn from_addr(addr: usize) -> Self {
-        // SAFETY: guaranteed by the caller.
-        unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(addr) }
     }
 }
 
@@ -180,12 +175,9 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     let chan = Channel::from_fd(args.chan.0).files_only();
     if let Some(init) = args.init {
         let fds = init.fds.into_iter().map(|f| f.0).collect();
-        // SAFETY: the pool computed `entry` from `init_entry::<A>` and `func` from an `fn(A)` of
-        // the same A, in this same binary (the bootstrap checked its identity).
-        let failed = unsafe {
-            let entry: InitEntry =
-                std::mem::transmute::<usize, InitEntry>(bootstrap::fn_address(init.entry));
-            entry(bootstrap::fn_address(init.func), &init.bytes, fds)
+        let failed = match CodeRef::<InitEntry>::verify(init.entry) {
+            Ok(entry) => entry.get()(init.func, &init.bytes, fds),
+            Err(e) => Some((e.to_string(), None)),
         };
         if let Some((message, location)) = failed {
             let _ = send_report(&chan, &Report::InitFailed { message, location }, &[]);
@@ -312,13 +304,7 @@ impl Worker {
             rest = tail;
             let run_fds: Vec<OwnedFd> = fds.drain(..nfds).collect();
             self.open = Some((index as u32, 0, self.out.len()));
-            // SAFETY: the pool computed `entry` from `run_entry::<A, R>` and `func` from an
-            // `fn(A) -> R` of the same A and R, in this same binary.
-            unsafe {
-                let entry: RunEntry =
-                    std::mem::transmute::<usize, RunEntry>(bootstrap::fn_address(run.entry));
-                entry(bootstrap::fn_address(run.func), items, run_fds, run, self);
-            }
+            CodeRef::<RunEntry>::verify(run.entry)?.get()(run.func, items, run_fds, run, self);
             self.close_segment();
         }
         self.flush()
@@ -485,11 +471,8 @@ impl Worker {
 }
 
 /// Runs a pool initializer `fn(A)`; what went wrong, if it did.
-///
-/// # Safety
-/// `func` must be the address of an `fn(A)` in this binary.
-unsafe fn init_entry<A: DeserializeOwned>(
-    func: usize,
+fn init_entry<A: DeserializeOwned + 'static>(
+    func: SignedCode,
     bytes: &[u8],
     fds: Vec<OwnedFd>,
 ) -> InitFailure {
@@ -497,8 +480,10 @@ unsafe fn init_entry<A: DeserializeOwned>(
         Ok(a) => a,
         Err(e) => return Some((format!("its argument did not decode: {e}"), None)),
     };
-    // SAFETY: guaranteed by the caller.
-    let f = unsafe { std::mem::transmute::<usize, fn(A)>(func) };
+    let f = match CodeRef::<fn(A)>::verify(func) {
+        Ok(f) => f.get(),
+        Err(e) => return Some((e.to_string(), None)),
+    };
     match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
         Ok(()) => None,
         Err(payload) => Some(bootstrap::caught_panic(&*payload)),
@@ -511,18 +496,24 @@ unsafe fn init_entry<A: DeserializeOwned>(
 /// `Deserialize` (`exit`, `abort`, the OOM killer) costs that item only. A `Deserialize` that
 /// panics or fails fails its own item; the items around it still run (each one's bytes are found
 /// by its length, see `items`).
-///
-/// # Safety
-/// `func` must be the address of an `F` in this binary.
-unsafe fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
-    func: usize,
+fn run_entry<F: Callable<A, R>, A: DeserializeOwned, R: Serialize>(
+    func: SignedCode,
     items: &[u8],
     fds: Vec<OwnedFd>,
     run: &RunHeader,
     w: &mut Worker,
 ) {
-    // SAFETY: guaranteed by the caller.
-    let f = unsafe { F::from_addr(func) };
+    let f = match CodeRef::<F>::verify(func) {
+        Ok(f) => f.get(),
+        Err(e) => {
+            // Not from our pool: no item of the run can be run.
+            for _ in (0..run.count).filter(|o| !run.skip.contains(o)) {
+                w.begin_item();
+                w.undecodable(e.to_string(), run);
+            }
+            return;
+        }
+    };
     wire::with_incoming(fds, || {
         let mut rest = items;
         let mut skip = run.skip.iter().copied().peekable();

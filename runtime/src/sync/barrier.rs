@@ -11,24 +11,24 @@ use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
-#[repr(C)]
-pub(crate) struct BarrierCell {
-    mutex: RawMutex,
-    parties: AtomicU32,
-    /// Arrived in the current generation.
-    count: AtomicU32,
-    /// Bumped when a generation ends (all arrived, or broken): waiters sleep on it.
-    generation: AtomicU32,
-    /// Set from a break until `reset`.
-    broken: AtomicU32,
-    /// Bit `g % 64`: generation `g` ended broken rather than released.
-    ended_broken: AtomicU64,
-    /// Default timeout of `wait`, in milliseconds (0: none).
-    timeout_ms: AtomicU64,
+procactor_os::shared_struct! {
+    pub(crate) struct BarrierCell {
+        mutex: RawMutex,
+        parties: AtomicU32,
+        /// Arrived in the current generation.
+        count: AtomicU32,
+        /// Bumped when a generation ends (all arrived, or broken): waiters sleep on it.
+        generation: AtomicU32,
+        /// Set from a break until `reset`.
+        broken: AtomicU32,
+        /// Bit `g % 64`: generation `g` ended broken rather than released.
+        ended_broken: AtomicU64,
+        /// Default timeout of `wait`, in milliseconds (0: none).
+        timeout_ms: AtomicU64,
+    }
 }
 
-// SAFETY: atomics, and fields changed only under `mutex`.
-unsafe impl Layout for BarrierCell {
+impl Layout for BarrierCell {
     const MAGIC: u32 = 0x4241_5252;
     fn in_use_here(&self) -> bool {
         self.mutex.held_in_this_process()

@@ -9,13 +9,13 @@ use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
-#[repr(C)]
-pub(crate) struct CondCell {
-    cv: RawCondvar,
+procactor_os::shared_struct! {
+    pub(crate) struct CondCell {
+        cv: RawCondvar,
+    }
 }
 
-// SAFETY: atomics only.
-unsafe impl Layout for CondCell {
+impl Layout for CondCell {
     const MAGIC: u32 = 0x434f_4e44;
 }
 

@@ -10,14 +10,14 @@ use crate::error::Result;
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
-#[repr(C)]
-pub(crate) struct EventCell {
-    flag: AtomicU32,
-    waiters: AtomicU32,
+procactor_os::shared_struct! {
+    pub(crate) struct EventCell {
+        flag: AtomicU32,
+        waiters: AtomicU32,
+    }
 }
 
-// SAFETY: atomics only.
-unsafe impl Layout for EventCell {
+impl Layout for EventCell {
     const MAGIC: u32 = 0x4556_4e54;
 }
 

@@ -11,15 +11,15 @@ use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
-#[repr(C)]
-pub(crate) struct LockCell {
-    pub(crate) mutex: RawMutex,
-    /// RLock: how many times the owner holds it (only the owner touches it).
-    depth: AtomicU32,
+procactor_os::shared_struct! {
+    pub(crate) struct LockCell {
+        pub(crate) mutex: RawMutex,
+        /// RLock: how many times the owner holds it (only the owner touches it).
+        depth: AtomicU32,
+    }
 }
 
-// SAFETY: atomics only; `depth` is only written by the mutex's owner.
-unsafe impl Layout for LockCell {
+impl Layout for LockCell {
     const MAGIC: u32 = 0x4c4f_434b;
     fn in_use_here(&self) -> bool {
         self.mutex.held_in_this_process()

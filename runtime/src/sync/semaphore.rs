@@ -10,16 +10,16 @@ use crate::error::{Error, Result};
 use crate::shm::{Layout, Shared};
 use crate::wire::Wait;
 
-#[repr(C)]
-pub(crate) struct SemCell {
-    permits: AtomicU32,
-    waiters: AtomicU32,
-    /// Permits never exceed it (`u32::MAX` for a plain semaphore).
-    bound: AtomicU32,
+procactor_os::shared_struct! {
+    pub(crate) struct SemCell {
+        permits: AtomicU32,
+        waiters: AtomicU32,
+        /// Permits never exceed it (`u32::MAX` for a plain semaphore).
+        bound: AtomicU32,
+    }
 }
 
-// SAFETY: atomics only.
-unsafe impl Layout for SemCell {
+impl Layout for SemCell {
     const MAGIC: u32 = 0x5345_4d41;
 }
 

@@ -292,7 +292,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
+    pub fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
         let source = source.into();
         // A peer that went away is not an I/O failure for the caller: say it plainly.
         match source.raw_os_error() {
@@ -324,7 +324,7 @@ fn lost_how(signal: Option<i32>, code: Option<i32>) -> String {
 }
 
 /// SIGKILL → "SIGKILL": for messages only.
-pub(crate) fn signal_name(signal: i32) -> &'static str {
+pub fn signal_name(signal: i32) -> &'static str {
     match signal {
         libc::SIGHUP => "SIGHUP",
         libc::SIGINT => "SIGINT",

@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::sys;
 use crate::wire::Wait;
 
-use super::{futex_wait, futex_wake};
+use crate::futex::{futex_wait, futex_wake};
 
 const WAITERS: u32 = 0x8000_0000;
 const OWNER_DIED: u32 = 0x4000_0000;
@@ -34,11 +34,15 @@ struct Node {
 
 /// A mutex in shared memory (all zeroes: unlocked).
 #[repr(C)]
-pub(crate) struct RawMutex {
+pub struct RawMutex {
     word: AtomicU32,
     _pad: u32,
     node: Node,
 }
+
+// SAFETY: atomics and an unused word: valid for any bits (a garbage list pointer is never
+// followed by this process: only the kernel reads the list, and only ours).
+unsafe impl crate::shm::AnyBits for RawMutex {}
 
 /// Offset of the futex word from the list entry, as the kernel wants it in the list head.
 const FUTEX_OFFSET: isize = -8;
@@ -125,10 +129,13 @@ impl ThreadList {
     unsafe fn link(&self, node: *mut Node) {
         let head = self.head_as_node();
         let first = self.head.next.load(Ordering::Relaxed);
-        (*node).next.store(first, Ordering::Relaxed);
-        (*node).prev.store(head, Ordering::Relaxed);
-        if first != head {
-            (*first).prev.store(node, Ordering::Relaxed);
+        // SAFETY: `node` is live (the caller's contract); `first` is the head or a live entry.
+        unsafe {
+            (*node).next.store(first, Ordering::Relaxed);
+            (*node).prev.store(head, Ordering::Relaxed);
+            if first != head {
+                (*first).prev.store(node, Ordering::Relaxed);
+            }
         }
         self.head.next.store(node, Ordering::Relaxed);
     }
@@ -139,19 +146,23 @@ impl ThreadList {
     /// `node` is on this thread's list (its neighbours are the head or live entries).
     unsafe fn unlink(&self, node: *mut Node) {
         let head = self.head_as_node();
-        let next = (*node).next.load(Ordering::Relaxed);
-        let prev = (*node).prev.load(Ordering::Relaxed);
-        // `prev` may be the head: only its `next` (at offset 0 in both types) is written.
-        (*addr_of!((*prev).next)).store(next, Ordering::Relaxed);
-        if next != head {
-            (*next).prev.store(prev, Ordering::Relaxed);
+        // SAFETY: `node` and its neighbours are the head or live entries (the caller's
+        // contract). `prev` may be the head: only its `next` (at offset 0 in both types) is
+        // written.
+        unsafe {
+            let next = (*node).next.load(Ordering::Relaxed);
+            let prev = (*node).prev.load(Ordering::Relaxed);
+            (*addr_of!((*prev).next)).store(next, Ordering::Relaxed);
+            if next != head {
+                (*next).prev.store(prev, Ordering::Relaxed);
+            }
         }
     }
 }
 
 /// Why `lock` gave up.
 #[derive(Debug)]
-pub(crate) enum LockFail {
+pub enum LockFail {
     Timeout(Wait),
     Deadlock,
 }
@@ -180,7 +191,7 @@ impl RawMutex {
     /// Locking a mutex this thread holds is `LockFail::Deadlock` (it could never succeed).
     /// (A small error type: `Error` is large, and copying it costs the fast path.)
     #[inline]
-    pub(crate) fn lock(&self, wait: Wait) -> std::result::Result<bool, LockFail> {
+    pub fn lock(&self, wait: Wait) -> std::result::Result<bool, LockFail> {
         LIST.with(|list| {
             let tid = list.tid();
             list.head.pending.store(self.node(), Ordering::Relaxed);
@@ -254,7 +265,7 @@ impl RawMutex {
 
     /// Unlocks a mutex this thread holds.
     #[inline]
-    pub(crate) fn unlock(&self) {
+    pub fn unlock(&self) {
         LIST.with(|list| {
             debug_assert_eq!(self.word.load(Ordering::Relaxed) & TID_MASK, list.tid());
             list.head.pending.store(self.node(), Ordering::Relaxed);
@@ -271,18 +282,18 @@ impl RawMutex {
     }
 
     /// True when some thread holds it (racy: for display and `is_locked`).
-    pub(crate) fn is_locked(&self) -> bool {
+    pub fn is_locked(&self) -> bool {
         self.word.load(Ordering::Relaxed) & TID_MASK != 0
     }
 
     /// True when the calling thread holds it.
-    pub(crate) fn held_by_me(&self) -> bool {
+    pub fn held_by_me(&self) -> bool {
         let owner = self.word.load(Ordering::Relaxed) & TID_MASK;
         owner != 0 && LIST.with(|l| l.tid()) == owner
     }
 
     /// True when a thread of this process holds it (a guard was leaked with `mem::forget`).
-    pub(crate) fn held_in_this_process(&self) -> bool {
+    pub fn held_in_this_process(&self) -> bool {
         let owner = self.word.load(Ordering::Relaxed) & TID_MASK;
         // SAFETY: tgkill with signal 0 only checks that the thread exists in our group.
         owner != 0

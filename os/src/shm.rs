@@ -25,13 +25,17 @@ use rustix::fs::SealFlags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::robust::RawMutex;
+use crate::wire::Wait;
 use crate::{sys, wire};
 
 /// One process's mapping of a memory object.
-pub(crate) struct Region {
+pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
     fd: OwnedFd,
+    /// Sealed against writes: its bytes can never change.
+    frozen: bool,
 }
 
 // SAFETY: the mapping is plain memory valid for the Region's lifetime; what is stored in it is
@@ -41,14 +45,14 @@ unsafe impl Sync for Region {}
 
 /// How a region is mapped.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     ReadWrite,
     ReadOnly,
 }
 
 /// The size a memory object that arrives must have.
 #[derive(Clone, Copy)]
-pub(crate) enum Size {
+pub enum Size {
     Exactly(usize),
     AtLeast(usize),
 }
@@ -69,7 +73,7 @@ impl Region {
     /// cannot change under us: a memfd sealed with `seals` (at least `sys::SIZE_SEALS`), not
     /// write-sealed if it is to be written, and of the right `size`. Anything else is refused
     /// before it is mapped: a resize under a mapping kills its users with SIGBUS.
-    pub(crate) fn open_sealed(
+    pub fn open_sealed(
         fd: OwnedFd,
         seals: SealFlags,
         size: Size,
@@ -93,13 +97,24 @@ impl Region {
         }
         // Sealed: the size read now is its size for good.
         let len = Region::checked_len(fd.as_fd(), size, what)?;
-        Region::map(fd, len, access)
+        let mut region = Region::map(fd, len, access)?;
+        region.frozen = have.contains(SealFlags::WRITE);
+        Ok(region)
+    }
+
+    /// The bytes of a region sealed against writes (`None` for any other): nobody can change
+    /// them while we read them.
+    pub fn frozen_bytes(&self) -> Option<&[u8]> {
+        // SAFETY: `len` bytes mapped as long as `self` lives (or a dangling pointer for none),
+        // and the write seal forbids every write to them, through any mapping or descriptor.
+        self.frozen
+            .then(|| unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) })
     }
 
     /// Maps a named POSIX shared-memory object, which cannot be sealed: its size is checked,
     /// but another process of the same user with write access to it can still truncate it
     /// (see `SharedMemory`).
-    pub(crate) fn open_named(fd: OwnedFd, min: usize, what: &'static str) -> Result<Region> {
+    pub fn open_named(fd: OwnedFd, min: usize, what: &'static str) -> Result<Region> {
         let st = sys::file_stat(fd.as_fd()).map_err(|e| Error::io("fstat", e))?;
         if st.uid != sys::getuid() {
             return Err(refuse(what, format!("a memory object of user {}", st.uid)));
@@ -126,6 +141,7 @@ impl Region {
                 ptr: NonNull::dangling(),
                 len,
                 fd,
+                frozen: false,
             });
         }
         let prot = match access {
@@ -146,14 +162,19 @@ impl Region {
         }
         .map_err(|e| Error::io("mmap", e))?;
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Unsupported("mmap gave null"))?;
-        Ok(Region { ptr, len, fd })
+        Ok(Region {
+            ptr,
+            len,
+            fd,
+            frozen: false,
+        })
     }
 
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
+    pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.len
     }
 
@@ -181,12 +202,86 @@ impl Drop for Region {
     }
 }
 
-/// What a type laid out in shared memory promises.
+/// Types for which every bit pattern (all zeroes in particular) is a valid value, and which are
+/// only mutated through atomics (or not at all): another process may write them at any moment.
 ///
 /// # Safety
-/// Every bit pattern (all zeroes in particular) is a valid `Self`, and `Self` is only mutated
-/// through atomics or under its own cross-process lock: other processes write it concurrently.
-pub(crate) unsafe trait Layout: Sync + Sized {
+/// As above. Implemented here for the atomic integers, plain bytes, arrays of such types and the
+/// runtime's futex types; a struct of such fields gets it from [`shared_struct!`], which checks
+/// every field's type.
+pub unsafe trait AnyBits: Sync + Sized {}
+
+macro_rules! any_bits {
+    ($($t:ty),*) => {$(
+        // SAFETY: integers and atomic integers are valid for any bits, and atomics are `Sync`.
+        unsafe impl AnyBits for $t {}
+    )*};
+}
+
+any_bits!(
+    u8,
+    std::sync::atomic::AtomicU8,
+    std::sync::atomic::AtomicU16,
+    AtomicU32,
+    std::sync::atomic::AtomicI32,
+    std::sync::atomic::AtomicU64,
+    std::sync::atomic::AtomicI64,
+    std::sync::atomic::AtomicUsize
+);
+
+// SAFETY: an array of values valid for any bits is valid for any bits.
+unsafe impl<T: AnyBits, const N: usize> AnyBits for [T; N] {}
+
+/// Defines a struct to lay out in shared memory: `repr(C)`, every field [`AnyBits`] (checked at
+/// compile time), so the struct is `AnyBits` too and can implement [`Layout`]. This macro is
+/// the one place where the runtime's shared-memory types get that promise, so the crates above
+/// need no `unsafe`.
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// procactor_os::shared_struct! {
+///     /// A counter other processes bump.
+///     pub struct Counter {
+///         hits: AtomicU32,
+///         slots: [AtomicU32; 4],
+///     }
+/// }
+/// impl procactor_os::shm::Layout for Counter {
+///     const MAGIC: u32 = 0x434e_5452;
+/// }
+/// ```
+#[macro_export]
+macro_rules! shared_struct {
+    (
+        $(#[$attr:meta])*
+        $vis:vis struct $name:ident {
+            $($(#[$fattr:meta])* $fvis:vis $field:ident : $ty:ty),* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[repr(C)]
+        $vis struct $name {
+            $($(#[$fattr])* $fvis $field: $ty),*
+        }
+
+        const _: () = {
+            #[allow(dead_code)]
+            fn check() {
+                fn field_is_any_bits<T: $crate::shm::AnyBits>() {}
+                $(field_is_any_bits::<$ty>();)*
+            }
+        };
+
+        // SAFETY: every field is `AnyBits` (checked just above), so the struct is valid for any
+        // bits and mutated only through its fields' atomics.
+        #[allow(unsafe_code)]
+        unsafe impl $crate::shm::AnyBits for $name {}
+    };
+}
+
+/// What a type laid out in shared memory is: [`AnyBits`] (other processes write it
+/// concurrently, and a hostile one may write anything), with a magic number.
+pub trait Layout: AnyBits {
     /// Tells one kind of object from another when a descriptor arrives.
     const MAGIC: u32;
     /// True while this process depends on the mapping staying in place even after its last
@@ -214,7 +309,7 @@ const HEAD: usize = 64;
 /// Objects made by [`new`](Shared::new) are memfds sealed against resizing before anyone else
 /// can see them, and [`open`](Shared::open) maps nothing else: no holder of the descriptor can
 /// shrink the memory under the others (who would die of SIGBUS).
-pub(crate) struct Shared<S: Layout> {
+pub struct Shared<S: Layout> {
     inner: Arc<Mapped>,
     _type: PhantomData<S>,
 }
@@ -240,7 +335,7 @@ impl Drop for Mapped {
 
 impl<S: Layout> Shared<S> {
     /// A new zeroed `S` followed by `tail` zeroed bytes, in a memfd sealed against resizing.
-    pub(crate) fn new(what: &'static str, tail: usize) -> Result<Shared<S>> {
+    pub fn new(what: &'static str, tail: usize) -> Result<Shared<S>> {
         let len = Self::size(what, tail)?;
         let fd = sys::sized_memfd(what, len as u64).map_err(|e| Error::io("memfd_create", e))?;
         Ok(Shared::lay_out(
@@ -251,7 +346,7 @@ impl<S: Layout> Shared<S> {
 
     /// Lays out a new `S` followed by `tail` zeroed bytes in the empty named object `fd` (which
     /// cannot be sealed: see `SharedMemory`).
-    pub(crate) fn create_named(fd: OwnedFd, what: &'static str, tail: usize) -> Result<Shared<S>> {
+    pub fn create_named(fd: OwnedFd, what: &'static str, tail: usize) -> Result<Shared<S>> {
         let len = Self::size(what, tail)?;
         rustix::fs::ftruncate(&fd, len as u64).map_err(|e| Error::io("ftruncate", e))?;
         Ok(Shared::lay_out(
@@ -303,7 +398,7 @@ impl<S: Layout> Shared<S> {
 
     /// Maps an object received as `fd`: a memfd sealed against resizing (anything else is
     /// refused before it is mapped), holding an `S`.
-    pub(crate) fn open(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
+    pub fn open(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
         let region = Region::open_sealed(
             fd,
             sys::SIZE_SEALS,
@@ -316,7 +411,7 @@ impl<S: Layout> Shared<S> {
 
     /// Maps the named POSIX shared-memory object `fd` (unsealed: see `SharedMemory`), holding
     /// an `S`.
-    pub(crate) fn open_named(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
+    pub fn open_named(fd: OwnedFd, what: &'static str) -> Result<Shared<S>> {
         Shared::check(Region::open_named(fd, Self::offset_of_tail(), what)?, what)
     }
 
@@ -350,17 +445,71 @@ impl<S: Layout> Shared<S> {
     }
 
     /// The bytes after `S`.
-    pub(crate) fn tail(&self) -> *mut u8 {
+    pub fn tail(&self) -> *mut u8 {
         self.region().as_ptr().wrapping_add(Self::offset_of_tail())
     }
 
+    /// Copies `src` into the tail at `offset`.
+    ///
+    /// # Panics
+    /// If the range is not inside the tail (callers check what a peer could influence).
+    pub fn write_tail(&self, offset: usize, src: &[u8]) {
+        self.check_tail(offset, src.len());
+        // SAFETY: in bounds (checked); bytes have no invalid values. The caller serialises
+        // writers (the object's lock, or free space only it may write); a process breaking that
+        // can only make the bytes wrong, never reach outside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.tail().add(offset), src.len()) };
+    }
+
+    /// Copies bytes out of the tail from `offset` into `dst`.
+    ///
+    /// # Panics
+    /// As [`write_tail`](Shared::write_tail).
+    pub fn read_tail(&self, offset: usize, dst: &mut [u8]) {
+        self.check_tail(offset, dst.len());
+        // SAFETY: as `write_tail`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.tail().add(offset), dst.as_mut_ptr(), dst.len())
+        };
+    }
+
+    fn check_tail(&self, offset: usize, len: usize) {
+        assert!(
+            offset
+                .checked_add(len)
+                .is_some_and(|end| end <= self.tail_len()),
+            "{len} bytes at {offset} do not fit a tail of {}",
+            self.tail_len()
+        );
+    }
+
+    /// Runs `f` on the tail's bytes while holding `lock(&self)`, a mutex of this object under
+    /// which alone its tail is read or written.
+    pub fn with_tail_locked<R>(
+        &self,
+        lock: impl FnOnce(&S) -> &RawMutex,
+        wait: Wait,
+        f: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R> {
+        let mutex = lock(self);
+        mutex.lock(wait).map_err(Error::from)?;
+        // SAFETY: the tail is `tail_len` bytes of the mapping `self` keeps alive, and we hold the
+        // object's own lock, which every reader and writer of the tail takes: no other
+        // reference to these bytes exists until `unlock`. (A process ignoring the lock can only
+        // make the bytes wrong.)
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.tail(), self.tail_len()) };
+        let out = f(bytes);
+        mutex.unlock();
+        Ok(out)
+    }
+
     /// How many bytes follow `S` (as checked against the mapping: never more than it holds).
-    pub(crate) fn tail_len(&self) -> usize {
+    pub fn tail_len(&self) -> usize {
         self.inner.tail_len
     }
 
     /// The descriptor of the memory object.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+    pub fn fd(&self) -> BorrowedFd<'_> {
         self.region().as_fd()
     }
 }
@@ -406,13 +555,13 @@ mod tests {
 
     use super::*;
 
-    #[repr(C)]
-    struct Cell {
-        n: AtomicU64,
+    crate::shared_struct! {
+        struct Cell {
+            n: AtomicU64,
+        }
     }
 
-    // SAFETY: atomics only.
-    unsafe impl Layout for Cell {
+    impl Layout for Cell {
         const MAGIC: u32 = 0x5445_5354;
     }
 

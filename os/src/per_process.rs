@@ -13,13 +13,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::sys;
 
-pub(crate) struct PerProcess<T> {
+pub struct PerProcess<T> {
     slot: AtomicPtr<(u32, Mutex<T>)>,
     init: fn() -> T,
 }
 
 impl<T> PerProcess<T> {
-    pub(crate) const fn new(init: fn() -> T) -> Self {
+    pub const fn new(init: fn() -> T) -> Self {
         PerProcess {
             slot: AtomicPtr::new(std::ptr::null_mut()),
             init,
@@ -27,7 +27,7 @@ impl<T> PerProcess<T> {
     }
 
     /// This process's state, locked (a poisoned lock is taken over: the state stays usable).
-    pub(crate) fn lock(&'static self) -> MutexGuard<'static, T> {
+    pub fn lock(&'static self) -> MutexGuard<'static, T> {
         let pid = sys::getpid();
         loop {
             let current = self.slot.load(Ordering::Acquire);

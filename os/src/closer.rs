@@ -27,7 +27,7 @@ static CLOSER: PerProcess<Closer> = PerProcess::new(|| Closer {
 
 /// Closes `fds` soon, on the closer thread (started on first use). Without a thread to spare,
 /// they are closed here.
-pub(crate) fn close_later(fds: impl IntoIterator<Item = OwnedFd>) {
+pub fn close_later(fds: impl IntoIterator<Item = OwnedFd>) {
     let mut fds = fds.into_iter().peekable();
     if fds.peek().is_some() {
         hand_over(&mut fds);
@@ -54,7 +54,7 @@ fn hand_over(fds: &mut dyn Iterator<Item = OwnedFd>) {
 }
 
 /// Whether this process runs a closer thread (for the fork-safety warning's count).
-pub(crate) fn running() -> bool {
+pub fn running() -> bool {
     CLOSER.lock().running
 }
 

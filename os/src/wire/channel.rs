@@ -1,360 +1,44 @@
-//! Frames on the wire, and how values with descriptors inside are encoded.
-//!
-//! Every message is one SEQPACKET record (atomic, never merged or split, even with several
-//! writers) that starts with a 9-byte header: a kind byte and the 64-bit fingerprint of the
-//! message type, so that a `Connection<String>` fed a `u64` reports a decode error instead of a
-//! garbled value. Payloads above [`INLINE_MAX`] travel on a stream socket made for that one message
-//! and passed along with the header record: the record stays atomic, the bulk moves at stream
-//! speed, and a sender that dies half-way leaves the receiver an EOF, never a torn message.
-//!
-//! Handles that own descriptors (a `Connection` inside a message or in `Process` arguments)
-//! serialize as an index into the record's SCM_RIGHTS list, through a thread-local context that
-//! exists only while procactor encodes or decodes a frame.
+//! Framed records on a SEQPACKET socket: a header with the message kind and type fingerprint,
+//! inline payloads up to [`INLINE_MAX`], larger ones on a side stream or in a memory file, and
+//! the descriptors that travel with them.
 
 use std::cell::RefCell;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::sys;
 
+use super::codec::*;
+use super::deadline::*;
+
 /// Largest payload sent inside the record itself; larger ones use a side stream.
-pub(crate) const INLINE_MAX: usize = 64 * 1024;
+pub const INLINE_MAX: usize = 64 * 1024;
 const HEADER: usize = 9;
 const LARGE_HEADER: usize = HEADER + 8;
 /// A payload in more parts than this is sent as one copy (see `Channel::send_frame`).
 const MAX_PARTS: usize = 16;
 
 /// Frame kinds (low bits) and the flag for a payload on a side stream.
-pub(crate) const KIND_VALUE: u8 = 1;
-pub(crate) const KIND_BYTES: u8 = 2;
+pub const KIND_VALUE: u8 = 1;
+pub const KIND_BYTES: u8 = 2;
 const FLAG_LARGE: u8 = 0x80;
 
-/// A number for the type `T` that no other type of this binary has (its `TypeId`, hashed): for
-/// checks within one binary, where two types may share a name (two versions of one crate).
-pub(crate) fn type_tag<T: ?Sized + 'static>() -> u64 {
-    use std::hash::{Hash, Hasher};
-    // Unkeyed: the same binary gives the same number in every process.
-    let mut h = std::hash::DefaultHasher::new();
-    std::any::TypeId::of::<T>().hash(&mut h);
-    h.finish()
-}
-
-/// FNV-1a of the type's name: the same type in the same binary always gives the same number.
-pub(crate) fn fingerprint<T: ?Sized>() -> u64 {
-    std::any::type_name::<T>()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        })
-}
-
 thread_local! {
-    /// Descriptors collected while a frame is being encoded (borrowed from the value being sent).
-    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
-    /// Descriptors that arrived with the frame being decoded, taken by index.
-    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
-    /// Why procactor's own `Deserialize` code refused a value (postcard keeps no message for a
-    /// serde custom error): the reason the decode error gives.
-    static REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Receive buffer for inline records, reused across messages.
     static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; LARGE_HEADER + INLINE_MAX]);
 }
 
 /// Whether this thread is inside a receive (decoding what came: a handle adopted as it is
 /// decoded may send), where it must not receive again.
-pub(crate) fn receiving() -> bool {
+pub fn receiving() -> bool {
     RECV_BUF.with(|b| b.try_borrow_mut().is_err())
 }
 
-/// The error a procactor `Deserialize` impl returns to refuse a value, with its reason kept
-/// for the decode error (see [`decode_prefix`]).
-pub(crate) fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
-    let why = why.to_string();
-    REFUSAL.with(|r| *r.borrow_mut() = Some(why.clone()));
-    E::custom(why)
-}
-
-/// Serializes a descriptor owned by a handle. Only works inside procactor's own encoding.
-pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd, s: S) -> Result<S::Ok, S::Error> {
-    let index = OUTGOING.with(|o| {
-        let mut o = o.borrow_mut();
-        let list = o.as_mut()?;
-        list.push(fd.as_raw_fd());
-        Some(list.len() as u32 - 1)
-    });
-    match index {
-        Some(i) => i.serialize(s),
-        None => Err(serde::ser::Error::custom(
-            "procactor handles (Connection, ...) can only be sent through procactor: \
-             as Process arguments or inside messages",
-        )),
-    }
-}
-
-/// Takes the descriptor a handle serialized with [`serialize_fd`].
-pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
-    let index = u32::deserialize(d)? as usize;
-    INCOMING
-        .with(|i| i.borrow_mut().as_mut()?.get_mut(index)?.take())
-        .ok_or_else(|| {
-            refuse(format!(
-                "descriptor #{index} missing: a procactor handle can only be received through procactor"
-            ))
-        })
-}
-
-/// Whether an encode that collects descriptors is in progress on this thread (handles can be
-/// sent): false inside a `Queue` item or a plain postcard encode.
-pub(crate) fn collecting_fds() -> bool {
-    OUTGOING.with(|o| o.borrow().is_some())
-}
-
-/// The index of `fd` among the descriptors the encode in progress has collected, if it is
-/// there (a handle that shares one descriptor with others in the same message).
-pub(crate) fn collected_index(fd: RawFd) -> Option<u32> {
-    OUTGOING.with(|o| {
-        let o = o.borrow();
-        let i = o.as_ref()?.iter().position(|&f| f == fd)?;
-        u32::try_from(i).ok()
-    })
-}
-
-/// A duplicate of descriptor `index` of the frame being decoded, left in place for the other
-/// handles that share it (closed with the rest once the decode ends).
-pub(crate) fn incoming_dup(index: u32) -> Option<OwnedFd> {
-    INCOMING.with(|i| {
-        let i = i.borrow();
-        let fd = i.as_ref()?.get(index as usize)?.as_ref()?;
-        fd.try_clone().ok()
-    })
-}
-
-/// A descriptor inside a message being sent (serializes through [`serialize_fd`]).
-pub(crate) struct SendFd<'a>(pub BorrowedFd<'a>);
-
-impl Serialize for SendFd<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_fd(self.0, s)
-    }
-}
-
-/// An owned descriptor that travels inside messages (the kernel duplicates it on the way).
-#[derive(Debug)]
-pub(crate) struct Fd(pub OwnedFd);
-
-impl Serialize for Fd {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        serialize_fd(self.0.as_fd(), s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Fd {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        deserialize_fd(d).map(Fd)
-    }
-}
-
-/// Borrows a descriptor that [`encode`] collected. Only for the duration of sending the encoded
-/// value (or, in a forked child, of duplicating it), while the value that owns it is alive.
-pub(crate) fn borrow_collected<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: `encode` took this number from a live handle inside the value being sent, and the
-    // callers use the borrow only while that value is borrowed by them.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-/// A postcard output that appends to a borrowed `Vec` (postcard's own `to_io` writes byte by
-/// byte through `io::Write`; this is several times faster for small values).
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        // Varints arrive here as slices of 1-10 bytes: a call to memcpy per integer costs more
-        // than the copy, so short slices are pushed byte by byte.
-        if data.len() <= 16 {
-            self.0.reserve(data.len());
-            for &b in data {
-                self.0.push(b);
-            }
-        } else {
-            self.0.extend_from_slice(data);
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
-/// Appends the postcard encoding of `value` to `buf` (no descriptor collection: see
-/// [`encode`]). On error, `buf` may hold a partial encoding past its old length.
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> postcard::Result<()> {
-    postcard::serialize_with_flavor(value, Append(buf))
-}
-
-/// Encodes `value` (postcard), collecting the descriptors of the handles inside it.
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
-    let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
-    let res = append(value, buf);
-    let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
-    match res {
-        Ok(_) if fds.len() > sys::MAX_FDS => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: format!(
-                "{} handles in one message; at most {}",
-                fds.len(),
-                sys::MAX_FDS
-            ),
-        }),
-        Ok(_) => Ok(fds),
-        Err(e) => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        }),
-    }
-}
-
-/// Descriptors that came from a peer with a frame. Whatever nothing takes out of it is closed on
-/// the closer thread (see `closer`): its last close may block, and the peer chose it.
-#[derive(Debug, Default)]
-pub(crate) struct PeerFds(Vec<OwnedFd>);
-
-impl PeerFds {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The descriptor at `i`, borrowed.
-    fn fd(&self, i: usize) -> Option<BorrowedFd<'_>> {
-        self.0.get(i).map(|f| f.as_fd())
-    }
-
-    /// The first descriptor (alone) and the others; `None` if there is none.
-    fn split_first(mut self) -> Option<(PeerFds, PeerFds)> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let rest = self.0.split_off(1);
-        Some((PeerFds(std::mem::take(&mut self.0)), PeerFds(rest)))
-    }
-
-    /// Takes the first descriptor; the others are closed on the closer thread.
-    pub(crate) fn first(self) -> Option<OwnedFd> {
-        let mut all = Vec::from(self);
-        if all.is_empty() {
-            return None;
-        }
-        let first = all.remove(0);
-        crate::closer::close_later(all);
-        Some(first)
-    }
-}
-
-impl Drop for PeerFds {
-    fn drop(&mut self) {
-        crate::closer::close_later(self.0.drain(..));
-    }
-}
-
-impl From<PeerFds> for Vec<OwnedFd> {
-    fn from(mut p: PeerFds) -> Vec<OwnedFd> {
-        std::mem::take(&mut p.0)
-    }
-}
-
-/// Decodes a `T` from `bytes`, giving its handles the descriptors `fds`. Trailing bytes are an
-/// error: they mean the message was of another type.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: impl Into<Vec<OwnedFd>>) -> Result<T> {
-    let (value, rest) = decode_prefix::<T>(bytes, fds)?;
-    if !rest.is_empty() {
-        return Err(left_over(std::any::type_name::<T>(), rest.len()));
-    }
-    Ok(value)
-}
-
-/// Decodes a `T` from the front of `bytes`; returns it and the bytes after it.
-pub(crate) fn decode_prefix<T: DeserializeOwned>(
-    bytes: &[u8],
-    fds: impl Into<Vec<OwnedFd>>,
-) -> Result<(T, &[u8])> {
-    // Only the postcard call depends on `T`: the rest is out of line, one copy in the binary
-    // rather than one per message type.
-    let prev = begin_decode(fds.into());
-    let res = postcard::take_from_bytes::<T>(bytes);
-    end_decode(prev);
-    res.map_err(|e| decode_error(std::any::type_name::<T>(), e))
-}
-
-/// Makes `fds` the descriptors that handles decoded on this thread take; returns the ones an
-/// enclosing decode had.
-#[inline(never)]
-fn begin_decode(fds: Vec<OwnedFd>) -> Option<Vec<Option<OwnedFd>>> {
-    let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
-    REFUSAL.with(|r| r.borrow_mut().take());
-    prev
-}
-
-/// Puts back an enclosing decode's descriptors; those no handle claimed are closed off this
-/// thread (a peer chose them).
-#[inline(never)]
-fn end_decode(prev: Option<Vec<Option<OwnedFd>>>) {
-    close_unclaimed(INCOMING.with(|i| i.replace(prev)));
-}
-
-#[cold]
-#[inline(never)]
-fn decode_error(expected: &'static str, e: postcard::Error) -> Error {
-    Error::Decode {
-        expected,
-        reason: match e {
-            postcard::Error::DeserializeUnexpectedEnd => "message too short for this type".into(),
-            postcard::Error::SerdeDeCustom => REFUSAL
-                .with(|r| r.borrow_mut().take())
-                .unwrap_or_else(|| e.to_string()),
-            other => other.to_string(),
-        },
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn left_over(expected: &'static str, n: usize) -> Error {
-    Error::Decode {
-        expected,
-        reason: format!("{n} bytes left over after the value"),
-    }
-}
-
-/// Runs `f` with `fds` as the descriptors that handles decoded inside it take (by index).
-/// Descriptors no handle claimed are closed afterwards.
-pub(crate) fn with_incoming<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
-    let prev = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
-    let out = f();
-    close_unclaimed(INCOMING.with(|i| i.replace(prev)));
-    out
-}
-
-fn close_unclaimed(left: Option<Vec<Option<OwnedFd>>>) {
-    crate::closer::close_later(left.into_iter().flatten().flatten());
-}
-
 /// A received frame: its kind, fingerprint, payload and descriptors.
-pub(crate) struct Frame<'a> {
+pub struct Frame<'a> {
     pub kind: u8,
     pub fingerprint: u64,
     pub payload: &'a [u8],
@@ -365,64 +49,9 @@ pub(crate) struct Frame<'a> {
 }
 
 /// How long a receive may wait.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Wait {
-    Forever,
-    /// Until `deadline`; `asked` is the timeout the caller gave, for the error it gets.
-    Until {
-        deadline: Instant,
-        asked: Duration,
-    },
-    /// Do not block at all.
-    No,
-}
-
-impl Wait {
-    pub(crate) fn timeout(asked: Duration) -> Wait {
-        match Instant::now().checked_add(asked) {
-            Some(deadline) => Wait::Until { deadline, asked },
-            None => Wait::Forever,
-        }
-    }
-
-    pub(crate) fn deadline(self) -> Option<Instant> {
-        match self {
-            Wait::Forever => None,
-            Wait::Until { deadline, .. } => Some(deadline),
-            Wait::No => Some(Instant::now()),
-        }
-    }
-
-    /// The error for a wait that ran out: it names the timeout the caller asked for.
-    pub(crate) fn expired(self) -> Error {
-        match self {
-            Wait::Until { asked, .. } => Error::Timeout(asked),
-            _ => Error::Timeout(Duration::ZERO),
-        }
-    }
-}
-
-/// How long a receiver polls before it sleeps in the kernel, when it has a core of its own.
-/// A wake-up across cores costs 20-110 us on small VMs; a reply often comes sooner than that.
-static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
-pub(crate) fn spin_time() -> Duration {
-    *SPIN.get_or_init(|| {
-        let us = std::env::var("PROCACTOR_SPIN_US")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        match us {
-            Some(us) => Duration::from_micros(us),
-            // On one core, spinning only steals the time the peer needs to answer.
-            None if sys::usable_cpus() < 2 => Duration::ZERO,
-            None => Duration::from_micros(50),
-        }
-    })
-}
-
 /// The largest message a receiving end accepts unless told otherwise (1 GiB): see
 /// [`Channel::set_limit`]. A larger one is refused before any of it is read.
-pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
+pub const DEFAULT_LIMIT: u64 = 1 << 30;
 
 /// A large payload is read into the caller's buffer in steps of this much, so that memory grows
 /// with the bytes that really came, never with the length a header announced.
@@ -430,7 +59,7 @@ const STEP: usize = 64 << 20;
 
 /// What a frame's header says, before its payload is read: enough to refuse it unread.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Head {
+pub struct Head {
     pub kind: u8,
     pub fingerprint: u64,
     pub len: u64,
@@ -463,7 +92,7 @@ enum Next {
 /// One end of a SEQPACKET socket carrying frames. Shared by `&self`: each receive takes one whole
 /// frame, so several threads may use one end.
 #[derive(Debug)]
-pub(crate) struct Channel {
+pub struct Channel {
     // Always Some; an Option only so that `into_fd` can take it out despite `Drop`.
     fd: Option<OwnedFd>,
     /// The largest payload this end accepts.
@@ -497,14 +126,14 @@ impl Drop for Channel {
 static LIVE: std::sync::Mutex<std::collections::BTreeSet<RawFd>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-pub(crate) fn live_channels() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<RawFd>> {
+pub fn live_channels() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<RawFd>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A frame that found its peer's buffer full, kept whole to be sent later (see
 /// [`Channel::try_send_or_keep`]): its record and the descriptors that go with it, a large
 /// payload's memory file first.
-pub(crate) struct Outgoing {
+pub struct Outgoing {
     record: Vec<u8>,
     fds: Vec<OwnedFd>,
     /// Bytes it holds: the record, and a large payload's memory file.
@@ -514,12 +143,7 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// A frame made whole to be sent later, without trying to send it now (for a connection
     /// with frames already waiting, which must go first).
-    pub(crate) fn new(
-        kind: u8,
-        fingerprint: u64,
-        payload: &[u8],
-        fds: &[RawFd],
-    ) -> Result<Outgoing> {
+    pub fn new(kind: u8, fingerprint: u64, payload: &[u8], fds: &[RawFd]) -> Result<Outgoing> {
         let mut header = [0u8; LARGE_HEADER];
         header[1..HEADER].copy_from_slice(&fingerprint.to_le_bytes());
         let mut owned = Vec::with_capacity(fds.len() + 1);
@@ -548,12 +172,12 @@ impl Outgoing {
     }
 
     /// Its descriptors (a large payload's memory file first), for a frame that will not be sent.
-    pub(crate) fn into_fds(self) -> Vec<OwnedFd> {
+    pub fn into_fds(self) -> Vec<OwnedFd> {
         self.fds
     }
 
     /// The memory it holds until sent, in bytes (a large payload's memory file included).
-    pub(crate) fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.size
     }
 }
@@ -604,12 +228,12 @@ enum Large {
 }
 
 impl Channel {
-    pub(crate) fn pair() -> Result<(Channel, Channel)> {
+    pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         Ok((Channel::from_fd(a), Channel::from_fd(b)))
     }
 
-    pub(crate) fn from_fd(fd: OwnedFd) -> Channel {
+    pub fn from_fd(fd: OwnedFd) -> Channel {
         live_channels().insert(fd.as_raw_fd());
         Channel {
             fd: Some(fd),
@@ -620,22 +244,22 @@ impl Channel {
     }
 
     /// The largest payload this end accepts (in bytes); a larger one is refused unread.
-    pub(crate) fn set_limit(&mut self, bytes: u64) {
+    pub fn set_limit(&mut self, bytes: u64) {
         self.limit = bytes;
     }
 
-    pub(crate) fn limit(&self) -> u64 {
+    pub fn limit(&self) -> u64 {
         self.limit
     }
 
     /// Accepts large payloads only in memory files (see [`send_detached`](Channel::send_detached)):
     /// a receive then never waits on a sender that is slow, stopped or malicious.
-    pub(crate) fn files_only(mut self) -> Channel {
+    pub fn files_only(mut self) -> Channel {
         self.files_only = true;
         self
     }
 
-    pub(crate) fn into_fd(mut self) -> OwnedFd {
+    pub fn into_fd(mut self) -> OwnedFd {
         let fd = self
             .fd
             .take()
@@ -644,7 +268,7 @@ impl Channel {
         fd
     }
 
-    pub(crate) fn try_clone(&self) -> Result<Channel> {
+    pub fn try_clone(&self) -> Result<Channel> {
         let mut c = Channel::from_fd(sys::dup(self.as_fd()).map_err(|e| Error::io("dup", e))?);
         c.limit = self.limit;
         c.files_only = self.files_only;
@@ -654,13 +278,7 @@ impl Channel {
 
     /// Sends one frame. `fds` are the descriptors of handles inside the payload. A payload above
     /// `INLINE_MAX` goes on a side stream, written while the receiver reads it.
-    pub(crate) fn send(
-        &self,
-        kind: u8,
-        fingerprint: u64,
-        payload: &[u8],
-        fds: &[RawFd],
-    ) -> Result<()> {
+    pub fn send(&self, kind: u8, fingerprint: u64, payload: &[u8], fds: &[RawFd]) -> Result<()> {
         self.send_frame(
             kind,
             fingerprint,
@@ -675,7 +293,7 @@ impl Channel {
     /// [`send`](Channel::send) that never waits for the receiver to read a large payload: it
     /// goes into a memory file whose descriptor travels with the header (the receiver reads it
     /// like a side stream). For replies to callers that may have given up, and for event loops.
-    pub(crate) fn send_detached(
+    pub fn send_detached(
         &self,
         kind: u8,
         fingerprint: u64,
@@ -695,7 +313,7 @@ impl Channel {
 
     /// [`send_detached`](Channel::send_detached) of a payload given in parts (sent as their
     /// concatenation, without copying them together first).
-    pub(crate) fn send_parts_detached(
+    pub fn send_parts_detached(
         &self,
         kind: u8,
         fingerprint: u64,
@@ -708,7 +326,7 @@ impl Channel {
 
     /// [`send_detached`](Channel::send_detached) that never blocks: `Ok(false)` if the peer's
     /// buffer is full (it is not reading), and nothing was sent.
-    pub(crate) fn try_send(
+    pub fn try_send(
         &self,
         kind: u8,
         fingerprint: u64,
@@ -723,7 +341,7 @@ impl Channel {
     /// bytes copied, its descriptors duplicated, a large payload in its memory file) for
     /// [`try_send_kept`](Channel::try_send_kept) to send later. For event loops, which must
     /// neither block on a peer nor lose what it is owed.
-    pub(crate) fn try_send_or_keep(
+    pub fn try_send_or_keep(
         &self,
         kind: u8,
         fingerprint: u64,
@@ -746,7 +364,7 @@ impl Channel {
 
     /// Sends a frame [`try_send_or_keep`](Channel::try_send_or_keep) kept, without blocking:
     /// `Ok(false)` if the peer's buffer is still full (the frame is still to send).
-    pub(crate) fn try_send_kept(&self, frame: &Outgoing) -> Result<bool> {
+    pub fn try_send_kept(&self, frame: &Outgoing) -> Result<bool> {
         let fds: Vec<BorrowedFd> = frame.fds.iter().map(|f| f.as_fd()).collect();
         sys::send_record_with(self.as_fd(), &[IoSlice::new(&frame.record)], &fds, false)
             .map_err(|e| Error::io("send", e))
@@ -896,19 +514,14 @@ impl Channel {
 
     /// Sends one small frame (at most `INLINE_MAX` bytes, no descriptors) without blocking:
     /// `Ok(false)` if the peer's buffer is full.
-    pub(crate) fn try_send_small(
-        &self,
-        kind: u8,
-        fingerprint: u64,
-        payload: &[u8],
-    ) -> Result<bool> {
+    pub fn try_send_small(&self, kind: u8, fingerprint: u64, payload: &[u8]) -> Result<bool> {
         debug_assert!(payload.len() <= INLINE_MAX);
         self.try_send(kind, fingerprint, payload, &[])
     }
 
     /// Waits for data (or EOF) for at most `wait`; true if a receive would not block (or, for a
     /// large message begun earlier, has more of it to read).
-    pub(crate) fn poll(&self, wait: Wait) -> Result<bool> {
+    pub fn poll(&self, wait: Wait) -> Result<bool> {
         // A copy of a begun message's stream, so that no lock is held while waiting.
         let side = match &*self.begun.partial.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(p) => match p.side.fd(0) {
@@ -924,13 +537,13 @@ impl Channel {
 
     /// Receives one frame and hands it to `f`. `Error::Timeout` when `wait` ran out,
     /// `Error::Disconnected` at EOF.
-    pub(crate) fn recv<R>(&self, wait: Wait, f: impl FnOnce(Frame) -> Result<R>) -> Result<R> {
+    pub fn recv<R>(&self, wait: Wait, f: impl FnOnce(Frame) -> Result<R>) -> Result<R> {
         self.recv_checked(wait, &mut Vec::new(), |_| Ok(()), f)
     }
 
     /// [`recv`](Channel::recv), reading a large payload into `large` (whose allocation is
     /// reused: no fresh pages to fault in for every message).
-    pub(crate) fn recv_large_into<R>(
+    pub fn recv_large_into<R>(
         &self,
         wait: Wait,
         large: &mut Vec<u8>,
@@ -943,7 +556,7 @@ impl Channel {
     /// `accept`, which may refuse it (a frame of another type) before any of its payload is
     /// read. Every large payload is bounded by this end's limit and read under `wait`'s
     /// deadline; one whose bytes had not all come by then is kept for the next receive.
-    pub(crate) fn recv_checked<R>(
+    pub fn recv_checked<R>(
         &self,
         wait: Wait,
         large: &mut Vec<u8>,
@@ -957,7 +570,7 @@ impl Channel {
     /// copied there too: the caller keeps the payload after `f` (which sees it in `buf`)
     /// without a second copy of a large one. `buf` holds the last payload afterwards, and
     /// keeps its allocation.
-    pub(crate) fn recv_into<R>(
+    pub fn recv_into<R>(
         &self,
         wait: Wait,
         buf: &mut Vec<u8>,
@@ -1233,6 +846,7 @@ impl AsFd for Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Receives one frame: its kind, fingerprint, payload and number of descriptors.
     fn take(c: &Channel) -> (u8, u64, Vec<u8>, usize) {

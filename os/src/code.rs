@@ -1,0 +1,269 @@
+//! Functions as something another process of the tree can call: [`CodeRef`], the one place where
+//! an address becomes a function again (the only `transmute` of procactor).
+//!
+//! A function travels as [`SignedCode`]: its offset from a fixed symbol of this binary (ASLR maps
+//! the binary at a different base in every process), the binary's identity, and an HMAC-SHA256
+//! tag under the process tree's secret over both and the function's type. A process turns it
+//! back into a function only through [`CodeRef::verify`], which checks all three: a reference
+//! from another program, a corrupted or forged one, or one sent as another type is refused, never
+//! called. Nothing a stranger sends is ever executed.
+//!
+//! Only code of the main executable can travel: the same offset means the same code in another
+//! process only there. A function in a shared library (a `dlopen`ed plugin, a `-C prefer-dynamic`
+//! build) is refused by [`CodeRef::new`] with an error that says so.
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::sync::{Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// What a [`CodeRef`] holds: a function pointer (`fn(A) -> R`, `fn(&mut T)`, ...).
+///
+/// Implemented for the `Copy + Send + Sync` types that format as a pointer (`fmt::Pointer`):
+/// function pointers and shared references, which are addresses without padding or niches
+/// beyond non-null. [`CodeRef::new`] takes only values that point into the main program's code,
+/// so [`CodeRef::get`] gives back what such a value was (in the runtime: always a function).
+pub trait FnPtr: Copy + Send + Sync + std::fmt::Pointer + 'static {}
+
+impl<F: Copy + Send + Sync + std::fmt::Pointer + 'static> FnPtr for F {}
+
+/// A function of this binary that another process of the tree may call: made from a function
+/// by [`new`](CodeRef::new), or from what another process sent by [`verify`](CodeRef::verify).
+#[derive(Clone, Copy)]
+pub struct CodeRef<F: FnPtr> {
+    offset: isize,
+    _f: PhantomData<F>,
+}
+
+impl<F: FnPtr> std::fmt::Debug for CodeRef<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeRef")
+            .field("type", &std::any::type_name::<F>())
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+/// A [`CodeRef`] as it travels between processes of one tree.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignedCode {
+    offset: isize,
+    exe: (u64, u64),
+    tag: u64,
+}
+
+impl<F: FnPtr> CodeRef<F> {
+    /// A reference to `f`, which must be code of the main executable.
+    pub fn new(f: F) -> Result<CodeRef<F>> {
+        let addr = address(f);
+        if !in_main_executable(addr) {
+            return Err(Error::Unsupported(
+                "procactor sends a child only functions of the main executable, and this one \
+                 lives in a shared library (a dlopen'ed plugin or a `-C prefer-dynamic` build): \
+                 move it into the binary, or register it by name with #[procactor::entry]",
+            ));
+        }
+        Ok(CodeRef {
+            offset: (addr as isize).wrapping_sub(anchor_address() as isize),
+            _f: PhantomData,
+        })
+    }
+
+    /// The function, callable here.
+    pub fn get(self) -> F {
+        let addr = (anchor_address() as isize).wrapping_add(self.offset) as usize;
+        const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+        // SAFETY: `F` is a pointer type (`FnPtr`), the size of an address. A `CodeRef<F>` exists only for an offset
+        // that `new` took from the bits of an `F` pointing into this binary's code, or that
+        // `verify` checked was signed by a process of this tree, running this same binary, from
+        // a `CodeRef<F>` of this same `F` (its `TypeId` is in the tag). The same binary maps the
+        // same code at the same offset from `anchor` in every process, so `addr` is the value
+        // that `F` had there, moved by the difference of the two load addresses: the same
+        // function (for the function pointers that are the only `F` the runtime uses).
+        unsafe { std::mem::transmute_copy::<usize, F>(&addr) }
+    }
+
+    /// The form that travels: signed with this process tree's secret.
+    pub fn sign(self) -> SignedCode {
+        let exe = exe_identity();
+        SignedCode {
+            offset: self.offset,
+            exe,
+            tag: tag(self.offset, exe, signature::<F>()),
+        }
+    }
+
+    /// The function `code` refers to, if a process of this tree, running this same binary,
+    /// signed it as an `F`.
+    pub fn verify(code: SignedCode) -> Result<CodeRef<F>> {
+        if code.exe != exe_identity() {
+            return Err(Error::Unsupported(
+                "a function reference from another program: only processes of the same binary \
+                 can send each other functions (names registered with #[procactor::entry] work \
+                 between binaries)",
+            ));
+        }
+        let want = tag(code.offset, code.exe, signature::<F>());
+        if !bool::from(want.to_le_bytes().ct_eq(&code.tag.to_le_bytes())) {
+            return Err(Error::Unsupported(
+                "a function reference that does not check (forged, corrupted, of another type, \
+                 or from another process tree): refused",
+            ));
+        }
+        Ok(CodeRef {
+            offset: code.offset,
+            _f: PhantomData,
+        })
+    }
+}
+
+/// `f`'s address.
+fn address<F: FnPtr>(f: F) -> usize {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+    // SAFETY: `F` is a pointer type (`FnPtr`: no padding) of the size of `usize` (checked
+    // above): its bits are an address.
+    unsafe { std::mem::transmute_copy::<F, usize>(&f) }
+}
+
+/// A number for the type `F`, unique in this binary (even between two types of one name).
+fn signature<F: 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Unkeyed: the same binary gives the same number in every process.
+    let mut h = std::hash::DefaultHasher::new();
+    TypeId::of::<F>().hash(&mut h);
+    h.finish()
+}
+
+/// A fixed point in this binary: functions travel as offsets from it.
+#[inline(never)]
+fn anchor() {}
+
+fn anchor_address() -> usize {
+    anchor as fn() as usize
+}
+
+/// This binary's identity (device and inode of its file): the same offsets mean the same code
+/// only between processes that run the same file.
+pub fn exe_identity() -> (u64, u64) {
+    static ID: OnceLock<(u64, u64)> = OnceLock::new();
+    *ID.get_or_init(sys::exe_identity)
+}
+
+/// The HMAC-SHA256 (truncated to 64 bits) under the tree's secret of a function's offset, the
+/// binary's identity and the function's type.
+fn tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&tree_key())
+        .expect("HMAC takes keys of any length");
+    mac.update(&offset.to_le_bytes());
+    mac.update(&exe.0.to_le_bytes());
+    mac.update(&exe.1.to_le_bytes());
+    mac.update(&signature.to_le_bytes());
+    let out = mac.finalize().into_bytes();
+    u64::from_le_bytes(out[..8].try_into().expect("32 bytes"))
+}
+
+static KEY: Mutex<Option<[u8; 32]>> = Mutex::new(None);
+
+/// The process tree's secret: 256 random bits the root draws, inherited by every descendant
+/// (forked children share the memory; exec'd ones get it in their job and [`adopt_tree_key`]).
+pub fn tree_key() -> [u8; 32] {
+    let mut key = KEY.lock().unwrap_or_else(|p| p.into_inner());
+    *key.get_or_insert_with(|| {
+        sys::random_bytes::<32>().unwrap_or_else(|e| {
+            // Pre-3.17 kernels only: tags then only catch corruption, not forgery.
+            log::error!(target: "procactor::code", "getrandom: {e}");
+            let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(&mixed.to_le_bytes());
+            k
+        })
+    })
+}
+
+/// Makes `key` this process's tree secret (a child that was sent its parent's).
+pub fn adopt_tree_key(key: [u8; 32]) {
+    *KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+}
+
+/// Is `addr` in an executable segment of the main program (not of a shared library)?
+fn in_main_executable(addr: usize) -> bool {
+    static TEXT: OnceLock<Vec<(usize, usize)>> = OnceLock::new();
+    let text = TEXT.get_or_init(sys::main_program_text);
+    let inside = |a: usize| text.iter().any(|&(lo, hi)| lo <= a && a < hi);
+    inside(addr) && inside(anchor_address())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    fn triple(x: u32) -> u32 {
+        x * 3
+    }
+
+    #[test]
+    fn a_function_of_the_binary_round_trips() {
+        let code = CodeRef::new(double as fn(u32) -> u32).unwrap();
+        let back = CodeRef::<fn(u32) -> u32>::verify(code.sign()).unwrap();
+        assert_eq!(back.get()(21), 42);
+    }
+
+    #[test]
+    fn a_reference_sent_as_another_type_is_refused() {
+        let code = CodeRef::new(double as fn(u32) -> u32).unwrap().sign();
+        assert!(CodeRef::<fn(u64) -> u64>::verify(code).is_err());
+    }
+
+    #[test]
+    fn a_moved_offset_or_a_forged_tag_is_refused() {
+        let code = CodeRef::new(double as fn(u32) -> u32).unwrap().sign();
+        let other = CodeRef::new(triple as fn(u32) -> u32).unwrap().sign();
+        let moved = SignedCode {
+            offset: other.offset,
+            ..code
+        };
+        assert!(CodeRef::<fn(u32) -> u32>::verify(moved).is_err());
+        // Any bit of the offset or the tag changed: refused, never called.
+        for bit in 0..64 {
+            let moved = SignedCode {
+                offset: code.offset ^ (1 << bit),
+                ..code
+            };
+            assert!(
+                CodeRef::<fn(u32) -> u32>::verify(moved).is_err(),
+                "offset bit {bit}"
+            );
+            let forged = SignedCode {
+                tag: code.tag ^ (1 << bit),
+                ..code
+            };
+            assert!(
+                CodeRef::<fn(u32) -> u32>::verify(forged).is_err(),
+                "tag bit {bit}"
+            );
+        }
+        let elsewhere = SignedCode {
+            exe: (code.exe.0, code.exe.1 ^ 1),
+            ..code
+        };
+        assert!(CodeRef::<fn(u32) -> u32>::verify(elsewhere).is_err());
+    }
+
+    #[test]
+    fn code_of_a_shared_library_is_refused() {
+        // `getpid` lives in the C library, a shared object.
+        let in_libc = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize;
+        assert!(in_main_executable(double as fn(u32) -> u32 as usize));
+        assert!(!in_main_executable(in_libc));
+    }
+}

@@ -1,0 +1,25 @@
+//! The floor of [procactor](https://docs.rs/procactor): everything that talks to the kernel or
+//! reads memory the compiler cannot check. Use procactor through its facade crate; this crate's
+//! API follows the runtime's needs and is not stable.
+//!
+//! Every `unsafe` block of procactor is in this crate, and every system call goes through
+//! [`sys`]. The runtime above it is `#![deny(unsafe_code)]`, so the compiler keeps it that way.
+//!
+//! Modules, bottom up (a module uses only those above it):
+//! `error` → `sys` (every syscall) → `per_process` (state reset after fork) → `closer` (peers'
+//! descriptors closed off the thread) → `wire` (codec, deadlines, channels, descriptors in
+//! messages) → `futex` → `robust` (the robust mutex) → `shm` (shared memory, seals, typed
+//! layouts) → `code` (functions as something a child can call).
+
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+pub mod closer;
+pub mod code;
+pub mod error;
+pub mod futex;
+pub mod per_process;
+pub mod pod;
+pub mod robust;
+pub mod shm;
+pub mod sys;
+pub mod wire;
