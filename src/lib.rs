@@ -30,7 +30,7 @@
 //! hang or a fork bomb. In integration tests, whose `main` belongs to the test harness, put
 //! [`test_support!()`] once in each test file instead.
 
-pub use procactor_macros::{actor, main, Message};
+pub use procactor_macros::{actor, entry, main, Message};
 pub use procactor_runtime::*;
 
 /// Makes `procactor` work in a test binary (integration tests, benches with a harness), whose

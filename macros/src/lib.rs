@@ -3,6 +3,7 @@
 //! code names everything through `::procactor::...`.
 
 mod actor;
+mod entry;
 mod message;
 
 use proc_macro::TokenStream;
@@ -33,6 +34,38 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         let err = err.to_compile_error();
         quote!(#err #keep).into()
     })
+}
+
+/// Registers a function by name, so that a process of another binary of the same program can
+/// ask for it by that name ([`procactor::entry::lookup`]); functions sent to another host travel
+/// as these names, never as addresses.
+///
+/// The name is the function's path (`module_path!()` and its name) unless `name = "..."` says
+/// otherwise. The function keeps working as a plain function.
+///
+/// ```
+/// #[procactor::entry]
+/// fn double(x: u64) -> u64 {
+///     x * 2
+/// }
+///
+/// #[procactor::entry(name = "bump")]
+/// fn bump(n: &mut u64) {
+///     *n += 1;
+/// }
+///
+/// let f = procactor::entry::lookup::<fn(u64) -> u64>(concat!(module_path!(), "::double"))?;
+/// assert_eq!(f(21), 42);
+/// assert_eq!(procactor::entry::name_of(bump as fn(&mut u64)), Some("bump"));
+/// // The type is checked: a name is never called as another type.
+/// assert!(procactor::entry::lookup::<fn(u32) -> u32>("bump").is_err());
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
+/// [`procactor::entry::lookup`]: https://docs.rs/procactor/latest/procactor/entry/fn.lookup.html
+#[proc_macro_attribute]
+pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand(attr.into(), item.into()).into()
 }
 
 /// Turns an `impl` block into an actor whose methods are typed messages.

@@ -8,6 +8,11 @@
 //! from another program, a corrupted or forged one, or one sent as another type is refused, never
 //! called. Nothing a stranger sends is ever executed.
 //!
+//! Functions can also be registered by name ([`EntryPoint`], which `#[procactor::entry]`
+//! writes): [`lookup`] resolves a name to the function, after checking its type, in any binary
+//! that links it. Names are what crosses hosts: nothing but a registered function can be called
+//! that way.
+//!
 //! Only code of the main executable can travel: the same offset means the same code in another
 //! process only there. A function in a shared library (a `dlopen`ed plugin, a `-C prefer-dynamic`
 //! build) is refused by [`CodeRef::new`] with an error that says so.
@@ -78,8 +83,9 @@ impl<F: FnPtr> CodeRef<F> {
     pub fn get(self) -> F {
         let addr = (anchor_address() as isize).wrapping_add(self.offset) as usize;
         const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
-        // SAFETY: `F` is a pointer type (`FnPtr`), the size of an address. A `CodeRef<F>` exists only for an offset
-        // that `new` took from the bits of an `F` pointing into this binary's code, or that
+        // SAFETY: `F` is a pointer type (`FnPtr`), the size of an address. A `CodeRef<F>` exists
+        // only for an offset that `new` took from the bits of an `F` pointing into this binary's
+        // code, that `at` took from a registered `F`'s address (its type checked), or that
         // `verify` checked was signed by a process of this tree, running this same binary, from
         // a `CodeRef<F>` of this same `F` (its `TypeId` is in the tag). The same binary maps the
         // same code at the same offset from `anchor` in every process, so `addr` is the value
@@ -120,6 +126,95 @@ impl<F: FnPtr> CodeRef<F> {
             _f: PhantomData,
         })
     }
+}
+
+impl<F: FnPtr> CodeRef<F> {
+    fn at(addr: usize) -> CodeRef<F> {
+        CodeRef {
+            offset: (addr as isize).wrapping_sub(anchor_address() as isize),
+            _f: PhantomData,
+        }
+    }
+}
+
+/// A function registered by name, gathered at link time (what `#[procactor::entry]` writes).
+///
+/// Made only by [`EntryPoint::new`], from a type that gives the function ([`Registered`]): its
+/// recorded type is always the function's, so [`lookup`] can trust it.
+pub struct EntryPoint {
+    name: &'static str,
+    type_id: fn() -> TypeId,
+    type_name: fn() -> &'static str,
+    address: fn() -> usize,
+}
+
+/// Gives the function an [`EntryPoint`] registers.
+pub trait Registered<F: FnPtr> {
+    /// The function.
+    fn function() -> F;
+}
+
+fn address_of_registered<F: FnPtr, R: Registered<F>>() -> usize {
+    address(R::function())
+}
+
+impl EntryPoint {
+    /// The entry point `name` for the function `R` gives.
+    pub const fn new<F: FnPtr, R: Registered<F>>(name: &'static str) -> EntryPoint {
+        EntryPoint {
+            name,
+            type_id: TypeId::of::<F>,
+            type_name: std::any::type_name::<F>,
+            address: address_of_registered::<F, R>,
+        }
+    }
+
+    /// Its name: the function's path (`module_path!()` and its name) unless given.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its type's name (for errors, and for peers in other binaries to compare).
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+}
+
+/// Every entry point of this binary.
+#[linkme::distributed_slice]
+pub static ENTRIES: [EntryPoint];
+
+/// The function registered as `name`, if it is an `F`.
+pub fn lookup<F: FnPtr>(name: &str) -> Result<F> {
+    let mut found = ENTRIES.iter().filter(|e| e.name == name);
+    let entry = found.next().ok_or_else(|| {
+        Error::NotFound(format!(
+            "no function is registered as {name:?} in this binary (mark it #[procactor::entry])"
+        ))
+    })?;
+    if found.next().is_some() {
+        return Err(Error::NotFound(format!(
+            "two functions are registered as {name:?}: give one another name with              #[procactor::entry(name = \"...\")]"
+        )));
+    }
+    if (entry.type_id)() != TypeId::of::<F>() {
+        return Err(Error::NotFound(format!(
+            "{name:?} is a `{}`, not a `{}`",
+            (entry.type_name)(),
+            std::any::type_name::<F>()
+        )));
+    }
+    // The address of the registered function, of type `F` (checked just above).
+    Ok(CodeRef::<F>::at((entry.address)()).get())
+}
+
+/// The name `f` is registered under, if it is.
+pub fn name_of<F: FnPtr>(f: F) -> Option<&'static str> {
+    let addr = address(f);
+    ENTRIES
+        .iter()
+        .find(|e| (e.type_id)() == TypeId::of::<F>() && (e.address)() == addr)
+        .map(|e| e.name)
 }
 
 /// `f`'s address.
@@ -265,5 +360,40 @@ mod tests {
         let in_libc = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize;
         assert!(in_main_executable(double as fn(u32) -> u32 as usize));
         assert!(!in_main_executable(in_libc));
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    fn add_one(x: u64) -> u64 {
+        x + 1
+    }
+
+    struct AddOne;
+    impl Registered<fn(u64) -> u64> for AddOne {
+        fn function() -> fn(u64) -> u64 {
+            add_one
+        }
+    }
+
+    #[linkme::distributed_slice(ENTRIES)]
+    static ADD_ONE: EntryPoint = EntryPoint::new::<fn(u64) -> u64, AddOne>("tests::add_one");
+
+    #[test]
+    fn a_registered_function_is_found_by_name_and_type() {
+        let f = lookup::<fn(u64) -> u64>("tests::add_one").unwrap();
+        assert_eq!(f(41), 42);
+        assert_eq!(name_of(add_one as fn(u64) -> u64), Some("tests::add_one"));
+        assert_eq!(ADD_ONE.type_name(), "fn(u64) -> u64");
+    }
+
+    #[test]
+    fn a_wrong_type_or_an_unknown_name_is_refused() {
+        let err = lookup::<fn(u32) -> u32>("tests::add_one").unwrap_err();
+        assert!(err.to_string().contains("fn(u64) -> u64"), "{err}");
+        assert!(lookup::<fn(u64) -> u64>("tests::nothing").is_err());
+        assert_eq!(name_of((|x| x) as fn(u64) -> u64), None);
     }
 }

@@ -23,3 +23,6 @@ pub mod robust;
 pub mod shm;
 pub mod sys;
 pub mod wire;
+
+#[doc(hidden)]
+pub use linkme;

@@ -70,9 +70,28 @@ pub use sync::{
     SemaphoreGuard,
 };
 
+/// Functions registered by name with [`#[procactor::entry]`](macro@crate::entry): what crosses
+/// to another binary (another host) instead of an address.
+///
+/// ```
+/// #[procactor::entry(name = "demo::triple")]
+/// fn triple(x: u32) -> u32 {
+///     x * 3
+/// }
+///
+/// let f = procactor::entry::lookup::<fn(u32) -> u32>("demo::triple")?;
+/// assert_eq!(f(14), 42);
+/// assert_eq!(procactor::entry::name_of(triple as fn(u32) -> u32), Some("demo::triple"));
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub mod entry {
+    pub use procactor_os::code::{lookup, name_of};
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::bootstrap::test_support_init;
+    pub use procactor_os::{code, linkme};
     pub use serde;
 
     /// What a message argument or reply must be (checked by `#[actor]` on the offending type).

@@ -392,9 +392,10 @@ impl SharedMemory {
         let fd = sys::shm_create(&path)
             .map_err(|e| Error::io("shm_open", e))?
             .ok_or_else(|| Error::NameTaken(name.to_string()))?;
-        let cell = Shared::<BytesCell>::create_named(fd, "procactor-shm", size).inspect_err(|_| {
-            let _ = sys::shm_unlink(&path);
-        })?;
+        let cell =
+            Shared::<BytesCell>::create_named(fd, "procactor-shm", size).inspect_err(|_| {
+                let _ = sys::shm_unlink(&path);
+            })?;
         Ok(SharedMemory::attach(cell, path))
     }
 

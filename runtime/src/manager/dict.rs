@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{mut_fn, sign, Fault, FnPtr, Packed};
+use super::proto::{mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -30,8 +30,8 @@ enum DictOp<K, V> {
     Pop(K),
     Clear,
     Snapshot,
-    Update(K, FnPtr),
-    Upsert(K, V, FnPtr),
+    Update(K, FnRef),
+    Upsert(K, V, FnRef),
 }
 
 /// Marks the proxies of this kind (their type fingerprint).

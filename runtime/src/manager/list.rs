@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnPtr, Packed};
+use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -18,16 +18,16 @@ enum ListOp<T> {
     Extend(Vec<T>),
     Insert(u64, T),
     Pop(Option<u64>),
-    Remove(T, FnPtr),
+    Remove(T, FnRef),
     Get(u64),
     Set(u64, T),
     Len,
     Clear,
-    Contains(T, FnPtr),
-    Index(T, FnPtr),
+    Contains(T, FnRef),
+    Index(T, FnRef),
     Snapshot,
     Page(u64, u64),
-    Modify(u64, FnPtr),
+    Modify(u64, FnRef),
 }
 
 /// Marks the proxies of this kind (their type fingerprint).

@@ -18,7 +18,7 @@ use crate::wire::{self, Fd, SendFd};
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Request<P> {
     /// Host a new object built by `make` from `init`; the sender holds one reference.
-    Create { make: FnPtr, init: P },
+    Create { make: FnRef, init: P },
     /// Apply `op` to object `obj`, whose kind (type fingerprint) must be `kind`.
     Call { obj: u64, kind: u64, op: P },
     /// A lifeline this connection made (see `proxy`): `end` carries the end the manager watches.
@@ -117,40 +117,50 @@ impl Fault {
     }
 }
 
-/// A function of this binary as it travels to the manager: signed with the process tree's
-/// secret (see `procactor_os::code`). The manager calls it only if the signature checks: a
-/// reference from another program, a corrupted one or one sent as another type is refused,
-/// never called.
-pub(crate) type FnPtr = SignedCode;
-
-/// Signs `f` for the manager.
-pub(crate) fn sign<F: code::FnPtr>(f: F) -> Result<FnPtr, Error> {
-    Ok(CodeRef::new(f)?.sign())
+/// A function as it travels to the manager: by name if it is registered
+/// (`#[procactor::entry]`), which works from any binary of the program, or signed with the
+/// process tree's secret (see `procactor_os::code`). The manager calls it only if the name
+/// resolves to a function of the expected type, or the signature checks: a reference from
+/// another program, a corrupted one or one sent as another type is refused, never called.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub(crate) enum FnRef {
+    Signed(SignedCode),
+    Named(String),
 }
 
-fn checked<F: code::FnPtr>(p: FnPtr) -> Result<F, Fault> {
-    CodeRef::<F>::verify(p)
-        .map(CodeRef::get)
-        .map_err(|e| Fault::Bad(e.to_string()))
+/// The reference to `f` sent to the manager.
+pub(crate) fn sign<F: code::FnPtr>(f: F) -> Result<FnRef, Error> {
+    match code::name_of(f) {
+        Some(name) => Ok(FnRef::Named(name.to_string())),
+        None => Ok(FnRef::Signed(CodeRef::new(f)?.sign())),
+    }
+}
+
+fn checked<F: code::FnPtr>(p: FnRef) -> Result<F, Fault> {
+    match p {
+        FnRef::Signed(c) => CodeRef::<F>::verify(c).map(CodeRef::get),
+        FnRef::Named(name) => code::lookup::<F>(&name),
+    }
+    .map_err(|e| Fault::Bad(e.to_string()))
 }
 
 /// `fn(&mut T)`, as sent by a typed proxy of `T`.
-pub(crate) fn mut_fn<T: 'static>(p: FnPtr) -> Result<fn(&mut T), Fault> {
+pub(crate) fn mut_fn<T: 'static>(p: FnRef) -> Result<fn(&mut T), Fault> {
     checked(p)
 }
 
 /// `fn(&T, &T) -> bool` (equality), as sent by a typed proxy of `T`.
-pub(crate) fn eq_fn<T: 'static>(p: FnPtr) -> Result<fn(&T, &T) -> bool, Fault> {
+pub(crate) fn eq_fn<T: 'static>(p: FnRef) -> Result<fn(&T, &T) -> bool, Fault> {
     checked(p)
 }
 
 /// The equality function of `T`, to send with a search.
-pub(crate) fn eq_ptr<T: PartialEq + 'static>() -> Result<FnPtr, Error> {
+pub(crate) fn eq_ptr<T: PartialEq + 'static>() -> Result<FnRef, Error> {
     sign(<T as PartialEq>::eq as fn(&T, &T) -> bool)
 }
 
 /// A `MakeFn` as sent by a typed proxy.
-pub(crate) fn make_fn(p: FnPtr) -> Result<super::server::MakeFn, Fault> {
+pub(crate) fn make_fn(p: FnRef) -> Result<super::server::MakeFn, Fault> {
     checked(p)
 }
 
@@ -314,12 +324,12 @@ mod tests {
     #[test]
     fn function_references_are_called_only_if_their_tag_checks() {
         let good = sign(double as fn(&mut u64)).unwrap();
-        let f = mut_fn::<u64>(good).expect("a reference this process made checks");
+        let f = mut_fn::<u64>(good.clone()).expect("a reference this process made checks");
         let mut n = 21;
         f(&mut n);
         assert_eq!(n, 42);
         // Sent as another type: refused (`procactor_os::code` tests forged and moved ones).
-        assert!(mut_fn::<String>(good).is_err());
+        assert!(mut_fn::<String>(good.clone()).is_err());
         assert!(eq_fn::<u64>(good).is_err());
     }
 }

@@ -306,7 +306,7 @@ fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
 }
 
 impl ManagerCore {
-    fn create(&mut self, from: u64, make: super::proto::FnPtr, init: Packed) -> Response {
+    fn create(&mut self, from: u64, make: super::proto::FnRef, init: Packed) -> Response {
         let make = match super::proto::make_fn(make) {
             Ok(f) => f,
             Err(f) => return Response::Failed(f),

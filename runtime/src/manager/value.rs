@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{mut_fn, sign, Fault, FnPtr, Packed, PackedRef};
+use super::proto::{mut_fn, sign, Fault, FnRef, Packed, PackedRef};
 use super::proxy::{pinning, proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -17,7 +17,7 @@ enum ValueOp<T> {
     Get,
     Set(T),
     Swap(T),
-    Update(FnPtr),
+    Update(FnRef),
 }
 
 /// Marks value proxies (their type fingerprint).
