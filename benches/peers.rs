@@ -9,8 +9,8 @@
 use std::time::{Duration, Instant};
 
 use procactor::{
-    as_completed, ActorRef, Connection, DictProxy, Executor, ListProxy, Lock, Manager, Pipe, Pool,
-    Process, Queue, RawValue, StartMethod,
+    manager::DictProxy, manager::ListProxy, pool::as_completed, shared::RawValue, ActorRef,
+    Connection, Executor, Lock, Manager, Pipe, Pool, Process, Queue, StartMethod,
 };
 
 const CHUNK: usize = 1 << 20;
@@ -242,7 +242,7 @@ fn spawn_many_once(system: &str, n: usize) -> Result<(), String> {
     let e = |e: procactor::Error| e.to_string();
     let t = Instant::now();
     let actors: Vec<ActorRef<Idle>> =
-        procactor::spawn_many::<Idle>(std::iter::repeat_n((), n)).map_err(e)?;
+        procactor::actor::spawn_many::<Idle>(std::iter::repeat_n((), n)).map_err(e)?;
     let pids: Vec<u32> = actors
         .iter()
         .map(|a| a.getpid())

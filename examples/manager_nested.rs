@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --example manager_nested`
 
-use procactor::{DictProxy, ListProxy, Manager, Process};
+use procactor::{manager::DictProxy, manager::ListProxy, Manager, Process};
 
 fn enrol((classes, class, student): (DictProxy<String, ListProxy<String>>, String, String)) {
     let roster = classes.get(&class).expect("get").expect("the class exists");

@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --example manager_seeds`
 
-use procactor::{ListProxy, Manager, Process};
+use procactor::{manager::ListProxy, Manager, Process};
 
 fn plant(seeds: ListProxy<String>) {
     let me = procactor::current_process();

@@ -8,7 +8,7 @@
 //! ```
 use std::time::{Duration, Instant};
 
-use procactor::{as_completed, Executor};
+use procactor::{pool::as_completed, Executor};
 
 /// Sleeps `ms` milliseconds in a worker and says who it was.
 fn nap(ms: u64) -> (u64, u32) {

@@ -9,7 +9,7 @@
 //!     for _ in range(n):
 //!         with v.get_lock(): v.value += 1
 //! ```
-use procactor::{Barrier, Error, Process, RawValue, Value};
+use procactor::{shared::RawValue, Barrier, Error, Process, Value};
 
 const N: u64 = 20_000;
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use procactor::{ChildSpec, Restart, Strategy, Supervisor};
+use procactor::{actor::ChildSpec, actor::Restart, actor::Strategy, actor::Supervisor};
 
 struct Worker {
     handled: u32,

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use procactor::{
-    ActorBuilder, ActorRef, Array, Barrier, ChildSpec, Connection, Context, Down, Error, Event,
-    JoinableQueue, Lock, Mailbox, Pipe, Process, Queue, RawValue, StartMethod, Strategy,
-    Supervisor, Value,
+    actor::ActorBuilder, actor::ChildSpec, actor::Down, actor::Mailbox, actor::Strategy,
+    actor::Supervisor, shared::RawValue, ActorRef, Array, Barrier, Connection, Context, Error,
+    Event, JoinableQueue, Lock, Pipe, Process, Queue, StartMethod, Value,
 };
 use serde_bytes::ByteBuf;
 
@@ -52,7 +52,8 @@ fn echo(conn: Connection<ByteBuf>) -> usize {
 
 fn who(_: ()) -> String {
     let me = procactor::current_process();
-    let parent = procactor::parent_process().map(|p| format!("{} (pid {})", p.name, p.pid));
+    let parent =
+        procactor::process::parent_process().map(|p| format!("{} (pid {})", p.name, p.pid));
     format!(
         "I am {} (pid {}), child of {}",
         me.name,
@@ -155,8 +156,8 @@ fn actors() -> Result<(), Error> {
     wait_until(|| w.downs().map(|d| !d.is_empty()).unwrap_or(true));
     println!("  the watcher's on_down saw: {:?}", w.downs()?);
     let c2 = procactor::spawn::<Counter>(0)?;
-    procactor::register("tour-counter", &c2)?;
-    let found = procactor::whereis::<Counter>("tour-counter")?.map(|r| r.pid());
+    procactor::actor::register("tour-counter", &c2)?;
+    let found = procactor::actor::whereis::<Counter>("tour-counter")?.map(|r| r.pid());
     println!("  registered as \"tour-counter\"; whereis finds pid {found:?}");
     c2.kill()?;
     println!("  killed with SIGKILL: join says {}", c2.join()?);
@@ -371,7 +372,7 @@ fn pools() -> Result<(), Error> {
         .into_iter()
         .map(|ms| ex.submit(tour_nap, ms))
         .collect::<Result<Vec<_>, _>>()?;
-    for f in procactor::as_completed(&futures) {
+    for f in procactor::pool::as_completed(&futures) {
         println!(
             "  as_completed: {} ms nap at {} ms",
             f.result()?,
@@ -388,13 +389,13 @@ fn pools() -> Result<(), Error> {
     Ok(())
 }
 
-fn tour_bump(d: procactor::DictProxy<String, u64>) {
+fn tour_bump(d: procactor::manager::DictProxy<String, u64>) {
     for _ in 0..500 {
         d.update(&"hits".to_string(), |n| *n += 1).expect("update");
     }
 }
 
-fn tour_racy_bump(d: procactor::DictProxy<String, u64>) {
+fn tour_racy_bump(d: procactor::manager::DictProxy<String, u64>) {
     let k = "hits".to_string();
     for _ in 0..500 {
         let n = d.get(&k).expect("get").unwrap_or(0);
@@ -402,12 +403,12 @@ fn tour_racy_bump(d: procactor::DictProxy<String, u64>) {
     }
 }
 
-fn tour_enrol(rosters: procactor::DictProxy<String, procactor::ListProxy<u32>>) {
+fn tour_enrol(rosters: procactor::manager::DictProxy<String, procactor::manager::ListProxy<u32>>) {
     let l = rosters.get(&"a".to_string()).expect("get").expect("roster");
     l.append(procactor::current_process().pid).expect("append");
 }
 
-fn tour_hold(l: procactor::ListProxy<u32>) {
+fn tour_hold(l: procactor::manager::ListProxy<u32>) {
     l.append(1).expect("append");
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -434,7 +435,7 @@ fn manager() -> Result<(), Error> {
     println!("  manager process pid {}", m.pid());
     let d = m.dict::<String, u64>()?;
     d.insert("hits".into(), 0)?;
-    let run = |f: fn(procactor::DictProxy<String, u64>)| -> Result<(), Error> {
+    let run = |f: fn(procactor::manager::DictProxy<String, u64>)| -> Result<(), Error> {
         let ps = (0..4)
             .map(|_| Process::new(f, d.clone()).start())
             .collect::<Result<Vec<_>, _>>()?;
@@ -455,7 +456,7 @@ fn manager() -> Result<(), Error> {
         d.get(&"hits".into())?.unwrap_or(0)
     );
 
-    let rosters = m.dict::<String, procactor::ListProxy<u32>>()?;
+    let rosters = m.dict::<String, procactor::manager::ListProxy<u32>>()?;
     rosters.insert("a".into(), m.list()?)?;
     let ps = (0..3)
         .map(|_| Process::new(tour_enrol, rosters.clone()).start())
@@ -634,14 +635,17 @@ fn main() -> Result<(), Error> {
         .name("daemon")
         .daemon(true)
         .start()?;
-    let names: Vec<String> = procactor::active_children()
+    let names: Vec<String> = procactor::process::active_children()
         .into_iter()
         .map(|c| c.name)
         .collect();
     println!("  running children: {names:?} (a daemon dies with its parent, even on SIGKILL)");
     d.kill()?;
     let _ = d.join();
-    println!("  after kill + join: {:?}", procactor::active_children());
+    println!(
+        "  after kill + join: {:?}",
+        procactor::process::active_children()
+    );
 
     queues_and_locks()?;
     actors()?;

@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release --example word_count`
 
-use procactor::{DictProxy, Manager, Pool};
+use procactor::{manager::DictProxy, Manager, Pool};
 
 const TEXT: &str = "the quick brown fox jumps over the lazy dog the dog barks \
                     and the fox runs the end";

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, pid_alive, reaped, BOUND};
 use procactor::{
-    ActorBuilder, ActorRef, Connection, Context, Down, Error, ExitReason, Mailbox, Message, Pipe,
-    Process,
+    actor::ActorBuilder, actor::Down, actor::Mailbox, ActorRef, Connection, Context, Error,
+    ExitReason, Message, Pipe, Process,
 };
 
 procactor::test_support!();
@@ -421,30 +421,30 @@ impl Other {
 #[test]
 fn registry_and_schema_mismatch() {
     let c = counter();
-    procactor::register("registry-test-counter", &c).unwrap();
+    procactor::actor::register("registry-test-counter", &c).unwrap();
     assert!(matches!(
-        procactor::register("registry-test-counter", &c),
+        procactor::actor::register("registry-test-counter", &c),
         Err(Error::NameTaken(_))
     ));
-    let found = procactor::whereis::<Counter>("registry-test-counter")
+    let found = procactor::actor::whereis::<Counter>("registry-test-counter")
         .unwrap()
         .unwrap();
     assert_eq!(found.pid(), c.pid());
     assert_eq!(found.add(3).unwrap(), 3);
-    match procactor::whereis::<Other>("registry-test-counter") {
+    match procactor::actor::whereis::<Other>("registry-test-counter") {
         Err(Error::SchemaMismatch { ours, theirs }) => {
             assert!(ours.contains("OtherMsg"), "{ours}");
             assert!(theirs.contains("CounterMsg"), "{theirs}");
         }
         other => panic!("unexpected: {other:?}"),
     }
-    assert!(procactor::whereis::<Counter>("nobody-has-this")
+    assert!(procactor::actor::whereis::<Counter>("nobody-has-this")
         .unwrap()
         .is_none());
     // The name goes with the actor.
     c.kill().unwrap();
     c.join_timeout(BOUND).unwrap();
-    assert!(eventually(BOUND, || procactor::whereis::<Counter>(
+    assert!(eventually(BOUND, || procactor::actor::whereis::<Counter>(
         "registry-test-counter"
     )
     .unwrap()
@@ -720,11 +720,12 @@ fn linked_actors_die_together_unless_trapping() {
 
 #[test]
 fn two_hundred_actors_at_once_all_answer_and_all_are_reaped() {
-    let actors: Vec<Stopped<Counter>> = procactor::spawn_many::<Counter>((0..200).map(|_| None))
-        .unwrap()
-        .into_iter()
-        .map(Stopped)
-        .collect();
+    let actors: Vec<Stopped<Counter>> =
+        procactor::actor::spawn_many::<Counter>((0..200).map(|_| None))
+            .unwrap()
+            .into_iter()
+            .map(Stopped)
+            .collect();
     for (i, a) in actors.iter().enumerate() {
         assert_eq!(a.timeout(BOUND).add(i as u64).unwrap(), i as u64);
     }
@@ -792,7 +793,7 @@ fn a_killed_actor_is_gone_even_if_a_process_it_forked_lives_on() {
         }
     }
     let _helper = Reap(helper);
-    procactor::register("forker", &f).unwrap();
+    procactor::actor::register("forker", &f).unwrap();
     let old = f.pid();
     f.kill().unwrap();
     // Not joined: the socket's file stays (a killed actor cannot remove it, and only a join in
@@ -812,7 +813,7 @@ fn a_killed_actor_is_gone_even_if_a_process_it_forked_lives_on() {
         "an ask to the killed actor gave {ask}"
     );
     let g = Stopped(procactor::spawn::<Forker>(()).unwrap());
-    procactor::register("forker", &g).unwrap();
+    procactor::actor::register("forker", &g).unwrap();
 
     if rustix::process::getuid().as_raw() == 0 {
         // An innocent process of ours gets the dead actor's pid.

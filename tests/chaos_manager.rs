@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{eventually, open_fds, reaped, Reaped, BOUND};
-use procactor::{Connection, DictProxy, Error, ListProxy, Manager, Pipe, Process};
+use procactor::{
+    manager::DictProxy, manager::ListProxy, Connection, Error, Manager, Pipe, Process,
+};
 
 procactor::test_support!();
 

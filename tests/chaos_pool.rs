@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{child_pids, open_fds, BOUND};
-use procactor::{as_completed, Error, Executor, Pool};
+use procactor::{pool::as_completed, Error, Executor, Pool};
 
 procactor::test_support!();
 
@@ -345,7 +345,7 @@ fn executor_under_random_worker_kills() {
 
         // submit + as_completed: every future yielded once.
         let futures: Vec<_> = (0..n).map(|x| ex.submit(work, x).unwrap()).collect();
-        let index: HashMap<*const procactor::Future<u64>, usize> = futures
+        let index: HashMap<*const procactor::pool::Future<u64>, usize> = futures
             .iter()
             .enumerate()
             .map(|(i, fut)| (fut as *const _, i))

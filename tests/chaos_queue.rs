@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{reaped, Reaped, BOUND};
 use procactor::{
-    Condition, Connection, Error, Event, Lock, Pipe, Process, Queue, RLock, RawArray, RawValue,
-    Semaphore,
+    shared::RawArray, shared::RawValue, Condition, Connection, Error, Event, Lock, Pipe, Process,
+    Queue, RLock, Semaphore,
 };
 use serde::{Deserialize, Serialize};
 

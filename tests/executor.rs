@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{bounded, pid_alive, BOUND};
 use procactor::{
-    as_completed, as_completed_timeout, wait, wait_timeout, Error, Executor, ReturnWhen,
+    pool::as_completed, pool::as_completed_timeout, pool::wait, pool::wait_timeout,
+    pool::ReturnWhen, Error, Executor,
 };
 
 procactor::test_support!();

@@ -108,7 +108,7 @@ fn scenario(role: &str) {
             println!("parent: joined the middle after {} ms", took.as_millis());
         }
         "bounded" => {
-            procactor::set_exit_join_timeout(Some(WORK));
+            procactor::process::set_exit_join_timeout(Some(WORK));
             let p = Process::new(forever, ()).name("stuck").start().unwrap();
             println!("pid {}", p.pid());
         }

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use common::raw::{self, BATCH, KIND_BYTES, KIND_VALUE};
 use common::{bounded, eventually, reaped, BOUND};
 use procactor::{
-    ActorBuilder, ActorRef, Connection, Error, Mailbox, Manager, Message, Pipe, Process, Value,
+    actor::ActorBuilder, actor::Mailbox, ActorRef, Connection, Error, Manager, Message, Pipe,
+    Process, Value,
 };
 
 procactor::test_support!();
@@ -114,7 +115,7 @@ fn a_side_stream_of_dev_zero_makes_no_actor_allocate() {
 #[test]
 fn an_actor_refuses_large_payloads_beyond_its_limit_or_of_the_wrong_size() {
     let c = Stopped(
-        procactor::ActorBuilder::<Counter>::new(())
+        procactor::actor::ActorBuilder::<Counter>::new(())
             .max_message_size(1 << 20)
             .spawn()
             .unwrap(),
@@ -271,7 +272,7 @@ fn a_stalled_large_frame_does_not_freeze_the_manager() {
         raw::send_large_header(early.as_fd(), BATCH, 0, 256 << 20, theirs.as_fd());
         rustix::io::write(&stall, &[7u8; 4096]).unwrap();
         drop(theirs);
-        fn len(l: procactor::ListProxy<u8>) -> usize {
+        fn len(l: procactor::manager::ListProxy<u8>) -> usize {
             l.len().unwrap()
         }
         let t = Instant::now();
@@ -349,7 +350,7 @@ fn a_descriptor_whose_close_lingers_does_not_freeze_the_manager() {
         let l = m.list_from(vec![1u8, 2, 3]).unwrap();
         let held = raw::freeze(&raw::address(&l), 20);
         std::thread::sleep(Duration::from_millis(200));
-        fn len(l: procactor::ListProxy<u8>) -> usize {
+        fn len(l: procactor::manager::ListProxy<u8>) -> usize {
             l.len().unwrap()
         }
         let t = Instant::now();

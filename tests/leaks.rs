@@ -65,5 +65,5 @@ fn two_thousand_processes_leave_no_zombie_and_no_descriptor() {
         children_before,
         "zombies or stray children left"
     );
-    assert!(procactor::active_children().is_empty());
+    assert!(procactor::process::active_children().is_empty());
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{bounded, eventually, reaped, BOUND};
 use procactor::{
-    Connection, DictProxy, Error, Event, HostedProxy, ListProxy, Manager, Namespace, Pipe, Pool,
-    Process, Queue, ValueProxy,
+    manager::DictProxy, manager::HostedProxy, manager::ListProxy, manager::Namespace,
+    manager::ValueProxy, Connection, Error, Event, Manager, Pipe, Pool, Process, Queue,
 };
 use serde::{Deserialize, Serialize};
 

@@ -482,11 +482,11 @@ fn handles_travel_in_task_arguments() {
 fn pool_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<Pool>();
-    check::<procactor::AsyncResult<u32>>();
+    check::<procactor::pool::AsyncResult<u32>>();
     check::<procactor::Executor>();
-    check::<procactor::Future<u32>>();
-    check::<procactor::Imap<'static, u32>>();
-    check::<procactor::ImapUnordered<'static, u32>>();
+    check::<procactor::pool::Future<u32>>();
+    check::<procactor::pool::Imap<'static, u32>>();
+    check::<procactor::pool::ImapUnordered<'static, u32>>();
 }
 
 fn put_once((q, x): (Queue<u64>, u64)) -> u64 {
@@ -991,7 +991,13 @@ impl Tally {
 
 /// A task that writes to a Manager list (a pipelined append) and tells an actor: neither waits
 /// for an answer.
-fn append_and_tell((l, t, i): (procactor::ListProxy<u64>, procactor::ActorRef<Tally>, u64)) -> u64 {
+fn append_and_tell(
+    (l, t, i): (
+        procactor::manager::ListProxy<u64>,
+        procactor::ActorRef<Tally>,
+        u64,
+    ),
+) -> u64 {
     l.append(i).unwrap();
     t.send().add(1).unwrap();
     i

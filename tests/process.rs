@@ -199,14 +199,14 @@ fn whoami(_: ()) -> (String, u32, Option<(String, u32)>) {
     (
         me.name,
         me.pid,
-        procactor::parent_process().map(|p| (p.name, p.pid)),
+        procactor::process::parent_process().map(|p| (p.name, p.pid)),
     )
 }
 
 #[test]
 fn current_and_parent_process_inside_a_child() {
     assert_eq!(procactor::current_process().name, "MainProcess");
-    assert_eq!(procactor::parent_process(), None);
+    assert_eq!(procactor::process::parent_process(), None);
     for method in METHODS {
         let p = Process::new(whoami, ())
             .name("who")
@@ -226,13 +226,13 @@ fn current_and_parent_process_inside_a_child() {
 #[test]
 fn active_children_lists_running_children_only() {
     let p = reaped(Process::new(forever, ()).name("listed").start().unwrap());
-    let found = procactor::active_children()
+    let found = procactor::process::active_children()
         .into_iter()
         .find(|c| c.pid == p.pid());
     assert_eq!(found.map(|c| c.name), Some("listed".to_string()));
     p.kill().unwrap();
     let _ = p.join_timeout(BOUND);
-    assert!(!procactor::active_children()
+    assert!(!procactor::process::active_children()
         .iter()
         .any(|c| c.pid == p.pid()));
 }
@@ -312,7 +312,7 @@ fn the_default_start_method_is_used_and_can_be_changed() {
     fn via(_: ()) -> u32 {
         std::process::id()
     }
-    assert_eq!(procactor::get_start_method(), StartMethod::Spawn);
+    assert_eq!(procactor::process::get_start_method(), StartMethod::Spawn);
     let p = Process::new(via, ()).start().unwrap();
     assert_eq!(p.join_timeout(BOUND).unwrap(), p.pid());
 }
@@ -368,7 +368,7 @@ fn a_large_result_comes_back_whole() {
 }
 
 fn uses_the_runtime_after_fork(_: ()) -> (usize, u64) {
-    let listed = procactor::active_children().len();
+    let listed = procactor::process::active_children().len();
     let p = Process::new(square, 6)
         .start_method(StartMethod::ForkServer)
         .start()

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{reaped, BOUND};
-use procactor::{Error, Event, JoinableQueue, Lock, Process, Queue, SimpleQueue};
+use procactor::{queue::SimpleQueue, Error, Event, JoinableQueue, Lock, Process, Queue};
 
 procactor::test_support!();
 

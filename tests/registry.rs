@@ -30,11 +30,13 @@ fn counter() -> ActorRef<Counter> {
 }
 
 fn register_in_child(c: ActorRef<Counter>) {
-    procactor::register("tree-name", &c).unwrap();
+    procactor::actor::register("tree-name", &c).unwrap();
 }
 
 fn find_here(_: ()) -> u32 {
-    let c = procactor::whereis::<Counter>("tree-name").unwrap().unwrap();
+    let c = procactor::actor::whereis::<Counter>("tree-name")
+        .unwrap()
+        .unwrap();
     c.add(0).unwrap();
     c.pid()
 }
@@ -56,7 +58,9 @@ fn names_are_shared_by_the_process_tree_and_freed_when_their_actor_ends() {
         .unwrap()
         .join_timeout(BOUND)
         .unwrap();
-    let found = procactor::whereis::<Counter>("tree-name").unwrap().unwrap();
+    let found = procactor::actor::whereis::<Counter>("tree-name")
+        .unwrap()
+        .unwrap();
     assert_eq!(found.pid(), c.pid());
     let seen = Process::new(find_in_grandchild, ())
         .start()
@@ -79,18 +83,18 @@ fn names_are_shared_by_the_process_tree_and_freed_when_their_actor_ends() {
     // The table holds 1024 names; past that, only names of ended actors make room.
     let names: Vec<String> = (0..1023).map(|i| format!("many-{i}")).collect();
     for n in &names {
-        procactor::register(n, &c).unwrap();
+        procactor::actor::register(n, &c).unwrap();
     }
     let other = counter();
-    let full = procactor::register("one-too-many", &other);
+    let full = procactor::actor::register("one-too-many", &other);
     assert!(matches!(full, Err(Error::Unsupported(_))), "{full:?}");
     c.kill().unwrap();
     c.join_timeout(BOUND).unwrap();
     // A name of an ended actor is free again, and the ended actor's entries make room.
-    procactor::register("tree-name", &other).unwrap();
-    procactor::register("one-too-many", &other).unwrap();
+    procactor::actor::register("tree-name", &other).unwrap();
+    procactor::actor::register("one-too-many", &other).unwrap();
     assert_eq!(
-        procactor::whereis::<Counter>("tree-name")
+        procactor::actor::whereis::<Counter>("tree-name")
             .unwrap()
             .unwrap()
             .pid(),
@@ -100,9 +104,9 @@ fn names_are_shared_by_the_process_tree_and_freed_when_their_actor_ends() {
         .iter()
         .chain(["tree-name".to_string(), "one-too-many".to_string()].iter())
     {
-        procactor::unregister(n).unwrap();
+        procactor::actor::unregister(n).unwrap();
     }
-    assert!(procactor::whereis::<Counter>("one-too-many")
+    assert!(procactor::actor::whereis::<Counter>("one-too-many")
         .unwrap()
         .is_none());
     other.kill().unwrap();

@@ -72,8 +72,10 @@ fn main() {
     checks += 1;
 
     // 2. Names are not sockets: nothing to squat. The tree's table works as ever.
-    procactor::register("vault", &vault).unwrap();
-    let found = procactor::whereis::<Vault>("vault").unwrap().unwrap();
+    procactor::actor::register("vault", &vault).unwrap();
+    let found = procactor::actor::whereis::<Vault>("vault")
+        .unwrap()
+        .unwrap();
     assert_eq!((found.pid(), found.secret().unwrap()), (vault.pid(), 42));
     checks += 1;
 
@@ -101,7 +103,9 @@ fn main() {
         common::pid_alive(forged_pid),
         "the impostor itself was signalled"
     );
-    assert!(procactor::whereis::<Vault>("vault").unwrap().is_none());
+    assert!(procactor::actor::whereis::<Vault>("vault")
+        .unwrap()
+        .is_none());
     checks += 1;
 
     // 4. The manager refuses the stranger too.
@@ -142,7 +146,7 @@ fn use_the_dead_vault(v: ActorRef<Vault>) -> String {
     };
     let alive = if v.is_alive() { "alive" } else { "gone" };
     let _ = v.kill();
-    let found = match procactor::whereis::<Vault>("vault") {
+    let found = match procactor::actor::whereis::<Vault>("vault") {
         Ok(None) => "none",
         Ok(Some(_)) => "IMPOSTOR FOUND",
         Err(_) => "error",

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{reaped, BOUND};
-use procactor::{Array, Error, Process, RawArray, RawValue, SharedMemory, Value};
+use procactor::{shared::RawArray, shared::RawValue, Array, Error, Process, SharedMemory, Value};
 
 procactor::test_support!();
 
@@ -576,7 +576,7 @@ fn resize_one_of_each(_: ()) -> Vec<(String, i32, i32)> {
         procactor::Lock::new().unwrap(),
         procactor::RLock::new().unwrap(),
         procactor::Semaphore::new(1).unwrap(),
-        procactor::BoundedSemaphore::new(1).unwrap(),
+        procactor::sync::BoundedSemaphore::new(1).unwrap(),
         procactor::Event::new().unwrap(),
         procactor::Condition::new().unwrap(),
         procactor::Barrier::new(2).unwrap(),

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, pid_alive, BOUND};
-use procactor::{ChildSpec, Error, ExitReason, Restart, Strategy, Supervisor, SupervisorRef};
+use procactor::{
+    actor::ChildSpec, actor::Restart, actor::Strategy, actor::Supervisor, actor::SupervisorRef,
+    Error, ExitReason,
+};
 
 procactor::test_support!();
 

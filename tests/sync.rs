@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{reaped, BOUND};
 use procactor::{
-    Barrier, BoundedSemaphore, Condition, Error, Event, Lock, Process, RLock, RawValue, Semaphore,
-    StartMethod, Value,
+    shared::RawValue, sync::BoundedSemaphore, Barrier, Condition, Error, Event, Lock, Process,
+    RLock, Semaphore, StartMethod, Value,
 };
 
 procactor::test_support!();

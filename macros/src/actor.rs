@@ -314,7 +314,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
     let msg_ty = format_ident!("{}Msg", self_ident);
     let reply_ty = format_ident!("{}Reply", self_ident);
     let api = format_ident!("{}Api", self_ident);
-    let pa = quote!(::procactor);
+    let pa = quote!(::procactor::__private);
     let serde = quote!(::procactor::__private::serde);
     let serde_path = "::procactor::__private::serde";
 

@@ -68,9 +68,9 @@ pub(crate) fn derive(input: syn::DeriveInput) -> syn::Result<TokenStream> {
             + 'static
     ));
     Ok(quote! {
-        impl #impl_generics ::procactor::Message for #name #ty_generics #where_clause {
-            fn schema() -> ::procactor::Schema {
-                ::procactor::Schema::of::<Self>(#shape)
+        impl #impl_generics ::procactor::__private::Message for #name #ty_generics #where_clause {
+            fn schema() -> ::procactor::__private::Schema {
+                ::procactor::__private::Schema::of::<Self>(#shape)
             }
         }
     })

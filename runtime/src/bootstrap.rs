@@ -71,7 +71,7 @@ static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
 /// ```
 /// use procactor::StartMethod;
 /// procactor::set_start_method(StartMethod::ForkServer);
-/// assert_eq!(procactor::get_start_method(), StartMethod::ForkServer);
+/// assert_eq!(procactor::process::get_start_method(), StartMethod::ForkServer);
 /// procactor::set_start_method(StartMethod::Spawn);
 /// ```
 pub fn set_start_method(method: StartMethod) {
@@ -81,7 +81,7 @@ pub fn set_start_method(method: StartMethod) {
 /// The start method used by processes that do not choose one.
 ///
 /// ```
-/// assert_eq!(procactor::get_start_method(), procactor::StartMethod::Spawn);
+/// assert_eq!(procactor::process::get_start_method(), procactor::StartMethod::Spawn);
 /// ```
 pub fn get_start_method() -> StartMethod {
     match DEFAULT_METHOD.load(Ordering::Relaxed) {

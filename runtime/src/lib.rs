@@ -49,7 +49,7 @@ pub use pipe::{Connection, Pipe};
 /// [`Connection::with_max_message_size`], [`ActorBuilder::max_message_size`]).
 ///
 /// ```
-/// assert_eq!(procactor::DEFAULT_MAX_MESSAGE_SIZE, 1 << 30);
+/// assert_eq!(procactor::pipe::DEFAULT_MAX_MESSAGE_SIZE, 1 << 30);
 /// ```
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = wire::DEFAULT_LIMIT;
 pub use pool::{
@@ -90,7 +90,10 @@ pub mod entry {
 
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{Actor, Caller, Context, Down, InitError};
     pub use crate::bootstrap::test_support_init;
+    pub use crate::error::ExitReason;
+    pub use crate::message::{Message, Schema};
     pub use procactor_os::{code, linkme};
     pub use serde;
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 /// A message type's identity: its full type name and a fingerprint of its shape.
 ///
 /// ```
-/// use procactor::{Message, Schema};
+/// use procactor::{Message, actor::Schema};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize, Message)]
 /// enum Cmd { Add { n: u64 }, Get }

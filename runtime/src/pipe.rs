@@ -290,7 +290,7 @@ impl<T> Connection<T> {
     ///
     /// ```
     /// let (a, _b) = procactor::Pipe::<u8>::duplex()?;
-    /// assert_eq!(a.max_message_size(), procactor::DEFAULT_MAX_MESSAGE_SIZE);
+    /// assert_eq!(a.max_message_size(), procactor::pipe::DEFAULT_MAX_MESSAGE_SIZE);
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn max_message_size(&self) -> u64 {

@@ -299,10 +299,10 @@ const FOREVER: u64 = u64::MAX;
 ///
 /// ```
 /// use std::time::Duration;
-/// procactor::set_exit_join_timeout(Some(Duration::from_secs(5)));
-/// assert_eq!(procactor::exit_join_timeout(), Some(Duration::from_secs(5)));
-/// procactor::set_exit_join_timeout(None); // back to Python's: wait for every child
-/// assert_eq!(procactor::exit_join_timeout(), None);
+/// procactor::process::set_exit_join_timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(procactor::process::exit_join_timeout(), Some(Duration::from_secs(5)));
+/// procactor::process::set_exit_join_timeout(None); // back to Python's: wait for every child
+/// assert_eq!(procactor::process::exit_join_timeout(), None);
 /// ```
 pub fn set_exit_join_timeout(timeout: Option<Duration>) {
     let ns = timeout.map_or(FOREVER, |d| {
@@ -314,7 +314,7 @@ pub fn set_exit_join_timeout(timeout: Option<Duration>) {
 /// The bound [`set_exit_join_timeout`] set (`None`: wait as long as the children run).
 ///
 /// ```
-/// assert_eq!(procactor::exit_join_timeout(), None);
+/// assert_eq!(procactor::process::exit_join_timeout(), None);
 /// ```
 pub fn exit_join_timeout() -> Option<Duration> {
     match EXIT_JOIN_NS.load(Ordering::Relaxed) {
@@ -623,8 +623,8 @@ pub fn current_process() -> ProcessInfo {
 ///
 /// ```
 /// # procactor::init();
-/// fn parent(_: ()) -> Option<u32> { procactor::parent_process().map(|p| p.pid) }
-/// assert_eq!(procactor::parent_process(), None);
+/// fn parent(_: ()) -> Option<u32> { procactor::process::parent_process().map(|p| p.pid) }
+/// assert_eq!(procactor::process::parent_process(), None);
 /// let p = procactor::Process::new(parent, ()).start()?;
 /// assert_eq!(p.join()?, Some(std::process::id()));
 /// # Ok::<(), procactor::Error>(())
@@ -642,10 +642,10 @@ pub fn parent_process() -> Option<ProcessInfo> {
 /// # procactor::init();
 /// fn forever(_: ()) { loop { std::thread::park() } }
 /// let p = procactor::Process::new(forever, ()).name("idle").start()?;
-/// assert!(procactor::active_children().iter().any(|c| c.pid == p.pid()));
+/// assert!(procactor::process::active_children().iter().any(|c| c.pid == p.pid()));
 /// p.kill()?;
 /// let _ = p.join();
-/// assert!(!procactor::active_children().iter().any(|c| c.pid == p.pid()));
+/// assert!(!procactor::process::active_children().iter().any(|c| c.pid == p.pid()));
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn active_children() -> Vec<ProcessInfo> {

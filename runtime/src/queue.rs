@@ -713,7 +713,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 ///
 /// ```
 /// # procactor::init();
-/// let q = procactor::SimpleQueue::new()?;
+/// let q = procactor::queue::SimpleQueue::new()?;
 /// q.put(&"hi".to_string())?;
 /// assert_eq!(q.get()?, "hi");
 /// assert!(q.is_empty());

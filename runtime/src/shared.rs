@@ -214,7 +214,7 @@ impl<T: Pod> DerefMut for ArrayGuard<'_, T> {
 ///
 /// ```
 /// # procactor::init();
-/// let v = procactor::RawValue::new(7u32)?;
+/// let v = procactor::shared::RawValue::new(7u32)?;
 /// v.set(v.get() * 6);
 /// assert_eq!(v.get(), 42);
 /// # Ok::<(), procactor::Error>(())
@@ -248,7 +248,7 @@ impl<T: Pod> RawValue<T> {
 ///
 /// ```
 /// # procactor::init();
-/// let a = procactor::RawArray::new(3, 0u8)?;
+/// let a = procactor::shared::RawArray::new(3, 0u8)?;
 /// a.set(1, 9);
 /// assert_eq!(a.to_vec(), [0, 9, 0]);
 /// # Ok::<(), procactor::Error>(())

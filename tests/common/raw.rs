@@ -95,7 +95,7 @@ pub fn recv_frame(fd: BorrowedFd, timeout: Duration) -> Option<(u8, u64, Vec<u8>
 
 /// A caller's hello for an actor with these message and reply schemas (postcard: variant 0 of
 /// `Role`, then the two `(name, fingerprint)` pairs).
-pub fn caller_hello(msg: procactor::Schema, reply: procactor::Schema) -> Vec<u8> {
+pub fn caller_hello(msg: procactor::actor::Schema, reply: procactor::actor::Schema) -> Vec<u8> {
     #[derive(serde::Serialize)]
     enum Role {
         Caller {
@@ -111,7 +111,11 @@ pub fn caller_hello(msg: procactor::Schema, reply: procactor::Schema) -> Vec<u8>
 }
 
 /// Connects to an actor as a caller of these schemas and reads its welcome.
-pub fn connect_as_caller(addr: &str, msg: procactor::Schema, reply: procactor::Schema) -> OwnedFd {
+pub fn connect_as_caller(
+    addr: &str,
+    msg: procactor::actor::Schema,
+    reply: procactor::actor::Schema,
+) -> OwnedFd {
     let fd = connect_to(addr);
     send_frame(fd.as_fd(), HELLO, 0, &caller_hello(msg, reply), &[]);
     let (kind, _, _) = recv_frame(fd.as_fd(), super::BOUND).expect("a welcome");

@@ -22,7 +22,7 @@ pub(crate) struct Watch {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{ActorRef, Context, Down};
+/// use procactor::{ActorRef, Context, actor::Down};
 ///
 /// struct Worker;
 /// #[procactor::actor]

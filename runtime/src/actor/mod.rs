@@ -68,7 +68,7 @@ pub type InitError = Box<dyn std::error::Error + std::marker::Send + Sync>;
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{Actor, Context, InitError, Message};
+/// use procactor::{Actor, Context, actor::InitError, Message};
 /// use serde::{Deserialize, Serialize};
 ///
 /// struct Greeter { greeting: String }
@@ -147,7 +147,7 @@ pub struct Down {
 /// An actor incarnation's identity: a restarted actor is a new process with a new id.
 ///
 /// ```
-/// let id = procactor::ActorId(0x2a);
+/// let id = procactor::actor::ActorId(0x2a);
 /// assert_eq!(id.to_string(), "000000000000002a");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ impl fmt::Display for ActorId {
 /// The size of an actor's mailbox.
 ///
 /// ```
-/// use procactor::Mailbox;
+/// use procactor::actor::Mailbox;
 /// assert_eq!(Mailbox::default(), Mailbox::Unbounded);
 /// assert_eq!(Mailbox::bounded(8), Mailbox::Bounded(8));
 /// ```
@@ -213,7 +213,7 @@ pub fn spawn<A: Actor>(args: A::Args) -> Result<ActorRef<A>> {
 ///     fn init(v: u32) -> Self { Cell { v } }
 ///     pub fn value(&self) -> u32 { self.v }
 /// }
-/// let cells = procactor::spawn_many::<Cell>(0..8)?;
+/// let cells = procactor::actor::spawn_many::<Cell>(0..8)?;
 /// assert_eq!(cells[5].value()?, 5);
 /// for c in &cells { c.stop()?; }
 /// # for c in &cells { c.join()?; }
@@ -227,7 +227,7 @@ pub fn spawn_many<A: Actor>(args: impl IntoIterator<Item = A::Args>) -> Result<V
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{ActorBuilder, Mailbox};
+/// use procactor::{actor::ActorBuilder, actor::Mailbox};
 /// struct Sink { n: u64 }
 /// #[procactor::actor]
 /// impl Sink {
@@ -241,7 +241,7 @@ pub fn spawn_many<A: Actor>(args: impl IntoIterator<Item = A::Args>) -> Result<V
 ///     .register("the-sink")
 ///     .spawn()?;
 /// assert_eq!(s.name(), "sink");
-/// let found = procactor::whereis::<Sink>("the-sink")?.expect("registered");
+/// let found = procactor::actor::whereis::<Sink>("the-sink")?.expect("registered");
 /// found.put(7)?;
 /// assert_eq!(s.count()?, 1);
 /// # s.stop()?; s.join()?;
@@ -322,7 +322,7 @@ impl<A: Actor> ActorBuilder<A> {
     ///     fn init(_: ()) -> Self { Sink }
     ///     pub fn take(&self, data: String) -> usize { data.len() }
     /// }
-    /// let s = procactor::ActorBuilder::<Sink>::new(()).max_message_size(1 << 20).spawn()?;
+    /// let s = procactor::actor::ActorBuilder::<Sink>::new(()).max_message_size(1 << 20).spawn()?;
     /// assert_eq!(s.take("x".repeat(1000))?, 1000);
     /// let too_big = s.take("x".repeat(2 << 20));
     /// assert!(matches!(too_big, Err(procactor::Error::TooLarge { limit, .. }) if limit == 1 << 20));

@@ -146,13 +146,13 @@ fn check_name(name: &str) -> Result<()> {
 ///     pub fn now(&self) -> u64 { 42 }
 /// }
 /// let c = procactor::spawn::<Clock>(())?;
-/// procactor::register("clock", &c)?;
-/// assert!(matches!(procactor::register("clock", &c), Err(procactor::Error::NameTaken(_))));
-/// let found = procactor::whereis::<Clock>("clock")?.expect("registered");
+/// procactor::actor::register("clock", &c)?;
+/// assert!(matches!(procactor::actor::register("clock", &c), Err(procactor::Error::NameTaken(_))));
+/// let found = procactor::actor::whereis::<Clock>("clock")?.expect("registered");
 /// assert_eq!(found.now()?, 42);
 /// assert_eq!(found.pid(), c.pid());
-/// procactor::unregister("clock")?;
-/// assert!(procactor::whereis::<Clock>("clock")?.is_none());
+/// procactor::actor::unregister("clock")?;
+/// assert!(procactor::actor::whereis::<Clock>("clock")?.is_none());
 /// # c.stop()?; c.join()?;
 /// # Ok::<(), procactor::Error>(())
 /// ```
@@ -200,7 +200,7 @@ pub fn register<A>(name: &str, actor: &ActorRef<A>) -> Result<()> {
 ///
 /// ```
 /// # procactor::init();
-/// procactor::unregister("nobody-has-this-name")?;
+/// procactor::actor::unregister("nobody-has-this-name")?;
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn unregister(name: &str) -> Result<()> {
@@ -243,7 +243,7 @@ fn forget_stale(name: &str, addr: &str) {
 /// struct Idle;
 /// #[procactor::actor]
 /// impl Idle { fn init(_: ()) -> Self { Idle } pub fn ping(&self) {} }
-/// assert!(procactor::whereis::<Idle>("not-registered")?.is_none());
+/// assert!(procactor::actor::whereis::<Idle>("not-registered")?.is_none());
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {

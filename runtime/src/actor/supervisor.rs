@@ -62,7 +62,7 @@ fn start_child<A: Actor>(
 /// How to start (and restart) one child.
 ///
 /// ```
-/// use procactor::{ChildSpec, Restart};
+/// use procactor::{actor::ChildSpec, actor::Restart};
 /// struct Worker;
 /// #[procactor::actor]
 /// impl Worker { fn init(_: ()) -> Self { Worker } pub fn work(&self) {} }
@@ -136,7 +136,7 @@ impl SpecWire {
 /// ```
 /// # procactor::init();
 /// use std::time::Duration;
-/// use procactor::{ChildSpec, Strategy, Supervisor};
+/// use procactor::{actor::ChildSpec, actor::Strategy, actor::Supervisor};
 ///
 /// struct Flaky { n: u32 }
 /// #[procactor::actor]
@@ -153,7 +153,7 @@ impl SpecWire {
 ///     .intensity(5, Duration::from_secs(10))
 ///     .child(ChildSpec::new::<Flaky>("flaky-doc", ())?)
 ///     .start()?;
-/// let w = procactor::whereis::<Flaky>("flaky-doc")?.unwrap();
+/// let w = procactor::actor::whereis::<Flaky>("flaky-doc")?.unwrap();
 /// assert_eq!(w.work()?, 1);
 /// assert_eq!(w.work()?, 2);
 /// assert!(w.work().is_err()); // it died...

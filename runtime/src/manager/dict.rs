@@ -123,7 +123,7 @@ where
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{DictProxy, Manager, Pool};
+/// use procactor::{manager::DictProxy, Manager, Pool};
 ///
 /// fn bump(d: DictProxy<String, u64>) -> u64 {
 ///     // Racy, as in Python: `let n = d.get(&k)?.unwrap(); d.insert(k, n + 1)?;`

@@ -60,7 +60,7 @@ impl<A: Actor> Drop for HostedObj<A> {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{HostedProxy, Manager, Process};
+/// use procactor::{manager::HostedProxy, Manager, Process};
 ///
 /// struct Register { names: Vec<String> }
 /// #[procactor::actor]

@@ -142,7 +142,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{ListProxy, Manager, Process};
+/// use procactor::{manager::ListProxy, Manager, Process};
 ///
 /// fn add_seeds(l: ListProxy<u32>) {
 ///     let me = procactor::current_process().pid;

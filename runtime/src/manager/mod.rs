@@ -43,7 +43,7 @@ use crate::wire::{self, Wait};
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{DictProxy, Manager, Process};
+/// use procactor::{manager::DictProxy, Manager, Process};
 ///
 /// fn count_words(d: DictProxy<String, u64>) {
 ///     for w in ["a", "b", "a"] {

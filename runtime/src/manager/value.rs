@@ -64,7 +64,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ValueObj<T> {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{Manager, Process, ValueProxy};
+/// use procactor::{Manager, Process, manager::ValueProxy};
 ///
 /// fn record(best: ValueProxy<Vec<u32>>) {
 ///     best.update(|v| v.push(1)).unwrap();
@@ -189,7 +189,7 @@ impl Object for NamespaceObj {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{Manager, Namespace, Process};
+/// use procactor::{Manager, manager::Namespace, Process};
 ///
 /// fn child(ns: Namespace) {
 ///     let lr: f64 = ns.get("learning_rate").unwrap();

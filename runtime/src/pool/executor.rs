@@ -22,7 +22,7 @@ use crate::wire::Wait;
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{as_completed, Executor};
+/// use procactor::{pool::as_completed, Executor};
 ///
 /// fn square(x: u64) -> u64 { x * x }
 ///
@@ -498,7 +498,7 @@ fn notices<R: DeserializeOwned>(futures: &[&Future<R>]) -> mpsc::Receiver<usize>
 /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
 /// let ex = procactor::Executor::new(2)?;
 /// let futures = vec![ex.submit(nap, 400)?, ex.submit(nap, 10)?];
-/// let order: Vec<u64> = procactor::as_completed(&futures).map(|f| f.result().unwrap()).collect();
+/// let order: Vec<u64> = procactor::pool::as_completed(&futures).map(|f| f.result().unwrap()).collect();
 /// assert_eq!(order, [10, 400]);
 /// # Ok::<(), procactor::Error>(())
 /// ```
@@ -540,7 +540,7 @@ impl<'a, R> Iterator for AsCompleted<'a, R> {
 /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
 /// let ex = procactor::Executor::new(2)?;
 /// let futures = vec![ex.submit(nap, 10)?, ex.submit(nap, 10_000)?];
-/// let got: Vec<_> = procactor::as_completed_timeout(&futures, Duration::from_millis(500)).collect();
+/// let got: Vec<_> = procactor::pool::as_completed_timeout(&futures, Duration::from_millis(500)).collect();
 /// assert_eq!(got.len(), 2);
 /// assert_eq!(got[0].as_ref().unwrap().result()?, 10);
 /// assert!(got[1].as_ref().unwrap_err().is_timeout());
@@ -622,11 +622,11 @@ impl<R> std::fmt::Debug for Future<R> {
 /// ```
 /// # procactor::init();
 /// use std::time::Duration;
-/// use procactor::ReturnWhen;
+/// use procactor::pool::ReturnWhen;
 /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
 /// let ex = procactor::Executor::new(2)?;
 /// let futures = vec![ex.submit(nap, 10)?, ex.submit(nap, 2_000)?];
-/// let w = procactor::wait(&futures, ReturnWhen::FirstCompleted);
+/// let w = procactor::pool::wait(&futures, ReturnWhen::FirstCompleted);
 /// assert_eq!((w.done.len(), w.not_done.len()), (1, 1));
 /// assert_eq!(w.done[0].result()?, 10);
 /// # futures[1].result()?;
@@ -641,11 +641,11 @@ pub fn wait<R: DeserializeOwned>(futures: &[Future<R>], when: ReturnWhen) -> Wai
 /// ```
 /// # procactor::init();
 /// use std::time::Duration;
-/// use procactor::ReturnWhen;
+/// use procactor::pool::ReturnWhen;
 /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
 /// let ex = procactor::Executor::new(1)?;
 /// let futures = vec![ex.submit(nap, 5_000)?];
-/// let w = procactor::wait_timeout(&futures, ReturnWhen::AllCompleted, Duration::from_millis(50));
+/// let w = procactor::pool::wait_timeout(&futures, ReturnWhen::AllCompleted, Duration::from_millis(50));
 /// assert_eq!(w.not_done.len(), 1);
 /// # futures[0].cancel();
 /// # Ok::<(), procactor::Error>(())

@@ -71,7 +71,7 @@ pub use executor::{
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{ListProxy, Manager, Pool};
+/// use procactor::{manager::ListProxy, Manager, Pool};
 ///
 /// fn record((squares, x): (ListProxy<u64>, u64)) -> u64 {
 ///     squares.append(x * x).unwrap(); // pipelined: returns once queued
@@ -126,7 +126,7 @@ impl PoolBuilder {
     ///
     /// ```
     /// # procactor::init();
-    /// use procactor::PoolBuilder;
+    /// use procactor::pool::PoolBuilder;
     /// // Twice the default, for bursts of work a little further apart.
     /// let pool = procactor::Pool::builder()
     ///     .idle_spin(PoolBuilder::DEFAULT_IDLE_SPIN * 2)
@@ -1000,7 +1000,7 @@ impl<T> AsyncResult<T> {
 /// # procactor::init();
 /// fn square(x: u64) -> u64 { x * x }
 /// let pool = procactor::Pool::new(2)?;
-/// let it: procactor::Imap<u64> = pool.imap(square, [1, 2, 3])?;
+/// let it: procactor::pool::Imap<u64> = pool.imap(square, [1, 2, 3])?;
 /// assert_eq!(it.collect::<Result<Vec<_>, _>>()?, [1, 4, 9]);
 /// # Ok::<(), procactor::Error>(())
 /// ```
@@ -1120,7 +1120,7 @@ impl<R> std::fmt::Debug for Imap<'_, R> {
 /// # procactor::init();
 /// fn square(x: u64) -> u64 { x * x }
 /// let pool = procactor::Pool::new(2)?;
-/// let it: procactor::ImapUnordered<u64> = pool.imap_unordered(square, [3])?;
+/// let it: procactor::pool::ImapUnordered<u64> = pool.imap_unordered(square, [3])?;
 /// assert_eq!(it.map(|(i, r)| (i, r.unwrap())).collect::<Vec<_>>(), [(0, 9)]);
 /// # Ok::<(), procactor::Error>(())
 /// ```

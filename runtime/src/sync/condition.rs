@@ -30,7 +30,7 @@ impl Layout for CondCell {
 ///
 /// ```
 /// # procactor::init();
-/// use procactor::{Condition, Process, RawValue};
+/// use procactor::{Condition, Process, shared::RawValue};
 /// use std::time::Duration;
 ///
 /// fn producer((cond, ready): (Condition, RawValue<u32>)) {

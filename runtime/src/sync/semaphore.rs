@@ -52,7 +52,7 @@ pub struct Semaphore {
 ///
 /// ```
 /// # procactor::init();
-/// let sem = procactor::BoundedSemaphore::new(1)?;
+/// let sem = procactor::sync::BoundedSemaphore::new(1)?;
 /// assert!(sem.release().is_err());
 /// sem.acquire()?.forget();
 /// sem.release()?;
