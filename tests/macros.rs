@@ -21,5 +21,11 @@ fn actor_attribute() {
     t.compile_fail("tests/ui/actor_borrowed_arg.rs");
     t.compile_fail("tests/ui/actor_reserved_name.rs");
     t.compile_fail("tests/ui/actor_without_init.rs");
+}
+
+#[test]
+fn message_derive() {
+    let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/message_on_union.rs");
+    t.compile_fail("tests/ui/message_field_not_message.rs");
 }

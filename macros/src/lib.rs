@@ -96,20 +96,37 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// Implements `procactor::Message` for a struct or enum (next to serde's derives): its schema
-/// fingerprint covers the type's path, its variants, field names and field types, and is checked
-/// when an `ActorRef` first meets its actor.
+/// Implements `procactor::Message` for a struct or enum (next to serde's derives). Its schema,
+/// which an `ActorRef` checks when it first meets its actor, is made of the type's path, its
+/// variant and field names, and each field type's own `Message::schema()`: so every field type
+/// must be a `Message` too (the standard types are; derive it on your own), and the fingerprint
+/// follows what the field types are, not how they are written.
 ///
 /// ```
 /// use procactor::Message;
+///
 /// #[derive(serde::Serialize, serde::Deserialize, Message)]
-/// enum Command { Add { n: u64 }, Reset }
+/// struct Item { sku: String, count: u32 }
+///
+/// type Items = Vec<Item>;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Message)]
+/// enum Command { Add { items: Items }, Reset }
+///
 /// assert!(Command::schema().name.ends_with("Command"));
+/// assert_eq!(Command::schema(), Command::schema()); // the same in every build
+/// ```
+///
+/// A field whose type is not a `Message` is a compile error on that field's type:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Plain { x: u32 }
+///
+/// #[derive(serde::Serialize, serde::Deserialize, procactor::Message)]
+/// struct Wrapper { inner: Plain } // error: `Plain` is not a procactor `Message`
 /// ```
 #[proc_macro_derive(Message)]
 pub fn derive_message(item: TokenStream) -> TokenStream {
-    let input = syn::parse_macro_input!(item as syn::DeriveInput);
-    message::derive(input)
-        .unwrap_or_else(|e| e.to_compile_error())
-        .into()
+    message::derive(item.into()).into()
 }
