@@ -1,6 +1,14 @@
 //! Procedural macros for [procactor](https://docs.rs/procactor). Use them through the facade:
-//! `#[procactor::main]`, `#[procactor::actor]`, `#[derive(procactor::Message)]`. The generated
-//! code names everything through `::procactor::...`.
+//! `#[procactor::main]`, `#[procactor::actor]`, `#[derive(procactor::Message)]`.
+//!
+//! Each macro goes through the same steps, one module each: **parse** (the tokens into a small
+//! model of the item), **validate** (every mistake in the model, combined into one error, so a
+//! build reports them all), **expand** (the model into code). After a mistake the macro emits the
+//! errors *and* a stand-in for the item that compiles, so the mistake is the only error: uses of
+//! the item elsewhere do not fail too.
+//!
+//! The generated code names the runtime only through `::procactor::__private::...`, which stays
+//! put when the public API moves.
 
 mod actor;
 mod diag;
@@ -8,8 +16,6 @@ mod main_fn;
 mod message;
 
 use proc_macro::TokenStream;
-use proc_macro2::TokenStream as TokenStream2;
-use quote::quote;
 
 /// Makes `procactor::init()` the first statement of `main`, where spawned children take over.
 ///
@@ -52,6 +58,10 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `stopped`, `on_down` and `on_exit` are the lifecycle hooks; other private methods are left
 /// alone.
 ///
+/// Arguments and replies must have serde's traits. The schema that a caller and the actor compare
+/// when they meet is made of the message and argument names and of each argument and reply
+/// type's own `Message::schema()` (its type name, for a type that only has serde's derives).
+///
 /// ```
 /// # procactor::init();
 /// struct Account { cents: i64 }
@@ -72,8 +82,9 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 ///
-/// Misuse is a compile error on the offending span: a `self` by value, a generic method, an
-/// argument that is not serde-serializable, a message named like a method of `ActorRef`:
+/// Misuse is a compile error on the offending span, every mistake of the block at once: a `self`
+/// by value, an async or generic method, a borrowed argument, an argument that is not
+/// serde-serializable, a message named like a method of `ActorRef`, a missing `init`:
 ///
 /// ```compile_fail
 /// struct A;
@@ -85,15 +96,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let keep: TokenStream2 = item.clone().into();
-    match actor::expand(attr.into(), item.into()) {
-        Ok(tokens) => tokens.into(),
-        Err(e) => {
-            // The error, plus the impl block unchanged: no cascade of "method not found".
-            let e = e.to_compile_error();
-            quote!(#e #keep).into()
-        }
-    }
+    actor::actor(attr.into(), item.into()).into()
 }
 
 /// Implements `procactor::Message` for a struct or enum (next to serde's derives). Its schema,
@@ -129,4 +132,103 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_derive(Message)]
 pub fn derive_message(item: TokenStream) -> TokenStream {
     message::derive(item.into()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{TokenStream, TokenTree};
+    use quote::quote;
+
+    /// Every path in `tokens` that starts at `::procactor`, as `procactor::a::b` (its segments up
+    /// to the first that is not followed by `::ident`).
+    fn procactor_paths(tokens: TokenStream, out: &mut Vec<String>) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let colon =
+            |i: usize| matches!(tokens.get(i), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+        let ident = |i: usize| match tokens.get(i) {
+            Some(TokenTree::Ident(id)) => Some(id.to_string()),
+            _ => None,
+        };
+        for (i, t) in tokens.iter().enumerate() {
+            if let TokenTree::Group(g) = t {
+                procactor_paths(g.stream(), out);
+            }
+            if i < 2 || !colon(i - 2) || !colon(i - 1) || ident(i).as_deref() != Some("procactor") {
+                continue;
+            }
+            let mut path = vec!["procactor".to_string()];
+            let mut at = i + 1;
+            while colon(at) && colon(at + 1) {
+                match ident(at + 2) {
+                    Some(segment) => path.push(segment),
+                    None => break,
+                }
+                at += 3;
+            }
+            out.push(path.join("::"));
+        }
+    }
+
+    /// Generated code names the runtime through `::procactor::__private` alone, so moving the
+    /// public API (`procactor::Schema` to `procactor::message::Schema`, say) breaks no macro.
+    #[test]
+    fn generated_code_names_the_runtime_through_private_only() {
+        let actor = quote! {
+            impl Counter {
+                fn init(start: u64, ctx: &mut Context<Self>) -> Result<Self, String> { todo!() }
+                pub fn add(&mut self, n: u64, ctx: &mut Context<Self>) -> u64 { n }
+                pub fn get(&self) -> u64 { 0 }
+                fn started(&mut self, ctx: &mut Context<Self>) {}
+                fn stopping(&mut self) {}
+                fn stopped(&mut self, reason: &ExitReason) {}
+                fn on_down(&mut self, down: Down) {}
+                fn on_exit(&mut self, down: Down, ctx: &mut Context<Self>) {}
+            }
+        };
+        let faulty_actor = quote! {
+            impl Counter {
+                pub fn add(self, n: &str) -> u64 { 0 }
+            }
+        };
+        let main = quote!(
+            fn main() {}
+        );
+        let faulty_main = quote!(
+            fn main(args: Vec<String>) {}
+        );
+        let expansions = [
+            crate::actor::actor(TokenStream::new(), actor),
+            crate::actor::actor(TokenStream::new(), faulty_actor),
+            crate::main_fn::main(TokenStream::new(), main),
+            crate::main_fn::main(TokenStream::new(), faulty_main),
+            crate::message::derive(quote!(
+                enum E<T> {
+                    A { x: Vec<T> },
+                    B(u8),
+                    C,
+                }
+            )),
+        ];
+        let mut paths = Vec::new();
+        for tokens in expansions {
+            procactor_paths(tokens, &mut paths);
+        }
+        for expected in [
+            "procactor::__private::Actor",
+            "procactor::__private::Message",
+            "procactor::__private::Schema::derived",
+            "procactor::__private::init",
+            "procactor::__private::Caller",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "{expected} in {paths:?}"
+            );
+        }
+        let outside: Vec<_> = paths
+            .iter()
+            .filter(|p| p.split("::").nth(1) != Some("__private"))
+            .collect();
+        assert!(outside.is_empty(), "paths outside __private: {outside:?}");
+    }
 }

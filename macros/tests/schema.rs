@@ -1,10 +1,13 @@
-//! The schemas `#[derive(Message)]` generates follow the field *types*, not the
+//! The schemas `#[derive(Message)]` and `#[actor]` generate follow the field *types*, not the
 //! text they are written with.
 //!
 //! Two types defined in two blocks of one function have the same path (`std::any::type_name`
 //! does not tell the blocks apart), so each test compares two definitions of "the same type" in
 //! two versions of a program, and checks first that their names agree: the fingerprints differ,
 //! or not, for what is inside them alone.
+
+// The actors here are never spawned: only their schemas are compared.
+#![allow(dead_code)]
 
 use procactor::{Message, Schema};
 use serde::{Deserialize, Serialize};
@@ -127,6 +130,66 @@ fn recursive_and_generic_types() {
     assert_eq!(
         Wrapper::<Vec<u8>>::schema(),
         Wrapper::<std::vec::Vec<u8>>::schema()
+    );
+}
+
+/// An actor's messages: the same rules, and a type that is not a `Message` (only serde's
+/// derives) is still accepted, by name.
+#[test]
+fn actor_messages() {
+    #[derive(Serialize, Deserialize)]
+    struct Opaque(u8);
+
+    let a = {
+        struct Store;
+        #[procactor::actor]
+        impl Store {
+            fn init(_: ()) -> Self {
+                Store
+            }
+            pub fn put(&mut self, data: Vec<u8>, tag: Opaque) -> usize {
+                data.len() + usize::from(tag.0)
+            }
+        }
+        (StoreMsg::schema(), StoreReply::schema())
+    };
+    let spelled_out = {
+        struct Store;
+        #[procactor::actor]
+        impl Store {
+            fn init(_: ()) -> Self {
+                Store
+            }
+            pub fn put(
+                &mut self,
+                data: std::vec::Vec<u8>,
+                tag: Opaque,
+            ) -> ::core::primitive::usize {
+                data.len() + usize::from(tag.0)
+            }
+        }
+        (StoreMsg::schema(), StoreReply::schema())
+    };
+    let retyped = {
+        struct Store;
+        #[procactor::actor]
+        impl Store {
+            fn init(_: ()) -> Self {
+                Store
+            }
+            pub fn put(&mut self, data: Vec<u16>, tag: Opaque) -> usize {
+                data.len() + usize::from(tag.0)
+            }
+        }
+        (StoreMsg::schema(), StoreReply::schema())
+    };
+    assert_eq!(a.0.name, retyped.0.name, "the same path");
+    assert_eq!(a, spelled_out);
+    assert_ne!(a.0, retyped.0);
+    assert_ne!(a.1, retyped.1);
+    assert_ne!(
+        a.0.fingerprint, a.1.fingerprint,
+        "messages and replies differ"
     );
 }
 
