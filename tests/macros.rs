@@ -21,5 +21,21 @@ fn actor_attribute() {
     t.compile_fail("tests/ui/actor_borrowed_arg.rs");
     t.compile_fail("tests/ui/actor_reserved_name.rs");
     t.compile_fail("tests/ui/actor_without_init.rs");
+    t.compile_fail("tests/ui/actor_several_mistakes.rs");
+}
+
+/// After a mistake the macro still emits a stand-in for what it generates, so the uses of the
+/// actor elsewhere compile and the mistake is the only error.
+#[test]
+fn actor_errors_do_not_cascade() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/actor_no_cascade.rs");
+    t.compile_fail("tests/ui/actor_without_init_no_cascade.rs");
+}
+
+#[test]
+fn message_derive() {
+    let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/message_on_union.rs");
+    t.compile_fail("tests/ui/message_field_not_message.rs");
 }

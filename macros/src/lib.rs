@@ -1,15 +1,22 @@
 //! Procedural macros for [procactor](https://docs.rs/procactor). Use them through the facade:
-//! `#[procactor::main]`, `#[procactor::actor]`, `#[derive(procactor::Message)]`. The generated
-//! code names everything through `::procactor::...`.
+//! `#[procactor::main]`, `#[procactor::actor]`, `#[derive(procactor::Message)]`.
+//!
+//! Each macro goes through the same steps, one module each: **parse** (the tokens into a small
+//! model of the item), **validate** (every mistake in the model, combined into one error, so a
+//! build reports them all), **expand** (the model into code). After a mistake the macro emits the
+//! errors *and* a stand-in for the item that compiles, so the mistake is the only error: uses of
+//! the item elsewhere do not fail too.
+//!
+//! The generated code names the runtime only through `::procactor::__private::...`, which stays
+//! put when the public API moves.
 
 mod actor;
+mod diag;
 mod entry;
+mod main_fn;
 mod message;
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::quote;
-use syn::spanned::Spanned;
 
 /// Makes `procactor::init()` the first statement of `main`, where spawned children take over.
 ///
@@ -27,13 +34,16 @@ use syn::spanned::Spanned;
 /// #[procactor::main]
 /// fn main(x: u32) {}
 /// ```
+///
+/// nor an async one (start the async runtime inside `main`: children take over before it runs):
+///
+/// ```compile_fail
+/// #[procactor::main]
+/// async fn main() {}
+/// ```
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
-    expand_main(attr.into(), item.clone().into()).unwrap_or_else(|(err, keep)| {
-        // The error, plus a stand-in for the item: the user sees our message, not a cascade.
-        let err = err.to_compile_error();
-        quote!(#err #keep).into()
-    })
+    main_fn::main(attr.into(), item.into()).into()
 }
 
 /// Registers a function by name, so that a process of another binary of the same program can
@@ -81,6 +91,10 @@ pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// `stopped`, `on_down` and `on_exit` are the lifecycle hooks; other private methods are left
 /// alone.
 ///
+/// Arguments and replies must have serde's traits. The schema that a caller and the actor compare
+/// when they meet is made of the message and argument names and of each argument and reply
+/// type's own `Message::schema()` (its type name, for a type that only has serde's derives).
+///
 /// ```
 /// # procactor::init();
 /// struct Account { cents: i64 }
@@ -101,8 +115,9 @@ pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 ///
-/// Misuse is a compile error on the offending span: a `self` by value, a generic method, an
-/// argument that is not serde-serializable, a message named like a method of `ActorRef`:
+/// Misuse is a compile error on the offending span, every mistake of the block at once: a `self`
+/// by value, an async or generic method, a borrowed argument, an argument that is not
+/// serde-serializable, a message named like a method of `ActorRef`, a missing `init`:
 ///
 /// ```compile_fail
 /// struct A;
@@ -114,77 +129,139 @@ pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let keep: TokenStream2 = item.clone().into();
-    match actor::expand(attr.into(), item.into()) {
-        Ok(tokens) => tokens.into(),
-        Err(e) => {
-            // The error, plus the impl block unchanged: no cascade of "method not found".
-            let e = e.to_compile_error();
-            quote!(#e #keep).into()
-        }
-    }
+    actor::actor(attr.into(), item.into()).into()
 }
 
-/// Implements `procactor::Message` for a struct or enum (next to serde's derives): its schema
-/// fingerprint covers the type's path, its variants, field names and field types, and is checked
-/// when an `ActorRef` first meets its actor.
+/// Implements `procactor::Message` for a struct or enum (next to serde's derives). Its schema,
+/// which an `ActorRef` checks when it first meets its actor, is made of the type's path, its
+/// variant and field names, and each field type's own `Message::schema()`: so every field type
+/// must be a `Message` too (the standard types are; derive it on your own), and the fingerprint
+/// follows what the field types are, not how they are written.
 ///
 /// ```
 /// use procactor::Message;
+///
 /// #[derive(serde::Serialize, serde::Deserialize, Message)]
-/// enum Command { Add { n: u64 }, Reset }
+/// struct Item { sku: String, count: u32 }
+///
+/// type Items = Vec<Item>;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Message)]
+/// enum Command { Add { items: Items }, Reset }
+///
 /// assert!(Command::schema().name.ends_with("Command"));
+/// assert_eq!(Command::schema(), Command::schema()); // the same in every build
+/// ```
+///
+/// A field whose type is not a `Message` is a compile error on that field's type:
+///
+/// ```compile_fail
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Plain { x: u32 }
+///
+/// #[derive(serde::Serialize, serde::Deserialize, procactor::Message)]
+/// struct Wrapper { inner: Plain } // error: `Plain` is not a procactor `Message`
 /// ```
 #[proc_macro_derive(Message)]
 pub fn derive_message(item: TokenStream) -> TokenStream {
-    let input = syn::parse_macro_input!(item as syn::DeriveInput);
-    message::derive(input)
-        .unwrap_or_else(|e| e.to_compile_error())
-        .into()
+    message::derive(item.into()).into()
 }
 
-fn expand_main(
-    attr: TokenStream2,
-    item: TokenStream2,
-) -> Result<TokenStream, (syn::Error, TokenStream2)> {
-    let mut f = match syn::parse2::<syn::ItemFn>(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            return Err((
-                syn::Error::new(first_span(&item), "#[procactor::main] goes on `fn main()`"),
-                item,
-            ));
+#[cfg(test)]
+mod tests {
+    use proc_macro2::{TokenStream, TokenTree};
+    use quote::quote;
+
+    /// Every path in `tokens` that starts at `::procactor`, as `procactor::a::b` (its segments up
+    /// to the first that is not followed by `::ident`).
+    fn procactor_paths(tokens: TokenStream, out: &mut Vec<String>) {
+        let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let colon =
+            |i: usize| matches!(tokens.get(i), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+        let ident = |i: usize| match tokens.get(i) {
+            Some(TokenTree::Ident(id)) => Some(id.to_string()),
+            _ => None,
+        };
+        for (i, t) in tokens.iter().enumerate() {
+            if let TokenTree::Group(g) = t {
+                procactor_paths(g.stream(), out);
+            }
+            if i < 2 || !colon(i - 2) || !colon(i - 1) || ident(i).as_deref() != Some("procactor") {
+                continue;
+            }
+            let mut path = vec!["procactor".to_string()];
+            let mut at = i + 1;
+            while colon(at) && colon(at + 1) {
+                match ident(at + 2) {
+                    Some(segment) => path.push(segment),
+                    None => break,
+                }
+                at += 3;
+            }
+            out.push(path.join("::"));
         }
-    };
-    let ident = &f.sig.ident;
-    let stub = quote!(fn #ident() {});
-    if !attr.is_empty() {
-        return Err((
-            syn::Error::new(attr.span(), "#[procactor::main] takes no arguments"),
-            stub,
-        ));
     }
-    if let Some(asyncness) = &f.sig.asyncness {
-        let msg =
-            "#[procactor::main] goes on a plain `fn main()`, not an async one: start your async \
-                   runtime inside it (spawned children take over in procactor::init(), before any \
-                   runtime exists)";
-        return Err((syn::Error::new(asyncness.span(), msg), stub));
-    }
-    if !f.sig.inputs.is_empty() {
-        let msg = "#[procactor::main] goes on a function without parameters";
-        return Err((syn::Error::new(f.sig.inputs.span(), msg), stub));
-    }
-    f.block
-        .stmts
-        .insert(0, syn::parse_quote!(::procactor::init();));
-    Ok(quote!(#f).into())
-}
 
-fn first_span(tokens: &TokenStream2) -> Span {
-    tokens
-        .clone()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |t| t.span())
+    /// Generated code names the runtime through `::procactor::__private` alone, so moving the
+    /// public API (`procactor::Schema` to `procactor::message::Schema`, say) breaks no macro.
+    #[test]
+    fn generated_code_names_the_runtime_through_private_only() {
+        let actor = quote! {
+            impl Counter {
+                fn init(start: u64, ctx: &mut Context<Self>) -> Result<Self, String> { todo!() }
+                pub fn add(&mut self, n: u64, ctx: &mut Context<Self>) -> u64 { n }
+                pub fn get(&self) -> u64 { 0 }
+                fn started(&mut self, ctx: &mut Context<Self>) {}
+                fn stopping(&mut self) {}
+                fn stopped(&mut self, reason: &ExitReason) {}
+                fn on_down(&mut self, down: Down) {}
+                fn on_exit(&mut self, down: Down, ctx: &mut Context<Self>) {}
+            }
+        };
+        let faulty_actor = quote! {
+            impl Counter {
+                pub fn add(self, n: &str) -> u64 { 0 }
+            }
+        };
+        let main = quote!(
+            fn main() {}
+        );
+        let faulty_main = quote!(
+            fn main(args: Vec<String>) {}
+        );
+        let expansions = [
+            crate::actor::actor(TokenStream::new(), actor),
+            crate::actor::actor(TokenStream::new(), faulty_actor),
+            crate::main_fn::main(TokenStream::new(), main),
+            crate::main_fn::main(TokenStream::new(), faulty_main),
+            crate::message::derive(quote!(
+                enum E<T> {
+                    A { x: Vec<T> },
+                    B(u8),
+                    C,
+                }
+            )),
+        ];
+        let mut paths = Vec::new();
+        for tokens in expansions {
+            procactor_paths(tokens, &mut paths);
+        }
+        for expected in [
+            "procactor::__private::Actor",
+            "procactor::__private::Message",
+            "procactor::__private::Schema::derived",
+            "procactor::__private::init",
+            "procactor::__private::Caller",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "{expected} in {paths:?}"
+            );
+        }
+        let outside: Vec<_> = paths
+            .iter()
+            .filter(|p| p.split("::").nth(1) != Some("__private"))
+            .collect();
+        assert!(outside.is_empty(), "paths outside __private: {outside:?}");
+    }
 }

@@ -88,14 +88,53 @@ pub mod entry {
     pub use procactor_os::code::{lookup, name_of};
 }
 
+/// What the macros' generated code names: only through here (`::procactor::__private::...`), so
+/// the public API can move without breaking them. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{Actor, Caller, Context, Down, InitError};
-    pub use crate::bootstrap::test_support_init;
+    pub use crate::bootstrap::{init, test_support_init};
     pub use crate::error::ExitReason;
-    pub use crate::message::{Message, Schema};
+    pub use crate::message::{Message, ProbeMessage, ProbeTypeName, Schema, SchemaProbe};
     pub use procactor_os::{code, linkme};
     pub use serde;
+
+    /// The methods an `ActorRef` answers to (its own, and those of the traits it implements or
+    /// that the prelude brings): `#[actor]` refuses a message by one of these names, which the
+    /// generated method could not be called by. `procactor-macros` keeps a copy (it cannot
+    /// depend on this crate); its tests check that the two agree and that every method of
+    /// `ActorRef` is here.
+    pub const RESERVED_METHOD_NAMES: &[&str] = &[
+        "ask",
+        "ask_timeout",
+        "tell",
+        "try_tell",
+        "tell_timeout",
+        "send",
+        "try_send",
+        "timeout",
+        "stop",
+        "kill",
+        "join",
+        "join_timeout",
+        "monitor",
+        "id",
+        "name",
+        "pid",
+        "is_alive",
+        "call",
+        "clone",
+        "clone_from",
+        "clone_into",
+        "to_owned",
+        "into",
+        "try_into",
+        "eq",
+        "ne",
+        "fmt",
+        "serialize",
+        "deserialize",
+    ];
 
     /// What a message argument or reply must be (checked by `#[actor]` on the offending type).
     #[diagnostic::on_unimplemented(

@@ -6,7 +6,13 @@
 //! caller first connects, that both sides mean the same type: same path, same field names, same
 //! field types. A mismatch is [`Error::SchemaMismatch`](crate::Error::SchemaMismatch).
 
-use std::collections::{BTreeMap, HashMap};
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
+use std::marker::PhantomData;
+use std::num::Wrapping;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -33,8 +39,8 @@ pub struct Schema {
 }
 
 impl Schema {
-    /// The schema of `T` with the given shape description (what `#[derive(Message)]` writes:
-    /// variants, field names and field types).
+    /// The schema of `T` with the given shape description: a hash of `T`'s name and of `shape`.
+    /// For a type with no parts (a number, a string) or a hand-written protocol tag.
     pub fn of<T: ?Sized>(shape: &str) -> Schema {
         let name = std::any::type_name::<T>();
         let mut h = Fnv::new();
@@ -60,6 +66,83 @@ impl Schema {
             fingerprint: h.0,
         }
     }
+
+    /// The schema of a type made of fields, what `#[derive(Message)]` and `#[actor]` write:
+    /// `shape` names its variants and fields (with `_` where a field's type goes), `fields` gives
+    /// each field type's own schema, in order. So the fingerprint follows the field *types*, not
+    /// how they are spelled: `Vec<u8>` and `std::vec::Vec<u8>` agree, and a change behind a type
+    /// alias shows.
+    ///
+    /// A type that contains itself (`enum Tree { Leaf(u32), Node(Vec<Tree>) }`) is hashed by name
+    /// and shape where it recurs, so its schema is finite and still the same in every build.
+    ///
+    /// ```
+    /// use procactor::{Message, Schema};
+    ///
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Point { x: i32, y: i32 }
+    ///
+    /// impl Message for Point {
+    ///     fn schema() -> Schema {
+    ///         Schema::derived::<Self>("struct{x:_,y:_}", &[i32::schema, i32::schema])
+    ///     }
+    /// }
+    /// assert_ne!(Point::schema(), Schema::derived::<Point>("struct{x:_,y:_}", &[]));
+    /// ```
+    pub fn derived<T: ?Sized + 'static>(shape: &str, fields: &[fn() -> Schema]) -> Schema {
+        let name = std::any::type_name::<T>();
+        let mut h = Fnv::new();
+        h.write(name.as_bytes());
+        h.write(&[0]);
+        h.write(shape.as_bytes());
+        match Building::enter(TypeId::of::<T>()) {
+            // `T` is being built further up this thread's stack: a recursive field.
+            None => h.write(&[0xff]),
+            Some(_building) => {
+                for field in fields {
+                    h.write(&[1]);
+                    h.write(&field().fingerprint.to_le_bytes());
+                }
+            }
+        }
+        Schema {
+            name,
+            fingerprint: h.0,
+        }
+    }
+}
+
+thread_local! {
+    /// The types whose [`Schema::derived`] is being computed on this thread, outermost first.
+    static BUILDING: RefCell<Vec<TypeId>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A type on [`BUILDING`], taken off when dropped (a panicking field schema included).
+struct Building(TypeId);
+
+impl Building {
+    /// `None` if `id` is already being built (a recursion), else `id` pushed.
+    fn enter(id: TypeId) -> Option<Building> {
+        BUILDING.with(|b| {
+            let mut b = b.borrow_mut();
+            if b.contains(&id) {
+                return None;
+            }
+            b.push(id);
+            Some(Building(id))
+        })
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        BUILDING.with(|b| {
+            let mut b = b.borrow_mut();
+            if let Some(at) = b.iter().rposition(|id| *id == self.0) {
+                b.remove(at);
+            }
+        });
+    }
 }
 
 /// 64-bit FNV-1a: tiny, stable across builds and platforms (unlike `std`'s hashers).
@@ -80,9 +163,11 @@ impl Fnv {
 
 /// A value that can be a message between processes: serde both ways, plus a [`Schema`].
 ///
-/// Derive it with `#[derive(Message)]` (next to serde's derives); it is implemented for the
-/// standard types an actor commonly answers with (integers, `String`, `Vec`, `Option`, tuples,
-/// maps...).
+/// Derive it with `#[derive(Message)]` (next to serde's derives): the derived schema is made of
+/// the type's variant and field names and of each field type's own schema, so every field type
+/// must be a `Message` too. It is implemented for the standard types (integers, floats, `bool`,
+/// `char`, `String`, `()`, `Duration`, `Vec`, `VecDeque`, `Option`, `Result`, `Box`, tuples,
+/// arrays, `HashMap`, `BTreeMap`, `HashSet`, `BTreeSet`...).
 ///
 /// ```
 /// use procactor::Message;
@@ -95,13 +180,19 @@ impl Fnv {
 /// struct Transfer2 { from: String, to: String, cents: i64 }
 /// assert_ne!(Transfer::schema().fingerprint, Transfer2::schema().fingerprint);
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a procactor `Message`",
+    label = "not a `Message`: the schema of a message is made of its field types' schemas",
+    note = "derive it next to serde's derives: \
+            `#[derive(serde::Serialize, serde::Deserialize, procactor::Message)]`"
+)]
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     /// This type's schema.
     fn schema() -> Schema;
 }
 
 macro_rules! leaf_messages {
-    ($($t:ty),*) => {$(
+    ($($t:ty),* $(,)?) => {$(
         impl Message for $t {
             fn schema() -> Schema {
                 Schema::of::<$t>("")
@@ -129,22 +220,65 @@ leaf_messages!(
     f32,
     f64,
     String,
-    std::time::Duration
+    Box<str>,
+    std::num::NonZeroU8,
+    std::num::NonZeroU16,
+    std::num::NonZeroU32,
+    std::num::NonZeroU64,
+    std::num::NonZeroU128,
+    std::num::NonZeroUsize,
+    std::num::NonZeroI8,
+    std::num::NonZeroI16,
+    std::num::NonZeroI32,
+    std::num::NonZeroI64,
+    std::num::NonZeroI128,
+    std::num::NonZeroIsize,
+    std::time::Duration,
+    std::time::SystemTime,
+    std::path::PathBuf,
+    std::net::IpAddr,
+    std::net::Ipv4Addr,
+    std::net::Ipv6Addr,
+    std::net::SocketAddr,
+    std::net::SocketAddrV4,
+    std::net::SocketAddrV6,
 );
 
-impl<T: Message> Message for Vec<T> {
+/// Containers of one element type `T` (with the bounds in brackets): their schema follows `T`'s.
+macro_rules! container_messages {
+    ($($t:ident $([$($bound:tt)+])?),* $(,)?) => {$(
+        impl<T: Message $(+ $($bound)+)?> Message for $t<T> {
+            fn schema() -> Schema {
+                Schema::composed::<Self>(&[T::schema()])
+            }
+        }
+    )*};
+}
+
+container_messages!(
+    Vec,
+    VecDeque,
+    LinkedList,
+    Option,
+    Box,
+    Wrapping,
+    Reverse,
+    BTreeSet[Ord],
+    BinaryHeap[Ord],
+    HashSet[std::hash::Hash + Eq],
+);
+
+impl<T: Message> Message for Box<[T]> {
     fn schema() -> Schema {
         Schema::composed::<Self>(&[T::schema()])
     }
 }
 
-impl<T: Message> Message for Option<T> {
-    fn schema() -> Schema {
-        Schema::composed::<Self>(&[T::schema()])
-    }
-}
-
-impl<T: Message> Message for Box<T> {
+/// Arrays of every length serde reads and writes.
+impl<T: Message, const N: usize> Message for [T; N]
+where
+    [T; N]: Serialize + DeserializeOwned,
+{
     fn schema() -> Schema {
         Schema::composed::<Self>(&[T::schema()])
     }
@@ -168,8 +302,27 @@ impl<K: Message + Ord, V: Message> Message for BTreeMap<K, V> {
     }
 }
 
+/// `Cow<'static, str>`, `Cow<'static, [T]>`: what travels is the owned form.
+impl<B> Message for Cow<'static, B>
+where
+    B: ?Sized + ToOwned + 'static,
+    B::Owned: Message,
+    Self: Serialize + DeserializeOwned + Send,
+{
+    fn schema() -> Schema {
+        Schema::composed::<Self>(&[B::Owned::schema()])
+    }
+}
+
+/// A marker: nothing travels, but the type it names is part of the schema (by name).
+impl<T: ?Sized + Send + 'static> Message for PhantomData<T> {
+    fn schema() -> Schema {
+        Schema::of::<Self>("")
+    }
+}
+
 macro_rules! tuple_messages {
-    ($(($($t:ident),+)),*) => {$(
+    ($(($($t:ident),+)),* $(,)?) => {$(
         impl<$($t: Message),+> Message for ($($t,)+) {
             fn schema() -> Schema {
                 Schema::composed::<Self>(&[$($t::schema()),+])
@@ -178,7 +331,62 @@ macro_rules! tuple_messages {
     )*};
 }
 
-tuple_messages!((A), (A, B), (A, B, C), (A, B, C, D));
+tuple_messages!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F),
+    (A, B, C, D, E, F, G),
+    (A, B, C, D, E, F, G, H),
+    (A, B, C, D, E, F, G, H, I),
+    (A, B, C, D, E, F, G, H, I, J),
+    (A, B, C, D, E, F, G, H, I, J, K),
+    (A, B, C, D, E, F, G, H, I, J, K, L),
+);
+
+/// What `#[actor]` hashes for an argument or reply type `T`: `T`'s own [`Message::schema`] where
+/// `T` is a `Message`, else a schema of `T`'s name (an argument type that only has serde's
+/// derives, or one from a crate that does not know procactor). Picked at compile time by method
+/// resolution (`(&&SchemaProbe::<T>::new()).probe_schema()`, with both traits in scope): an
+/// actor's argument types are concrete, so the `Message` impl is chosen whenever it exists.
+#[doc(hidden)]
+pub struct SchemaProbe<T: ?Sized>(PhantomData<fn() -> PhantomData<T>>);
+
+impl<T: ?Sized> SchemaProbe<T> {
+    /// A probe for `T`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        SchemaProbe(PhantomData)
+    }
+}
+
+/// The preferred probe: `T`'s own schema (found through one more `&`).
+#[doc(hidden)]
+pub trait ProbeMessage {
+    /// `T::schema()`.
+    fn probe_schema(&self) -> Schema;
+}
+
+impl<T: Message> ProbeMessage for &SchemaProbe<T> {
+    fn probe_schema(&self) -> Schema {
+        T::schema()
+    }
+}
+
+/// The fallback probe: `T`'s name.
+#[doc(hidden)]
+pub trait ProbeTypeName {
+    /// A schema of `T`'s name.
+    fn probe_schema(&self) -> Schema;
+}
+
+impl<T: ?Sized> ProbeTypeName for SchemaProbe<T> {
+    fn probe_schema(&self) -> Schema {
+        Schema::of::<T>("")
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -198,6 +406,49 @@ mod tests {
         assert_ne!(
             Schema::of::<u8>("a").fingerprint,
             Schema::of::<u8>("b").fingerprint
+        );
+        assert_ne!(
+            <[u8; 3]>::schema().fingerprint,
+            <[u8; 4]>::schema().fingerprint
+        );
+        assert_ne!(
+            <(u8, String)>::schema().fingerprint,
+            <(String, u8)>::schema().fingerprint
+        );
+    }
+
+    #[test]
+    fn derived_follows_names_and_field_schemas() {
+        let base = Schema::derived::<u8>("struct{a:_}", &[u32::schema]);
+        assert_eq!(base, Schema::derived::<u8>("struct{a:_}", &[u32::schema]));
+        assert_ne!(base, Schema::derived::<u8>("struct{b:_}", &[u32::schema]));
+        assert_ne!(base, Schema::derived::<u8>("struct{a:_}", &[u64::schema]));
+        assert_ne!(base, Schema::derived::<u16>("struct{a:_}", &[u32::schema]));
+        assert_eq!(base.name, "u8");
+    }
+
+    /// `enum Tree { Leaf(u32), Node(Vec<Tree>) }`, by hand: its schema asks for its own.
+    #[derive(Serialize, serde::Deserialize)]
+    enum Tree {
+        Leaf(u32),
+        Node(Vec<Tree>),
+    }
+
+    impl Message for Tree {
+        fn schema() -> Schema {
+            Schema::derived::<Self>("enum{Leaf(_)|Node(_)}", &[u32::schema, Vec::<Tree>::schema])
+        }
+    }
+
+    #[test]
+    fn a_recursive_type_has_a_finite_stable_schema() {
+        let _ = (Tree::Leaf(1), Tree::Node(vec![]));
+        let first = Tree::schema();
+        assert_eq!(first, Tree::schema(), "the same every time");
+        assert_ne!(first, Schema::derived::<Tree>("enum{Leaf(_)|Node(_)}", &[]));
+        assert!(
+            BUILDING.with(|b| b.borrow().is_empty()),
+            "nothing left behind"
         );
     }
 }
