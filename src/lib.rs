@@ -30,6 +30,8 @@
 //! hang or a fork bomb. In integration tests, whose `main` belongs to the test harness, put
 //! [`test_support!()`] once in each test file instead.
 
+#![warn(missing_docs)]
+
 pub use procactor_macros::{actor, entry, main, Message};
 // The names most programs use, at the root; everything else in its module below.
 /// The message trait (the derive of the same name implements it).

@@ -10,6 +10,8 @@
 //! The generated code names the runtime only through `::procactor::__private::...`, which stays
 //! put when the public API moves.
 
+#![warn(missing_docs)]
+
 mod actor;
 mod diag;
 mod entry;

@@ -65,6 +65,11 @@ impl<T: Pod> Data<T> {
         self.len
     }
 
+    /// Whether it holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn ptr(&self) -> *mut T {
         self.cell.tail().cast()
     }

@@ -178,6 +178,11 @@ impl Region {
         self.len
     }
 
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Leaves the memory mapped for the rest of the process (see [`Layout::in_use_here`]).
     fn leak(self) {
         std::mem::forget(self);
