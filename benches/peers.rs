@@ -198,7 +198,7 @@ fn actor_tell(quick: bool) -> Result<(), String> {
     let c: ActorRef<Counter> = procactor::spawn::<Counter>(()).map_err(e)?;
     let t = Instant::now();
     for _ in 0..n {
-        c.send().add(1).map_err(e)?;
+        c.cast().add(1).map_err(e)?;
     }
     let total = c.get().map_err(e)?;
     let dt = t.elapsed().as_secs_f64();
@@ -283,7 +283,7 @@ const METHODS: [(&str, StartMethod); 2] = [
 
 fn producer((q, n): (Queue<u64>, u64)) {
     for i in 0..n {
-        q.put(&i).expect("producer: put");
+        q.put(i).expect("producer: put");
     }
 }
 
@@ -292,7 +292,7 @@ fn consumer((q, n, out): (Queue<u64>, u64, Queue<u64>)) {
     for _ in 0..n {
         sum += q.get().expect("consumer: get");
     }
-    out.put(&sum).expect("consumer: out");
+    out.put(sum).expect("consumer: out");
 }
 
 fn queue(workload: &str, producers: u64, consumers: u64, quick: bool) -> Result<(), String> {
@@ -534,7 +534,7 @@ fn dict_client((d, n, done): (DictProxy<u64, u64>, u64, Queue<bool>)) -> bool {
             return false;
         }
     }
-    done.put(&true).is_ok()
+    done.put(true).is_ok()
 }
 
 fn manager_dict(quick: bool) -> Result<(), String> {

@@ -47,7 +47,7 @@ fn main() -> procactor::Result<()> {
     );
     println!("add(5) -> {}", counter.add(5)?);
     for _ in 0..1000 {
-        counter.send().add(1)?; // tell: no reply awaited, written in batches
+        counter.cast().add(1)?; // tell: no reply awaited, written in batches
     }
     println!("after 1000 tells: get() -> {}", counter.get()?);
     println!(

@@ -14,7 +14,7 @@ use procactor::{Error, Process, Queue};
 
 fn producer((q, name): (Queue<String>, String)) {
     for i in 0..5 {
-        q.put(&format!("{name}-{i}")).expect("put");
+        q.put(format!("{name}-{i}")).expect("put");
     }
 }
 

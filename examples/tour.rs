@@ -129,7 +129,7 @@ fn actors() -> Result<(), Error> {
     println!("  ask add(2) -> {}", c.add(2)?);
     let t = Instant::now();
     for _ in 0..100_000 {
-        c.send().add(1)?;
+        c.cast().add(1)?;
     }
     println!(
         "  100,000 tells then one ask -> {} in {:?} (tells go in batches)",
@@ -164,11 +164,11 @@ fn actors() -> Result<(), Error> {
     let b = ActorBuilder::<Counter>::new(0)
         .mailbox(Mailbox::bounded(1))
         .spawn()?;
-    b.send().nap(200)?;
-    b.send().add(1)?;
+    b.cast().nap(200)?;
+    b.cast().add(1)?;
     println!(
         "  a full bounded mailbox: try_send gives \"{}\"",
-        b.try_send().add(1).unwrap_err()
+        b.try_cast().add(1).unwrap_err()
     );
     b.stop()?;
     w.stop()?;
@@ -195,7 +195,7 @@ fn actors() -> Result<(), Error> {
 
 fn produce((q, n): (Queue<u64>, u64)) {
     for i in 0..n {
-        q.put(&i).expect("put");
+        q.put(i).expect("put");
     }
 }
 
@@ -240,11 +240,11 @@ fn queues_and_locks() -> Result<(), Error> {
     );
     println!("  try_get on the empty queue: {}", q.try_get().unwrap_err());
     q.close();
-    println!("  after close, put says: {}", q.put(&1).unwrap_err());
+    println!("  after close, put says: {}", q.put(1).unwrap_err());
     let jobs = JoinableQueue::<u64>::new()?;
     let worker = Process::new(square_jobs, jobs.clone()).start()?;
     for j in 0..100 {
-        jobs.put(&j)?;
+        jobs.put(j)?;
     }
     jobs.join_timeout(Duration::from_secs(30))?;
     println!("  JoinableQueue: 100 jobs put, join() returned once the worker marked all done");

@@ -74,7 +74,7 @@ fn main() -> procactor::Result<()> {
         upper.upper("hello".into())?
     );
     let (mine, theirs) = Pipe::<Option<String>>::duplex()?;
-    upper.send().upper_to("hello again".into(), theirs)?;
+    upper.cast().upper_to("hello again".into(), theirs)?;
     println!(
         "actor over a pipe: hello again -> {}",
         mine.recv()?.unwrap_or_default()

@@ -30,7 +30,7 @@
 //! hang or a fork bomb. In integration tests, whose `main` belongs to the test harness, put
 //! [`test_support!()`] once in each test file instead.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub use procactor_macros::{actor, entry, main, Message};
 // The names most programs use, at the root; everything else in its module below.

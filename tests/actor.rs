@@ -113,7 +113,7 @@ fn ask_tell_and_a_normal_stop() {
     assert_ne!(c.pid(), std::process::id());
     assert_eq!(c.add(2).unwrap(), 2);
     for _ in 0..10_000 {
-        c.send().add(1).unwrap();
+        c.cast().add(1).unwrap();
     }
     assert_eq!(c.get().unwrap(), 10_002, "tells arrive before a later ask");
     assert_eq!(c.timeout(BOUND).echo("hi".into()).unwrap(), "hi");
@@ -130,7 +130,7 @@ fn stop_drains_what_was_sent_before() {
     let (here, there) = Pipe::<u64>::duplex().unwrap();
     let c = Stopped(procactor::spawn::<Counter>(Some(there)).unwrap());
     for _ in 0..5_000 {
-        c.send().add(1).unwrap();
+        c.cast().add(1).unwrap();
     }
     c.stop().unwrap();
     assert_eq!(here.recv_timeout(BOUND).unwrap(), 5_000);
@@ -200,12 +200,12 @@ fn ask_timeout_is_honoured_and_the_late_reply_goes_nowhere() {
 /// reads them until this process asks again), then a burst of tells, then an ask.
 fn timed_out_asks_then_tells(c: ActorRef<Counter>) -> (usize, u64) {
     c.timeout(BOUND).add(0).unwrap(); // connected
-    c.send().nap(2_000).unwrap(); // busy: the asks below time out
+    c.cast().nap(2_000).unwrap(); // busy: the asks below time out
     let timed_out = (0..100)
         .filter(|_| c.timeout(Duration::from_millis(1)).big(60_000, 0).is_err())
         .count();
     for _ in 0..200_000 {
-        c.send().add(1).unwrap();
+        c.cast().add(1).unwrap();
     }
     (timed_out, c.timeout(Duration::from_secs(10)).get().unwrap())
 }
@@ -266,7 +266,7 @@ fn large_messages_and_replies_both_ways() {
     assert_eq!(c.big(3 * mib, 0).unwrap().len(), 3 * mib);
     let data = serde_bytes::ByteBuf::from(vec![1u8; 2 * mib]);
     assert_eq!(c.sum(data.clone()).unwrap(), 2 * mib as u64);
-    c.send().sum(data).unwrap();
+    c.cast().sum(data).unwrap();
     assert_eq!(c.get().unwrap(), 4 * mib as u64);
     // A caller that gives up on a large reply never blocks the actor: the reply is detached.
     assert!(c
@@ -280,7 +280,7 @@ fn large_messages_and_replies_both_ways() {
 
 fn tell_and_return(c: ActorRef<Counter>) {
     for _ in 0..1_000 {
-        c.send().add(1).unwrap();
+        c.cast().add(1).unwrap();
     }
 }
 
@@ -298,10 +298,10 @@ fn tells_are_handled_before_a_child_reports_it_returned() {
 
 fn nap_tell_drop_and_return(c: ActorRef<Counter>) {
     // The actor is busy with this while the tells below arrive (in a record of their own).
-    c.send().nap(200).unwrap();
+    c.cast().nap(200).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     for _ in 0..1_000 {
-        c.send().add(1).unwrap();
+        c.cast().add(1).unwrap();
     }
     drop(c);
     // Long enough for the flusher to write the tells and drop the last reference to the
@@ -325,14 +325,14 @@ fn tells_through_a_dropped_ref_are_handled_before_a_child_reports_it_returned() 
 
 fn tell_ten_and_return(c: ActorRef<Counter>) {
     for _ in 0..10 {
-        let _ = c.send().add(1); // the actor may be dead by now
+        let _ = c.cast().add(1); // the actor may be dead by now
     }
 }
 
 #[test]
 fn a_returning_child_does_not_wait_on_an_actor_killed_before_it_handled_its_tells() {
     let c = counter();
-    c.send().nap(3_000).unwrap(); // busy: the child's tells wait behind this
+    c.cast().nap(3_000).unwrap(); // busy: the child's tells wait behind this
     let p = reaped(
         Process::new(tell_ten_and_return, c.0.clone())
             .start()
@@ -459,16 +459,22 @@ fn bounded_mailbox_pushes_back() {
             .spawn()
             .unwrap(),
     );
-    c.send().nap(400).unwrap(); // busy; its slot is held until handled
-    c.send().add(1).unwrap();
-    let full = c.try_send().add(1).unwrap_err();
+    c.cast().nap(400).unwrap(); // busy; its slot is held until handled
+    c.cast().add(1).unwrap();
+    let full = c.try_cast().add(1).unwrap_err();
     assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
+    // The raw forms hand the message back, as crossbeam's TrySendError does: nothing is lost.
+    let refused = c.try_tell(CounterMsg::Add { n: 7 }).unwrap_err();
+    assert!(refused.is_full(), "{refused:?}");
+    assert!(matches!(refused.into_inner(), CounterMsg::Add { n: 7 }));
     let t = Instant::now();
     let timed_out = c.tell_timeout(CounterMsg::Add { n: 1 }, Duration::from_millis(50));
-    assert!(timed_out.unwrap_err().is_timeout());
+    let timed_out = timed_out.unwrap_err();
+    assert!(timed_out.is_timeout());
+    assert!(matches!(timed_out.into_inner(), CounterMsg::Add { n: 1 }));
     assert!(t.elapsed() >= Duration::from_millis(50));
     // A plain tell waits for room instead.
-    c.send().add(1).unwrap();
+    c.cast().add(1).unwrap();
     assert_eq!(c.timeout(BOUND).get().unwrap(), 2);
 }
 
@@ -484,17 +490,17 @@ fn a_message_that_fails_to_encode_gives_its_mailbox_slot_back() {
         // Bounded forms: a leaked slot fails the test instead of hanging it.
         let asked = c.timeout(Duration::from_secs(2)).fussy(Fussy(true));
         assert!(matches!(asked, Err(Error::Encode { .. })), "{asked:?}");
-        let told = c.try_send().fussy(Fussy(true));
+        let told = c.try_cast().fussy(Fussy(true));
         assert!(matches!(told, Err(Error::Encode { .. })), "{told:?}");
     }
-    c.try_send().add(1).unwrap();
+    c.try_cast().add(1).unwrap();
     assert_eq!(c.timeout(BOUND).get().unwrap(), 1);
     assert!(!c.timeout(BOUND).fussy(Fussy(false)).unwrap());
 }
 
 fn fill_mailbox(c: ActorRef<Counter>) {
     loop {
-        let _ = c.send().add(1);
+        let _ = c.cast().add(1);
     }
 }
 
@@ -506,13 +512,13 @@ fn a_killed_sender_gives_its_mailbox_slots_back() {
             .spawn()
             .unwrap(),
     );
-    c.send().nap(300).unwrap();
+    c.cast().nap(300).unwrap();
     let p = reaped(Process::new(fill_mailbox, c.0.clone()).start().unwrap());
     std::thread::sleep(Duration::from_millis(150));
     p.kill().unwrap();
     let _ = p.join_timeout(BOUND);
     // Everything the killed sender took is handled or given back: the mailbox has room again.
-    assert!(eventually(BOUND, || c.try_send().add(0).is_ok()));
+    assert!(eventually(BOUND, || c.try_cast().add(0).is_ok()));
     assert!(c.timeout(BOUND).get().unwrap() <= 4);
 }
 

@@ -102,7 +102,7 @@ type Outcome = (u64, String, u64);
 fn load_until_error(t: ActorRef<Tally>) -> Outcome {
     let mut answered = 0;
     loop {
-        let step = t.send().add(1).and_then(|()| t.add_and_get(1));
+        let step = t.cast().add(1).and_then(|()| t.add_and_get(1));
         match step {
             Ok(_) => answered += 1,
             Err(e) => return (answered, format!("{e:?}"), now_ns()),
@@ -207,7 +207,7 @@ fn an_actor_killed_under_load_fails_every_caller_promptly() {
 /// Tells `n` ones (and, every 100, an ask), then returns `n`.
 fn tell_ones((t, n): (ActorRef<Tally>, u64)) -> u64 {
     for i in 0..n {
-        t.send().add(1).unwrap();
+        t.cast().add(1).unwrap();
         if i % 100 == 99 {
             t.total().unwrap();
         }

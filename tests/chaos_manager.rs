@@ -236,7 +236,7 @@ fn start_holder(bin: &ListProxy<ListProxy<u8>>, seed: u64) -> Holder {
 fn drain(pipe: &Connection<Lists>, received: &mut u64, lost: &mut u64) -> bool {
     loop {
         match pipe.try_recv() {
-            Ok(Some(got)) => {
+            Ok(got) => {
                 for l in got {
                     *received += 1;
                     if l.len().is_err() {
@@ -244,7 +244,7 @@ fn drain(pipe: &Connection<Lists>, received: &mut u64, lost: &mut u64) -> bool {
                     }
                 }
             }
-            Ok(None) => return true,
+            Err(Error::Empty) => return true,
             Err(_) => return false,
         }
     }

@@ -174,7 +174,7 @@ fn producer((q, acked, stop, id, seed): ProducerArgs) {
         } else {
             8 + rng.below(600) as usize
         };
-        q.put(&make_item(key(id, seq), len))
+        q.put(make_item(key(id, seq), len))
             .unwrap_or_else(|e| panic!("put: {e}"));
         acked.set(id as usize, seq + 1);
     }

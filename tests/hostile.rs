@@ -199,9 +199,10 @@ fn try_recv_never_loses_a_large_message_that_is_still_arriving() {
     let mut got = Vec::new();
     while got.len() < 2 {
         assert!(t.elapsed() < BOUND, "hung");
-        match b.try_recv().unwrap() {
-            Some(v) => got.push(v),
-            None => {
+        match b.try_recv() {
+            Ok(v) => got.push(v),
+            Err(e) => {
+                assert!(matches!(e, Error::Empty), "{e}");
                 // poll sees the message in progress as something to read.
                 let _ = b.poll(Duration::from_millis(1)).unwrap();
             }
@@ -483,7 +484,7 @@ fn a_caller_with_several_threads_that_is_slow_to_read_gets_every_reply() {
             .unwrap(),
     );
     connected.wait_timeout(BOUND).unwrap();
-    c.0.send().nap(1_500).unwrap(); // busy: the asks queue behind this
+    c.0.cast().nap(1_500).unwrap(); // busy: the asks queue behind this
     std::thread::sleep(Duration::from_millis(200));
     go.set();
     std::thread::sleep(Duration::from_millis(500)); // the asks are written by now
@@ -900,7 +901,7 @@ fn in_order() -> (Frozen<InOrder>, Value<u64>) {
 /// the rest waits in this process's outbox.
 fn put_range(a: &ActorRef<InOrder>, from: u64, to: u64) {
     for i in from..to {
-        a.send().put(i).unwrap();
+        a.cast().put(i).unwrap();
     }
 }
 
@@ -915,10 +916,10 @@ fn let_the_flusher_fill_it() {
 #[test]
 fn ask_timeout_is_kept_when_a_busy_actors_socket_is_full() {
     let c = Stopped(procactor::spawn::<Counter>(()).unwrap());
-    c.0.send().nap(5_000).unwrap();
+    c.0.cast().nap(5_000).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..200_000 {
-        c.0.send().add(1).unwrap();
+        c.0.cast().add(1).unwrap();
     }
     let_the_flusher_fill_it();
     let r = c.0.clone();
@@ -1002,7 +1003,7 @@ fn an_ask_that_times_out_on_a_full_socket_keeps_the_mailbox_count_exact() {
     // About 1.5 MB: far more than the socket holds.
     let pad = "x".repeat(100);
     for i in 1..=TOLD {
-        a.send().put_padded(i, pad.clone()).unwrap();
+        a.cast().put_padded(i, pad.clone()).unwrap();
     }
     let_the_flusher_fill_it();
     let r = a.0.clone();
@@ -1011,11 +1012,11 @@ fn an_ask_that_times_out_on_a_full_socket_keeps_the_mailbox_count_exact() {
     // Exactly the room left: the tells' slots and the ask's are taken.
     let room = CAP - TOLD - 1;
     for i in 0..room {
-        if let Err(e) = a.try_send().put(TOLD + 2 + i) {
+        if let Err(e) = a.try_cast().put(TOLD + 2 + i) {
             panic!("{i} of the {room} slots left could be taken: {e:?}");
         }
     }
-    let full = a.try_send().put(0).unwrap_err();
+    let full = a.try_cast().put(0).unwrap_err();
     assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
     a.thaw();
     assert!(eventually(BOUND, || seen.get() == TOLD + 2 + room));
@@ -1025,9 +1026,9 @@ fn an_ask_that_times_out_on_a_full_socket_keeps_the_mailbox_count_exact() {
     std::thread::sleep(Duration::from_millis(200));
     a.freeze();
     for _ in 0..CAP {
-        a.try_send().put(0).unwrap();
+        a.try_cast().put(0).unwrap();
     }
-    let full = a.try_send().put(0).unwrap_err();
+    let full = a.try_cast().put(0).unwrap_err();
     assert!(matches!(full, Error::MailboxFull { .. }), "{full:?}");
     a.thaw();
 }
@@ -1056,8 +1057,8 @@ fn a_stopped_actor_does_not_hold_up_tells_to_another() {
     );
     // Again, interleaved with more tells to the stopped one.
     for i in 0..1_000 {
-        a.send().put(N + i).unwrap();
-        b.send().put(1_000 + i).unwrap();
+        a.cast().put(N + i).unwrap();
+        b.cast().put(1_000 + i).unwrap();
     }
     assert!(
         eventually(Duration::from_secs(3), || seen_b.get() == 2_000),
@@ -1121,7 +1122,7 @@ fn tells_queued_while_an_ask_is_blocked_writing_are_written_after_it() {
 fn tells_get_through_when_replies_to_asks_that_gave_up_pile_up() {
     const N: u64 = 200_000;
     let (a, seen) = in_order();
-    a.send().nap(1_000).unwrap();
+    a.cast().nap(1_000).unwrap();
     // About 2.5 MiB of replies nobody waits for: more than the socket holds, and than the actor
     // keeps for one connection before it stops reading it.
     for _ in 0..40 {

@@ -195,7 +195,7 @@ fn nested_proxies_are_one_object_through_every_path() {
         // A list of queues: the queue handle travels through the manager.
         let queues = m.list::<Queue<u32>>().unwrap();
         queues.append(m.queue().unwrap()).unwrap();
-        queues.get(0).unwrap().put(&5).unwrap();
+        queues.get(0).unwrap().put(5).unwrap();
         assert_eq!(queues.get(0).unwrap().get_timeout(BOUND).unwrap(), 5);
 
         // A value holding a dict proxy.
@@ -226,7 +226,7 @@ impl Tally {
 
 fn add_ones(t: HostedProxy<Tally>) {
     for _ in 0..100 {
-        t.send().add(1).unwrap();
+        t.cast().add(1).unwrap();
     }
     t.add(0).unwrap();
 }
@@ -603,7 +603,7 @@ fn proxies_received_by_holders_killed_before_using_them_are_released() {
                 tx.send(chunk.to_vec()).unwrap();
             }
             for chunk in by_queue.chunks(100) {
-                q.put(&chunk.to_vec()).unwrap();
+                q.put(chunk.to_vec()).unwrap();
             }
             assert_eq!(report_rx.recv_timeout(BOUND).unwrap(), share.len());
             children.push(p);
@@ -708,10 +708,10 @@ fn lends_whose_bytes_are_destroyed_before_decoding_are_released() {
         // An actor killed with proxies in its mailbox (its handler busy).
         let s = procactor::spawn::<Sleeper>(()).unwrap();
         let busy = Event::new().unwrap();
-        s.send().nap(busy.clone()).unwrap();
+        s.cast().nap(busy.clone()).unwrap();
         busy.wait_timeout(BOUND).unwrap();
         for chunk in lists(50).chunks(5) {
-            s.send().take(chunk.to_vec()).unwrap();
+            s.cast().take(chunk.to_vec()).unwrap();
         }
         assert_eq!(m.object_count().unwrap(), 50);
         s.kill().unwrap();
@@ -744,7 +744,7 @@ fn send_back_then_hang(
     ),
 ) {
     pipe.send(vec![l.clone()]).unwrap();
-    queue.put(&vec![l]).unwrap();
+    queue.put(vec![l]).unwrap();
     ready.set();
     hang()
 }
@@ -787,7 +787,7 @@ fn what_a_killed_process_sent_is_not_lost() {
         // object until the manager ends (a queue's bytes live in shared memory, where no
         // lifeline can go).
         let q = Queue::<Lists>::new().unwrap();
-        q.put(&vec![m.list::<u8>().unwrap()]).unwrap();
+        q.put(vec![m.list::<u8>().unwrap()]).unwrap();
         drop(q);
         assert_eq!(m.object_count().unwrap(), 1);
     });
@@ -884,7 +884,7 @@ fn proxies_in_the_managers_answers_are_lent_to_the_caller() {
         k.keep(l.clone()).unwrap();
         drop(l);
         for _ in 0..20 {
-            k.send().give().unwrap();
+            k.cast().give().unwrap();
         }
         let given = k.give().unwrap().unwrap();
         assert_eq!(given.get(0).unwrap(), 1);

@@ -451,8 +451,8 @@ fn uneven_tasks_do_not_leave_a_worker_idle() {
 }
 
 fn put_twice((q, x): (Queue<u64>, u64)) -> u64 {
-    q.put(&x).unwrap();
-    q.put(&(x + 1)).unwrap();
+    q.put(x).unwrap();
+    q.put(x + 1).unwrap();
     x
 }
 
@@ -491,7 +491,7 @@ fn pool_is_send_and_sync() {
 
 fn put_once((q, x): (Queue<u64>, u64)) -> u64 {
     std::thread::sleep(Duration::from_micros(x % 7 * 300));
-    q.put(&x).unwrap();
+    q.put(x).unwrap();
     x
 }
 
@@ -999,7 +999,7 @@ fn append_and_tell(
     ),
 ) -> u64 {
     l.append(i).unwrap();
-    t.send().add(1).unwrap();
+    t.cast().add(1).unwrap();
     i
 }
 

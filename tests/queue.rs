@@ -13,7 +13,7 @@ procactor::test_support!();
 
 fn produce((q, id, n): (Queue<(u32, u32)>, u32, u32)) {
     for i in 0..n {
-        q.put(&(id, i)).unwrap();
+        q.put((id, i)).unwrap();
     }
 }
 
@@ -93,25 +93,28 @@ fn bounded_queue_blocks_and_every_timeout_is_honoured() {
         "{took:?}"
     );
     assert!(matches!(q.try_get(), Err(Error::Empty)));
-    q.put(&1).unwrap();
-    q.try_put(&2).unwrap();
+    q.put(1).unwrap();
+    q.try_put(2).unwrap();
     assert!(q.is_full());
-    assert!(matches!(q.try_put(&3), Err(Error::Full)));
+    let full = q.try_put(3).unwrap_err();
+    assert!(full.is_full() && matches!(full.error(), Error::Full));
+    assert_eq!(full.into_inner(), 3, "the item comes back");
     let t = Instant::now();
-    assert!(matches!(q.put_timeout(&3, asked), Err(Error::Timeout(_))));
+    let late = q.put_timeout(3, asked).unwrap_err();
+    assert!(late.is_timeout() && matches!(late.error(), Error::Timeout(_)));
     let took = t.elapsed();
     assert!(
         took >= asked && took < asked + Duration::from_secs(5),
         "{took:?}"
     );
     assert_eq!(q.get().unwrap(), 1);
-    q.put_timeout(&3, BOUND).unwrap();
+    q.put_timeout(3, BOUND).unwrap();
     assert_eq!((q.get().unwrap(), q.get().unwrap()), (2, 3));
 }
 
 fn put_then_close((q, n): (Queue<u32>, u32)) {
     for i in 0..n {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     q.close();
 }
@@ -126,7 +129,7 @@ fn close_fails_puts_and_lets_consumers_drain() {
     );
     p.join_timeout(BOUND).unwrap();
     assert!(q.is_closed());
-    assert!(matches!(q.put(&1), Err(Error::Closed)));
+    assert!(matches!(q.put(1), Err(Error::Closed)));
     let drained: Vec<u32> = std::iter::from_fn(|| q.get_timeout(BOUND).ok()).collect();
     assert_eq!(drained, (0..100).collect::<Vec<_>>());
     assert!(matches!(q.get_timeout(BOUND), Err(Error::Closed)));
@@ -146,7 +149,7 @@ fn close_fails_puts_and_lets_consumers_drain() {
 
 fn put_large((q, n, size): (Queue<Vec<u8>>, u32, usize)) {
     for i in 0..n {
-        q.put(&vec![i as u8; size]).unwrap();
+        q.put(vec![i as u8; size]).unwrap();
     }
 }
 
@@ -194,7 +197,7 @@ fn put_forever(q: Queue<(u64, Vec<u8>)>) {
         } else {
             100 + (seq as usize % 900)
         };
-        q.put(&item(seq, len)).unwrap();
+        q.put(item(seq, len)).unwrap();
     }
 }
 
@@ -227,7 +230,7 @@ fn producers_killed_mid_put_never_deliver_half_an_item() {
             next += 1;
         }
         // And the queue still works.
-        q.put_timeout(&item(0, 10), BOUND).unwrap();
+        q.put_timeout(item(0, 10), BOUND).unwrap();
         assert_eq!(q.get_timeout(BOUND).unwrap(), item(0, 10));
     }
 }
@@ -257,9 +260,9 @@ fn consumer_killed_while_blocked_in_get_leaves_the_queue_usable() {
             .unwrap(),
     );
     started.wait_timeout(BOUND).unwrap();
-    q.put(&42).unwrap();
+    q.put(42).unwrap();
     assert_eq!(other.join_timeout(BOUND).unwrap(), 42);
-    q.put(&7).unwrap();
+    q.put(7).unwrap();
     assert_eq!(q.get_timeout(BOUND).unwrap(), 7);
 }
 
@@ -279,7 +282,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
         .map(|_| reaped(Process::new(worker, q.clone()).start().unwrap()))
         .collect();
     for job in 0..50 {
-        q.put(&job).unwrap();
+        q.put(job).unwrap();
     }
     q.join_timeout(BOUND).unwrap();
     assert_eq!(q.unfinished(), 0);
@@ -290,7 +293,7 @@ fn joinable_queue_join_waits_for_every_task_done() {
     }
     // A task never marked done: join times out, honouring the timeout.
     let q = JoinableQueue::<u32>::new().unwrap();
-    q.put(&1).unwrap();
+    q.put(1).unwrap();
     let _ = q.get().unwrap();
     let t = Instant::now();
     assert!(matches!(q.join_timeout(asked), Err(Error::Timeout(_))));
@@ -300,13 +303,13 @@ fn joinable_queue_join_waits_for_every_task_done() {
 #[test]
 fn simple_queue_and_bad_items() {
     let q = SimpleQueue::new().unwrap();
-    q.put(&"one".to_string()).unwrap();
+    q.put("one".to_string()).unwrap();
     assert_eq!(q.get_timeout(BOUND).unwrap(), "one");
     assert!(q.is_empty());
     // Handles cannot go through shared memory: a clear error, not a broken queue.
     let locks = Queue::<Lock>::new().unwrap();
     assert!(matches!(
-        locks.put(&Lock::new().unwrap()),
+        locks.put(Lock::new().unwrap()),
         Err(Error::Encode { .. })
     ));
     assert!(locks.is_empty());
@@ -335,7 +338,7 @@ fn scribble_over_a_queue(_: ()) {
     use std::os::unix::fs::FileExt;
     let q = Queue::<u64>::new().unwrap();
     for i in 0..3 {
-        q.put(&i).unwrap();
+        q.put(i).unwrap();
     }
     let mem = queue_memory();
     // Find the first record (length 1, kind 1: the item 0) and overwrite it and all after it.
@@ -355,7 +358,7 @@ fn scribble_over_a_queue(_: ()) {
         matches!(q.try_get(), Err(Error::Empty)),
         "garbage was not dropped"
     );
-    q.put(&9).unwrap();
+    q.put(9).unwrap();
     assert_eq!(q.get_timeout(BOUND).unwrap(), 9);
 }
 

@@ -182,7 +182,7 @@ fn use_handles_from_a_pipe(conn: procactor::Connection<Handles>) {
     let _g = lock.acquire().unwrap();
     *v.lock() += 1;
     shm.write(0, b"via pipe").unwrap();
-    q.put(&7).unwrap();
+    q.put(7).unwrap();
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn open_and_drop_handles(_: ()) -> (usize, usize) {
     let before = common::open_fds();
     for _ in 0..50 {
         let q = procactor::Queue::<u32>::new().unwrap();
-        q.put(&1).unwrap();
+        q.put(1).unwrap();
         let _l = procactor::Lock::new().unwrap();
         let _c = procactor::Condition::new().unwrap();
         let _b = procactor::Barrier::new(2).unwrap();
@@ -300,7 +300,7 @@ impl Objects {
             .capacity_bytes(4096)
             .build()
             .unwrap();
-        queue.put(&markers[0].to_vec()).unwrap();
+        queue.put(markers[0].to_vec()).unwrap();
         let shm = SharedMemory::new(64).unwrap();
         shm.write(8, &markers[3]).unwrap();
         Objects {
@@ -314,10 +314,10 @@ impl Objects {
 
     /// Uses every object; what each gave back.
     fn exercise(&self) -> (Vec<u8>, [u8; 16], Vec<u8>, Vec<u8>) {
-        self.queue.put(&b"after".to_vec()).unwrap();
+        self.queue.put(b"after".to_vec()).unwrap();
         let queued = self.queue.get_timeout(BOUND).unwrap();
         assert_eq!(self.queue.get_timeout(BOUND).unwrap(), b"after");
-        self.queue.put(&queued).unwrap(); // for the next user
+        self.queue.put(queued.clone()).unwrap(); // for the next user
         self.array.set(0, self.array.get(0).unwrap());
         self.shm.write(0, b"written").unwrap();
         (
@@ -570,7 +570,7 @@ fn crafted_unsealed_or_short_memory_is_refused_where_a_handle_is_expected() {
 /// through is undone at once (so that nothing faults here).
 fn resize_one_of_each(_: ()) -> Vec<(String, i32, i32)> {
     let q = procactor::Queue::<u8>::new().unwrap();
-    q.put(&1).unwrap();
+    q.put(1).unwrap();
     let objects = (
         q,
         procactor::Lock::new().unwrap(),

@@ -10,7 +10,7 @@
 //! The generated code names the runtime only through `::procactor::__private::...`, which stays
 //! put when the public API moves.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 mod actor;
 mod diag;
@@ -111,7 +111,7 @@ pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// let a = procactor::spawn::<Account>(100)?;
 /// assert_eq!(a.deposit(50)?, 150);
-/// a.send().deposit(-20)?;                     // tell: no reply awaited
+/// a.cast().deposit(-20)?;                     // tell: no reply awaited
 /// assert_eq!(a.timeout(std::time::Duration::from_secs(5)).balance()?, 130);
 /// # a.stop()?; a.join()?;
 /// # Ok::<(), procactor::Error>(())
@@ -205,7 +205,7 @@ mod tests {
     }
 
     /// Generated code names the runtime through `::procactor::__private` alone, so moving the
-    /// public API (`procactor::Schema` to `procactor::message::Schema`, say) breaks no macro.
+    /// public API (`procactor::actor::Schema` to `procactor::message::Schema`, say) breaks no macro.
     #[test]
     fn generated_code_names_the_runtime_through_private_only() {
         let actor = quote! {

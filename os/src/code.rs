@@ -158,6 +158,15 @@ fn address_of_registered<F: FnPtr, R: Registered<F>>() -> usize {
     address(R::function())
 }
 
+impl std::fmt::Debug for EntryPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryPoint")
+            .field("name", &self.name)
+            .field("type", &(self.type_name)())
+            .finish()
+    }
+}
+
 impl EntryPoint {
     /// The entry point `name` for the function `R` gives.
     pub const fn new<F: FnPtr, R: Registered<F>>(name: &'static str) -> EntryPoint {

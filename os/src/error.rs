@@ -236,11 +236,11 @@ pub enum Error {
         location: Option<String>,
     },
 
-    /// `try_get` on an empty queue.
-    #[error("the queue is empty")]
+    /// Nothing to take now: a `try_` receive (`try_get`, `try_recv`) on an empty queue or pipe.
+    #[error("nothing is waiting (empty)")]
     Empty,
 
-    /// `try_put` on a full queue.
+    /// No room now: `try_put` on a full queue (the item comes back in a [`TrySendError`]).
     #[error("the queue is full")]
     Full,
 
@@ -292,6 +292,8 @@ pub enum Error {
 }
 
 impl Error {
+    /// Wraps a failed system call `op` as [`Error::Io`]; a peer that went away (EPIPE, ECONNRESET,
+    /// ENOTCONN) becomes [`Error::Disconnected`] instead.
     pub fn io(op: &'static str, source: impl Into<io::Error>) -> Self {
         let source = source.into();
         // A peer that went away is not an I/O failure for the caller: say it plainly.
@@ -312,6 +314,85 @@ impl Error {
     /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout(_))
+    }
+}
+
+/// A send that did not happen (`try_put`, `put_timeout`, `try_tell`, `tell_timeout`): the value
+/// comes back with the reason, as crossbeam's `TrySendError` does, so nothing is lost.
+///
+/// `?` turns it into an [`Error`] (dropping the value) when you do not need it back.
+///
+/// ```
+/// # procactor::init();
+/// let q = procactor::Queue::<String>::bounded(1)?;
+/// q.try_put("first".to_string()).map_err(procactor::Error::from)?;
+/// let full = q.try_put("second".to_string()).unwrap_err();
+/// assert!(full.is_full());
+/// assert_eq!(full.into_inner(), "second"); // handed back, not lost
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct TrySendError<T> {
+    value: T,
+    error: Error,
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent, and why.
+    pub fn new(value: T, error: Error) -> TrySendError<T> {
+        TrySendError { value, error }
+    }
+
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// Why it was not sent: [`Error::Full`], [`Error::MailboxFull`], [`Error::Timeout`],
+    /// [`Error::Closed`], [`Error::Disconnected`], ...
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// Both parts.
+    pub fn into_parts(self) -> (T, Error) {
+        (self.value, self.error)
+    }
+
+    /// True when there was no room now (a full queue or mailbox): trying later may work.
+    pub fn is_full(&self) -> bool {
+        matches!(self.error, Error::Full | Error::MailboxFull { .. })
+    }
+
+    /// True when a bounded wait for room ran out.
+    pub fn is_timeout(&self) -> bool {
+        self.error.is_timeout()
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySendError")
+            .field("value", &std::any::type_name::<T>())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<TrySendError<T>> for Error {
+    fn from(e: TrySendError<T>) -> Error {
+        e.error
     }
 }
 

@@ -69,6 +69,7 @@ pub fn wake_counted(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
 /// A condition variable word in shared memory, used with a [`robust::RawMutex`]: a sequence
 /// number bumped by every notify, and its sleepers counted as in [`sleep_counted`].
 #[repr(C)]
+#[derive(Debug)]
 pub struct RawCondvar {
     seq: AtomicU32,
     sleepers: AtomicU32,

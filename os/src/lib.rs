@@ -11,7 +11,7 @@
 //! messages) → `futex` → `robust` (the robust mutex) → `shm` (shared memory, seals, typed
 //! layouts) → `code` (functions as something a child can call).
 
-#![warn(unsafe_op_in_unsafe_fn)]
+#![warn(unsafe_op_in_unsafe_fn, missing_debug_implementations, unreachable_pub)]
 // The floor's internal API is not fully documented yet (about 50 items moved here from the
 // runtime, where they were crate-private): allowed until they are, the other crates warn.
 #![allow(missing_docs)]

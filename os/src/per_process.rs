@@ -13,12 +13,23 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::sys;
 
+/// State of which each process has its own copy, fresh (from `init`) in a forked child (see the
+/// module docs).
 pub struct PerProcess<T> {
     slot: AtomicPtr<(u32, Mutex<T>)>,
     init: fn() -> T,
 }
 
+impl<T> std::fmt::Debug for PerProcess<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerProcess")
+            .field("state", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> PerProcess<T> {
+    /// State made by `init` on first use in each process.
     pub const fn new(init: fn() -> T) -> Self {
         PerProcess {
             slot: AtomicPtr::new(std::ptr::null_mut()),

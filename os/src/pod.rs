@@ -15,6 +15,8 @@ use crate::shm::{Layout, Shared};
 use crate::wire::{self, Wait};
 
 crate::shared_struct! {
+    /// The shared-memory header of a [`Data`]: its lock, type fingerprint and item count, followed
+    /// by the items.
     pub struct DataCell {
         mutex: RawMutex,
         /// Fingerprint of `T`: a `Value<u64>` does not open as a `Value<f64>`.
@@ -41,6 +43,8 @@ pub struct Data<T> {
 }
 
 impl<T: Pod> Data<T> {
+    /// Copies `items` into a new shared-memory object (`what` names it in errors); `T` may be
+    /// aligned to at most 64 bytes.
     pub fn new(items: &[T], what: &'static str) -> Result<Data<T>> {
         if std::mem::align_of::<T>() > 64 {
             return Err(Error::Unsupported(
@@ -61,6 +65,7 @@ impl<T: Pod> Data<T> {
         Ok(data)
     }
 
+    /// The number of items.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -96,6 +101,8 @@ impl<T: Pod> Data<T> {
         (i < self.len()).then(|| unsafe { self.ptr().add(i).read_volatile() })
     }
 
+    /// Writes item `i` without a lock: a volatile write (other processes may be reading it). Panics
+    /// if `i` is out of range.
     pub fn write(&self, i: usize, value: T) {
         let len = self.len();
         assert!(
@@ -106,6 +113,7 @@ impl<T: Pod> Data<T> {
         unsafe { self.ptr().add(i).write_volatile(value) }
     }
 
+    /// Takes the robust lock, waiting as `wait` says: a guard giving access to the items.
     pub fn lock(&self, wait: Wait) -> Result<DataGuard<'_, T>> {
         let owner_died = self.cell.mutex.lock(wait)?;
         Ok(DataGuard {
@@ -115,6 +123,8 @@ impl<T: Pod> Data<T> {
         })
     }
 
+    /// Opens a received cell as items of `T`, refusing one whose type fingerprint or size does not
+    /// match.
     pub fn open(cell: Shared<DataCell>) -> Result<Data<T>> {
         let size = std::mem::size_of::<T>() as u64;
         let len = cell.len.load(Ordering::Acquire);
@@ -206,5 +216,23 @@ impl<T: Pod> DerefMut for DataGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as `deref`, and `&mut self` makes this the only borrow.
         unsafe { &mut self.data.slice_mut()[0] }
+    }
+}
+
+impl<T> std::fmt::Debug for Data<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Data")
+            .field("type", &std::any::type_name::<T>())
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for DataGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataGuard")
+            .field("items", &self.as_slice())
+            .field("owner_died", &self.owner_died)
+            .finish()
     }
 }

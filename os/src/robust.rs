@@ -40,6 +40,14 @@ pub struct RawMutex {
     node: Node,
 }
 
+impl std::fmt::Debug for RawMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawMutex")
+            .field("word", &self.word)
+            .finish_non_exhaustive()
+    }
+}
+
 // SAFETY: atomics and an unused word: valid for any bits (a garbage list pointer is never
 // followed by this process: only the kernel reads the list, and only ours).
 unsafe impl crate::shm::AnyBits for RawMutex {}
@@ -163,7 +171,9 @@ impl ThreadList {
 /// Why `lock` gave up.
 #[derive(Debug)]
 pub enum LockFail {
+    /// The wait ran out first (the `Wait` it was given, for the error).
     Timeout(Wait),
+    /// This thread already holds the lock.
     Deadlock,
 }
 

@@ -44,16 +44,20 @@ unsafe impl Send for Region {}
 unsafe impl Sync for Region {}
 
 /// How a region is mapped.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Access {
+    /// Readable and writable.
     ReadWrite,
+    /// Readable only.
     ReadOnly,
 }
 
 /// The size a memory object that arrives must have.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub enum Size {
+    /// Exactly this many bytes.
     Exactly(usize),
+    /// At least this many bytes.
     AtLeast(usize),
 }
 
@@ -170,10 +174,12 @@ impl Region {
         })
     }
 
+    /// The start of the mapping.
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
+    /// The length of the mapping, in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -265,6 +271,7 @@ macro_rules! shared_struct {
     ) => {
         $(#[$attr])*
         #[repr(C)]
+        #[derive(Debug)]
         $vis struct $name {
             $($(#[$fattr])* $fvis $field: $ty),*
         }
@@ -548,6 +555,25 @@ impl<'de, S: Layout> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let fd = wire::deserialize_fd(d)?;
         Shared::open(fd, std::any::type_name::<S>()).map_err(crate::wire::refuse)
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("len", &self.len)
+            .field("fd", &self.fd)
+            .field("frozen", &self.frozen)
+            .finish()
+    }
+}
+
+impl<S: Layout> std::fmt::Debug for Shared<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("layout", &std::any::type_name::<S>())
+            .field("tail_len", &self.tail_len())
+            .finish_non_exhaustive()
     }
 }
 

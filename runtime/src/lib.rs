@@ -9,7 +9,7 @@
 //! `message` (schemas) → `actor` → `pool` (Pool, Executor), `manager` (shared objects behind
 //! proxies).
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 
 use procactor_os::{closer, error, per_process, shm, sys, wire};
@@ -37,7 +37,7 @@ pub use actor::{
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 /// Plain-old-data types can live in [`Value`] and [`Array`] (derive it with `bytemuck`).
 pub use bytemuck::Pod;
-pub use error::{Error, ExitReason, Result};
+pub use error::{Error, ExitReason, Result, TrySendError};
 pub use manager::{
     DictProxy, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace, ValueProxy,
 };
@@ -110,8 +110,8 @@ pub mod __private {
         "tell",
         "try_tell",
         "tell_timeout",
-        "send",
-        "try_send",
+        "cast",
+        "try_cast",
         "timeout",
         "stop",
         "kill",

@@ -105,10 +105,10 @@ fn drain_from(c: &Collector) {
     let _emitting = c.emitting.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         match c.read.try_recv() {
-            Ok(Some(r)) => emit(&r),
+            Ok(r) => emit(&r),
             // A record that does not decode is skipped: the ones behind it still count.
             Err(crate::Error::Decode { .. }) => continue,
-            Ok(None) | Err(_) => return,
+            Err(_) => return,
         }
     }
 }

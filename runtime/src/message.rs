@@ -77,7 +77,7 @@ impl Schema {
     /// and shape where it recurs, so its schema is finite and still the same in every build.
     ///
     /// ```
-    /// use procactor::{Message, Schema};
+    /// use procactor::{Message, actor::Schema};
     ///
     /// #[derive(serde::Serialize, serde::Deserialize)]
     /// struct Point { x: i32, y: i32 }
@@ -385,6 +385,14 @@ pub trait ProbeTypeName {
 impl<T: ?Sized> ProbeTypeName for SchemaProbe<T> {
     fn probe_schema(&self) -> Schema {
         Schema::of::<T>("")
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for SchemaProbe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SchemaProbe")
+            .field(&std::any::type_name::<T>())
+            .finish()
     }
 }
 

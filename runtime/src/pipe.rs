@@ -86,7 +86,7 @@ enum Mode {
 /// ```
 /// use std::time::Duration;
 /// let (a, b) = procactor::Pipe::<u32>::duplex()?;
-/// assert_eq!(b.try_recv()?, None);
+/// assert!(matches!(b.try_recv(), Err(procactor::Error::Empty)));
 /// assert!(b.recv_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
 /// drop(a);
 /// assert!(matches!(b.recv(), Err(procactor::Error::Disconnected)));
@@ -370,21 +370,21 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
         self.recv_wait(Wait::timeout(timeout))
     }
 
-    /// Receives a value if one is waiting: `Ok(None)` if not, `Err(Disconnected)` if the other
-    /// end is gone.
+    /// Receives a value if one is waiting: `Err(Empty)` if not (as every `try_` receive),
+    /// `Err(Disconnected)` if the other end is gone.
     ///
     /// ```
+    /// use procactor::Error;
     /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
-    /// assert_eq!(b.try_recv()?, None);
+    /// assert!(matches!(b.try_recv(), Err(Error::Empty)));
     /// a.send(9)?;
-    /// assert_eq!(b.try_recv()?, Some(9));
+    /// assert_eq!(b.try_recv()?, 9);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn try_recv(&self) -> Result<Option<T>> {
+    pub fn try_recv(&self) -> Result<T> {
         match self.recv_wait(Wait::No) {
-            Ok(v) => Ok(Some(v)),
-            Err(Error::Timeout(_)) => Ok(None),
-            Err(e) => Err(e),
+            Err(Error::Timeout(_)) => Err(Error::Empty),
+            other => other,
         }
     }
 
@@ -512,5 +512,13 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
         let mut chan = Channel::from_fd(end.fd.0);
         chan.set_limit(end.limit);
         Ok(Connection::new(chan, end.mode))
+    }
+}
+
+impl<T> std::fmt::Debug for Pipe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pipe")
+            .field(&std::any::type_name::<T>())
+            .finish()
     }
 }

@@ -665,3 +665,13 @@ pub fn active_children() -> Vec<ProcessInfo> {
 pub fn cpu_count() -> usize {
     sys::cpu_count()
 }
+
+impl<A, R> std::fmt::Debug for Process<A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("target", &std::any::type_name::<fn(A) -> R>())
+            .field("name", &self.name)
+            .field("daemon", &self.daemon)
+            .finish_non_exhaustive()
+    }
+}

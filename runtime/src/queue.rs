@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrySendError};
 use crate::shm::{Access, Layout, Region, Shared, Size};
 use crate::sync::robust::RawMutex;
 use crate::sync::RawCondvar;
@@ -113,7 +113,7 @@ enum Taken {
 ///
 /// fn producer(q: Queue<u32>) {
 ///     for i in 0..100 {
-///         q.put(&i).unwrap();
+///         q.put(i).unwrap();
 ///     }
 ///     q.close();
 /// }
@@ -547,9 +547,9 @@ impl<T> Queue<T> {
     /// # procactor::init();
     /// use procactor::{Error, Queue};
     /// let q = Queue::new()?;
-    /// q.put(&1u8)?;
+    /// q.put(1u8)?;
     /// q.close();
-    /// assert!(matches!(q.put(&2), Err(Error::Closed)));
+    /// assert!(matches!(q.put(2), Err(Error::Closed)));
     /// assert_eq!(q.get()?, 1);
     /// assert!(matches!(q.get(), Err(Error::Closed)));
     /// # Ok::<(), procactor::Error>(())
@@ -569,18 +569,26 @@ impl<T> Queue<T> {
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts an item, waiting while the queue is full.
-    pub fn put(&self, item: &T) -> Result<()> {
-        self.put_with(item, Wait::Forever)
+    pub fn put(&self, item: T) -> Result<()> {
+        self.put_with(&item, Wait::Forever)
     }
 
-    /// Puts an item, waiting at most `timeout` for room (`Err(Timeout)` then).
-    pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<()> {
-        self.put_with(item, Wait::timeout(timeout))
+    /// Puts an item, waiting at most `timeout` for room; the item comes back if it could not go
+    /// ([`TrySendError::is_timeout`]).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), TrySendError<T>> {
+        match self.put_with(&item, Wait::timeout(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(item, e)),
+        }
     }
 
-    /// Puts an item if there is room now (`Err(Full)` otherwise).
-    pub fn try_put(&self, item: &T) -> Result<()> {
-        self.put_with(item, Wait::No)
+    /// Puts an item if there is room now; the item comes back if not ([`TrySendError::is_full`]:
+    /// the error is [`Error::Full`]).
+    pub fn try_put(&self, item: T) -> Result<(), TrySendError<T>> {
+        match self.put_with(&item, Wait::No) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(item, e)),
+        }
     }
 
     /// Takes the oldest item, waiting for one. `Err(Closed)` once the queue is closed and empty.
@@ -595,8 +603,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// use std::time::Duration;
     /// let q = procactor::Queue::<u32>::bounded(1)?;
     /// assert!(q.get_timeout(Duration::from_millis(10)).is_err());
-    /// q.try_put(&5)?;
-    /// assert!(matches!(q.try_put(&6), Err(procactor::Error::Full)));
+    /// q.try_put(5)?;
+    /// let full = q.try_put(6).unwrap_err();
+    /// assert!(matches!(full.error(), procactor::Error::Full));
+    /// assert_eq!(full.into_inner(), 6);
     /// assert_eq!(q.get_timeout(Duration::from_millis(10))?, 5);
     /// # Ok::<(), procactor::Error>(())
     /// ```
@@ -604,7 +614,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_with(Wait::timeout(timeout))
     }
 
-    /// Takes the oldest item if there is one (`Err(Empty)` otherwise).
+    /// Takes the oldest item if there is one (`Err(Empty)` otherwise, as for every `try_`
+    /// receive).
     pub fn try_get(&self) -> Result<T> {
         self.get_with(Wait::No)
     }
@@ -714,7 +725,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 /// ```
 /// # procactor::init();
 /// let q = procactor::queue::SimpleQueue::new()?;
-/// q.put(&"hi".to_string())?;
+/// q.put("hi".to_string())?;
 /// assert_eq!(q.get()?, "hi");
 /// assert!(q.is_empty());
 /// # Ok::<(), procactor::Error>(())
@@ -735,7 +746,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 
     /// Puts an item (waits only if 1 MiB of items are waiting).
-    pub fn put(&self, item: &T) -> Result<()> {
+    pub fn put(&self, item: T) -> Result<()> {
         self.queue.put(item)
     }
 
@@ -778,7 +789,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
 /// let q = JoinableQueue::new()?;
 /// let w = Process::new(worker, q.clone()).start()?;
 /// for job in 0..10 {
-///     q.put(&job)?;
+///     q.put(job)?;
 /// }
 /// q.join_timeout(Duration::from_secs(30))?; // every job done
 /// q.close();
@@ -870,7 +881,7 @@ mod tests {
             .build()
             .unwrap();
         for i in 0..n {
-            q.put(&vec![i; 5000]).unwrap();
+            q.put(vec![i; 5000]).unwrap();
         }
         q
     }
@@ -913,10 +924,10 @@ mod tests {
         let q = large_items(1);
         // Killed right after sending a large item's memory, before committing its record.
         DIE_AT.set(Some("after the spill send"));
-        let put = std::panic::catch_unwind(AssertUnwindSafe(|| q.put(&vec![9; 5000])));
+        let put = std::panic::catch_unwind(AssertUnwindSafe(|| q.put(vec![9; 5000])));
         assert!(put.is_err() && DIE_AT.get().is_none(), "did not die there");
         // The next large item is itself, not the dead producer's.
-        q.put(&vec![1; 5000]).unwrap();
+        q.put(vec![1; 5000]).unwrap();
         assert_eq!(q.try_get().unwrap(), vec![0; 5000]);
         assert_eq!(q.try_get().unwrap(), vec![1; 5000]);
         assert!(matches!(q.try_get(), Err(Error::Empty)));
@@ -966,8 +977,8 @@ mod tests {
             other => panic!("a rogue memfd was not refused: {other:?}"),
         }
         // The queue goes on: a real large item, then a small one.
-        q.put(&vec![3; 5000]).unwrap();
-        q.put(&vec![4]).unwrap();
+        q.put(vec![3; 5000]).unwrap();
+        q.put(vec![4]).unwrap();
         assert_eq!(q.try_get().unwrap(), vec![3; 5000]);
         assert_eq!(q.try_get().unwrap(), vec![4]);
     }

@@ -526,3 +526,27 @@ impl std::fmt::Debug for SharedMemory {
             .finish()
     }
 }
+
+macro_rules! debug_handle {
+    ($($ty:ident),*) => {$(
+        impl<T: Pod + std::fmt::Debug> std::fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    .field("type", &std::any::type_name::<T>())
+                    .field("len", &self.data.len())
+                    .finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+
+debug_handle!(Value, Array, RawValue, RawArray);
+
+impl<T: Pod + std::fmt::Debug> std::fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayGuard")
+            .field("items", &self.0.as_slice())
+            .field("owner_died", &self.owner_died())
+            .finish()
+    }
+}

@@ -28,7 +28,7 @@ impl Counter {
 
 fn total(c: &ActorRef<Counter>) -> procactor::Result<u64> {
     c.add(1)?;
-    c.send().add(2)?;
+    c.cast().add(2)?;
     c.get()
 }
 

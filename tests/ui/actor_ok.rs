@@ -35,7 +35,7 @@ impl Tally {
 fn main() {
     let t: ActorRef<Tally> = procactor::spawn::<Tally>(1).unwrap();
     assert_eq!(t.add(2, (0, 0)).unwrap(), 3);
-    t.send().add(1, (0, 0)).unwrap();
+    t.cast().add(1, (0, 0)).unwrap();
     assert_eq!(t.total().unwrap(), 4);
     t.stop().unwrap();
     t.join().unwrap();

@@ -116,9 +116,13 @@ pub fn file_stat(fd: BorrowedFd) -> io::Result<FileStat> {
 }
 
 /// What [`file_stat`] tells.
+#[derive(Debug)]
 pub struct FileStat {
+    /// Size in bytes (0 if the kernel reports a negative one).
     pub size: u64,
+    /// User id of the owner.
     pub uid: u32,
+    /// Device and inode numbers: the same pair means the same file.
     pub id: (u64, u64),
 }
 

@@ -102,6 +102,7 @@ pub struct Interest {
 }
 
 impl Interest {
+    /// Input (or the peer's hang-up) only.
     pub const READ: Interest = Interest {
         read: true,
         write: false,
@@ -129,6 +130,7 @@ pub struct Poller {
 }
 
 impl Poller {
+    /// An epoll instance watching nothing yet.
     pub fn new() -> io::Result<Poller> {
         use rustix::event::epoll;
         let empty = epoll::Event {
@@ -166,6 +168,7 @@ impl Poller {
         )?)
     }
 
+    /// Stops watching `fd` (no error if it was not watched).
     pub fn remove(&self, fd: BorrowedFd) {
         // Fails only if the fd was never added; closing it removes it anyway.
         let _ = rustix::event::epoll::delete(&self.ep, fd);
@@ -215,4 +218,12 @@ pub fn eventfd_signal(fd: BorrowedFd) {
 pub fn eventfd_drain(fd: BorrowedFd) {
     let mut buf = [0u8; 8];
     let _ = rustix::io::read(fd, &mut buf);
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller")
+            .field("ep", &self.ep)
+            .finish_non_exhaustive()
+    }
 }

@@ -16,7 +16,9 @@ use super::*;
 /// How a child ended, as `waitid` tells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// It exited with this status code.
     Code(i32),
+    /// A signal (this number) killed it.
     Signal(i32),
     /// It ended, but its status went to someone else: SIGCHLD set to SIG_IGN (the kernel then
     /// reaps children itself), or a `wait()` outside procactor.
@@ -91,6 +93,7 @@ pub fn parent_is(pid: u32) -> bool {
     rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(pid)
 }
 
+/// This process's id, cached (and forgotten in a forked child).
 pub fn getpid() -> u32 {
     use std::sync::atomic::Ordering;
     let cached = PID.load(Ordering::Relaxed);
@@ -107,6 +110,7 @@ pub fn getpid() -> u32 {
     pid
 }
 
+/// The calling thread's id.
 pub fn gettid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
@@ -228,6 +232,7 @@ pub fn spawn_self(keep_fd: BorrowedFd, extra_env: (&str, &str)) -> io::Result<u3
 }
 
 /// Which way a `fork_child` call forks.
+#[derive(Debug)]
 pub enum ForkKind {
     /// Plain `fork()`: the child is ours.
     Fork,

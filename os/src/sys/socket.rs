@@ -74,6 +74,7 @@ pub fn send_record_with(
 }
 
 /// What `recv_record` found.
+#[derive(Debug)]
 pub enum Recv {
     /// A record of this many bytes (in the buffer) and the descriptors that came with it.
     Record(usize, Vec<OwnedFd>),
@@ -326,10 +327,13 @@ pub fn accept(listener: BorrowedFd) -> io::Result<Option<OwnedFd>> {
 /// `listen` on the listening socket. Never from anything the peer wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerCred {
+    /// The peer's process id (0 if it is in a pid namespace we cannot see).
     pub pid: u32,
+    /// The peer's user id.
     pub uid: u32,
 }
 
+/// Who is at the other end of the Unix socket `fd` (see [`PeerCred`]).
 pub fn peer_cred(fd: BorrowedFd) -> io::Result<PeerCred> {
     // Through libc, not rustix: the kernel reports pid 0 for a peer in a pid namespace we cannot
     // see, which rustix's non-zero `Pid` cannot hold.
@@ -374,7 +378,6 @@ pub fn try_send_record(
     send_record_with(fd, parts, with.as_slice(), false)
 }
 
-/// Shuts the sending direction of a socket: the peer reads what is queued, then EOF.
 /// Shuts a connected socket down both ways: the peer sees the hang-up at once, though the socket
 /// (and whatever its unread records carry) is only released by its close. Never blocks.
 pub fn shutdown_both(fd: BorrowedFd) {
@@ -382,6 +385,7 @@ pub fn shutdown_both(fd: BorrowedFd) {
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Both);
 }
 
+/// Shuts the sending direction of a socket: the peer reads what is queued, then EOF.
 pub fn shutdown_write(fd: BorrowedFd) {
     // Fails only if the peer is already gone, which is what we wanted.
     let _ = rustix::net::shutdown(fd, rustix::net::Shutdown::Write);

@@ -23,6 +23,7 @@ const MAX_PARTS: usize = 16;
 
 /// Frame kinds (low bits) and the flag for a payload on a side stream.
 pub const KIND_VALUE: u8 = 1;
+/// Frame kind of raw bytes (a pipe's `send_bytes`), sent with fingerprint 0.
 pub const KIND_BYTES: u8 = 2;
 const FLAG_LARGE: u8 = 0x80;
 
@@ -38,17 +39,21 @@ pub fn receiving() -> bool {
 }
 
 /// A received frame: its kind, fingerprint, payload and descriptors.
+#[derive(Debug)]
 pub struct Frame<'a> {
+    /// Its kind ([`KIND_VALUE`] or [`KIND_BYTES`]), without the large flag.
     pub kind: u8,
+    /// Fingerprint of the payload's type (0 for raw bytes).
     pub fingerprint: u64,
+    /// The payload's bytes.
     pub payload: &'a [u8],
+    /// Descriptors that came with it (of handles inside the payload).
     pub fds: PeerFds,
     /// The payload came on a side stream or in a memory file, and lies in the caller's `large`
     /// buffer (an inline one lies there too after [`Channel::recv_into`]).
     pub large: bool,
 }
 
-/// How long a receive may wait.
 /// The largest message a receiving end accepts unless told otherwise (1 GiB): see
 /// [`Channel::set_limit`]. A larger one is refused before any of it is read.
 pub const DEFAULT_LIMIT: u64 = 1 << 30;
@@ -60,8 +65,11 @@ const STEP: usize = 64 << 20;
 /// What a frame's header says, before its payload is read: enough to refuse it unread.
 #[derive(Clone, Copy, Debug)]
 pub struct Head {
+    /// The frame's kind, without the large flag.
     pub kind: u8,
+    /// Fingerprint of the payload's type.
     pub fingerprint: u64,
+    /// Length of the payload, in bytes.
     pub len: u64,
 }
 
@@ -126,6 +134,7 @@ impl Drop for Channel {
 static LIVE: std::sync::Mutex<std::collections::BTreeSet<RawFd>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+/// The descriptors of every live `Channel` in this process, locked (a poisoned lock is taken over).
 pub fn live_channels() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<RawFd>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -228,11 +237,13 @@ enum Large {
 }
 
 impl Channel {
+    /// Two connected ends of a new SEQPACKET socket pair.
     pub fn pair() -> Result<(Channel, Channel)> {
         let (a, b) = sys::seqpacket_pair().map_err(|e| Error::io("socketpair", e))?;
         Ok((Channel::from_fd(a), Channel::from_fd(b)))
     }
 
+    /// An end over a connected SEQPACKET socket, with the default limit.
     pub fn from_fd(fd: OwnedFd) -> Channel {
         live_channels().insert(fd.as_raw_fd());
         Channel {
@@ -248,6 +259,7 @@ impl Channel {
         self.limit = bytes;
     }
 
+    /// The largest payload this end accepts, in bytes.
     pub fn limit(&self) -> u64 {
         self.limit
     }
@@ -259,6 +271,7 @@ impl Channel {
         self
     }
 
+    /// The socket, no longer a live channel (a fork will not close it).
     pub fn into_fd(mut self) -> OwnedFd {
         let fd = self
             .fd
@@ -268,6 +281,8 @@ impl Channel {
         fd
     }
 
+    /// Another handle on the same end (a duplicated descriptor), with the same settings and shared
+    /// partial receive.
     pub fn try_clone(&self) -> Result<Channel> {
         let mut c = Channel::from_fd(sys::dup(self.as_fd()).map_err(|e| Error::io("dup", e))?);
         c.limit = self.limit;

@@ -104,6 +104,7 @@ pub fn incoming_dup(index: u32) -> Option<OwnedFd> {
 }
 
 /// A descriptor inside a message being sent (serializes through [`serialize_fd`]).
+#[derive(Debug)]
 pub struct SendFd<'a>(pub BorrowedFd<'a>);
 
 impl Serialize for SendFd<'_> {
@@ -203,6 +204,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec
 pub struct PeerFds(pub(crate) Vec<OwnedFd>);
 
 impl PeerFds {
+    /// Whether no descriptor came.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -6,11 +6,15 @@ use crate::error::Error;
 use crate::sys;
 
 #[derive(Clone, Copy, Debug)]
+/// How long a blocking operation may wait.
 pub enum Wait {
+    /// Block until it completes.
     Forever,
     /// Until `deadline`; `asked` is the timeout the caller gave, for the error it gets.
     Until {
+        /// When the wait ends.
         deadline: Instant,
+        /// The timeout the caller gave.
         asked: Duration,
     },
     /// Do not block at all.
@@ -18,6 +22,7 @@ pub enum Wait {
 }
 
 impl Wait {
+    /// Waits at most `asked` from now (for ever if that instant overflows).
     pub fn timeout(asked: Duration) -> Wait {
         match Instant::now().checked_add(asked) {
             Some(deadline) => Wait::Until { deadline, asked },
@@ -25,6 +30,7 @@ impl Wait {
         }
     }
 
+    /// The instant the wait ends: `None` for ever, now for no wait.
     pub fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Forever => None,
@@ -46,6 +52,8 @@ impl Wait {
 /// A wake-up across cores costs 20-110 us on small VMs; a reply often comes sooner than that.
 static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
+/// How long a receiver polls before it sleeps: `PROCACTOR_SPIN_US` microseconds if set, else 50 us,
+/// or none with fewer than 2 usable CPUs.
 pub fn spin_time() -> Duration {
     *SPIN.get_or_init(|| {
         let us = std::env::var("PROCACTOR_SPIN_US")

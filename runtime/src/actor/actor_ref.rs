@@ -13,7 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::client::{Conn, ConnectError};
 use super::proto::{self, Role, Sys};
 use super::{Actor, ActorId, Down};
-use crate::error::{Error, ExitReason, Result};
+use crate::error::{Error, ExitReason, Result, TrySendError};
 use crate::message::Message;
 use crate::per_process::PerProcess;
 use crate::process::ProcessHandle;
@@ -470,24 +470,33 @@ impl<A: Actor> ActorRef<A> {
         self.tell_wait(&msg, Wait::Forever)
     }
 
-    /// [`tell`](ActorRef::tell) that fails with [`Error::MailboxFull`] instead of waiting.
-    pub fn try_tell(&self, msg: A::Msg) -> Result<()> {
-        self.tell_wait(&msg, Wait::No)
+    /// [`tell`](ActorRef::tell) that does not wait for room in a bounded mailbox: the message
+    /// comes back if it could not go ([`TrySendError::is_full`]: [`Error::MailboxFull`]).
+    pub fn try_tell(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
+        match self.tell_wait(&msg, Wait::No) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(msg, e)),
+        }
     }
 
-    /// [`tell`](ActorRef::tell) that waits at most `timeout` for room in a bounded mailbox.
-    pub fn tell_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<()> {
-        self.tell_wait(&msg, Wait::timeout(timeout))
+    /// [`tell`](ActorRef::tell) that waits at most `timeout` for room in a bounded mailbox; the
+    /// message comes back if it could not go.
+    pub fn tell_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<(), TrySendError<A::Msg>> {
+        match self.tell_wait(&msg, Wait::timeout(timeout)) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(msg, e)),
+        }
     }
 
-    /// The tell form of the generated methods: `actor.send().add(1)?` sends without waiting.
-    pub fn send(&self) -> Tell<'_, A> {
+    /// The tell form of the generated methods (Erlang's `cast`): `actor.cast().add(1)?` sends
+    /// without waiting for the reply.
+    pub fn cast(&self) -> Tell<'_, A> {
         Tell(self)
     }
 
-    /// The non-blocking tell form: `actor.try_send().add(1)?` fails with
-    /// [`Error::MailboxFull`] rather than wait.
-    pub fn try_send(&self) -> TryTell<'_, A> {
+    /// The non-blocking tell form: `actor.try_cast().add(1)?` fails with
+    /// [`Error::MailboxFull`] rather than wait for room in a bounded mailbox.
+    pub fn try_cast(&self) -> TryTell<'_, A> {
         TryTell(self)
     }
 
@@ -556,7 +565,7 @@ impl<A: Actor> Caller<A> for ActorRef<A> {
     }
 }
 
-/// The tell form (see [`ActorRef::send`]): generated methods return `Result<()>` at once.
+/// The tell form (see [`ActorRef::cast`]): generated methods return `Result<()>` at once.
 pub struct Tell<'a, A>(&'a ActorRef<A>);
 
 impl<A: Actor> Caller<A> for Tell<'_, A> {
@@ -566,13 +575,13 @@ impl<A: Actor> Caller<A> for Tell<'_, A> {
     }
 }
 
-/// The non-blocking tell form (see [`ActorRef::try_send`]).
+/// The non-blocking tell form (see [`ActorRef::try_cast`]).
 pub struct TryTell<'a, A>(&'a ActorRef<A>);
 
 impl<A: Actor> Caller<A> for TryTell<'_, A> {
     type Out<R> = Result<()>;
     fn call<R>(&self, msg: A::Msg, _pick: fn(A::Reply) -> Option<R>) -> Result<()> {
-        self.0.try_tell(msg)
+        self.0.try_tell(msg).map_err(Error::from)
     }
 }
 
@@ -659,5 +668,32 @@ impl Monitor {
         };
         *down = Some(d.clone());
         Ok(d)
+    }
+}
+
+impl<A> fmt::Debug for Tell<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Tell").field(self.0).finish()
+    }
+}
+
+impl<A> fmt::Debug for TryTell<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TryTell").field(self.0).finish()
+    }
+}
+
+impl<A> fmt::Debug for Timed<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Timed").field(self.0).field(&self.1).finish()
+    }
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("actor", &self.inner.name)
+            .field("pid", &self.inner.pid)
+            .finish_non_exhaustive()
     }
 }

@@ -43,7 +43,7 @@ pub(crate) struct Watch {
 ///         pid
 ///     }
 ///     pub fn break_worker(&self) {
-///         let _ = self.worker.as_ref().unwrap().send().crash();
+///         let _ = self.worker.as_ref().unwrap().cast().crash();
 ///     }
 ///     pub fn downs(&self) -> Vec<String> { self.downs.clone() }
 ///     fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) {
@@ -175,5 +175,14 @@ impl<A: Actor> Context<A> {
         self.stop = Some(ExitReason::Failed {
             message: message.into(),
         });
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for Context<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("myself", &self.me)
+            .field("trap_exit", &self.trap_exit)
+            .finish_non_exhaustive()
     }
 }

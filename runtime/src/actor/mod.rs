@@ -20,7 +20,7 @@
 //!
 //! let c: ActorRef<Counter> = procactor::spawn::<Counter>(10)?; // a new process
 //! assert_eq!(c.add(5)?, 15);                                   // ask: typed reply
-//! c.send().add(1)?;                                            // tell: no reply awaited
+//! c.cast().add(1)?;                                            // tell: no reply awaited
 //! assert_eq!(c.get()?, 16);
 //! c.stop()?;
 //! assert_eq!(c.join()?, procactor::ExitReason::Normal);
@@ -338,5 +338,16 @@ impl<A: Actor> ActorBuilder<A> {
     /// Starts the process, waits for `init` and returns a ref to the actor.
     pub fn spawn(self) -> Result<ActorRef<A>> {
         server::spawn(self)
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ActorBuilder<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorBuilder")
+            .field("actor", &std::any::type_name::<A>())
+            .field("name", &self.name)
+            .field("mailbox", &self.mailbox)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
     }
 }

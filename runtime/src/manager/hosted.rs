@@ -75,7 +75,7 @@ impl<A: Actor> Drop for HostedObj<A> {
 /// let r = m.host::<Register>(())?;
 /// r.sign("parent".into())?;
 /// assert_eq!(Process::new(visit, r.clone()).start()?.join()?, 2);
-/// r.send().sign("later".into())?; // pipelined
+/// r.cast().sign("later".into())?; // pipelined
 /// assert_eq!(r.sign("last".into())?, 4);
 /// # Ok::<(), procactor::Error>(())
 /// ```
@@ -92,7 +92,7 @@ impl<A: Actor> HostedProxy<A> {
 
     /// The pipelined form: the generated methods return `Result<()>` once queued (a failure is
     /// reported by the next call that waits).
-    pub fn send(&self) -> HostedTell<'_, A> {
+    pub fn cast(&self) -> HostedTell<'_, A> {
         HostedTell(self)
     }
 }
@@ -115,5 +115,13 @@ impl<A: Actor> Caller<A> for HostedTell<'_, A> {
     type Out<R> = Result<()>;
     fn call<R>(&self, msg: A::Msg, _pick: fn(A::Reply) -> Option<R>) -> Result<()> {
         self.0.handle.tell(&msg)
+    }
+}
+
+impl<A> std::fmt::Debug for HostedTell<'_, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HostedTell")
+            .field(&std::any::type_name::<A>())
+            .finish()
     }
 }

@@ -488,3 +488,13 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
 pub(super) fn fuzz_object() -> Box<dyn Hosted> {
     Box::new(ListObj(vec!["a".to_string(), "b".into(), "c".into()]))
 }
+
+impl<T> std::fmt::Debug for ListIter<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListIter")
+            .field("item", &std::any::type_name::<T>())
+            .field("next", &self.next)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}

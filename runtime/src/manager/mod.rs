@@ -326,7 +326,7 @@ impl Manager {
     /// # procactor::init();
     /// # let m = procactor::Manager::start()?;
     /// let q = m.queue::<u32>()?;
-    /// q.put(&1)?;
+    /// q.put(1)?;
     /// assert_eq!(q.get()?, 1);
     /// # Ok::<(), procactor::Error>(())
     /// ```
@@ -340,8 +340,8 @@ impl Manager {
     /// # procactor::init();
     /// # let m = procactor::Manager::start()?;
     /// let q = m.queue_bounded::<u32>(1)?;
-    /// q.put(&1)?;
-    /// assert!(q.try_put(&2).is_err());
+    /// q.put(1)?;
+    /// assert!(q.try_put(2).is_err());
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn queue_bounded<T: Serialize + DeserializeOwned>(&self, maxsize: u32) -> Result<Queue<T>> {

@@ -692,3 +692,35 @@ fn wait_until<R: DeserializeOwned>(
     let (done, not_done) = futures.into_iter().partition(|f| f.done());
     Waited { done, not_done }
 }
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ExecutorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ExecutorBuilder").field(&self.0).finish()
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompleted<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompleted")
+            .field("futures", &self.futures.len())
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R> std::fmt::Debug for AsCompletedTimeout<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsCompletedTimeout")
+            .field("inner", &self.inner)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}

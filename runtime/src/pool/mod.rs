@@ -1178,3 +1178,23 @@ impl<R> std::fmt::Debug for ImapUnordered<'_, R> {
             .finish()
     }
 }
+
+impl std::fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("method", &self.method)
+            .field("initializer", &self.init.is_some())
+            .field("max_tasks_per_child", &self.max_tasks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("value", &std::any::type_name::<T>())
+            .field("ready", &self.ready())
+            .finish()
+    }
+}

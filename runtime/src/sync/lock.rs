@@ -296,3 +296,11 @@ impl std::fmt::Debug for RLock {
             .finish()
     }
 }
+
+impl std::fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RLockGuard")
+            .field("owner_died", &self.owner_died)
+            .finish()
+    }
+}

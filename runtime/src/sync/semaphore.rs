@@ -209,3 +209,9 @@ impl std::fmt::Debug for BoundedSemaphore {
             .finish()
     }
 }
+
+impl std::fmt::Debug for SemaphoreGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemaphoreGuard").finish_non_exhaustive()
+    }
+}
