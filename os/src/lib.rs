@@ -11,21 +11,40 @@
 //! messages) → `futex` → `robust` (the robust mutex) → `shm` (shared memory, seals, typed
 //! layouts) → `code` (functions as something a child can call).
 
-#![warn(unsafe_op_in_unsafe_fn, missing_debug_implementations, unreachable_pub)]
-// The floor's internal API is not fully documented yet (about 50 items moved here from the
-// runtime, where they were crate-private): allowed until they are, the other crates warn.
-#![allow(missing_docs)]
+#![warn(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    missing_debug_implementations,
+    unreachable_pub
+)]
 
+#[cfg(target_os = "linux")]
 pub mod closer;
+#[cfg(target_os = "linux")]
 pub mod code;
+#[cfg(target_os = "linux")]
 pub mod error;
+#[cfg(target_os = "linux")]
 pub mod futex;
+#[cfg(target_os = "linux")]
 pub mod per_process;
+#[cfg(target_os = "linux")]
 pub mod pod;
+#[cfg(target_os = "linux")]
 pub mod robust;
+#[cfg(target_os = "linux")]
 pub mod shm;
+#[cfg(target_os = "linux")]
 pub mod sys;
+#[cfg(target_os = "linux")]
 pub mod wire;
 
 #[doc(hidden)]
 pub use linkme;
+
+// One clear error on another system, instead of a cascade from every module above.
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "procactor runs on Linux only: it is built on pidfds, memfd seals, SEQPACKET sockets with \
+     SCM_RIGHTS and SO_PEERCRED, and futexes (see the Platform section of the README)"
+);

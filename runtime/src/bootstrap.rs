@@ -48,6 +48,7 @@ pub(crate) const BOOT_ENV: &str = "PROCACTOR_BOOT";
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum StartMethod {
     /// Re-execute the current binary (`/proc/self/exe`), which must call `procactor::init()`
     /// first in `main`. The safe default: the child starts from a clean state.

@@ -378,6 +378,7 @@ enum Slot<R> {
 /// assert_eq!(p.exitcode(), Some(-15));
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "dropping the handle does not wait for the process: `join()` it"]
 pub struct ProcessHandle<R> {
     core: Arc<Core>,
     chan: Channel,

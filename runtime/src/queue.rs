@@ -145,6 +145,7 @@ pub struct Queue<T> {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a QueueBuilder does nothing until `build()`"]
 pub struct QueueBuilder<T> {
     maxsize: u32,
     capacity: usize,

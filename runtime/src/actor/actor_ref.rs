@@ -596,6 +596,7 @@ impl<A: Actor> Caller<A> for Timed<'_, A> {
 }
 
 /// A watch on an actor from any process (see [`ActorRef::monitor`]).
+#[must_use = "dropping a Monitor stops watching"]
 pub struct Monitor {
     chan: Option<Channel>,
     inner: Arc<RefInner>,

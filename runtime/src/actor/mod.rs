@@ -167,6 +167,7 @@ impl fmt::Display for ActorId {
 /// assert_eq!(Mailbox::bounded(8), Mailbox::Bounded(8));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Mailbox {
     /// Tells never block; a slow actor's backlog grows in memory.
     #[default]
@@ -247,6 +248,7 @@ pub fn spawn_many<A: Actor>(args: impl IntoIterator<Item = A::Args>) -> Result<V
 /// # s.stop()?; s.join()?;
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "an ActorBuilder does nothing until `spawn()`"]
 pub struct ActorBuilder<A: Actor> {
     args: A::Args,
     name: Option<String>,

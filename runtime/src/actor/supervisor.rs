@@ -22,6 +22,7 @@ use procactor_os::code::{CodeRef, SignedCode};
 
 /// Which children restart when one ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Strategy {
     /// Only the one that ended.
     OneForOne,
@@ -33,6 +34,7 @@ pub enum Strategy {
 
 /// When a child is restarted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Restart {
     /// Always.
     Permanent,
@@ -71,6 +73,7 @@ fn start_child<A: Actor>(
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a ChildSpec does nothing until given to a Supervisor"]
 pub struct ChildSpec(SpecWire);
 
 /// A child spec as it travels to the supervisor's process. Not public, and neither is the
@@ -170,6 +173,7 @@ impl SpecWire {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "a Supervisor does nothing until `start()`"]
 pub struct Supervisor(SupervisorArgs);
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -310,6 +310,7 @@ impl Drop for Executor {
 /// assert!(f.done() && !f.cancelled());
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "the result arrives only through `result()` or `.await`"]
 pub struct Future<R> {
     job: Arc<JobCore>,
     _r: PhantomData<fn() -> R>,
@@ -512,6 +513,7 @@ pub fn as_completed<R: DeserializeOwned>(futures: &[Future<R>]) -> AsCompleted<'
 }
 
 /// The iterator of [`as_completed`].
+#[must_use = "an iterator does nothing unless consumed"]
 pub struct AsCompleted<'a, R> {
     futures: Vec<&'a Future<R>>,
     rx: mpsc::Receiver<usize>,
@@ -588,6 +590,7 @@ impl<'a, R> Iterator for AsCompletedTimeout<'a, R> {
 
 /// When [`wait`] returns (Python's `FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReturnWhen {
     /// As soon as any future finishes.
     FirstCompleted,

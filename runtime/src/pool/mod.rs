@@ -890,6 +890,7 @@ fn take_deliveries(job: &JobCore, wait: Wait) -> Result<Vec<Delivery>> {
 /// assert_eq!(r.get()?, 5); // as often as you like
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "the result arrives only through `get()`/`wait()`"]
 pub struct AsyncResult<T> {
     job: Arc<JobCore>,
     collect: fn(&JobCore, &JobState) -> Result<T>,
@@ -1004,6 +1005,7 @@ impl<T> AsyncResult<T> {
 /// assert_eq!(it.collect::<Result<Vec<_>, _>>()?, [1, 4, 9]);
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "an iterator does nothing unless consumed"]
 pub struct Imap<'a, R> {
     job: Arc<JobCore>,
     feed: Feed<'a>,
@@ -1124,6 +1126,7 @@ impl<R> std::fmt::Debug for Imap<'_, R> {
 /// assert_eq!(it.map(|(i, r)| (i, r.unwrap())).collect::<Vec<_>>(), [(0, 9)]);
 /// # Ok::<(), procactor::Error>(())
 /// ```
+#[must_use = "an iterator does nothing unless consumed"]
 pub struct ImapUnordered<'a, R> {
     job: Arc<JobCore>,
     feed: Feed<'a>,
