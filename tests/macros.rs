@@ -39,3 +39,15 @@ fn message_derive() {
     t.compile_fail("tests/ui/message_on_union.rs");
     t.compile_fail("tests/ui/message_field_not_message.rs");
 }
+
+/// A wrong target for `Process::new`, `Pool::map` or `Executor::submit` gets procactor's message
+/// saying what to write instead, not only a type mismatch.
+#[test]
+fn wrong_targets_say_what_to_write() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/target_ok.rs");
+    t.compile_fail("tests/ui/target_capturing_closure.rs");
+    t.compile_fail("tests/ui/target_borrowed_argument.rs");
+    t.compile_fail("tests/ui/target_method.rs");
+    t.compile_fail("tests/ui/target_not_a_function.rs");
+}

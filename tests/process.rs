@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eventually, pid_alive, reaped, BOUND};
+use common::{bounded, eventually, pid_alive, reaped, BOUND};
 use procactor::{Connection, Error, Pipe, Process, StartMethod};
 
 procactor::test_support!();
@@ -462,4 +462,40 @@ fn a_child_reaped_by_someone_else_does_not_hang_join() {
     assert!(!alive);
     assert_eq!(exitcode, None, "the status is unknown, not invented");
     assert!(err.contains("exit status was collected elsewhere"), "{err}");
+}
+
+fn answer() -> u32 {
+    42
+}
+
+/// Every shape of target runs in a child: a function of no argument (with `()`), a closure that
+/// captures nothing, a function pointer; in a Pool and an Executor too. A closure that captures
+/// a pointer-sized value (the one shape the compiler cannot refuse) fails at start, with why.
+#[test]
+fn targets_of_every_shape_run_and_captures_are_refused_with_a_reason() {
+    bounded(|| {
+        assert_eq!(
+            Process::new(answer, ()).start().unwrap().join().unwrap(),
+            42
+        );
+        let closure = Process::new(|x: u32| x * 3, 14).start().unwrap();
+        assert_eq!(closure.join().unwrap(), 42);
+        let pointer: fn(u32) -> u32 = |x| x + 1;
+        assert_eq!(
+            Process::new(pointer, 41).start().unwrap().join().unwrap(),
+            42
+        );
+        let pool = procactor::Pool::new(1).unwrap();
+        assert_eq!(pool.apply(answer, ()).unwrap(), 42);
+        assert_eq!(pool.map(|x: u32| x * 2, [1, 2]).unwrap(), [2, 4]);
+        let ex = procactor::Executor::new(1).unwrap();
+        assert_eq!(ex.submit(answer, ()).unwrap().result().unwrap(), 42);
+        let k = 5u64;
+        let err = Process::new(move |x: u64| x + k, 1).start().unwrap_err();
+        assert!(
+            matches!(err, Error::Start { ref reason, .. } if reason.contains("captures")),
+            "{err}"
+        );
+        assert!(pool.apply(move |x: u64| x + k, 1).is_err());
+    });
 }

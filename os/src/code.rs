@@ -406,3 +406,71 @@ mod entry_tests {
         assert_eq!(name_of((|x| x) as fn(u64) -> u64), None);
     }
 }
+
+/// `f` as a function pointer: itself if it is one, or a shim that calls it if it is a function
+/// item or a closure that captures nothing (both have no bytes: there is only one such value).
+/// `None` for a closure that captures variables: another process cannot have them.
+pub fn fn_pointer<F, A, R>(f: F) -> Option<fn(A) -> R>
+where
+    F: Fn(A) -> R + 'static,
+    A: 'static,
+    R: 'static,
+{
+    if std::mem::size_of::<F>() == 0 {
+        return Some(call_stateless::<F, A, R>);
+    }
+    (&f as &dyn std::any::Any)
+        .downcast_ref::<fn(A) -> R>()
+        .copied()
+}
+
+/// A zero-argument function item or capture-free closure, as an `fn(()) -> R`.
+pub fn fn_pointer_no_arg<F, R>(_: F) -> Option<fn(()) -> R>
+where
+    F: Fn() -> R + 'static,
+    R: 'static,
+{
+    (std::mem::size_of::<F>() == 0).then_some(call_stateless_no_arg::<F, R>)
+}
+
+/// The value of a zero-sized callable type.
+fn stateless<F>() -> F {
+    // Only reached for zero-sized `F` (see `fn_pointer`); checked again, at no cost.
+    assert!(std::mem::size_of::<F>() == 0, "not a stateless callable");
+    // SAFETY: `F` has no bytes (checked just above), so there is nothing to initialise. Only
+    // function items and closures reach here (`fn_pointer` is bounded by `Fn`, which on stable
+    // Rust only functions, closures and function pointers implement, and function pointers are
+    // not zero-sized): such a type has exactly one value, with no invariant beyond its type, and
+    // the caller had one in hand.
+    unsafe { std::mem::zeroed::<F>() }
+}
+
+fn call_stateless<F: Fn(A) -> R, A, R>(a: A) -> R {
+    stateless::<F>()(a)
+}
+
+fn call_stateless_no_arg<F: Fn() -> R, R>((): ()) -> R {
+    stateless::<F>()()
+}
+
+#[cfg(test)]
+mod fn_pointer_tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn items_closures_and_pointers_become_pointers_captures_do_not() {
+        assert_eq!(fn_pointer(double).unwrap()(21), 42);
+        assert_eq!(fn_pointer(|x: u32| x + 1).unwrap()(41), 42);
+        let p: fn(u32) -> u32 = double;
+        assert_eq!(fn_pointer(p).unwrap()(4), 8);
+        let k = 5u32;
+        assert!(fn_pointer(move |x: u32| x + k).is_none());
+        assert_eq!(fn_pointer_no_arg(|| 42u8).unwrap()(()), 42);
+        // The shim of a function item is code of this binary: it can travel.
+        assert!(CodeRef::new(fn_pointer(double).unwrap()).is_ok());
+    }
+}

@@ -28,6 +28,7 @@ mod process;
 mod queue;
 mod shared;
 mod sync;
+mod target;
 
 pub use actor::{
     register, spawn, spawn_many, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef,
@@ -43,6 +44,7 @@ pub use manager::{
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
+pub use target::{NoArg, Target, WithArg};
 
 /// The largest message a receiving end accepts unless told otherwise: 1 GiB. A larger one is
 /// refused from its header, before any of it is read (see [`Error::TooLarge`],

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::logs;
 use crate::per_process::PerProcess;
 use crate::sys::{self, ExitStatus};
+use crate::target::Target;
 use crate::wire::{Channel, Wait};
 
 /// A function to run in a new process, with its argument and options (a builder, like Python's
@@ -59,7 +60,8 @@ use crate::wire::{Channel, Wait};
 /// ```
 #[must_use = "a Process does nothing until .start()"]
 pub struct Process<A, R> {
-    f: fn(A) -> R,
+    /// The target as a function pointer, or why it cannot run elsewhere (told by `start`).
+    f: Result<fn(A) -> R>,
     args: A,
     name: Option<String>,
     daemon: bool,
@@ -76,8 +78,9 @@ where
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
-    /// `f(args)` to run in a child. `A` and `R` are any serde types; handles (`Connection`...)
-    /// inside `args` go to the child.
+    /// `f(args)` to run in a child: a function, or a closure that captures nothing (see
+    /// [`Target`](crate::Target)); `fn() -> R` with `()` as `args`. `A` and `R` are any serde
+    /// types; handles (`Connection`...) inside `args` go to the child.
     ///
     /// ```
     /// # procactor::init();
@@ -85,9 +88,9 @@ where
     /// assert_eq!(procactor::Process::new(len, vec![1, 2, 3]).start()?.join()?, 3);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn new(f: fn(A) -> R, args: A) -> Self {
+    pub fn new<M>(f: impl Target<A, R, M>, args: A) -> Self {
         Process {
-            f,
+            f: f.into_fn(),
             args,
             name: None,
             daemon: false,
@@ -207,7 +210,16 @@ where
             start_timeout: self.start_timeout,
             await_hello: self.await_hello,
         };
-        let started = bootstrap::start(&spec, self.f, &self.args)?;
+        let f = match &self.f {
+            Ok(f) => *f,
+            Err(e) => {
+                return Err(Error::Start {
+                    name: spec.name.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let started = bootstrap::start(&spec, f, &self.args)?;
         // `self.args` drops here: the parent's copies of handles given to the child close now,
         // so the child's death is seen as a disconnect.
         let core = Arc::new(Core {

@@ -16,6 +16,7 @@ use super::job::JobCore;
 use super::{collect_one, Imap, Pool, PoolBuilder};
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
+use crate::target::Target;
 use crate::wire::Wait;
 
 /// A pool of worker processes behind futures (Python's `ProcessPoolExecutor`).
@@ -175,11 +176,12 @@ impl Executor {
     /// assert_eq!(f.result()?, 5);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn submit<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<Future<R>>
+    pub fn submit<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<Future<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.pool.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
         Ok(Future {
             job,
@@ -199,13 +201,14 @@ impl Executor {
     /// assert_eq!(squares, [0, 1, 4, 9, 16]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
+    pub fn map<'a, A, R, I, M>(&self, f: impl Target<A, R, M>, items: I) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         self.pool.imap(f, items)
     }
 

@@ -37,6 +37,7 @@ use self::worker::Callable;
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
 use crate::sys;
+use crate::target::Target;
 use crate::wire::{self, Wait};
 
 pub use executor::{
@@ -377,11 +378,16 @@ impl Pool {
     /// assert_eq!(squares[999], 998_001);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<A, R, M>(
+        &self,
+        f: impl Target<A, R, M>,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         collect_ordered(&job)
     }
@@ -396,9 +402,9 @@ impl Pool {
     /// assert_eq!(pool.map_chunked(neg, 1..=5, 2)?, [-1, -2, -3, -4, -5]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map_chunked<A, R>(
+    pub fn map_chunked<A, R, M>(
         &self,
-        f: fn(A) -> R,
+        f: impl Target<A, R, M>,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
     ) -> Result<Vec<R>>
@@ -406,6 +412,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(chunksize))?;
         collect_ordered(&job)
     }
@@ -425,15 +432,16 @@ impl Pool {
     /// assert_eq!(pool.map(picky, [5])?, [5]); // still usable
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn try_map<A, R>(
+    pub fn try_map<A, R, M>(
         &self,
-        f: fn(A) -> R,
+        f: impl Target<A, R, M>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Result<R>>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         let mut out = Vec::with_capacity(job.total());
         drive::<R>(&job, Wait::Forever, &mut Ordered::new(), |_, r| {
@@ -492,13 +500,14 @@ impl Pool {
     /// assert_eq!(first, [0, 1, 4]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn imap<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Imap<'a, R>>
+    pub fn imap<'a, A, R, I, M>(&self, f: impl Target<A, R, M>, items: I) -> Result<Imap<'a, R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         Ok(Imap::new(self.start_feed(f, items)?, None))
     }
 
@@ -517,9 +526,9 @@ impl Pool {
     /// assert_eq!(got, [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn imap_unordered<'a, A, R, I>(
+    pub fn imap_unordered<'a, A, R, I, M>(
         &self,
-        f: fn(A) -> R,
+        f: impl Target<A, R, M>,
         items: I,
     ) -> Result<ImapUnordered<'a, R>>
     where
@@ -528,6 +537,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let feed = self.start_feed(f, items)?;
         Ok(ImapUnordered {
             job: feed.job().clone(),
@@ -547,11 +557,12 @@ impl Pool {
     /// assert_eq!(pool.apply(shout, "hey".into())?, "HEY");
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    pub fn apply<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         self.apply_async(f, arg)?.get()
     }
 
@@ -566,11 +577,12 @@ impl Pool {
     /// assert_eq!(total, (0..100u64).map(|i| i * i).sum());
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<AsyncResult<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
         Ok(AsyncResult {
             job,
@@ -590,15 +602,16 @@ impl Pool {
     /// assert!(r.ready() && r.successful()?);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map_async<A, R>(
+    pub fn map_async<A, R, M>(
         &self,
-        f: fn(A) -> R,
+        f: impl Target<A, R, M>,
         items: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
         Ok(AsyncResult {
             job,

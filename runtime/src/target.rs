@@ -1,0 +1,107 @@
+//! What another process can run: a function, or a closure that captures nothing. The
+//! [`Target`] bound gives a procactor message, not a type mismatch, when something else is
+//! passed (a closure that captures variables, a method, a function of borrowed arguments).
+
+use procactor_os::code;
+
+use crate::error::{Error, Result};
+
+/// A [`Target`] that takes its argument (`fn(A) -> R`).
+#[derive(Debug)]
+pub enum WithArg {}
+
+/// A [`Target`] that takes none (`fn() -> R`): its argument is `()`.
+#[derive(Debug)]
+pub enum NoArg {}
+
+/// A function another process can run on an `A`, giving an `R`: a function (`fn task(x: A) ->
+/// R`, or `fn task() -> R` with `()` as the argument), a function pointer, or a closure that
+/// captures nothing. The `M` parameter tells the two shapes apart; it is always inferred.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::Process;
+///
+/// fn answer() -> u32 {
+///     42
+/// }
+///
+/// assert_eq!(Process::new(answer, ()).start()?.join()?, 42);
+/// assert_eq!(Process::new(|x: u32| x + 1, 41).start()?.join()?, 42);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
+/// A closure that captures a variable cannot run elsewhere (the other process does not have
+/// the variable): send what it needs as the argument instead.
+///
+/// ```compile_fail
+/// # procactor::init();
+/// let name = String::from("x");
+/// let p = procactor::Process::new(move |n: u32| format!("{name}{n}"), 1);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run in another process",
+    label = "a child process can run a function or a closure that captures nothing",
+    note = "a child gets a copy of the code, not of your variables: send what it needs as the \
+            argument, `Process::new(task, (a, b))` with `fn task((a, b): (A, B)) -> R`",
+    note = "the argument is taken by value and owns its data (`String`, not `&str`); to run a \
+            method, wrap it: `fn task(s: State) -> R {{ s.method() }}`",
+    note = "a function of no argument is a target too: `fn task() -> R`, with `()` as the argument"
+)]
+pub trait Target<A, R, M>: 'static {
+    /// The function pointer that travels (a shim for function items and closures).
+    #[doc(hidden)]
+    fn into_fn(self) -> Result<fn(A) -> R>;
+}
+
+impl<F, A, R> Target<A, R, WithArg> for F
+where
+    F: Fn(A) -> R + 'static,
+    A: 'static,
+    R: 'static,
+{
+    fn into_fn(self) -> Result<fn(A) -> R> {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0 || std::mem::size_of::<F>() == ADDRESS,
+                "procactor: a closure that captures variables cannot run in another process (the \
+                 other process does not have them): pass a function or a closure that captures \
+                 nothing, and send what it needs as the argument"
+            )
+        };
+        code::fn_pointer(self).ok_or_else(captures)
+    }
+}
+
+impl<F, R> Target<(), R, NoArg> for F
+where
+    F: Fn() -> R + 'static,
+    R: 'static,
+{
+    fn into_fn(self) -> Result<fn(()) -> R> {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0 || std::mem::size_of::<F>() == ADDRESS,
+                "procactor: a closure that captures variables cannot run in another process (the \
+                 other process does not have them): pass a function or a closure that captures \
+                 nothing, and send what it needs as the argument"
+            )
+        };
+        code::fn_pointer_no_arg(self).ok_or(Error::Unsupported(
+            "a zero-argument target must be the function itself or a closure that captures \
+             nothing, not a function pointer: pass `task`, or make it `fn task(_: ()) -> R`",
+        ))
+    }
+}
+
+/// The size of a function pointer: a closure capturing exactly this much is told apart from one
+/// at run time (by type), anything else at compile time.
+const ADDRESS: usize = std::mem::size_of::<fn()>();
+
+fn captures() -> Error {
+    Error::Unsupported(
+        "a closure that captures variables cannot run in another process (it does not have \
+         them): pass a function or a closure that captures nothing, and send what it needs as \
+         the argument",
+    )
+}
