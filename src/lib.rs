@@ -1,35 +1,4 @@
-//! # procactor
-//!
-//! Python's `multiprocessing`, done the Rust way: every worker is an isolated OS process, messages
-//! are typed Rust values, and failure is data. A panic, a `kill -9` or an `exit(3)` in a child
-//! comes back to the parent as an [`Error`]; it never takes the parent down or hangs it.
-//!
-//! ```
-//! procactor::init(); // first line of main: spawned children start here
-//!
-//! use procactor::{Connection, Pipe, Process};
-//!
-//! fn shout(conn: Connection<String>) -> usize {
-//!     let msg = conn.recv().unwrap();
-//!     conn.send(msg.to_uppercase()).unwrap();
-//!     msg.len()
-//! }
-//!
-//! let (here, there) = Pipe::<String>::duplex()?;
-//! let child = Process::new(shout, there).name("shouter").start()?;
-//! here.send("hello".into())?;
-//! assert_eq!(here.recv()?, "HELLO");
-//! assert_eq!(child.join()?, 5);
-//! # Ok::<(), procactor::Error>(())
-//! ```
-//!
-//! ## Start-up
-//! With the default start method ([`StartMethod::Spawn`]) a child is a fresh run of the same
-//! binary: [`init()`] (or [`#[procactor::main]`](main)) must come first in `main`, where the child
-//! takes over. A program that forgets it gets an [`Error::Start`] naming the line to add, never a
-//! hang or a fork bomb. In integration tests, whose `main` belongs to the test harness, put
-//! [`test_support!()`] once in each test file instead.
-
+#![doc = include_str!("../README.md")]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub use procactor_macros::{actor, entry, main, Message};
@@ -154,4 +123,23 @@ macro_rules! test_support {
             __procactor_test_support
         };
     };
+}
+
+/// A library's own `#[cfg(test)]` unit tests start processes like any program, with
+/// `test_support!()` once in the test module (the harness owns `main`).
+#[cfg(test)]
+mod tests {
+    crate::test_support!();
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn a_library_unit_test_starts_processes() {
+        let p = crate::Process::new(double, 21).start().unwrap();
+        assert_eq!(p.join().unwrap(), 42);
+        let pool = crate::Pool::new(1).unwrap();
+        assert_eq!(pool.map(double, [1, 2]).unwrap(), [2, 4]);
+    }
 }

@@ -39,10 +39,7 @@ fn hand_over(fds: &mut dyn Iterator<Item = OwnedFd>) {
     let mut c = CLOSER.lock();
     c.queue.extend(fds);
     if !c.running {
-        c.running = std::thread::Builder::new()
-            .name("procactor-close".into())
-            .spawn(run)
-            .is_ok();
+        c.running = crate::per_process::spawn_thread("procactor-close", run).is_ok();
         if !c.running {
             let queue = std::mem::take(&mut c.queue);
             drop(c);

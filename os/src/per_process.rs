@@ -7,6 +7,16 @@
 //! forked copy swaps in a fresh `Mutex<T>` through an atomic pointer, without touching the
 //! inherited lock. The inherited state is leaked, never dropped: its descriptors were released at
 //! the fork (see `bootstrap::release_inherited_channels`), and its threads do not exist here.
+//!
+//! This is the one reset point after a fork: every piece of the runtime's per-process state
+//! (its children, exit hooks, connections to actors, the flusher, the closer, the log collector
+//! and forwarder, the fork server, the runtime threads) lives in a `PerProcess` cell, and the
+//! process identity they compare against changes in one place, `sys::fork_child` (and glibc's
+//! `fork`, through an atfork handler). The runtime's threads all start through [`spawn_thread`],
+//! which keeps their list ([`runtime_threads`]). What stays in plain statics is either meant to
+//! be inherited (the start method, whether `init` ran, the tree's secret and session, the name
+//! table's mapping, counters) or per thread (receive buffers, the robust-lock list, the decode
+//! context).
 
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -61,4 +71,37 @@ impl<T> PerProcess<T> {
             // On success the previous state (the parent's copy, or none) is leaked on purpose.
         }
     }
+}
+
+/// One of the runtime's background threads in this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeThread {
+    /// Its name (`procactor-close`, `procactor-flush`, `procactor-logs`, `procactor-pool`,
+    /// `procactor-daemon-watch`).
+    pub name: &'static str,
+    /// Its id.
+    pub id: std::thread::ThreadId,
+}
+
+/// The runtime's threads started in this process (a forked copy starts with none: the threads
+/// of its parent do not exist in it).
+static THREADS: PerProcess<Vec<RuntimeThread>> = PerProcess::new(Vec::new);
+
+/// Starts a runtime background thread: the one way the runtime starts threads, so that
+/// [`runtime_threads`] lists them all.
+pub fn spawn_thread<T: Send + 'static>(
+    name: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<T>> {
+    let handle = std::thread::Builder::new().name(name.into()).spawn(f)?;
+    THREADS.lock().push(RuntimeThread {
+        name,
+        id: handle.thread().id(),
+    });
+    Ok(handle)
+}
+
+/// The runtime threads started in this process so far (some may have ended since).
+pub fn runtime_threads() -> Vec<RuntimeThread> {
+    THREADS.lock().clone()
 }

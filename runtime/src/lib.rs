@@ -1,13 +1,19 @@
 //! The runtime behind [procactor](https://docs.rs/procactor): use it through the `procactor`
 //! facade crate, which re-exports everything public here.
 //!
-//! Modules, bottom up (a module uses only those above it):
-//! `error` → `sys` (every syscall) → `per_process` → `closer` (peers' descriptors closed off the
-//! thread) → `wire` (frames, descriptors in messages) → `pipe` →
-//! `logs` (children's log records) → `bootstrap` (start methods, `init`) → `forkserver` →
-//! `process` → `shm` (shared memory) → `sync` (robust locks) → `shared` (values) → `queue` →
-//! `message` (schemas) → `actor` → `pool` (Pool, Executor), `manager` (shared objects behind
-//! proxies).
+//! Layers. Below this crate is `procactor-os` (every system call and every `unsafe` block: its
+//! `error`, `sys`, `per_process`, `closer`, `wire`, `futex`, `robust`, `shm`, `pod` and `code`
+//! modules), which this crate cannot reach around: it is `#![deny(unsafe_code)]` and depends on
+//! neither `libc` nor `rustix`. Above it, this crate's modules, bottom up; a module uses only
+//! modules to its left (`tests/layers.rs` checks it):
+//!
+//! LAYERS: identity sync shared target message pipe exit names queue logs bootstrap process actor pool manager
+//!
+//! `identity` (who this process is, the tree's session), `sync` (robust locks), `shared`
+//! (values), `target` (what a child can run), `message` (schemas), `pipe`, `exit` (a process's
+//! exit work), `names` (the tree's name table), `queue`, `logs` (children's log records),
+//! `bootstrap` (init, jobs, the start methods and the fork server), `process`, `actor`, `pool`
+//! (Pool, Executor), `manager` (shared objects behind proxies).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
@@ -16,12 +22,14 @@ use procactor_os::{closer, error, per_process, shm, sys, wire};
 
 mod actor;
 mod bootstrap;
-mod forkserver;
+mod exit;
 #[cfg(test)]
 mod fuzz;
+mod identity;
 mod logs;
 mod manager;
 mod message;
+mod names;
 mod pipe;
 mod pool;
 mod process;

@@ -59,10 +59,7 @@ fn collector() -> Option<Arc<Collector>> {
         emitting: Mutex::new(()),
     });
     let for_thread = c.clone();
-    std::thread::Builder::new()
-        .name("procactor-logs".into())
-        .spawn(move || collect(&for_thread))
-        .ok()?;
+    crate::per_process::spawn_thread("procactor-logs", move || collect(&for_thread)).ok()?;
     *slot = Some(c.clone());
     Some(c)
 }
@@ -176,7 +173,6 @@ impl log::Log for Forwarder {
 
 /// In a child: forward this process's `log` records to the parent.
 pub(crate) fn install(sink: Option<Sink>) {
-    let me = crate::process::current_process();
     let mut dest = FORWARD_TO.lock();
     let Some(sink) = sink else {
         *dest = None;
@@ -184,8 +180,8 @@ pub(crate) fn install(sink: Option<Sink>) {
     };
     *dest = Some(Destination {
         conn: sink.conn,
-        name: me.name,
-        pid: me.pid,
+        name: crate::identity::my_name(),
+        pid: crate::sys::getpid(),
     });
     drop(dest);
     // Fails when a logger is already set: in a fork server's child, it is ours (and reads the

@@ -181,7 +181,7 @@ where
         self
     }
 
-    /// A runtime process (the fork server): not listed by `active_children`.
+    /// A runtime process (a pool worker): not listed by `active_children`.
     pub(crate) fn internal(mut self) -> Self {
         self.internal = true;
         self
@@ -199,7 +199,7 @@ where
     pub fn start(self) -> Result<ProcessHandle<R>> {
         reap_finished();
         // This process's end must end its children (see `end_children_at_exit`).
-        bootstrap::watch_exit();
+        crate::exit::at_exit_last(end_children_at_exit);
         let name = self
             .name
             .unwrap_or_else(|| format!("Process-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)));
@@ -624,10 +624,8 @@ pub struct ProcessInfo {
 /// assert_eq!(me.name, "MainProcess");
 /// ```
 pub fn current_process() -> ProcessInfo {
-    let name =
-        bootstrap::child_info().map_or_else(|| "MainProcess".to_string(), |c| c.name.clone());
     ProcessInfo {
-        name,
+        name: crate::identity::my_name(),
         pid: sys::getpid(),
     }
 }
@@ -643,7 +641,7 @@ pub fn current_process() -> ProcessInfo {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn parent_process() -> Option<ProcessInfo> {
-    bootstrap::child_info().map(|c| ProcessInfo {
+    crate::identity::child_info().map(|c| ProcessInfo {
         name: c.parent_name.clone(),
         pid: c.parent_pid,
     })

@@ -257,7 +257,7 @@ impl Conn {
         wait: Wait,
     ) -> std::result::Result<Arc<Conn>, ConnectError> {
         let (chan, welcome, fd) = handshake(addr, role, wait)?;
-        crate::bootstrap::at_exit(flush_before_exit);
+        crate::exit::at_exit(flush_before_exit);
         let gate = match (welcome.capacity, fd) {
             (Some(_), Some(fd)) => Some(Gate::map(fd).map_err(ConnectError::Failed)?),
             (Some(_), None) => {
@@ -870,7 +870,7 @@ impl Drop for Conn {
         if self.pid != sys::getpid()
             || !self.told.load(Ordering::Relaxed)
             || self.dead.load(Ordering::Acquire)
-            || crate::bootstrap::child_info().is_none()
+            || crate::identity::child_info().is_none()
         {
             return;
         }
@@ -919,13 +919,13 @@ pub(crate) fn settle() {
         }
         // Not from libc's exit: encoding and receiving need thread-locals that may be gone
         // there, and nobody joins the main program through procactor anyway.
-        if conn.told.load(Ordering::Relaxed) && !crate::bootstrap::in_libc_exit() {
+        if conn.told.load(Ordering::Relaxed) && !crate::exit::in_libc_exit() {
             if let Err(e) = conn.sync(wait) {
                 log::debug!(target: "procactor::actor", "tells to actor {:?} not confirmed: {e}", conn.welcome.name);
             }
         }
     }
-    if crate::bootstrap::in_libc_exit() {
+    if crate::exit::in_libc_exit() {
         return;
     }
     // Connections dropped with tells in flight: handled once their actor closed its side.
@@ -998,9 +998,7 @@ fn flusher_schedule(conn: Arc<Conn>) {
     let mut f = FLUSHER.lock();
     f.pending.push(conn);
     if !f.running {
-        let started = std::thread::Builder::new()
-            .name("procactor-flush".into())
-            .spawn(flusher_loop);
+        let started = crate::per_process::spawn_thread("procactor-flush", flusher_loop);
         if started.is_ok() {
             f.running = true;
         } else {

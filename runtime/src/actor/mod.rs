@@ -49,9 +49,6 @@ pub(crate) use actor_ref::RefInner;
 pub use actor_ref::{ActorRef, Caller, Monitor, Tell, Timed, TryTell};
 pub(crate) use client::{settle as settle_tells, told_since_settle};
 pub use context::Context;
-pub(crate) use registry::{
-    install as install_registry, table as registry_table, Table as RegistryTable,
-};
 pub use registry::{register, unregister, whereis};
 pub use supervisor::{ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorRef};
 

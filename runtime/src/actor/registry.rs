@@ -12,8 +12,7 @@
 //! `register` takes the name over. A supervisor registers a restarted child again, and callers
 //! that look the name up reach the new one.
 
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::actor_ref::{ActorRef, RefInner};
@@ -22,116 +21,8 @@ use super::proto::Role;
 use super::{Actor, ActorId};
 use crate::error::{Error, Result};
 use crate::message::Message;
-use crate::shm::{Layout, Shared};
-use crate::sync::robust::RawMutex;
+use crate::names;
 use crate::wire::Wait;
-
-procactor_os::shared_struct! {
-    /// The table's header; its slots follow it (see [`Slot`]).
-    pub(crate) struct Table {
-        mutex: RawMutex,
-    }
-}
-
-impl Layout for Table {
-    const MAGIC: u32 = 0x4e41_4d45;
-    fn in_use_here(&self) -> bool {
-        self.mutex.held_in_this_process()
-    }
-}
-
-/// How many names a process tree may register at once.
-const SLOTS: usize = 1024;
-/// Longest name, in bytes.
-pub(crate) const NAME_MAX: usize = 80;
-/// Longest actor address (an abstract socket name: 107 bytes).
-const ADDR_MAX: usize = 107;
-/// One slot: `[used u8][name_len u8][name; 80][addr_len u8][addr; 107]`, padded.
-const SLOT: usize = 256;
-const NAME_AT: usize = 2;
-const ADDR_LEN_AT: usize = NAME_AT + NAME_MAX;
-const ADDR_AT: usize = ADDR_LEN_AT + 1;
-const _: () = assert!(ADDR_AT + ADDR_MAX <= SLOT);
-
-/// How long a registry operation waits for the table's lock (held only for a scan and a copy).
-const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-static TABLE: OnceLock<Shared<Table>> = OnceLock::new();
-
-/// This process tree's table: the one this process was started with, or (in the root) a new one.
-pub(crate) fn table() -> Result<Shared<Table>> {
-    if let Some(t) = TABLE.get() {
-        return Ok(t.clone());
-    }
-    let fresh = Shared::<Table>::new("procactor-names", SLOTS * SLOT)?;
-    Ok(TABLE.get_or_init(|| fresh).clone())
-}
-
-/// Adopts the table a child's job carried (before anything else in the child uses names).
-pub(crate) fn install(table: Shared<Table>) {
-    let _ = TABLE.set(table);
-}
-
-/// One slot's bytes, read or written under the table's lock.
-struct Slot<'a>(&'a mut [u8]);
-
-impl Slot<'_> {
-    fn used(&self) -> bool {
-        self.0[0] == 1
-    }
-
-    fn name(&self) -> &[u8] {
-        let len = usize::from(self.0[1]).min(NAME_MAX);
-        &self.0[NAME_AT..NAME_AT + len]
-    }
-
-    fn addr(&self) -> String {
-        let len = usize::from(self.0[ADDR_LEN_AT]).min(ADDR_MAX);
-        String::from_utf8_lossy(&self.0[ADDR_AT..ADDR_AT + len]).into_owned()
-    }
-
-    /// Fills the slot; `used` is set last, so a writer killed half-way leaves a free slot.
-    fn fill(&mut self, name: &str, addr: &str) {
-        self.0[0] = 0;
-        self.0[1] = name.len() as u8;
-        self.0[NAME_AT..NAME_AT + name.len()].copy_from_slice(name.as_bytes());
-        self.0[ADDR_LEN_AT] = addr.len() as u8;
-        self.0[ADDR_AT..ADDR_AT + addr.len()].copy_from_slice(addr.as_bytes());
-        std::sync::atomic::fence(Ordering::Release);
-        self.0[0] = 1;
-    }
-
-    fn clear(&mut self) {
-        self.0[0] = 0;
-    }
-}
-
-/// Runs `f` on the table's slots, under its lock.
-fn with_slots<R>(f: impl FnOnce(&mut [Slot]) -> R) -> Result<R> {
-    let table = table()?;
-    // Under the table's lock alone are its slots read or written. A holder that died left at
-    // worst a slot with `used` clear (see `Slot::fill`).
-    table.with_tail_locked(
-        |t| &t.mutex,
-        Wait::timeout(LOCK_WAIT),
-        |bytes| {
-            let mut slots: Vec<Slot> = bytes[..SLOTS * SLOT]
-                .chunks_exact_mut(SLOT)
-                .map(Slot)
-                .collect();
-            f(&mut slots)
-        },
-    )
-}
-
-fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > NAME_MAX || name.contains('\0') {
-        return Err(Error::Unsupported(
-            "actor names must be 1 to 80 bytes long, without NUL",
-        ));
-    }
-    Ok(())
-}
 
 /// Registers `actor` under `name` in this process tree (names are shared by the root program and
 /// all its descendants, and by nobody else). [`Error::NameTaken`] if a live actor holds it; an
@@ -157,42 +48,15 @@ fn check_name(name: &str) -> Result<()> {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn register<A>(name: &str, actor: &ActorRef<A>) -> Result<()> {
-    check_name(name)?;
+    names::check_name(name)?;
     let addr = actor.inner.addr.clone();
-    if addr.len() > ADDR_MAX {
+    if addr.len() > names::ADDR_MAX {
         return Err(Error::Unsupported("actor address too long"));
     }
     if !client::answers(&addr) {
         return Err(actor.inner.gone_error());
     }
-    with_slots(|slots| {
-        let mut free = None;
-        for (i, s) in slots.iter_mut().enumerate() {
-            if !s.used() {
-                free.get_or_insert(i);
-                continue;
-            }
-            if s.name() == name.as_bytes() {
-                if client::answers(&s.addr()) {
-                    return Err(Error::NameTaken(name.to_string()));
-                }
-                s.fill(name, &addr); // its actor ended: the name is free
-                return Ok(());
-            }
-        }
-        let free = match free {
-            Some(i) => i,
-            // Full: names of actors that have ended make room.
-            None => slots
-                .iter()
-                .position(|s| !client::answers(&s.addr()))
-                .ok_or(Error::Unsupported(
-                    "the name registry is full (1024 names in this process tree)",
-                ))?,
-        };
-        slots[free].fill(name, &addr);
-        Ok(())
-    })?
+    names::claim(name, &addr, client::answers)
 }
 
 /// Gives `name` up: later `whereis` calls find nothing (the actor goes on running). Not an error
@@ -204,35 +68,8 @@ pub fn register<A>(name: &str, actor: &ActorRef<A>) -> Result<()> {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn unregister(name: &str) -> Result<()> {
-    check_name(name)?;
-    with_slots(|slots| {
-        for s in slots.iter_mut().filter(|s| s.used()) {
-            if s.name() == name.as_bytes() {
-                s.clear();
-            }
-        }
-    })
-}
-
-/// The address registered under `name`, if any.
-fn lookup(name: &str) -> Result<Option<String>> {
-    with_slots(|slots| {
-        slots
-            .iter()
-            .find(|s| s.used() && s.name() == name.as_bytes())
-            .map(|s| s.addr())
-    })
-}
-
-/// Forgets `name` if it still names `addr` (whose actor has ended).
-fn forget_stale(name: &str, addr: &str) {
-    let _ = with_slots(|slots| {
-        for s in slots.iter_mut().filter(|s| s.used()) {
-            if s.name() == name.as_bytes() && s.addr() == addr {
-                s.clear();
-            }
-        }
-    });
+    names::check_name(name)?;
+    names::release(name)
 }
 
 /// The actor registered under `name`, if any. Its message types are checked against `A`:
@@ -247,8 +84,8 @@ fn forget_stale(name: &str, addr: &str) {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
-    check_name(name)?;
-    let Some(addr) = lookup(name)? else {
+    names::check_name(name)?;
+    let Some(addr) = names::lookup(name)? else {
         return Ok(None);
     };
     let (m, r) = (A::Msg::schema(), A::Reply::schema());
@@ -259,7 +96,7 @@ pub fn whereis<A: Actor>(name: &str) -> Result<Option<ActorRef<A>>> {
     ) {
         Ok(c) => c,
         Err(ConnectError::NotThere) => {
-            forget_stale(name, &addr);
+            names::forget_stale(name, &addr);
             return Ok(None);
         }
         Err(ConnectError::Failed(e)) => return Err(e),

@@ -92,7 +92,7 @@ struct Launched<A> {
 }
 
 fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
-    let session = bootstrap::session()?;
+    let session = crate::identity::session()?;
     let name = b.name.unwrap_or_else(type_short_name::<A>);
     let (id, addr, listener) = loop {
         let id = new_id()?;

@@ -244,9 +244,7 @@ impl Core {
         }
         core.lock().workers = started.into_iter().map(Some).collect();
         let thread_core = core.clone();
-        let thread = std::thread::Builder::new()
-            .name("procactor-pool".into())
-            .spawn(move || {
+        let thread = crate::per_process::spawn_thread("procactor-pool", move || {
                 let core = thread_core.clone();
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     thread_core.pool_thread()

@@ -12,7 +12,6 @@ use std::time::Duration;
 use crate::bootstrap::{self, Spec, StartMethod, Started};
 use crate::error::{Error, Result};
 use crate::per_process::PerProcess;
-use crate::process::{Process, ProcessHandle};
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
@@ -20,8 +19,16 @@ struct Server {
     /// Whether the thread that launched it is the main thread (see `bootstrap::die_with_parent`).
     from_main_thread: bool,
     ctl: Channel,
-    // Kept to kill the server when it is replaced (it is then reaped like any dropped handle).
-    process: ProcessHandle<()>,
+    /// The server process: killed and reaped when it is replaced. Not a `Process` (that layer is
+    /// above this one) and not among `active_children`: a daemon, it dies with this process.
+    child: Started,
+}
+
+impl Server {
+    fn kill(self) {
+        let _ = sys::signal(self.child.pidfd.as_fd(), sys::SIGKILL);
+        let _ = sys::reap(self.child.pidfd.as_fd(), true);
+    }
 }
 
 /// Per process: a `Fork` child inherits the entry, but its channel was released at the fork; it
@@ -49,7 +56,7 @@ pub(crate) fn start(spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Result<Starte
                 // Gone (killed, OOM) or out of step (a late reply would answer the next request):
                 // replace it, and retry once if it was simply gone.
                 if let Some(old) = guard.take() {
-                    let _ = old.process.kill();
+                    old.kill();
                 }
                 if attempt > 0 || !matches!(e, Error::Disconnected) {
                     return Err(e);
@@ -75,17 +82,18 @@ pub(crate) fn launched_from_main_thread() -> bool {
 
 fn launch(spec: &Spec) -> Result<Server> {
     let (ctl, theirs) = Channel::pair()?;
-    let process = Process::new(serve, Fd(theirs.into_fd()))
-        .name("procactor-forkserver")
-        .daemon(true)
-        .start_method(StartMethod::Spawn)
-        .start_timeout(spec.start_timeout)
-        .internal()
-        .start()?;
+    let server = Spec {
+        name: "procactor-forkserver",
+        daemon: true,
+        method: StartMethod::Spawn,
+        start_timeout: spec.start_timeout,
+        await_hello: true,
+    };
+    let child = bootstrap::start(&server, serve as fn(Fd), &Fd(theirs.into_fd()))?;
     Ok(Server {
         from_main_thread: sys::gettid() == sys::getpid(),
         ctl,
-        process,
+        child,
     })
 }
 

@@ -15,7 +15,6 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -23,12 +22,14 @@ use serde::{Deserialize, Serialize};
 
 use procactor_os::code::{self, CodeRef, SignedCode};
 
+mod forkserver;
+
 use crate::error::{Error, Result};
 use crate::logs;
-use crate::per_process::PerProcess;
 use crate::shm::Shared;
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Wait, KIND_VALUE};
+use crate::{exit, identity};
 
 /// The environment variable through which a spawned child finds its bootstrap socket.
 pub(crate) const BOOT_ENV: &str = "PROCACTOR_BOOT";
@@ -116,11 +117,11 @@ pub fn init() {
     // The process tree's name table and socket directory, made now (one descriptor for the
     // program's life) rather than at the first child, so that what the program holds does not
     // change later; the directory goes at exit.
-    if let Err(e) = crate::actor::registry_table() {
+    if let Err(e) = crate::names::table() {
         log::warn!(target: "procactor::bootstrap", "the name registry could not be made: {e}");
     }
-    match session() {
-        Ok(_) => watch_exit(),
+    match identity::session() {
+        Ok(_) => exit::watch_exit(),
         Err(e) => log::warn!(target: "procactor::bootstrap", "{e}"),
     }
 }
@@ -154,7 +155,9 @@ fn check_can_start(name: &str, method: StartMethod) -> Result<()> {
             reason: format!(
                 "procactor::init() was never called, so a {method:?} child could not find its job. \
                  Add `procactor::init();` as the first line of main (or put #[procactor::main] on \
-                 it; in integration tests, `procactor::test_support!();`)"
+                 it). Where main is not yours (integration tests, a library's #[cfg(test)] unit \
+                 tests, benches with a harness), write `procactor::test_support!();` once in the \
+                 file or test module; in a doctest, call `procactor::init();` first"
             ),
         });
     }
@@ -223,118 +226,6 @@ pub(crate) fn failure_fingerprint() -> u64 {
     wire::fingerprint::<Failure>()
 }
 
-/// Info about this process as a procactor child (set in children only).
-#[derive(Clone, Debug)]
-pub(crate) struct ChildInfo {
-    pub name: String,
-    pub parent_pid: u32,
-    pub parent_name: String,
-    pub session: String,
-}
-
-// Per process: a fork server's children (and forked copies) get their own entry.
-static CHILD: PerProcess<Option<ChildInfo>> = PerProcess::new(|| None);
-
-pub(crate) fn child_info() -> Option<ChildInfo> {
-    CHILD.lock().clone()
-}
-
-/// The session of this process tree: a directory private to this user (mode 0700) that the root
-/// program makes, inherited by every descendant. Actors listen on sockets in it, so only
-/// processes of this user can even connect to one, and two programs never meet. Its name holds
-/// the root's pid and start time (to sweep it away if the root was killed) and 128 random bits.
-pub(crate) fn session() -> Result<String> {
-    static ROOT: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    if let Some(c) = &*CHILD.lock() {
-        return Ok(c.session.clone());
-    }
-    ROOT.get_or_init(|| make_session().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|reason| Error::Start {
-            name: "procactor".into(),
-            reason: format!("no private directory for this program's sockets: {reason}"),
-        })
-}
-
-/// Longest socket path (`sun_path` is 108 bytes, one of them the final NUL).
-const MAX_SOCKET_PATH: usize = 107;
-/// What a socket's name adds to the session directory: `/` and 16 hex digits.
-const SOCKET_NAME: usize = 17;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn make_session() -> std::io::Result<String> {
-    let uid = sys::getuid();
-    let pid = sys::getpid();
-    let start = sys::process_start_time(pid).unwrap_or(0);
-    let bits = hex(&sys::random_bytes::<16>()?);
-    let runtime = std::env::var("XDG_RUNTIME_DIR")
-        .ok()
-        .filter(|d| d.starts_with('/'));
-    let mut last = std::io::Error::other("no base directory");
-    for base in runtime.iter().map(String::as_str).chain(["/tmp"]) {
-        // Ours, or (when another user took the usual name first) a fresh one of our own.
-        let mut user = format!("{base}/procactor-{uid}");
-        match sys::private_dir(&user) {
-            Ok(true) => sweep_stale_sessions(&user),
-            Ok(false) => {
-                user = format!("{base}/procactor-{uid}-{}", hex(&sys::random_bytes::<8>()?));
-                if !sys::private_dir(&user)? {
-                    continue;
-                }
-            }
-            Err(e) => {
-                last = e;
-                continue;
-            }
-        }
-        let dir = format!("{user}/{pid}.{start}.{bits}");
-        if dir.len() + SOCKET_NAME > MAX_SOCKET_PATH {
-            last = std::io::Error::other(format!("{dir:?} is too long for socket paths"));
-            continue;
-        }
-        match sys::private_dir(&dir) {
-            Ok(true) => return Ok(dir),
-            Ok(false) => last = std::io::Error::other(format!("{dir:?} is not private")),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
-/// Removes the session directories (in `user`) of programs that ended without removing theirs
-/// (killed): those whose root pid is gone, or is now another process.
-fn sweep_stale_sessions(user: &str) {
-    let Ok(entries) = std::fs::read_dir(user) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let mut parts = name.to_str().unwrap_or("").split('.');
-        let (Some(pid), Some(start)) = (
-            parts.next().and_then(|p| p.parse::<u32>().ok()),
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-        ) else {
-            continue;
-        };
-        if sys::process_start_time(pid) != Some(start) {
-            sys::remove_dir_all(&entry.path().to_string_lossy());
-        }
-    }
-}
-
-/// In the root program, at exit: the session directory goes (its sockets with it).
-fn remove_session() {
-    if CHILD.lock().is_some() {
-        return;
-    }
-    if let Ok(dir) = session() {
-        sys::remove_dir_all(&dir);
-    }
-}
-
 /// The process tree's secret: 256 random bits the root draws, inherited by every descendant
 /// through its job (never on any address or in any message to a stranger). It signs the
 /// functions sent between the tree's processes (see `procactor_os::code`).
@@ -360,17 +251,17 @@ where
         name: spec.name.to_string(),
         daemon: spec.daemon,
         parent_pid: sys::getpid(),
-        parent_name: crate::process::current_process().name,
+        parent_name: identity::my_name(),
         parent_thread_is_main: match spec.method {
             // A fork server's children are children of the thread that launched the server.
-            StartMethod::ForkServer => crate::forkserver::launched_from_main_thread(),
+            StartMethod::ForkServer => forkserver::launched_from_main_thread(),
             _ => sys::gettid() == sys::getpid(),
         },
-        session: session()?,
+        session: identity::session()?,
         session_key: session_key(),
     };
     let sink = logs::sink();
-    let names = crate::actor::registry_table()?;
+    let names = crate::names::table()?;
     // A forked child (the fork server's too) has the table already, mapped where its parent
     // had it: only an exec'd child is sent it.
     let names = matches!(spec.method, StartMethod::Spawn).then_some(&names);
@@ -380,7 +271,7 @@ where
     match spec.method {
         StartMethod::Spawn => spawn(spec, &payload, &fds),
         StartMethod::Fork => fork(spec, &payload, &fds),
-        StartMethod::ForkServer => crate::forkserver::start(spec, &payload, &fds),
+        StartMethod::ForkServer => forkserver::start(spec, &payload, &fds),
     }
 }
 
@@ -643,7 +534,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
         Ok(e) => e.get(),
         Err(e) => return report_failure(out, Failure::Start(e.to_string())),
     };
-    *CHILD.lock() = Some(ChildInfo {
+    identity::set_child_info(identity::ChildInfo {
         name: h.name.clone(),
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,
@@ -679,12 +570,10 @@ fn die_with_parent(parent: u32, parent_thread_is_main: bool) {
     let Some(pidfd) = watch else {
         sys::exit_now(70)
     };
-    let watcher = std::thread::Builder::new()
-        .name("procactor-daemon-watch".into())
-        .spawn(move || {
-            let _ = sys::wait_readable(&[pidfd.as_fd()], None);
-            sys::kill_self();
-        });
+    let watcher = crate::per_process::spawn_thread("procactor-daemon-watch", move || {
+        let _ = sys::wait_readable(&[pidfd.as_fd()], None);
+        sys::kill_self();
+    });
     if watcher.is_err() {
         sys::exit_now(70);
     }
@@ -700,56 +589,6 @@ fn install_panic_hook() {
         PANIC_LOCATION.with(|l| *l.borrow_mut() = info.location().map(|l| l.to_string()));
         default(info)
     }));
-}
-
-/// Work to finish before this process reports its outcome and exits (`_exit` runs no
-/// destructors and no atexit handlers). The main program runs them at `exit` too. Per process:
-/// a forked copy starts with none (and never with a lock another thread held at the fork); it
-/// registers its own as it makes what needs them.
-static EXIT_HOOKS: PerProcess<Vec<fn()>> = PerProcess::new(Vec::new);
-
-/// Runs `hook` before this process ends its job, and at `exit()`.
-pub(crate) fn at_exit(hook: fn()) {
-    watch_exit();
-    let mut hooks = EXIT_HOOKS.lock();
-    if !hooks.contains(&hook) {
-        hooks.push(hook);
-    }
-}
-
-/// Makes libc's `exit` (`main` returning, `std::process::exit`) run this process's exit work:
-/// the hooks, then the end of its children (see [`run_exit_hooks`]). Once per process image (a
-/// forked copy inherits the registration with the rest of the memory).
-pub(crate) fn watch_exit() {
-    static REGISTERED: AtomicBool = AtomicBool::new(false);
-    if REGISTERED.load(Ordering::Relaxed) || REGISTERED.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    extern "C" fn run() {
-        LIBC_EXIT.store(true, Ordering::Relaxed);
-        run_exit_hooks();
-    }
-    sys::at_exit(run);
-}
-
-/// The hooks run from libc's `exit`, where this thread's thread-locals may be gone already.
-static LIBC_EXIT: AtomicBool = AtomicBool::new(false);
-
-/// Are the exit hooks running from libc's `exit` (not from a child that returned)?
-pub(crate) fn in_libc_exit() -> bool {
-    LIBC_EXIT.load(Ordering::Relaxed)
-}
-
-/// This process's exit work: the hooks (tells flushed to actors, which may be our own daemon
-/// children), then Python's end of the children: daemons terminated, the others joined (see
-/// `process::end_children_at_exit`).
-fn run_exit_hooks() {
-    let hooks = EXIT_HOOKS.lock().clone();
-    for h in hooks {
-        h();
-    }
-    crate::process::end_children_at_exit();
-    remove_session();
 }
 
 /// The message and location of a panic caught with `catch_unwind` in this thread.
@@ -788,11 +627,7 @@ where
         Ok(f) => f.get(),
         Err(e) => return report_failure(out, Failure::Start(e.to_string())),
     };
-    type Job<A> = (
-        Option<logs::Sink>,
-        Option<Shared<crate::actor::RegistryTable>>,
-        A,
-    );
+    type Job<A> = (Option<logs::Sink>, Option<Shared<crate::names::Table>>, A);
     let (sink, names, args) = match wire::decode::<Job<A>>(args, fds) {
         Ok(v) => v,
         Err(e) => {
@@ -805,7 +640,7 @@ where
     };
     logs::install(sink);
     if let Some(names) = names {
-        crate::actor::install_registry(names);
+        crate::names::install(names);
     }
     let outcome = match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
         Ok(r) => Outcome::Returned(r),
@@ -817,7 +652,7 @@ where
     // Before the parent hears that it returned (or panicked): what the function left in flight
     // (tells waiting for the flusher) goes out, and its children end as in Python (daemons
     // terminated, the others joined).
-    run_exit_hooks();
+    exit::run_exit_hooks();
     let code = if matches!(outcome, Outcome::Returned(_)) {
         0
     } else {
