@@ -143,15 +143,14 @@ fn a_handler_panic_is_the_callers_error_not_a_hang() {
     c.add(1).unwrap();
     let err = c.explode("kaboom".into()).unwrap_err();
     match &err {
-        Error::ActorDied {
-            reason: ExitReason::Panicked { message, location },
-            pid,
-            ..
-        } => {
-            assert_eq!(message, "kaboom");
-            assert!(location.as_deref().unwrap_or("").contains("actor.rs"));
-            assert_eq!(*pid, c.pid());
-        }
+        Error::ActorDied { reason, pid, .. } => match &**reason {
+            ExitReason::Panicked { message, location } => {
+                assert_eq!(message, "kaboom");
+                assert!(location.as_deref().unwrap_or("").contains("actor.rs"));
+                assert_eq!(*pid, c.pid());
+            }
+            other => panic!("unexpected reason: {other:?}"),
+        },
         other => panic!("unexpected: {other:?}"),
     }
     assert!(matches!(
@@ -178,7 +177,7 @@ fn kill_is_seen_by_callers_and_monitors() {
     assert_eq!(down.id, c.id());
     match c.get() {
         Err(Error::ActorDied { reason, .. }) => {
-            assert_eq!(reason, ExitReason::Killed { signal: 9 })
+            assert_eq!(*reason, ExitReason::Killed { signal: 9 })
         }
         other => panic!("unexpected: {other:?}"),
     }
@@ -388,18 +387,12 @@ fn init_failures_come_back_from_spawn() {
         }
         pub fn ping(&self) {}
     }
-    match procactor::spawn::<Picky>(-1) {
-        Err(Error::ActorDied {
-            reason: ExitReason::InitFailed { message },
-            ..
-        }) => assert_eq!(message, "-1 is negative"),
+    match procactor::spawn::<Picky>(-1).map_err(|e| e.exit_reason().cloned()) {
+        Err(Some(ExitReason::InitFailed { message })) => assert_eq!(message, "-1 is negative"),
         other => panic!("unexpected: {other:?}"),
     }
-    match procactor::spawn::<Picky>(0) {
-        Err(Error::ActorDied {
-            reason: ExitReason::Panicked { message, .. },
-            ..
-        }) => assert_eq!(message, "zero!"),
+    match procactor::spawn::<Picky>(0).map_err(|e| e.exit_reason().cloned()) {
+        Err(Some(ExitReason::Panicked { message, .. })) => assert_eq!(message, "zero!"),
         other => panic!("unexpected: {other:?}"),
     }
     let ok = Stopped(procactor::spawn::<Picky>(1).unwrap());

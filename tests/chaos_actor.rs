@@ -268,7 +268,9 @@ fn callers_killed_at_random_moments_do_not_hurt_the_actor() {
                         surely += n;
                         returned += 1;
                     }
-                    Err(Error::Killed { .. }) => killed += 1,
+                    Err(e) if matches!(e.exit_reason(), Some(ExitReason::Killed { .. })) => {
+                        killed += 1
+                    }
                     Err(e) => panic!("a caller ended with {e:?}"),
                 }
             }

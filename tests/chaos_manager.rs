@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, open_fds, reaped, Reaped, BOUND};
 use procactor::{
-    manager::DictProxy, manager::ListProxy, Connection, Error, Manager, Pipe, Process,
+    manager::DictProxy, manager::ListProxy, Connection, Error, ExitReason, Manager, Pipe, Process,
 };
 
 procactor::test_support!();
@@ -295,7 +295,7 @@ fn holders_killed_at_random_moments_leak_and_lose_nothing() {
                 let old = std::mem::replace(&mut holders[i], fresh);
                 old.proc.kill().unwrap();
                 match old.proc.join_timeout(BOUND) {
-                    Err(Error::Killed { .. }) => {}
+                    Err(e) if matches!(e.exit_reason(), Some(ExitReason::Killed { .. })) => {}
                     other => panic!("a holder ended otherwise than killed: {other:?}"),
                 }
                 kills += 1;

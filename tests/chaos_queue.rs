@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::{reaped, Reaped, BOUND};
 use procactor::{
-    shared::RawArray, shared::RawValue, Condition, Connection, Error, Event, Lock, Pipe, Process,
-    Queue, RLock, Semaphore,
+    shared::RawArray, shared::RawValue, Condition, Connection, Error, Event, ExitReason, Lock,
+    Pipe, Process, Queue, RLock, Semaphore,
 };
 use serde::{Deserialize, Serialize};
 
@@ -321,7 +321,9 @@ fn queue_with_producers_and_consumers_killed_at_random_loses_and_duplicates_noth
             let (id, victim) = std::mem::replace(&mut producers[i], fresh);
             victim.kill().unwrap();
             match victim.join_timeout(BOUND) {
-                Err(Error::Killed { signal: 9, .. }) => producer_kills += 1,
+                Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 9 }) => {
+                    producer_kills += 1
+                }
                 other => panic!("producer {id}: {other:?}"),
             }
         } else {
@@ -330,7 +332,9 @@ fn queue_with_producers_and_consumers_killed_at_random_loses_and_duplicates_noth
             let victim = std::mem::replace(&mut consumers[i], fresh);
             victim.process.kill().unwrap();
             match victim.process.join_timeout(BOUND) {
-                Err(Error::Killed { signal: 9, .. }) => consumer_kills += 1,
+                Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 9 }) => {
+                    consumer_kills += 1
+                }
                 other => panic!("consumer {}: {other:?}", victim.id),
             }
             delivered.collect(victim, &inflight);
@@ -608,7 +612,7 @@ fn round(kind: Kind, rng: &mut Rng) -> (Vec<(bool, u64)>, u64, Guarded) {
     h.kill().unwrap();
     assert!(matches!(
         h.join_timeout(BOUND),
-        Err(Error::Killed { signal: 9, .. })
+        Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 9 })
     ));
     if kind == Kind::Semaphore {
         // Documented: a permit dies with its holder. The waiters stay asleep until someone

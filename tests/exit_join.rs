@@ -10,7 +10,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use procactor::{Error, Process};
+use procactor::{ExitReason, Process};
 
 const ROLE: &str = "EXIT_JOIN_TEST_ROLE";
 /// How long the non-daemon children of these scenarios work before they print.
@@ -102,7 +102,11 @@ fn scenario(role: &str) {
             let took = t.elapsed();
             match joined {
                 Ok(s) => println!("{s}"),
-                Err(Error::Exited { code, .. }) => println!("middle: exited {code}"),
+                Err(e) if matches!(e.exit_reason(), Some(ExitReason::Exited { .. })) => {
+                    if let Some(ExitReason::Exited { code }) = e.exit_reason() {
+                        println!("middle: exited {code}")
+                    }
+                }
                 Err(e) => println!("middle: {e}"),
             }
             println!("parent: joined the middle after {} ms", took.as_millis());

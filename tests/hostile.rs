@@ -742,7 +742,10 @@ fn an_actor_keeps_few_connections_without_hello_and_not_for_long() {
         held = fds_of(c.0.pid());
         held <= base
     });
-    assert!(back, "the actor holds {held} descriptors, {base} before the silent connections");
+    assert!(
+        back,
+        "the actor holds {held} descriptors, {base} before the silent connections"
+    );
 }
 
 /// Whether the peer of a connected socket hung up (a zero-time poll for RDHUP).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{bounded, eventually, reaped, BOUND};
 use procactor::{
     manager::DictProxy, manager::HostedProxy, manager::ListProxy, manager::Namespace,
-    manager::ValueProxy, Connection, Error, Event, Manager, Pipe, Pool, Process, Queue,
+    manager::ValueProxy, Connection, Error, Event, ExitReason, Manager, Pipe, Pool, Process, Queue,
 };
 use serde::{Deserialize, Serialize};
 
@@ -614,7 +614,7 @@ fn proxies_received_by_holders_killed_before_using_them_are_released() {
             p.kill().unwrap();
             assert!(matches!(
                 p.join_timeout(BOUND),
-                Err(Error::Killed { signal: 9, .. })
+                Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 9 })
             ));
         }
         let mut left = 0;

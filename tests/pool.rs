@@ -85,15 +85,10 @@ fn a_panicking_task_fails_alone_and_the_pool_goes_on() {
     let p = pool.clone();
     bounded(move || {
         match p.map(picky, 0..30) {
-            Err(Error::TaskPanicked {
-                index,
-                message,
-                location,
-                ..
-            }) => {
+            Err(Error::TaskPanicked { index, panic, .. }) => {
                 assert_eq!(index, 7, "the first failing item by position");
-                assert_eq!(message, "seven is not allowed");
-                assert!(location.unwrap().contains("pool.rs"));
+                assert_eq!(panic.message, "seven is not allowed");
+                assert!(panic.location.unwrap().contains("pool.rs"));
             }
             other => panic!("unexpected: {other:?}"),
         }
@@ -240,9 +235,7 @@ fn failing_pool(_: ()) -> (String, Option<String>, Vec<u32>) {
         .filter(|&p| pid_alive(p))
         .collect();
     match err {
-        Error::InitializerFailed {
-            message, location, ..
-        } => (message, location, left),
+        Error::InitializerFailed { panic, .. } => (panic.message, panic.location, left),
         other => panic!("unexpected: {other:?}"),
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{bounded, eventually, pid_alive, reaped, BOUND};
-use procactor::{Connection, Error, Pipe, Process, StartMethod};
+use procactor::{Connection, Error, ExitReason, Pipe, Process, StartMethod};
 
 procactor::test_support!();
 
@@ -69,12 +69,14 @@ fn a_panic_comes_back_with_message_and_location() {
             .unwrap();
         let pid = p.pid();
         match p.join_timeout(BOUND) {
-            Err(Error::Panicked {
+            Err(Error::ProcessFailed {
                 name,
                 pid: got,
-                message,
-                location,
+                reason,
             }) => {
+                let ExitReason::Panicked { message, location } = *reason else {
+                    panic!("{method:?}: expected a panic, got {reason:?}");
+                };
                 assert_eq!(
                     (name.as_str(), got, message.as_str()),
                     ("bomb", pid, "kaput")
@@ -100,7 +102,11 @@ fn exit_inside_the_function_is_exited_with_its_code() {
             .start()
             .unwrap();
         match p.join_timeout(BOUND) {
-            Err(Error::Exited { code: 3, pid, .. }) => assert_eq!(pid, p.pid()),
+            Err(Error::ProcessFailed { pid, reason, .. })
+                if *reason == ExitReason::Exited { code: 3 } =>
+            {
+                assert_eq!(pid, p.pid())
+            }
             other => panic!("{method:?}: expected Exited(3), got {other:?}"),
         }
         assert_eq!(p.exitcode(), Some(3));
@@ -121,7 +127,7 @@ fn kill_and_terminate_are_reported_as_signals() {
         p.kill().unwrap();
         assert!(matches!(
             p.join_timeout(BOUND),
-            Err(Error::Killed { signal: 9, .. })
+            Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 9 })
         ));
         assert_eq!(p.exitcode(), Some(-9));
 
@@ -134,7 +140,7 @@ fn kill_and_terminate_are_reported_as_signals() {
         p.terminate().unwrap();
         assert!(matches!(
             p.join_timeout(BOUND),
-            Err(Error::Killed { signal: 15, .. })
+            Err(e) if e.exit_reason() == Some(&ExitReason::Killed { signal: 15 })
         ));
         assert_eq!(p.exitcode(), Some(-15));
     }
@@ -146,8 +152,8 @@ fn an_external_sigkill_is_reported_as_killed() {
     // SAFETY: plain kill(2) on our own child's pid, which stays ours until we reap it.
     assert_eq!(unsafe { libc::kill(p.pid() as i32, libc::SIGKILL) }, 0);
     match p.join_timeout(BOUND) {
-        Err(Error::Killed { signal, pid, name }) => {
-            assert_eq!((signal, pid), (9, p.pid()));
+        Err(Error::ProcessFailed { reason, pid, name }) => {
+            assert_eq!((*reason, pid), (ExitReason::Killed { signal: 9 }, p.pid()));
             assert!(name.starts_with("Process-"));
         }
         other => panic!("expected Killed, got {other:?}"),
@@ -189,7 +195,7 @@ fn join_twice_terminate_after_exit_and_kill_after_exit_are_defined() {
     for _ in 0..2 {
         assert!(matches!(
             p.join_timeout(BOUND),
-            Err(Error::Exited { code: 4, .. })
+            Err(e) if e.exit_reason() == Some(&ExitReason::Exited { code: 4 })
         ));
     }
 }

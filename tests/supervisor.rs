@@ -211,11 +211,11 @@ fn a_child_that_cannot_start_fails_the_supervisor_start() {
         .child(ChildSpec::new::<Broken>("broken", ()).unwrap())
         .start()
         .unwrap_err();
-    match err {
-        Error::ActorDied {
-            reason: ExitReason::InitFailed { message },
-            ..
-        } => assert!(message.contains("no database"), "{message}"),
+    assert!(matches!(err, Error::ActorDied { .. }), "{err:?}");
+    match err.exit_reason() {
+        Some(ExitReason::InitFailed { message }) => {
+            assert!(message.contains("no database"), "{message}")
+        }
         other => panic!("unexpected: {other:?}"),
     }
 }

@@ -23,45 +23,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// }
 ///
 /// let err = Process::new(fails, ()).start()?.join().unwrap_err();
-/// assert!(matches!(err, Error::Exited { code: 3, .. }));
+/// assert!(matches!(err, Error::ProcessFailed { .. }));
+/// assert_eq!(err.exit_reason(), Some(&procactor::ExitReason::Exited { code: 3 }));
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The child panicked; `message` and `location` are those of its panic.
-    #[error("process {name:?} (pid {pid}) panicked at {}: {message}", location.as_deref().unwrap_or("<unknown>"))]
-    Panicked {
+    /// The child failed: it panicked, was ended by a signal (SIGKILL from the OOM killer,
+    /// `kill()`, `terminate()`...), or exited (for example through `std::process::exit`)
+    /// without returning a value. [`ExitReason`] says which, with the panic's message, the
+    /// signal or the code ([`Error::exit_reason`]).
+    #[error("process {name:?} (pid {pid}) {}", failed_how(reason))]
+    ProcessFailed {
         /// The child's name.
         name: String,
         /// The child's pid.
         pid: u32,
-        /// The panic payload, when it was a string.
-        message: String,
-        /// `file:line:column` of the panic.
-        location: Option<String>,
-    },
-
-    /// The child was ended by a signal (SIGKILL from the OOM killer, `kill()`, `terminate()`...).
-    #[error("process {name:?} (pid {pid}) was killed by signal {signal} ({})", signal_name(*signal))]
-    Killed {
-        /// The child's name.
-        name: String,
-        /// The child's pid.
-        pid: u32,
-        /// The signal number (9 for SIGKILL).
-        signal: i32,
-    },
-
-    /// The child exited (for example through `std::process::exit`) without returning a value.
-    #[error("process {name:?} (pid {pid}) exited with code {code} before returning a value")]
-    Exited {
-        /// The child's name.
-        name: String,
-        /// The child's pid.
-        pid: u32,
-        /// Its exit code.
-        code: i32,
+        /// How it ended: `Panicked`, `Killed` or `Exited`.
+        reason: Box<ExitReason>,
     },
 
     /// A message larger than the receiving end accepts (see
@@ -122,7 +102,7 @@ pub enum Error {
         /// The child's name.
         name: String,
         /// What went wrong, and what to do about it.
-        reason: String,
+        reason: Box<str>,
     },
 
     /// `join` was already given the child's return value; it can be taken only once.
@@ -145,9 +125,9 @@ pub enum Error {
     #[error("message schema mismatch: this side speaks `{ours}`, the other side `{theirs}`")]
     SchemaMismatch {
         /// This side's type (and schema).
-        ours: String,
+        ours: Box<str>,
         /// The other side's type.
-        theirs: String,
+        theirs: Box<str>,
     },
 
     /// The actor ended before it answered (or before it could be reached): `reason` says how.
@@ -158,7 +138,7 @@ pub enum Error {
         /// The actor's pid.
         pid: u32,
         /// How it ended.
-        reason: ExitReason,
+        reason: Box<ExitReason>,
     },
 
     /// A bounded mailbox is full (`try_` forms only; the others wait).
@@ -175,11 +155,11 @@ pub enum Error {
     #[error("actor {name:?} (pid {pid}) rejected the message: {reason}")]
     Rejected {
         /// The actor's name.
-        name: String,
+        name: Box<str>,
         /// The actor's pid.
         pid: u32,
         /// What the actor said.
-        reason: String,
+        reason: Box<str>,
     },
 
     /// `register` with a name another live actor holds.
@@ -193,16 +173,14 @@ pub enum Error {
 
     /// A pool task panicked. The pool goes on; `index` is the item's position in its `map`
     /// (0 for `apply`).
-    #[error("task #{index} panicked in pool worker (pid {pid}) at {}: {message}", location.as_deref().unwrap_or("<unknown>"))]
+    #[error("task #{index} panicked in pool worker (pid {pid}) {panic}")]
     TaskPanicked {
         /// The item's position in its `map` call (0 for a single task).
         index: usize,
         /// The worker that ran it.
         pid: u32,
-        /// The panic message.
-        message: String,
-        /// `file:line:column` of the panic.
-        location: Option<String>,
+        /// Its message and location.
+        panic: Box<Panic>,
     },
 
     /// The pool worker running this task died (SIGKILL from the OOM killer, `exit()` inside
@@ -226,14 +204,12 @@ pub enum Error {
 
     /// A pool worker's initializer panicked. The pool does not restart workers in a loop: it
     /// fails to build, or (for a replacement worker) fails every task from then on.
-    #[error("the pool initializer panicked in worker pid {pid} at {}: {message}", location.as_deref().unwrap_or("<unknown>"))]
+    #[error("the pool initializer panicked in worker pid {pid} {panic}")]
     InitializerFailed {
         /// The worker whose initializer failed.
         pid: u32,
-        /// The panic message.
-        message: String,
-        /// `file:line:column` of the panic.
-        location: Option<String>,
+        /// Its message and location.
+        panic: Box<Panic>,
     },
 
     /// Nothing to take now: a `try_` receive (`try_get`, `try_recv`) on an empty queue or pipe.
@@ -302,6 +278,24 @@ impl Error {
                 Error::Disconnected
             }
             _ => Error::Io { op, source },
+        }
+    }
+
+    /// How a process ended, for the errors that say so ([`Error::ProcessFailed`],
+    /// [`Error::ActorDied`]).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{ExitReason, Process};
+    /// fn quit() -> u32 { std::process::exit(3) }
+    /// let err = Process::new(quit, ()).start()?.join().unwrap_err();
+    /// assert_eq!(err.exit_reason(), Some(&ExitReason::Exited { code: 3 }));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn exit_reason(&self) -> Option<&ExitReason> {
+        match self {
+            Error::ProcessFailed { reason, .. } | Error::ActorDied { reason, .. } => Some(reason),
+            _ => None,
         }
     }
 
@@ -393,6 +387,29 @@ impl<T> std::error::Error for TrySendError<T> {
 impl<T> From<TrySendError<T>> for Error {
     fn from(e: TrySendError<T>) -> Error {
         e.error
+    }
+}
+
+/// A panic: its message and where it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Panic {
+    /// The panic payload, when it was a string.
+    pub message: String,
+    /// `file:line:column` of the panic.
+    pub location: Option<String>,
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self.location.as_deref().unwrap_or("<unknown>");
+        write!(f, "at {at}: {}", self.message)
+    }
+}
+
+fn failed_how(reason: &ExitReason) -> String {
+    match reason {
+        ExitReason::Exited { code } => format!("exited with code {code} before returning a value"),
+        other => other.to_string(),
     }
 }
 
@@ -508,5 +525,18 @@ impl fmt::Display for ExitReason {
             }
             ExitReason::Unknown => write!(f, "ended without a word (status unknown here)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// The umbrella error stays small: every `Result` in the API carries it.
+    #[test]
+    fn the_error_is_at_most_48_bytes() {
+        assert!(
+            std::mem::size_of::<super::Error>() <= 48,
+            "{}",
+            std::mem::size_of::<super::Error>()
+        );
     }
 }

@@ -37,7 +37,7 @@ pub(crate) fn session() -> Result<String> {
         .clone()
         .map_err(|reason| Error::Start {
             name: "procactor".into(),
-            reason: format!("no private directory for this program's sockets: {reason}"),
+            reason: format!("no private directory for this program's sockets: {reason}").into(),
         })
 }
 

@@ -46,7 +46,7 @@ pub use actor::{
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 /// Plain-old-data types can live in [`Value`] and [`Array`] (derive it with `bytemuck`).
 pub use bytemuck::Pod;
-pub use error::{Error, ExitReason, Result, TrySendError};
+pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
     DictProxy, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace, ValueProxy,
 };

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, Failure, Outcome, Spec, StartMethod};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Result};
 use crate::logs;
 use crate::per_process::PerProcess;
 use crate::sys::{self, ExitStatus};
@@ -215,7 +215,7 @@ where
             Err(e) => {
                 return Err(Error::Start {
                     name: spec.name.to_string(),
-                    reason: e.to_string(),
+                    reason: e.to_string().into(),
                 })
             }
         };
@@ -386,7 +386,8 @@ enum Slot<R> {
 /// assert_eq!(p.exitcode(), None);
 /// assert!(p.join_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
 /// p.terminate()?;
-/// assert!(matches!(p.join(), Err(Error::Killed { signal: 15, .. })));
+/// let err = p.join().unwrap_err();
+/// assert_eq!(err.exit_reason(), Some(&procactor::ExitReason::Killed { signal: 15 }));
 /// assert_eq!(p.exitcode(), Some(-15));
 /// # Ok::<(), procactor::Error>(())
 /// ```
@@ -401,19 +402,22 @@ pub struct ProcessHandle<R> {
 impl<R: DeserializeOwned> ProcessHandle<R> {
     /// Waits for the child to end and returns what its function returned.
     ///
-    /// A panic is [`Error::Panicked`], a signal [`Error::Killed`], an exit from inside the
-    /// function [`Error::Exited`]. The value can be taken once; later calls return
+    /// A panic, a signal or an exit from inside the function is [`Error::ProcessFailed`], whose
+    /// [`ExitReason`] says which ([`Error::exit_reason`]). The value can be taken once; later calls return
     /// [`Error::AlreadyJoined`] (failures are returned again each time).
     ///
     /// ```
     /// # procactor::init();
-    /// use procactor::{Error, Process};
+    /// use procactor::{Error, ExitReason, Process};
     /// fn boom(_: ()) { panic!("boom") }
     /// match Process::new(boom, ()).name("bomb").start()?.join() {
-    ///     Err(Error::Panicked { name, message, location, .. }) => {
-    ///         assert_eq!((name.as_str(), message.as_str()), ("bomb", "boom"));
-    ///         assert!(location.unwrap().contains(".rs:"));
-    ///     }
+    ///     Err(Error::ProcessFailed { name, reason, .. }) => match *reason {
+    ///         ExitReason::Panicked { message, location } => {
+    ///             assert_eq!((name.as_str(), message.as_str()), ("bomb", "boom"));
+    ///             assert!(location.unwrap().contains(".rs:"));
+    ///         }
+    ///         other => panic!("unexpected: {other:?}"),
+    ///     },
     ///     other => panic!("unexpected: {other:?}"),
     /// }
     /// # Ok::<(), procactor::Error>(())
@@ -454,30 +458,41 @@ impl<R: DeserializeOwned> ProcessHandle<R> {
             other => {
                 let err = match &other {
                     Slot::Reported(Ok(Outcome::Panicked { message, location })) => {
-                        Error::Panicked {
+                        Error::ProcessFailed {
                             name,
                             pid,
-                            message: message.clone(),
-                            location: location.clone(),
+                            reason: Box::new(ExitReason::Panicked {
+                                message: message.clone(),
+                                location: location.clone(),
+                            }),
                         }
                     }
                     Slot::Reported(Err(Failure::Start(reason))) => Error::Start {
                         name,
-                        reason: reason.clone(),
+                        reason: reason.clone().into(),
                     },
                     Slot::Reported(Err(Failure::Decode { expected, reason })) => Error::Start {
                         name,
                         reason: format!(
                             "the child could not decode its argument as `{expected}`: {reason}"
-                        ),
+                        )
+                        .into(),
                     },
                     Slot::Reported(Err(Failure::Encode { reason, .. })) => Error::Encode {
                         type_name: std::any::type_name::<R>(),
                         reason: format!("in child {name:?} (pid {pid}): {reason}"),
                     },
                     _ => match status {
-                        ExitStatus::Signal(signal) => Error::Killed { name, pid, signal },
-                        ExitStatus::Code(code) => Error::Exited { name, pid, code },
+                        ExitStatus::Signal(signal) => Error::ProcessFailed {
+                            name,
+                            pid,
+                            reason: Box::new(ExitReason::Killed { signal }),
+                        },
+                        ExitStatus::Code(code) => Error::ProcessFailed {
+                            name,
+                            pid,
+                            reason: Box::new(ExitReason::Exited { code }),
+                        },
                         ExitStatus::Lost => Error::StatusLost { name, pid },
                     },
                 };
@@ -572,7 +587,8 @@ impl<R> ProcessHandle<R> {
     /// fn forever(_: ()) { loop { std::thread::park() } }
     /// let p = procactor::Process::new(forever, ()).start()?;
     /// p.kill()?;
-    /// assert!(matches!(p.join(), Err(procactor::Error::Killed { signal: 9, .. })));
+    /// let err = p.join().unwrap_err();
+    /// assert_eq!(err.exit_reason(), Some(&procactor::ExitReason::Killed { signal: 9 }));
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn kill(&self) -> Result<()> {

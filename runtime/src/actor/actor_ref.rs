@@ -78,7 +78,7 @@ impl RefInner {
         Error::ActorDied {
             name: self.name.clone(),
             pid: self.pid,
-            reason,
+            reason: Box::new(reason),
         }
     }
 
@@ -104,11 +104,7 @@ impl RefInner {
         };
         let reason = match got {
             Ok(r) => r,
-            Err(Error::Killed { signal, .. }) => ExitReason::Killed { signal },
-            Err(Error::Exited { code, .. }) => ExitReason::Exited { code },
-            Err(Error::Panicked {
-                message, location, ..
-            }) => ExitReason::Panicked { message, location },
+            Err(Error::ProcessFailed { reason, .. }) => *reason,
             Err(Error::Timeout(_)) => return Some(Err(wait.expired())),
             Err(e) => return Some(Err(e)),
         };
@@ -132,15 +128,13 @@ impl RefInner {
 
     fn refine_err(&self, e: Error) -> Error {
         match e {
-            Error::ActorDied {
-                name,
-                pid,
-                reason: ExitReason::Unknown,
-            } => Error::ActorDied {
-                name,
-                pid,
-                reason: self.refine(ExitReason::Unknown),
-            },
+            Error::ActorDied { name, pid, reason } if *reason == ExitReason::Unknown => {
+                Error::ActorDied {
+                    name,
+                    pid,
+                    reason: Box::new(self.refine(ExitReason::Unknown)),
+                }
+            }
             e => e,
         }
     }

@@ -142,8 +142,8 @@ pub(crate) fn handshake(
         }
         Ok(Err(theirs)) => Err(ConnectError::Failed(match role {
             Role::Caller { msg, .. } => Error::SchemaMismatch {
-                ours: msg.0.clone(),
-                theirs,
+                ours: msg.0.clone().into(),
+                theirs: theirs.into(),
             },
             _ => Error::Decode {
                 expected: "an actor's welcome",
@@ -287,7 +287,7 @@ impl Conn {
         Error::ActorDied {
             name: self.welcome.name.clone(),
             pid: self.welcome.pid,
-            reason,
+            reason: Box::new(reason),
         }
     }
 
@@ -733,9 +733,9 @@ impl Conn {
         match self.wait_reply::<R>(id, wait)? {
             Answer::Reply(r) => Ok(r),
             Answer::Failed(reason) => Err(Error::Rejected {
-                name: self.welcome.name.clone(),
+                name: self.welcome.name.clone().into(),
                 pid: self.welcome.pid,
-                reason,
+                reason: reason.into(),
             }),
         }
     }

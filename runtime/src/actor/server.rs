@@ -156,7 +156,8 @@ fn ready<A: Actor>(l: Launched<A>) -> Result<ActorRef<A>> {
                 name: r.name().to_string(),
                 reason: format!(
                     "the actor did not finish starting (bootstrap and init) within {t:?}"
-                ),
+                )
+                .into(),
             },
             e => e,
         });

@@ -265,7 +265,7 @@ impl SupervisorRef {
         super::whereis::<A>(name)?.ok_or_else(|| Error::ActorDied {
             name: name.to_string(),
             pid: 0,
-            reason: ExitReason::Unknown,
+            reason: Box::new(ExitReason::Unknown),
         })
     }
 

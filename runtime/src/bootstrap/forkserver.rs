@@ -112,7 +112,7 @@ fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Resul
         })?;
     let pid = reply.map_err(|reason| Error::Start {
         name: spec.name.into(),
-        reason,
+        reason: reason.into(),
     })?;
     let pidfd = bootstrap::pidfd_of_new_child(pid)?;
     Ok(Started { pid, pidfd, chan })

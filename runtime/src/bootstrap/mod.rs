@@ -158,7 +158,8 @@ fn check_can_start(name: &str, method: StartMethod) -> Result<()> {
                  it). Where main is not yours (integration tests, a library's #[cfg(test)] unit \
                  tests, benches with a harness), write `procactor::test_support!();` once in the \
                  file or test module; in a doctest, call `procactor::init();` first"
-            ),
+            )
+            .into(),
         });
     }
     Ok(())
@@ -282,7 +283,7 @@ pub(crate) fn exe_identity() -> (u64, u64) {
 fn start_error(name: &str, reason: impl Into<String>) -> Error {
     Error::Start {
         name: name.into(),
-        reason: reason.into(),
+        reason: reason.into().into(),
     }
 }
 

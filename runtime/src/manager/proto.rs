@@ -98,18 +98,19 @@ impl Fault {
                 reason: format!(
                     "the function panicked at {}: {message}",
                     location.as_deref().unwrap_or("<unknown>")
-                ),
+                )
+                .into(),
             },
             Fault::Bad(reason) => Error::Rejected {
                 name: "manager".into(),
                 pid,
-                reason,
+                reason: reason.into(),
             },
             Fault::Earlier(f) => match f.into_error(pid) {
                 Error::Rejected { name, pid, reason } => Error::Rejected {
                     name,
                     pid,
-                    reason: format!("an earlier pipelined operation failed: {reason}"),
+                    reason: format!("an earlier pipelined operation failed: {reason}").into(),
                 },
                 e => e,
             },

@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::StartMethod;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitReason, Panic, Result};
 use crate::pool::blame;
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
@@ -309,8 +309,7 @@ impl Core {
             }
             Ok(Report::InitFailed { message, location }) => Err(Error::InitializerFailed {
                 pid: w.handle.pid(),
-                message,
-                location,
+                panic: Box::new(Panic { message, location }),
             }),
             Ok(Report::Done { .. }) => Err(Error::Start {
                 name: "PoolWorker".into(),
@@ -724,9 +723,11 @@ impl Core {
         let pid = w.handle.pid();
         let (signal, code) = match w.handle.join_timeout(READY_TIMEOUT) {
             Ok(()) => (None, None),
-            Err(Error::Killed { signal, .. }) => (Some(signal), None),
-            Err(Error::Exited { code, .. }) => (None, Some(code)),
-            Err(_) => (None, Some(-1)),
+            Err(e) => match e.exit_reason() {
+                Some(&ExitReason::Killed { signal }) => (Some(signal), None),
+                Some(&ExitReason::Exited { code }) => (None, Some(code)),
+                _ => (None, Some(-1)),
+            },
         };
         let normal = signal.is_none() && code.is_none() && w.timed_out.is_none();
         let cursor = w

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Panic, Result};
 use crate::wire::Wait;
 
 /// What a worker writes for each item it ran (postcard, one after the other). The failure
@@ -112,8 +112,7 @@ impl Fail {
                 location,
             } => Error::InitializerFailed {
                 pid,
-                message,
-                location,
+                panic: Box::new(Panic { message, location }),
             },
             Fail::Io { op, errno, message } => Error::Io {
                 op,
@@ -142,14 +141,10 @@ impl Fail {
             Error::Closed => Fail::Closed,
             Error::Cancelled => Fail::Cancelled,
             Error::Timeout(d) => Fail::Timeout(*d),
-            Error::InitializerFailed {
-                pid,
-                message,
-                location,
-            } => Fail::Init {
+            Error::InitializerFailed { pid, panic } => Fail::Init {
                 pid: *pid,
-                message: message.clone(),
-                location: location.clone(),
+                message: panic.message.clone(),
+                location: panic.location.clone(),
             },
             other => Fail::Io {
                 op: "pool",
@@ -256,8 +251,7 @@ fn outcome_error<R>(outcome: ItemOutcome<R>, index: usize, pid: u32) -> Error {
         ItemOutcome::Panicked { message, location } => Error::TaskPanicked {
             index,
             pid,
-            message,
-            location,
+            panic: Box::new(Panic { message, location }),
         },
         ItemOutcome::Unencodable { reason } => Error::Encode {
             type_name: std::any::type_name::<R>(),

@@ -176,7 +176,7 @@ impl PoolBuilder {
     /// use procactor::{Error, Pool};
     /// fn refuse(_: ()) { panic!("no database") }
     /// let err = Pool::builder().processes(1).initializer(refuse, ()).build().err().unwrap();
-    /// assert!(matches!(err, Error::InitializerFailed { ref message, .. } if message == "no database"));
+    /// assert!(matches!(err, Error::InitializerFailed { ref panic, .. } if panic.message == "no database"));
     /// ```
     pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
     where
@@ -428,7 +428,7 @@ impl Pool {
     /// let pool = procactor::Pool::new(2)?;
     /// let results = pool.try_map(picky, 0..4)?;
     /// assert_eq!(results[1].as_ref().unwrap(), &1);
-    /// assert!(matches!(&results[2], Err(Error::TaskPanicked { index: 2, message, .. }) if message == "not two"));
+    /// assert!(matches!(&results[2], Err(Error::TaskPanicked { index: 2, panic, .. }) if panic.message == "not two"));
     /// assert_eq!(pool.map(picky, [5])?, [5]); // still usable
     /// # Ok::<(), procactor::Error>(())
     /// ```
