@@ -11,6 +11,41 @@
 
 use std::ops::Range;
 
+/// Where a worker is: item `position` of batch `batch`. Its board holds it as one word
+/// ([`Cursor::word`]), so that the pool reads it whole, even after the worker's death; cursors
+/// order as that word does (batch first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Cursor {
+    /// The batch (ids start at 1: a fresh board's all-zero cursor names nothing).
+    pub(crate) batch: u32,
+    /// The item's position among the batch's items, run after run.
+    pub(crate) position: u32,
+}
+
+impl Cursor {
+    pub(crate) const fn new(batch: u32, position: u32) -> Cursor {
+        Cursor { batch, position }
+    }
+
+    /// The board's word for it.
+    pub(crate) const fn word(self) -> u64 {
+        (self.batch as u64) << 32 | self.position as u64
+    }
+
+    /// The cursor a board's word holds.
+    pub(crate) const fn from_word(word: u64) -> Cursor {
+        Cursor {
+            batch: (word >> 32) as u32,
+            position: word as u32,
+        }
+    }
+
+    /// The cursor `n` items further in the same batch.
+    pub(crate) const fn plus(self, n: u32) -> Cursor {
+        Cursor::new(self.batch, self.position + n)
+    }
+}
+
 /// Deaths in a row, none naming an item of a run and none of its items resolved in between, after
 /// which the run's next item fails with `WorkerLost` (an argument too large for a worker to
 /// receive, for example). One such death can be bad luck (a stray `kill`, the OOM killer picking
@@ -20,8 +55,8 @@ pub(crate) const STRIKES: u32 = 3;
 /// One run a dead worker held, as blame sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Held {
-    /// Board positions (`batch << 32 | position`) of its items not reported yet.
-    pub(crate) pending: Range<u64>,
+    /// Where its items not reported yet lie.
+    pub(crate) pending: Range<Cursor>,
     /// Deaths it went through with no item of it named or resolved, before this one.
     pub(crate) strikes: u32,
 }
@@ -40,11 +75,11 @@ pub(crate) struct Verdict {
 
 /// Decides what the death of a worker that held `held` (in the order it runs them) costs.
 /// `cursor` is where its board said it was (`None`: it ended normally, naming nothing).
-pub(crate) fn blame(cursor: Option<u64>, held: &[Held]) -> Verdict {
+pub(crate) fn blame(cursor: Option<Cursor>, held: &[Held]) -> Verdict {
     let named = cursor.and_then(|c| {
         held.iter()
             .position(|h| h.pending.contains(&c))
-            .map(|i| (i, c - held[i].pending.start))
+            .map(|i| (i, u64::from(c.position - held[i].pending.start.position)))
     });
     if let Some((run, _)) = named {
         // The named run made progress (its item resolves); the others were not at fault.
@@ -72,11 +107,21 @@ pub(crate) fn blame(cursor: Option<u64>, held: &[Held]) -> Verdict {
 mod tests {
     use super::*;
 
-    fn pos(batch: u64, p: u64) -> u64 {
-        batch << 32 | p
+    fn pos(batch: u32, p: u32) -> Cursor {
+        Cursor::new(batch, p)
     }
 
-    fn held(batch: u64, range: Range<u64>, strikes: u32) -> Held {
+    #[test]
+    fn a_cursor_is_one_word_and_orders_as_it() {
+        let c = Cursor::new(7, 5);
+        assert_eq!(c.word(), 7 << 32 | 5);
+        assert_eq!(Cursor::from_word(c.word()), c);
+        assert!(Cursor::new(7, u32::MAX) < Cursor::new(8, 0));
+        assert_eq!(c.plus(3), Cursor::new(7, 8));
+        assert_eq!(Cursor::from_word(0), Cursor::new(0, 0));
+    }
+
+    fn held(batch: u32, range: Range<u32>, strikes: u32) -> Held {
         Held {
             pending: pos(batch, range.start)..pos(batch, range.end),
             strikes,
@@ -106,7 +151,7 @@ mod tests {
         assert_eq!(blame(Some(pos(6, 2)), &h).blamed, None);
         assert_eq!(blame(Some(pos(7, 5)), &h).blamed, None);
         // A fresh worker's board: position zero of batch zero (batches start at 1).
-        assert_eq!(blame(Some(0), &h).blamed, None);
+        assert_eq!(blame(Some(Cursor::from_word(0)), &h).blamed, None);
     }
 
     #[test]

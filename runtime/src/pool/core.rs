@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, ExitReason, Panic, Result};
-use crate::pool::blame;
+use crate::pool::blame::{self, Cursor};
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
 use crate::process::{Process, ProcessHandle};
@@ -165,7 +165,7 @@ struct Worker {
     tasks: usize,
     retiring: bool,
     /// The board's cursor when the pool killed it for running past the task timeout.
-    timed_out: Option<u64>,
+    timed_out: Option<Cursor>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -732,7 +732,7 @@ impl Core {
         let normal = signal.is_none() && code.is_none() && w.timed_out.is_none();
         let cursor = w
             .timed_out
-            .unwrap_or_else(|| w.board.cursor.load(Ordering::Acquire));
+            .unwrap_or_else(|| Cursor::from_word(w.board.cursor.load(Ordering::Acquire)));
         let lost = Fail::Lost { pid, signal, code };
         let why = match (w.timed_out, self.config.task_timeout) {
             (Some(_), Some(t)) => Fail::Timeout(t),
@@ -753,18 +753,18 @@ impl Core {
         let mut held = Vec::new();
         let mut left = Vec::new();
         for flight in w.inflight {
-            let mut pos = 0u64;
+            let mut at = Cursor::new(flight.id, 0);
             for sent in flight.runs {
                 let ordinals = if sent.order.is_empty() {
                     sent.run.ordinals()
                 } else {
                     sent.order.clone()
                 };
-                let at = (flight.id as u64) << 32 | pos;
-                pos += ordinals.len() as u64;
+                let (start, len) = (at, ordinals.len() as u32);
+                at = at.plus(len);
                 if sent.done < ordinals.len() {
                     held.push(blame::Held {
-                        pending: at + sent.done as u64..at + ordinals.len() as u64,
+                        pending: start.plus(sent.done as u32)..start.plus(len),
                         strikes: sent.run.strikes,
                     });
                     left.push((sent.run, ordinals[sent.done..].to_vec()));
@@ -848,7 +848,7 @@ impl Core {
             if w.timed_out.is_some() {
                 continue;
             }
-            let cursor = w.board.cursor.load(Ordering::Acquire);
+            let cursor = Cursor::from_word(w.board.cursor.load(Ordering::Acquire));
             let started = w.board.started_ns.load(Ordering::Relaxed);
             if started == 0 || w.inflight.is_empty() {
                 continue;

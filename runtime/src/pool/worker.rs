@@ -18,6 +18,7 @@ use procactor_os::code::{self, CodeRef, SignedCode};
 
 use crate::bootstrap;
 use crate::error::{Error, Result};
+use crate::pool::blame::Cursor;
 use crate::pool::items;
 use crate::pool::job::{ItemOutcome, OK_TAG};
 use crate::shm::{Layout, Shared};
@@ -27,7 +28,7 @@ use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 procactor_os::shared_struct! {
     /// Where a worker is, in shared memory.
     pub(crate) struct Board {
-        /// `batch << 32 | position` of the item running (or last run).
+        /// The [`Cursor`] of the item running (or last run), as its word.
         pub(crate) cursor: AtomicU64,
         /// When that item started (`sys::monotonic_ns`), 0 between items. Kept only when the pool
         /// has a task timeout.
@@ -337,10 +338,9 @@ impl Worker {
                 .store(sys::monotonic_ns(), Ordering::Relaxed);
         }
         // Release: a pool that sees this position also sees the start time above.
-        self.board.cursor.store(
-            (self.batch as u64) << 32 | self.pos as u64,
-            Ordering::Release,
-        );
+        self.board
+            .cursor
+            .store(Cursor::new(self.batch, self.pos).word(), Ordering::Release);
     }
 
     /// Records one item's outcome.
