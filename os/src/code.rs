@@ -100,7 +100,7 @@ impl<F: FnPtr> CodeRef<F> {
         SignedCode {
             offset: self.offset,
             exe,
-            tag: tag(self.offset, exe, signature::<F>()),
+            tag: tag(self.offset, exe, TypeId::of::<F>()),
         }
     }
 
@@ -114,7 +114,7 @@ impl<F: FnPtr> CodeRef<F> {
                  between binaries)",
             ));
         }
-        let want = tag(code.offset, code.exe, signature::<F>());
+        let want = tag(code.offset, code.exe, TypeId::of::<F>());
         if !bool::from(want.to_le_bytes().ct_eq(&code.tag.to_le_bytes())) {
             return Err(Error::Unsupported(
                 "a function reference that does not check (forged, corrupted, of another type, \
@@ -235,11 +235,11 @@ fn address<F: FnPtr>(f: F) -> usize {
 }
 
 /// A number for the type `F`, unique in this binary (even between two types of one name).
-fn signature<F: 'static>() -> u64 {
+fn signature(type_id: TypeId) -> u64 {
     use std::hash::{Hash, Hasher};
     // Unkeyed: the same binary gives the same number in every process.
     let mut h = std::hash::DefaultHasher::new();
-    TypeId::of::<F>().hash(&mut h);
+    type_id.hash(&mut h);
     h.finish()
 }
 
@@ -247,20 +247,69 @@ fn signature<F: 'static>() -> u64 {
 #[inline(never)]
 fn anchor() {}
 
+#[inline]
 fn anchor_address() -> usize {
     anchor as fn() as usize
 }
 
 /// This binary's identity (device and inode of its file): the same offsets mean the same code
 /// only between processes that run the same file.
+#[inline]
 pub fn exe_identity() -> (u64, u64) {
     static ID: OnceLock<(u64, u64)> = OnceLock::new();
     *ID.get_or_init(sys::exe_identity)
 }
 
 /// The HMAC-SHA256 (truncated to 64 bits) under the tree's secret of a function's offset, the
-/// binary's identity and the function's type.
-fn tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
+/// binary's identity and the function's type. A pool task signs its entry and function, and its
+/// worker checks them, on every call: the last few tags this thread computed are kept, so a hot
+/// function costs one look-up, not four HMACs (the cache holds at most `TAG_CACHE` entries, so a
+/// stream of forged references cannot grow it, and a new key empties it).
+#[inline]
+fn tag(offset: isize, exe: (u64, u64), type_id: TypeId) -> u64 {
+    let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+    let key = (offset, exe, type_id);
+    TAGS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.generation != generation {
+            cache.entries.clear();
+            cache.generation = generation;
+        }
+        if let Some(&(_, tag)) = cache.entries.iter().find(|(k, _)| *k == key) {
+            return tag;
+        }
+        let tag = compute_tag(offset, exe, signature(type_id));
+        if cache.entries.len() < TAG_CACHE {
+            cache.entries.push((key, tag));
+        } else {
+            let slot = cache.next % TAG_CACHE;
+            cache.entries[slot] = (key, tag);
+            cache.next = cache.next.wrapping_add(1);
+        }
+        tag
+    })
+}
+
+/// How many tags a thread keeps.
+const TAG_CACHE: usize = 16;
+
+type TagKey = (isize, (u64, u64), TypeId);
+
+#[derive(Default)]
+struct TagCache {
+    generation: u64,
+    entries: Vec<(TagKey, u64)>,
+    next: usize,
+}
+
+thread_local! {
+    static TAGS: std::cell::RefCell<TagCache> = std::cell::RefCell::new(TagCache::default());
+}
+
+/// Bumped whenever this process adopts a key: cached tags of another key are dropped.
+static KEY_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn compute_tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&tree_key())
         .expect("HMAC takes keys of any length");
@@ -293,9 +342,11 @@ pub fn tree_key() -> [u8; 32] {
 /// Makes `key` this process's tree secret (a child that was sent its parent's).
 pub fn adopt_tree_key(key: [u8; 32]) {
     *KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+    KEY_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
 }
 
 /// Is `addr` in an executable segment of the main program (not of a shared library)?
+#[inline]
 fn in_main_executable(addr: usize) -> bool {
     static TEXT: OnceLock<Vec<(usize, usize)>> = OnceLock::new();
     let text = TEXT.get_or_init(sys::main_program_text);
@@ -361,6 +412,25 @@ mod tests {
             ..code
         };
         assert!(CodeRef::<fn(u32) -> u32>::verify(elsewhere).is_err());
+    }
+
+    #[test]
+    fn cached_tags_answer_as_computed_ones_and_stay_bounded() {
+        let code = CodeRef::new(double as fn(u32) -> u32).unwrap().sign();
+        // Checked twice: the second time from the cache, with the same answer.
+        assert!(CodeRef::<fn(u32) -> u32>::verify(code).is_ok());
+        assert!(CodeRef::<fn(u32) -> u32>::verify(code).is_ok());
+        // Many distinct forged references do not grow the cache past its bound.
+        for bit in 0..64 {
+            let forged = SignedCode {
+                tag: code.tag ^ (1 << bit),
+                ..code
+            };
+            assert!(CodeRef::<fn(u32) -> u32>::verify(forged).is_err());
+        }
+        TAGS.with(|c| assert!(c.borrow().entries.len() <= TAG_CACHE));
+        // (A new key empties the cache through `KEY_GENERATION`; changing this process's key
+        // here would race the other tests, which sign with it.)
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, wait: Wait) -> Result<()> {
 }
 
 /// Wakes up to `n` processes sleeping on `word`.
+#[inline]
 pub fn futex_wake(word: &AtomicU32, n: u32) {
     // The kernel reads the count as an `int`: u32::MAX would be -1, which wakes only one.
     let _ = futex::wake(word, futex::Flags::empty(), n.min(i32::MAX as u32));
@@ -60,6 +61,7 @@ pub fn sleep_counted(
 
 /// Wakes up to `n` of the processes in [`sleep_counted`] on `word`, if there are any. The
 /// caller changed `word` just before, with a SeqCst store or read-modify-write.
+#[inline]
 pub fn wake_counted(word: &AtomicU32, sleepers: &AtomicU32, n: u32) {
     if n > 0 && sleepers.load(Ordering::SeqCst) > 0 {
         futex_wake(word, n);
@@ -81,12 +83,14 @@ unsafe impl crate::shm::AnyBits for RawCondvar {}
 impl RawCondvar {
     /// Under the mutex, before releasing it: counts us as a sleeper (so that a notifier that
     /// checks `has_sleepers` under the mutex does notify) and says what to sleep on.
+    #[inline]
     pub fn prepare(&self) -> u32 {
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         self.seq.load(Ordering::Acquire)
     }
 
     /// After releasing the mutex: sleeps unless a notify came since `prepare`.
+    #[inline]
     pub fn sleep(&self, seq: u32, wait: Wait) -> Result<()> {
         let slept = futex_wait(&self.seq, seq, wait);
         self.sleepers.fetch_sub(1, Ordering::AcqRel);
@@ -94,12 +98,14 @@ impl RawCondvar {
     }
 
     /// Wakes at most `n` sleepers.
+    #[inline]
     pub fn notify(&self, n: u32) {
         self.seq.fetch_add(1, Ordering::SeqCst);
         wake_counted(&self.seq, &self.sleepers, n);
     }
 
     /// Whether anyone sleeps on it.
+    #[inline]
     pub fn has_sleepers(&self) -> bool {
         self.sleepers.load(Ordering::SeqCst) > 0
     }

@@ -91,6 +91,7 @@ thread_local! {
 }
 
 impl ThreadList {
+    #[inline]
     fn head_as_node(&self) -> *mut Node {
         // The head starts with a `next` field like a Node; only that field is ever accessed
         // through this pointer.
@@ -193,6 +194,7 @@ impl From<LockFail> for Error {
 const SPINS: u32 = 100;
 
 impl RawMutex {
+    #[inline]
     fn node(&self) -> *mut Node {
         addr_of!(self.node).cast_mut()
     }
@@ -292,11 +294,13 @@ impl RawMutex {
     }
 
     /// True when some thread holds it (racy: for display and `is_locked`).
+    #[inline]
     pub fn is_locked(&self) -> bool {
         self.word.load(Ordering::Relaxed) & TID_MASK != 0
     }
 
     /// True when the calling thread holds it.
+    #[inline]
     pub fn held_by_me(&self) -> bool {
         let owner = self.word.load(Ordering::Relaxed) & TID_MASK;
         owner != 0 && LIST.with(|l| l.tid()) == owner

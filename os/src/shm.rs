@@ -175,11 +175,13 @@ impl Region {
     }
 
     /// The start of the mapping.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// The length of the mapping, in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -457,6 +459,7 @@ impl<S: Layout> Shared<S> {
     }
 
     /// The bytes after `S`.
+    #[inline]
     pub fn tail(&self) -> *mut u8 {
         self.region().as_ptr().wrapping_add(Self::offset_of_tail())
     }
@@ -465,6 +468,7 @@ impl<S: Layout> Shared<S> {
     ///
     /// # Panics
     /// If the range is not inside the tail (callers check what a peer could influence).
+    #[inline]
     pub fn write_tail(&self, offset: usize, src: &[u8]) {
         self.check_tail(offset, src.len());
         // SAFETY: in bounds (checked); bytes have no invalid values. The caller serialises
@@ -477,6 +481,7 @@ impl<S: Layout> Shared<S> {
     ///
     /// # Panics
     /// As [`write_tail`](Shared::write_tail).
+    #[inline]
     pub fn read_tail(&self, offset: usize, dst: &mut [u8]) {
         self.check_tail(offset, dst.len());
         // SAFETY: as `write_tail`.
@@ -485,6 +490,7 @@ impl<S: Layout> Shared<S> {
         };
     }
 
+    #[inline]
     fn check_tail(&self, offset: usize, len: usize) {
         assert!(
             offset
@@ -516,6 +522,7 @@ impl<S: Layout> Shared<S> {
     }
 
     /// How many bytes follow `S` (as checked against the mapping: never more than it holds).
+    #[inline]
     pub fn tail_len(&self) -> usize {
         self.inner.tail_len
     }

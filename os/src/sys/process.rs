@@ -94,6 +94,7 @@ pub fn parent_is(pid: u32) -> bool {
 }
 
 /// This process's id, cached (and forgotten in a forked child).
+#[inline]
 pub fn getpid() -> u32 {
     use std::sync::atomic::Ordering;
     let cached = PID.load(Ordering::Relaxed);
@@ -111,6 +112,7 @@ pub fn getpid() -> u32 {
 }
 
 /// The calling thread's id.
+#[inline]
 pub fn gettid() -> u32 {
     rustix::thread::gettid().as_raw_nonzero().get() as u32
 }
@@ -308,6 +310,7 @@ pub fn getuid() -> u32 {
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine.
+#[inline]
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

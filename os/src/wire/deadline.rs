@@ -23,6 +23,7 @@ pub enum Wait {
 
 impl Wait {
     /// Waits at most `asked` from now (for ever if that instant overflows).
+    #[inline]
     pub fn timeout(asked: Duration) -> Wait {
         match Instant::now().checked_add(asked) {
             Some(deadline) => Wait::Until { deadline, asked },
@@ -31,6 +32,7 @@ impl Wait {
     }
 
     /// The instant the wait ends: `None` for ever, now for no wait.
+    #[inline]
     pub fn deadline(self) -> Option<Instant> {
         match self {
             Wait::Forever => None,
@@ -54,6 +56,7 @@ static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
 /// How long a receiver polls before it sleeps: `PROCACTOR_SPIN_US` microseconds if set, else 50 us,
 /// or none with fewer than 2 usable CPUs.
+#[inline]
 pub fn spin_time() -> Duration {
     *SPIN.get_or_init(|| {
         let us = std::env::var("PROCACTOR_SPIN_US")
