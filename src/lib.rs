@@ -8,16 +8,16 @@ pub use procactor_runtime::Message;
 pub use procactor_runtime::{
     cpu_count, current_process, init, set_start_method, spawn, Actor, ActorRef, Array, Barrier,
     Condition, Connection, Context, Error, Event, Executor, ExitReason, JoinableQueue, Lock,
-    Manager, Pipe, Pool, Process, ProcessHandle, Queue, RLock, Result, Semaphore, SharedMemory,
-    StartMethod, Value,
+    Manager, Panic, Pipe, Pool, Process, ProcessHandle, Queue, RLock, Result, Semaphore,
+    SharedMemory, StartMethod, Target, TrySendError, Value,
 };
 
 /// Processes: start one ([`Process`]), wait for it and read its outcome ([`ProcessHandle`]), the start methods, and what a process knows about itself and its children (Python's `multiprocessing.Process`, `current_process`, `active_children`).
 pub mod process {
     pub use procactor_runtime::{
         active_children, cpu_count, current_process, exit_join_timeout, get_start_method, init,
-        parent_process, set_exit_join_timeout, set_start_method, Process, ProcessHandle,
-        ProcessInfo, StartMethod,
+        parent_process, set_exit_join_timeout, set_start_method, NoArg, Process, ProcessHandle,
+        ProcessInfo, StartMethod, Target, WithArg,
     };
 }
 

@@ -107,6 +107,20 @@ impl<F: FnPtr> CodeRef<F> {
     /// The function `code` refers to, if a process of this tree, running this same binary,
     /// signed it as an `F`.
     pub fn verify(code: SignedCode) -> Result<CodeRef<F>> {
+        // A pool worker checks the same few references for every task: a reference this thread
+        // already checked as an `F` (under the current key) is not checked again.
+        if VERIFIED.with(|v| v.borrow().contains(&(code, TypeId::of::<F>()))) {
+            return Ok(CodeRef {
+                offset: code.offset,
+                _f: PhantomData,
+            });
+        }
+        let checked = Self::verify_now(code)?;
+        VERIFIED.with(|v| v.borrow_mut().insert_key((code, TypeId::of::<F>())));
+        Ok(checked)
+    }
+
+    fn verify_now(code: SignedCode) -> Result<CodeRef<F>> {
         if code.exe != exe_identity() {
             return Err(Error::Unsupported(
                 "a function reference from another program: only processes of the same binary \
@@ -224,6 +238,82 @@ pub fn name_of<F: FnPtr>(f: F) -> Option<&'static str> {
         .iter()
         .find(|e| (e.type_id)() == TypeId::of::<F>() && (e.address)() == addr)
         .map(|e| e.name)
+}
+
+/// `f`, signed: `CodeRef::new(f)?.sign()`, remembered by this thread (a pool signs the same
+/// task function for every task).
+pub fn sign<F: FnPtr>(f: F) -> Result<SignedCode> {
+    let key = (address(f), TypeId::of::<F>());
+    if let Some(code) = SIGNED.with(|c| c.borrow_mut().get(&key)) {
+        return Ok(code);
+    }
+    let code = CodeRef::new(f)?.sign();
+    SIGNED.with(|c| c.borrow_mut().insert(key, code));
+    Ok(code)
+}
+
+/// A few recent entries of one thread, forgotten when the tree's key changes (see `tag`).
+struct Recent<K, V> {
+    generation: u64,
+    entries: Vec<(K, V)>,
+    next: usize,
+}
+
+impl<K: PartialEq, V: Copy> Recent<K, V> {
+    const fn new() -> Self {
+        Recent {
+            generation: 0,
+            entries: Vec::new(),
+            next: 0,
+        }
+    }
+
+    fn current(&mut self) -> &mut Vec<(K, V)> {
+        let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+        if self.generation != generation {
+            self.entries.clear();
+            self.generation = generation;
+        }
+        &mut self.entries
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.current()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|&(_, v)| v)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        let next = self.next;
+        let entries = self.current();
+        if entries.len() < TAG_CACHE {
+            entries.push((key, value));
+        } else {
+            entries[next % TAG_CACHE] = (key, value);
+            self.next = next.wrapping_add(1);
+        }
+    }
+}
+
+impl<K: PartialEq> Recent<K, ()> {
+    fn contains(&self, key: &K) -> bool {
+        let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+        self.generation == generation && self.entries.iter().any(|(k, _)| k == key)
+    }
+}
+
+thread_local! {
+    static SIGNED: std::cell::RefCell<Recent<(usize, TypeId), SignedCode>> =
+        const { std::cell::RefCell::new(Recent::new()) };
+    static VERIFIED: std::cell::RefCell<Recent<(SignedCode, TypeId), ()>> =
+        const { std::cell::RefCell::new(Recent::new()) };
+}
+
+impl<K: PartialEq> Recent<K, ()> {
+    fn insert_key(&mut self, key: K) {
+        self.insert(key, ());
+    }
 }
 
 /// `f`'s address.

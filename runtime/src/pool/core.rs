@@ -18,7 +18,9 @@ use crate::bootstrap::StartMethod;
 use crate::error::{Error, ExitReason, Panic, Result};
 use crate::pool::blame::{self, Cursor};
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
-use crate::pool::worker::{self, BatchHeader, Board, InitCall, Report, RunHeader, WorkerArgs};
+use crate::pool::worker::{
+    self, BatchHeader, Board, InitCall, Report, RunCode, RunHeader, WorkerArgs,
+};
 use crate::process::{Process, ProcessHandle};
 use crate::shm::Shared;
 use crate::sys::{self, Poller};
@@ -166,6 +168,22 @@ struct Worker {
     retiring: bool,
     /// The board's cursor when the pool killed it for running past the task timeout.
     timed_out: Option<Cursor>,
+    /// The code pairs it was sent whole and keeps (see `RunCode`), in its order.
+    codes: Vec<(SignedCode, SignedCode)>,
+}
+
+impl Worker {
+    /// How to name a run's code to this worker: by index if it has the pair already.
+    fn run_code(&mut self, entry: SignedCode, func: SignedCode) -> RunCode {
+        match self.codes.iter().position(|&c| c == (entry, func)) {
+            Some(n) => RunCode::Known(n as u32),
+            None if self.codes.len() < worker::CODE_TABLE => {
+                self.codes.push((entry, func));
+                RunCode::Keep(entry, func)
+            }
+            None => RunCode::Once(entry, func),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -294,6 +312,7 @@ impl Core {
             tasks: 0,
             retiring: false,
             timed_out: None,
+            codes: Vec::new(),
         })
     }
 
@@ -459,13 +478,15 @@ impl Core {
     fn send_batch(&self, st: &mut State, slot: usize, runs: Vec<Run>, out: &mut Out) {
         let id = st.next_batch;
         st.next_batch = st.next_batch.wrapping_add(1).max(1);
+        let Some(w) = st.workers[slot].as_mut() else {
+            return;
+        };
         let header = BatchHeader {
             id,
             runs: runs
                 .iter()
                 .map(|r| RunHeader {
-                    entry: r.entry,
-                    func: r.func,
+                    code: w.run_code(r.entry, r.func),
                     count: r.data.count,
                     len: r.data.bytes.len() as u32,
                     nfds: r.data.fds.len() as u32,

@@ -4,7 +4,7 @@
 
 use super::items;
 use super::job::{Delivery, ItemOutcome, Items, OK_TAG};
-use super::worker::{BatchHeader, Report, RunHeader, Segment};
+use super::worker::{BatchHeader, Report, RunCode, RunHeader, Segment};
 use crate::wire;
 
 fn encoded<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -67,8 +67,7 @@ pub(crate) fn batches() -> Vec<Vec<u8>> {
     let mut b = encoded(&BatchHeader {
         id: 9,
         runs: vec![RunHeader {
-            entry: code,
-            func: code,
+            code: RunCode::Keep(code, code),
             count: 2,
             len: run.len() as u32,
             nfds: 0,

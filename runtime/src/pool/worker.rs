@@ -56,9 +56,8 @@ pub(crate) struct BatchHeader {
 
 #[derive(Serialize, Deserialize)]
 pub(crate) struct RunHeader {
-    /// `run_entry::<A, R>` and the user's `fn(A) -> R`, signed (see `procactor_os::code`).
-    pub(crate) entry: SignedCode,
-    pub(crate) func: SignedCode,
+    /// Which entry point and function run its items.
+    pub(crate) code: RunCode,
     /// Items encoded, their bytes, their descriptors.
     pub(crate) count: u32,
     pub(crate) len: u32,
@@ -68,6 +67,23 @@ pub(crate) struct RunHeader {
     /// A `map` chunk: report once at its end (independent tasks report as they finish).
     pub(crate) chunk: bool,
 }
+
+/// The entry point (`run_entry::<F, A, R>`) and the user's function of a run, signed (see
+/// `procactor_os::code`). A worker checks a pair once: the pool sends it whole the first time
+/// and its index in the worker's table after that (a task then carries two bytes of code, not
+/// two signatures, and costs no check).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub(crate) enum RunCode {
+    /// A new pair: the worker checks it and keeps it as the next entry of its table.
+    Keep(SignedCode, SignedCode),
+    /// Entry `n` of the worker's table.
+    Known(u32),
+    /// A pair used once (the table is full): checked, not kept.
+    Once(SignedCode, SignedCode),
+}
+
+/// How many pairs a worker keeps (a pool runs few distinct functions; more are sent whole).
+pub(crate) const CODE_TABLE: usize = 256;
 
 /// Worker → parent.
 #[derive(Serialize, Deserialize)]
@@ -142,8 +158,8 @@ where
     R: Serialize,
 {
     Ok((
-        CodeRef::new(run_entry::<F, A, R> as RunEntry)?.sign(),
-        CodeRef::new(f)?.sign(),
+        code::sign(run_entry::<F, A, R> as RunEntry)?,
+        code::sign(f)?,
     ))
 }
 
@@ -199,6 +215,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         pos: 0,
         since: Instant::now(),
         busy_from: Instant::now(),
+        codes: Vec::new(),
     };
     let mut frame = Vec::new();
     // On one CPU, polling only takes time from the process that would send us work.
@@ -280,9 +297,28 @@ pub(crate) struct Worker {
     /// When the oldest unreported outcome was started.
     since: Instant,
     busy_from: Instant,
+    /// The checked pairs the pool sent with `RunCode::Keep`, in order.
+    codes: Vec<(RunEntry, SignedCode)>,
 }
 
 impl Worker {
+    /// The entry point and function of a run (checking a new pair).
+    fn code(&mut self, code: RunCode) -> Result<(RunEntry, SignedCode)> {
+        match code {
+            RunCode::Known(n) => self.codes.get(n as usize).copied().ok_or(Error::Decode {
+                expected: "a pool batch",
+                reason: format!("code {n} was never sent to this worker"),
+            }),
+            RunCode::Keep(entry, func) | RunCode::Once(entry, func) => {
+                let pair = (CodeRef::<RunEntry>::verify(entry)?.get(), func);
+                if matches!(code, RunCode::Keep(..)) && self.codes.len() < CODE_TABLE {
+                    self.codes.push(pair);
+                }
+                Ok(pair)
+            }
+        }
+    }
+
     fn run_batch(&mut self, payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<()> {
         let (header, mut rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
         if !self.claim(header.id) {
@@ -305,7 +341,8 @@ impl Worker {
             rest = tail;
             let run_fds: Vec<OwnedFd> = fds.drain(..nfds).collect();
             self.open = Some((index as u32, 0, self.out.len()));
-            CodeRef::<RunEntry>::verify(run.entry)?.get()(run.func, items, run_fds, run, self);
+            let (entry, func) = self.code(run.code)?;
+            entry(func, items, run_fds, run, self);
             self.close_segment();
         }
         self.flush()
