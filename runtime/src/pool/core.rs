@@ -481,6 +481,8 @@ impl Core {
         let Some(w) = st.workers[slot].as_mut() else {
             return;
         };
+        // The pairs this batch adds to the worker's table: taken back if it does not go.
+        let known = w.codes.len();
         let header = BatchHeader {
             id,
             runs: runs
@@ -515,6 +517,9 @@ impl Core {
         let Some(w) = st.workers[slot].as_mut() else {
             return;
         };
+        if sent.is_err() {
+            w.codes.truncate(known);
+        }
         match sent {
             Ok(()) => {}
             Err(Error::Disconnected) => {

@@ -321,6 +321,12 @@ impl Worker {
 
     fn run_batch(&mut self, payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<()> {
         let (header, mut rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
+        // The batch's code pairs join the table even if another worker runs the batch: the
+        // pool counted them as sent to this one.
+        let mut codes = Vec::with_capacity(header.runs.len());
+        for run in &header.runs {
+            codes.push(self.code(run.code));
+        }
         if !self.claim(header.id) {
             return Ok(()); // the pool gave it to another worker
         }
@@ -341,7 +347,7 @@ impl Worker {
             rest = tail;
             let run_fds: Vec<OwnedFd> = fds.drain(..nfds).collect();
             self.open = Some((index as u32, 0, self.out.len()));
-            let (entry, func) = self.code(run.code)?;
+            let (entry, func) = std::mem::replace(&mut codes[index], Err(Error::Closed))?;
             entry(func, items, run_fds, run, self);
             self.close_segment();
         }
