@@ -47,6 +47,7 @@ fn wrong_targets_say_what_to_write() {
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/target_ok.rs");
     t.compile_fail("tests/ui/target_capturing_closure.rs");
+    t.compile_fail("tests/ui/target_capturing_copy_closure.rs");
     t.compile_fail("tests/ui/target_borrowed_argument.rs");
     t.compile_fail("tests/ui/target_method.rs");
     t.compile_fail("tests/ui/target_not_a_function.rs");

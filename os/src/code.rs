@@ -572,7 +572,7 @@ mod entry_tests {
 /// `None` for a closure that captures variables: another process cannot have them.
 pub fn fn_pointer<F, A, R>(f: F) -> Option<fn(A) -> R>
 where
-    F: Fn(A) -> R + 'static,
+    F: Fn(A) -> R + Copy + 'static,
     A: 'static,
     R: 'static,
 {
@@ -587,29 +587,31 @@ where
 /// A zero-argument function item or capture-free closure, as an `fn(()) -> R`.
 pub fn fn_pointer_no_arg<F, R>(_: F) -> Option<fn(()) -> R>
 where
-    F: Fn() -> R + 'static,
+    F: Fn() -> R + Copy + 'static,
     R: 'static,
 {
     (std::mem::size_of::<F>() == 0).then_some(call_stateless_no_arg::<F, R>)
 }
 
 /// The value of a zero-sized callable type.
-fn stateless<F>() -> F {
+fn stateless<F: Copy>() -> F {
     // Only reached for zero-sized `F` (see `fn_pointer`); checked again, at no cost.
     assert!(std::mem::size_of::<F>() == 0, "not a stateless callable");
     // SAFETY: `F` has no bytes (checked just above), so there is nothing to initialise. Only
     // function items and closures reach here (`fn_pointer` is bounded by `Fn`, which on stable
     // Rust only functions, closures and function pointers implement, and function pointers are
-    // not zero-sized): such a type has exactly one value, with no invariant beyond its type, and
-    // the caller had one in hand.
+    // not zero-sized), and they are `Copy`: the caller had one in hand and could copy it at
+    // will. A zero-sized closure captures nothing or only zero-sized `Copy` values, which have
+    // no bytes to get wrong; what such a value means (a proof that something was done) does not
+    // cross to another process, as for any value sent to a child.
     unsafe { std::mem::zeroed::<F>() }
 }
 
-fn call_stateless<F: Fn(A) -> R, A, R>(a: A) -> R {
+fn call_stateless<F: Fn(A) -> R + Copy, A, R>(a: A) -> R {
     stateless::<F>()(a)
 }
 
-fn call_stateless_no_arg<F: Fn() -> R, R>((): ()) -> R {
+fn call_stateless_no_arg<F: Fn() -> R + Copy, R>((): ()) -> R {
     stateless::<F>()()
 }
 

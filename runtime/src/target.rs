@@ -56,7 +56,7 @@ pub trait Target<A, R, M>: 'static {
 
 impl<F, A, R> Target<A, R, WithArg> for F
 where
-    F: Fn(A) -> R + 'static,
+    F: Fn(A) -> R + Copy + 'static,
     A: 'static,
     R: 'static,
 {
@@ -75,7 +75,7 @@ where
 
 impl<F, R> Target<(), R, NoArg> for F
 where
-    F: Fn() -> R + 'static,
+    F: Fn() -> R + Copy + 'static,
     R: 'static,
 {
     fn into_fn(self) -> Result<fn(()) -> R> {
