@@ -61,14 +61,7 @@ where
     R: 'static,
 {
     fn into_fn(self) -> Result<fn(A) -> R> {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0 || std::mem::size_of::<F>() == ADDRESS,
-                "procactor: a closure that captures variables cannot run in another process (the \
-                 other process does not have them): pass a function or a closure that captures \
-                 nothing, and send what it needs as the argument"
-            )
-        };
+        refuse_captures::<F>();
         code::fn_pointer(self).ok_or_else(captures)
     }
 }
@@ -79,14 +72,7 @@ where
     R: 'static,
 {
     fn into_fn(self) -> Result<fn(()) -> R> {
-        const {
-            assert!(
-                std::mem::size_of::<F>() == 0 || std::mem::size_of::<F>() == ADDRESS,
-                "procactor: a closure that captures variables cannot run in another process (the \
-                 other process does not have them): pass a function or a closure that captures \
-                 nothing, and send what it needs as the argument"
-            )
-        };
+        refuse_captures::<F>();
         code::fn_pointer_no_arg(self).ok_or(Error::Unsupported(
             "a zero-argument target must be the function itself or a closure that captures \
              nothing, not a function pointer: pass `task`, or make it `fn task(_: ()) -> R`",
@@ -97,6 +83,19 @@ where
 /// The size of a function pointer: a closure capturing exactly this much is told apart from one
 /// at run time (by type), anything else at compile time.
 const ADDRESS: usize = std::mem::size_of::<fn()>();
+
+/// Stops the build on a closure that captures something other than one address (that one is
+/// told apart from a function pointer at run time, by type).
+fn refuse_captures<F>() {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0 || std::mem::size_of::<F>() == ADDRESS,
+            "procactor: a closure that captures variables cannot run in another process (the \
+             other process does not have them): pass a function or a closure that captures \
+             nothing, and send what it needs as the argument"
+        )
+    };
+}
 
 fn captures() -> Error {
     Error::Unsupported(
