@@ -101,10 +101,9 @@ fn with_slots<R>(f: impl FnOnce(&mut [Slot]) -> R) -> Result<R> {
         |t| &t.mutex,
         Wait::timeout(LOCK_WAIT),
         |bytes| {
-            let mut slots: Vec<Slot> = bytes[..SLOTS * SLOT]
-                .chunks_exact_mut(SLOT)
-                .map(Slot)
-                .collect();
+            // At most SLOTS whole slots, whatever the mapping holds: a table shorter than
+            // ours (not made by this binary) has fewer, never a slice past its end.
+            let mut slots: Vec<Slot> = bytes.chunks_exact_mut(SLOT).take(SLOTS).map(Slot).collect();
             f(&mut slots)
         },
     )
