@@ -109,14 +109,14 @@ impl<F: FnPtr> CodeRef<F> {
     pub fn verify(code: SignedCode) -> Result<CodeRef<F>> {
         // A pool worker checks the same few references for every task: a reference this thread
         // already checked as an `F` (under the current key) is not checked again.
-        if VERIFIED.with(|v| v.borrow().contains(&(code, TypeId::of::<F>()))) {
+        if VERIFIED.with(|v| v.borrow_mut().get(&(code, TypeId::of::<F>())).is_some()) {
             return Ok(CodeRef {
                 offset: code.offset,
                 _f: PhantomData,
             });
         }
         let checked = Self::verify_now(code)?;
-        VERIFIED.with(|v| v.borrow_mut().insert_key((code, TypeId::of::<F>())));
+        VERIFIED.with(|v| v.borrow_mut().insert((code, TypeId::of::<F>()), ()));
         Ok(checked)
     }
 
@@ -296,24 +296,11 @@ impl<K: PartialEq, V: Copy> Recent<K, V> {
     }
 }
 
-impl<K: PartialEq> Recent<K, ()> {
-    fn contains(&self, key: &K) -> bool {
-        let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
-        self.generation == generation && self.entries.iter().any(|(k, _)| k == key)
-    }
-}
-
 thread_local! {
     static SIGNED: std::cell::RefCell<Recent<(usize, TypeId), SignedCode>> =
         const { std::cell::RefCell::new(Recent::new()) };
     static VERIFIED: std::cell::RefCell<Recent<(SignedCode, TypeId), ()>> =
         const { std::cell::RefCell::new(Recent::new()) };
-}
-
-impl<K: PartialEq> Recent<K, ()> {
-    fn insert_key(&mut self, key: K) {
-        self.insert(key, ());
-    }
 }
 
 /// `f`'s address.
@@ -357,25 +344,14 @@ pub fn exe_identity() -> (u64, u64) {
 /// stream of forged references cannot grow it, and a new key empties it).
 #[inline]
 fn tag(offset: isize, exe: (u64, u64), type_id: TypeId) -> u64 {
-    let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
     let key = (offset, exe, type_id);
     TAGS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if cache.generation != generation {
-            cache.entries.clear();
-            cache.generation = generation;
-        }
-        if let Some(&(_, tag)) = cache.entries.iter().find(|(k, _)| *k == key) {
+        if let Some(tag) = cache.get(&key) {
             return tag;
         }
         let tag = compute_tag(offset, exe, signature(type_id));
-        if cache.entries.len() < TAG_CACHE {
-            cache.entries.push((key, tag));
-        } else {
-            let slot = cache.next % TAG_CACHE;
-            cache.entries[slot] = (key, tag);
-            cache.next = cache.next.wrapping_add(1);
-        }
+        cache.insert(key, tag);
         tag
     })
 }
@@ -385,15 +361,9 @@ const TAG_CACHE: usize = 16;
 
 type TagKey = (isize, (u64, u64), TypeId);
 
-#[derive(Default)]
-struct TagCache {
-    generation: u64,
-    entries: Vec<(TagKey, u64)>,
-    next: usize,
-}
-
 thread_local! {
-    static TAGS: std::cell::RefCell<TagCache> = std::cell::RefCell::new(TagCache::default());
+    static TAGS: std::cell::RefCell<Recent<TagKey, u64>> =
+        const { std::cell::RefCell::new(Recent::new()) };
 }
 
 /// Bumped whenever this process adopts a key: cached tags of another key are dropped.
