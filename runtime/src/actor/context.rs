@@ -65,30 +65,32 @@ pub(crate) struct Watch {
 /// ```
 pub struct Context<A: Actor> {
     me: ActorRef<A>,
-    pub(crate) stop: Option<ExitReason>,
-    pub(crate) trap_exit: bool,
-    pub(crate) watches: Vec<Watch>,
-    pub(crate) children: Vec<Arc<RefInner>>,
+    pub(crate) ctl: Control,
+}
+
+/// The part of a [`Context`] the event loop reads and writes: the same for every actor type.
+#[derive(Default)]
+pub(crate) struct Control {
+    /// Set by a handler that ends the actor.
+    pub stop: Option<ExitReason>,
+    pub trap_exit: bool,
+    /// Watches made since the loop last looked.
+    pub watches: Vec<Watch>,
+    pub children: Vec<Arc<RefInner>>,
     /// The connection the message being handled came on (a token of the event loop).
-    pub(crate) caller: u64,
+    pub caller: u64,
     /// The message being handled is an ask (its reply is awaited).
-    pub(crate) asking: bool,
+    pub asking: bool,
     /// Caller connections closed since the last message (their processes may have died):
     /// the manager releases what they held.
-    pub(crate) closed_callers: Vec<u64>,
+    pub closed_callers: Vec<u64>,
 }
 
 impl<A: Actor> Context<A> {
     pub(crate) fn new(me: ActorRef<A>) -> Self {
         Context {
             me,
-            stop: None,
-            trap_exit: false,
-            watches: Vec::new(),
-            children: Vec::new(),
-            caller: 0,
-            asking: false,
-            closed_callers: Vec::new(),
+            ctl: Control::default(),
         }
     }
 
@@ -115,8 +117,8 @@ impl<A: Actor> Context<A> {
     /// [`spawn`](Context::spawn) with options.
     pub fn spawn_with<B: Actor>(&mut self, builder: ActorBuilder<B>) -> Result<ActorRef<B>> {
         let child = builder.spawn()?;
-        self.children.retain(|c| Arc::strong_count(c) > 1);
-        self.children.push(child.inner.clone());
+        self.ctl.children.retain(|c| Arc::strong_count(c) > 1);
+        self.ctl.children.push(child.inner.clone());
         Ok(child)
     }
 
@@ -143,7 +145,7 @@ impl<A: Actor> Context<A> {
             Err(ConnectError::NotThere) => None,
             Err(ConnectError::Failed(e)) => return Err(e),
         };
-        self.watches.push(Watch { chan, target, link });
+        self.ctl.watches.push(Watch { chan, target, link });
         Ok(())
     }
 
@@ -151,7 +153,7 @@ impl<A: Actor> Context<A> {
     /// [`Down`](super::Down) with `id` and an unknown reason (the manager's lifelines).
     pub(crate) fn watch_hangup(&mut self, chan: Channel, id: ActorId) {
         let target = Arc::new(RefInner::new(id, String::new(), 0, String::new(), None));
-        self.watches.push(Watch {
+        self.ctl.watches.push(Watch {
             chan: Some(chan),
             target,
             link: false,
@@ -160,19 +162,19 @@ impl<A: Actor> Context<A> {
 
     /// With `true`, a linked actor's death reaches `on_exit` instead of ending this actor.
     pub fn trap_exit(&mut self, trap: bool) {
-        self.trap_exit = trap;
+        self.ctl.trap_exit = trap;
     }
 
     /// Ends this actor normally once the current handler returns (messages still queued are
     /// not handled; their callers get [`Error::ActorDied`](crate::Error::ActorDied)).
     pub fn stop(&mut self) {
-        self.stop.get_or_insert(ExitReason::Normal);
+        self.ctl.stop.get_or_insert(ExitReason::Normal);
     }
 
     /// Ends this actor abnormally with [`ExitReason::Failed`] once the current handler returns:
     /// linked actors die too, and a supervisor restarts it as for a crash.
     pub fn fail(&mut self, message: impl Into<String>) {
-        self.stop = Some(ExitReason::Failed {
+        self.ctl.stop = Some(ExitReason::Failed {
             message: message.into(),
         });
     }
@@ -182,7 +184,7 @@ impl<A: Actor> std::fmt::Debug for Context<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("myself", &self.me)
-            .field("trap_exit", &self.trap_exit)
+            .field("trap_exit", &self.ctl.trap_exit)
             .finish_non_exhaustive()
     }
 }

@@ -30,6 +30,8 @@
 mod actor_ref;
 mod client;
 mod context;
+mod dispatch;
+mod endpoint;
 #[cfg(test)]
 pub(crate) mod fuzz_targets;
 mod gate;

@@ -224,13 +224,13 @@ impl Actor for ManagerCore {
     }
 
     fn handle(&mut self, msg: Request<Packed>, ctx: &mut Context<Self>) -> Response {
-        for token in ctx.closed_callers.drain(..) {
+        for token in ctx.ctl.closed_callers.drain(..) {
             self.forget_connection(token);
         }
-        let from = ctx.caller;
+        let from = ctx.ctl.caller;
         let out = match msg {
             Request::Create { make, init } => self.create(from, make, init),
-            Request::Call { obj, kind, op } => self.call(from, ctx.asking, obj, kind, op),
+            Request::Call { obj, kind, op } => self.call(from, ctx.ctl.asking, obj, kind, op),
             Request::Line { line, end } => {
                 self.watch_line(from, line, end, ctx);
                 Response::Done
@@ -277,7 +277,7 @@ impl Actor for ManagerCore {
         // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
         // nowhere.
         let unsent = std::mem::take(&mut self.answering);
-        let sent = ctx.asking && matches!(out, Response::Value(_));
+        let sent = ctx.ctl.asking && matches!(out, Response::Value(_));
         if !sent && !unsent.is_empty() {
             for lend in unsent {
                 self.drop_lend(lend);
