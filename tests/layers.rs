@@ -102,3 +102,85 @@ fn the_check_sees_an_upward_use() {
     assert_eq!(uses("use crate::{error, pool::Pool};", &names).len(), 1);
     assert!(uses("crate::actors_like_name", &names).is_empty());
 }
+
+/// Plain static locks allowed in the runtime and the floor, each with why it is one: every other
+/// piece of per-process state is a `per_process!` cell (reset in a forked child, listed by
+/// `procactor_os::per_process::states`).
+const STATIC_LOCKS: [(&str, &str); 1] = [(
+    "os/src/wire/channel.rs",
+    // Meant to reach a forked child (it closes the channels it was not given), and held across
+    // the fork by the forking thread, so no other thread can hold it then.
+    "static LIVE: std::sync::Mutex<",
+)];
+
+/// The lines of `code` that declare a static lock or a `PerProcess` cell by hand.
+fn static_locks(code: &str) -> Vec<String> {
+    code.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//"))
+        // A `static` item, not a `'static` lifetime.
+        .filter(|l| l.starts_with("static ") || l.contains(" static "))
+        .filter(|l| {
+            ["Mutex<", "RwLock<", "PerProcess<"]
+                .iter()
+                .any(|t| l.contains(t))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn per_process_state_is_declared_in_one_way() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut found = Vec::new();
+    for dir in ["runtime/src", "os/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    let text = read(&p);
+                    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                    for l in static_locks(code) {
+                        found.push((rel.clone(), l));
+                    }
+                }
+            }
+        }
+    }
+    let stray: Vec<String> = found
+        .iter()
+        .filter(|(file, line)| {
+            // The macro's own expansion in per_process.rs declares the cell.
+            let by_macro = file == "os/src/per_process.rs" && line.contains("$vis static");
+            !by_macro
+                && !STATIC_LOCKS
+                    .iter()
+                    .any(|(f, l)| f == file && line.starts_with(l))
+        })
+        .map(|(f, l)| format!("{f}: {l}"))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "per-process state outside `per_process!` (a forked child would inherit it, maybe locked):\n{}",
+        stray.join("\n")
+    );
+}
+
+#[test]
+fn the_static_lock_check_sees_one() {
+    assert_eq!(
+        static_locks("static A: Mutex<u8> = Mutex::new(0);").len(),
+        1
+    );
+    assert_eq!(
+        static_locks("pub(crate) static B: std::sync::RwLock<()> = x;").len(),
+        1
+    );
+    assert!(static_locks("// static C: Mutex<u8>").is_empty());
+    assert!(static_locks("static D: AtomicU8 = AtomicU8::new(0);").is_empty());
+    assert!(static_locks("fn f(x: &'static Mutex<u8>) {}").is_empty());
+}

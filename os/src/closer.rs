@@ -11,19 +11,19 @@
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar};
 
-use crate::per_process::PerProcess;
-
 struct Closer {
     queue: Vec<OwnedFd>,
     running: bool,
     wake: Arc<Condvar>,
 }
 
-static CLOSER: PerProcess<Closer> = PerProcess::new(|| Closer {
-    queue: Vec::new(),
-    running: false,
-    wake: Arc::new(Condvar::new()),
-});
+crate::per_process! {
+    static CLOSER: Closer = || Closer {
+        queue: Vec::new(),
+        running: false,
+        wake: Arc::new(Condvar::new()),
+    };
+}
 
 /// Closes `fds` soon, on the closer thread (started on first use). Without a thread to spare,
 /// they are closed here.

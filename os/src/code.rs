@@ -19,7 +19,8 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -269,7 +270,7 @@ impl<K: PartialEq, V: Copy> Recent<K, V> {
     }
 
     fn current(&mut self) -> &mut Vec<(K, V)> {
-        let generation = KEY_GENERATION.load(std::sync::atomic::Ordering::Acquire);
+        let generation = KEY_GENERATION.load(Ordering::Acquire);
         if self.generation != generation {
             self.entries.clear();
             self.generation = generation;
@@ -381,28 +382,47 @@ fn compute_tag(offset: isize, exe: (u64, u64), signature: u64) -> u64 {
     u64::from_le_bytes(out[..8].try_into().expect("32 bytes"))
 }
 
-static KEY: Mutex<Option<[u8; 32]>> = Mutex::new(None);
+/// The tree's secret, once drawn or adopted: a leaked box, never freed (a key is replaced at most
+/// once per process, by [`adopt_tree_key`]). No lock: a child forked while another thread was
+/// reading it cannot find it held.
+static KEY: AtomicPtr<[u8; 32]> = AtomicPtr::new(std::ptr::null_mut());
 
 /// The process tree's secret: 256 random bits the root draws, inherited by every descendant
 /// (forked children share the memory; exec'd ones get it in their job and [`adopt_tree_key`]).
 pub fn tree_key() -> [u8; 32] {
-    let mut key = KEY.lock().unwrap_or_else(|p| p.into_inner());
-    *key.get_or_insert_with(|| {
-        sys::random_bytes::<32>().unwrap_or_else(|e| {
-            // Pre-3.17 kernels only: tags then only catch corruption, not forgery.
-            log::error!(target: "procactor::code", "getrandom: {e}");
-            let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
-            let mut k = [0u8; 32];
-            k[..16].copy_from_slice(&mixed.to_le_bytes());
-            k
-        })
-    })
+    let current = KEY.load(Ordering::Acquire);
+    // SAFETY: a non-null KEY points to a leaked box, never freed.
+    if let Some(key) = unsafe { current.as_ref() } {
+        return *key;
+    }
+    let drawn = sys::random_bytes::<32>().unwrap_or_else(|e| {
+        // Pre-3.17 kernels only: tags then only catch corruption, not forgery.
+        log::error!(target: "procactor::code", "getrandom: {e}");
+        let mixed = u128::from(sys::getpid()) << 64 | u128::from(sys::monotonic_ns());
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(&mixed.to_le_bytes());
+        k
+    });
+    let fresh = Box::into_raw(Box::new(drawn));
+    match KEY.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => drawn,
+        Err(theirs) => {
+            // Another thread drew (or adopted) one first: that one is the key.
+            // SAFETY: `fresh` was never shared; `theirs` is non-null (only null is replaced)
+            // and points to a leaked box.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                *theirs
+            }
+        }
+    }
 }
 
 /// Makes `key` this process's tree secret (a child that was sent its parent's).
 pub fn adopt_tree_key(key: [u8; 32]) {
-    *KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
-    KEY_GENERATION.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    // The key it replaces is leaked: another thread may still be reading it.
+    KEY.store(Box::into_raw(Box::new(key)), Ordering::Release);
+    KEY_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
 /// Is `addr` in an executable segment of the main program (not of a shared library)?

@@ -6,20 +6,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::per_process::PerProcess;
 use crate::sys;
 
-/// Work to finish before this process reports its outcome and exits (`_exit` runs no
-/// destructors and no atexit handlers). The main program runs them at `exit` too. Per process:
-/// a forked copy starts with none (and never with a lock another thread held at the fork); it
-/// registers its own as it makes what needs them.
-static EXIT_HOOKS: PerProcess<Vec<fn()>> = PerProcess::new(Vec::new);
+procactor_os::per_process! {
+    /// Work to finish before this process reports its outcome and exits (`_exit` runs no
+    /// destructors and no atexit handlers). The main program runs them at `exit` too. Per process:
+    /// a forked copy starts with none (and never with a lock another thread held at the fork); it
+    /// registers its own as it makes what needs them.
+    static EXIT_HOOKS: Vec<fn()> = Vec::new;
+}
 
 /// Runs `hook` before this process ends its job, and at `exit()`.
 pub(crate) fn at_exit(hook: fn()) {
     add(&EXIT_HOOKS, hook);
 }
 
-/// Work after every [`at_exit`] hook: the end of this process's children (which the hooks'
-/// flushed tells may have been for).
-static LAST_HOOKS: PerProcess<Vec<fn()>> = PerProcess::new(Vec::new);
+procactor_os::per_process! {
+    /// Work after every [`at_exit`] hook: the end of this process's children (which the hooks'
+    /// flushed tells may have been for).
+    static LAST_HOOKS: Vec<fn()> = Vec::new;
+}
 
 /// Runs `hook` after the [`at_exit`] hooks: how `process` ends its children.
 pub(crate) fn at_exit_last(hook: fn()) {

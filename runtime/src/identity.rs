@@ -5,7 +5,6 @@
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::per_process::PerProcess;
 use crate::sys;
 
 /// Info about this process as a procactor child (set in children only).
@@ -18,7 +17,9 @@ pub(crate) struct ChildInfo {
 }
 
 // Per process: a fork server's children (and forked copies) get their own entry.
-static CHILD: PerProcess<Option<ChildInfo>> = PerProcess::new(|| None);
+procactor_os::per_process! {
+    static CHILD: Option<ChildInfo> = || None;
+}
 
 pub(crate) fn child_info() -> Option<ChildInfo> {
     CHILD.lock().clone()

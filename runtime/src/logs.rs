@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::per_process::PerProcess;
 use crate::pipe::{Connection, Pipe};
 
 /// One log record, as it crosses the process boundary.
@@ -44,8 +43,10 @@ struct Collector {
     emitting: Mutex<()>,
 }
 
-/// Per process: a `Fork` child inherits the collector but not its thread, and makes its own.
-static COLLECTOR: PerProcess<Option<Arc<Collector>>> = PerProcess::new(|| None);
+procactor_os::per_process! {
+    /// Per process: a `Fork` child inherits the collector but not its thread, and makes its own.
+    static COLLECTOR: Option<Arc<Collector>> = || None;
+}
 
 fn collector() -> Option<Arc<Collector>> {
     let mut slot = COLLECTOR.lock();
@@ -130,9 +131,11 @@ fn emit(r: &Record) {
     );
 }
 
-/// Where this child's records go. A slot rather than fields of the logger: the `log` crate's
-/// logger is set once per process image, and a fork server's children inherit the server's.
-static FORWARD_TO: PerProcess<Option<Destination>> = PerProcess::new(|| None);
+procactor_os::per_process! {
+    /// Where this child's records go. A slot rather than fields of the logger: the `log` crate's
+    /// logger is set once per process image, and a fork server's children inherit the server's.
+    static FORWARD_TO: Option<Destination> = || None;
+}
 
 struct Destination {
     conn: Connection<Record>,

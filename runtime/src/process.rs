@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use crate::bootstrap::{self, Failure, Outcome, Spec, StartMethod};
 use crate::error::{Error, ExitReason, Result};
 use crate::logs;
-use crate::per_process::PerProcess;
 use crate::sys::{self, ExitStatus};
 use crate::target::Target;
 use crate::wire::{Channel, Wait};
@@ -282,8 +281,10 @@ impl Core {
     }
 }
 
-/// This process's children (a forked copy starts with none: see `per_process`).
-static CHILDREN: PerProcess<Vec<Arc<Core>>> = PerProcess::new(Vec::new);
+procactor_os::per_process! {
+    /// This process's children (a forked copy starts with none: see `per_process`).
+    static CHILDREN: Vec<Arc<Core>> = Vec::new;
+}
 
 fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Core>>> {
     CHILDREN.lock()

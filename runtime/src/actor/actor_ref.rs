@@ -15,7 +15,6 @@ use super::proto::{self, Role, Sys};
 use super::{Actor, ActorId, Down};
 use crate::error::{Error, ExitReason, Result, TrySendError};
 use crate::message::Message;
-use crate::per_process::PerProcess;
 use crate::process::ProcessHandle;
 use crate::sys;
 use crate::wire::{self, Channel, Wait};
@@ -41,7 +40,9 @@ type OwnConn = (u32, Option<TypeId>, Arc<Conn>);
 /// Connections of this process, per (address, message schema, reply schema): every `ActorRef`
 /// to an actor uses one, so one thread's messages keep their order whichever ref sent them.
 type ConnKey = (String, u64, u64);
-static CONNS: PerProcess<HashMap<ConnKey, Weak<Conn>>> = PerProcess::new(HashMap::new);
+procactor_os::per_process! {
+    static CONNS: HashMap<ConnKey, Weak<Conn>> = HashMap::new;
+}
 
 /// Every connection of this process still in use.
 pub(crate) fn live_conns() -> Vec<Arc<Conn>> {

@@ -32,7 +32,6 @@ use serde::Serialize;
 use super::gate::{Full, Gate};
 use super::proto::{self, Role, Welcome};
 use crate::error::{Error, ExitReason, Result};
-use crate::per_process::PerProcess;
 use crate::sys;
 use crate::wire::{self, Channel, Wait, INLINE_MAX};
 
@@ -858,10 +857,12 @@ impl Conn {
     }
 }
 
-/// Sockets of connections dropped while tells they carried may be unhandled, shut for writing: the
-/// actor reads them to the end, then closes its side. A child that returns waits for that (see
-/// [`flush_before_exit`]), as it syncs the connections still in use.
-static LINGERING: PerProcess<Vec<OwnedFd>> = PerProcess::new(Vec::new);
+procactor_os::per_process! {
+    /// Sockets of connections dropped while tells they carried may be unhandled, shut for writing: the
+    /// actor reads them to the end, then closes its side. A child that returns waits for that (see
+    /// [`flush_before_exit`]), as it syncs the connections still in use.
+    static LINGERING: Vec<OwnedFd> = Vec::new;
+}
 
 impl Drop for Conn {
     fn drop(&mut self) {
@@ -967,14 +968,16 @@ struct Flusher {
     running: bool,
 }
 
-static FLUSHER: PerProcess<Flusher> = PerProcess::new(|| Flusher {
-    pending: Vec::new(),
-    sleeping: false,
-    wake: None,
-    nudge: Arc::new(Condvar::new()),
-    idle: Arc::new(Condvar::new()),
-    running: false,
-});
+procactor_os::per_process! {
+    static FLUSHER: Flusher = || Flusher {
+        pending: Vec::new(),
+        sleeping: false,
+        wake: None,
+        nudge: Arc::new(Condvar::new()),
+        idle: Arc::new(Condvar::new()),
+        running: false,
+    };
+}
 
 /// Waits (at most `limit`) until the flusher has written what it was given and dropped its
 /// references to the connections (except those whose socket is full, which stay live).

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::bootstrap::{self, Spec, StartMethod, Started};
 use crate::error::{Error, Result};
-use crate::per_process::PerProcess;
 use crate::sys::{self, ForkKind};
 use crate::wire::{self, Channel, Fd, Wait, KIND_VALUE};
 
@@ -31,9 +30,11 @@ impl Server {
     }
 }
 
-/// Per process: a `Fork` child inherits the entry, but its channel was released at the fork; it
-/// launches a server of its own.
-static SERVER: PerProcess<Option<Server>> = PerProcess::new(|| None);
+procactor_os::per_process! {
+    /// Per process: a `Fork` child inherits the entry, but its channel was released at the fork; it
+    /// launches a server of its own.
+    static SERVER: Option<Server> = || None;
+}
 
 struct Request;
 
