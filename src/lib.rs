@@ -57,6 +57,7 @@ pub mod pool {
 
 /// Actors: a process with a typed mailbox. `#[procactor::actor]` on an `impl` block, [`spawn`] to start one, [`ActorRef`] to call it, supervision, monitors and registered names.
 pub mod actor {
+    pub use procactor_runtime::actor_names::{name_of, named, spawn_named, ActorEntry};
     pub use procactor_runtime::{
         register, spawn, spawn_many, unregister, whereis, Actor, ActorBuilder, ActorId, ActorRef,
         Caller, ChildInfo, ChildSpec, Context, Down, InitError, Mailbox, Message, Monitor, Restart,

@@ -22,6 +22,13 @@ fn actor_attribute() {
     t.compile_fail("tests/ui/actor_reserved_name.rs");
     t.compile_fail("tests/ui/actor_without_init.rs");
     t.compile_fail("tests/ui/actor_several_mistakes.rs");
+    t.compile_fail("tests/ui/actor_bad_name_argument.rs");
+}
+
+#[test]
+fn entry_attribute() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/entry_on_an_inherent_impl.rs");
 }
 
 /// After a mistake the macro still emits a stand-in for what it generates, so the uses of the

@@ -17,6 +17,7 @@ mod diag;
 mod entry;
 mod main_fn;
 mod message;
+mod register;
 
 use proc_macro::TokenStream;
 
@@ -74,7 +75,29 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 ///
+/// On `impl Actor for T` it registers the actor type `T` (what `#[procactor::actor]` does for
+/// the actors it writes), to start by name with [`procactor::actor::spawn_named`]:
+///
+/// ```
+/// # procactor::init();
+/// use procactor::{Actor, Context};
+/// struct Upper;
+/// #[procactor::entry(name = "upper")]
+/// impl Actor for Upper {
+///     type Args = ();
+///     type Msg = String;
+///     type Reply = String;
+///     fn init(_: (), _: &mut Context<Self>) -> Result<Self, procactor::actor::InitError> { Ok(Upper) }
+///     fn handle(&mut self, s: String, _: &mut Context<Self>) -> String { s.to_uppercase() }
+/// }
+/// let u = procactor::actor::spawn_named::<Upper>("upper", ())?;
+/// assert_eq!(u.ask("hi".into())?, "HI");
+/// # u.stop()?; u.join()?;
+/// # Ok::<(), procactor::Error>(())
+/// ```
+///
 /// [`procactor::entry::lookup`]: https://docs.rs/procactor/latest/procactor/entry/fn.lookup.html
+/// [`procactor::actor::spawn_named`]: https://docs.rs/procactor/latest/procactor/actor/fn.spawn_named.html
 #[proc_macro_attribute]
 pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand(attr.into(), item.into()).into()
@@ -92,6 +115,11 @@ pub fn entry(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// builds the state in the actor's own process. Private methods named `started`, `stopping`,
 /// `stopped`, `on_down` and `on_exit` are the lifecycle hooks; other private methods are left
 /// alone.
+///
+/// The actor type is registered by name, to start by name ([`spawn_named`]) from a program that
+/// does not know its type: under `module_path!()::Type`, or `#[procactor::actor(name = "...")]`.
+///
+/// [`spawn_named`]: https://docs.rs/procactor/latest/procactor/actor/fn.spawn_named.html
 ///
 /// Arguments and replies must have serde's traits. The schema that a caller and the actor compare
 /// when they meet is made of the message and argument names and of each argument and reply

@@ -98,11 +98,17 @@ pub mod entry {
     pub use procactor_os::code::{lookup, name_of};
 }
 
+/// Actor types registered by name (see [`named`](actor_names::named)); the facade puts these in
+/// `procactor::actor`.
+pub mod actor_names {
+    pub use crate::actor::{name_of, named, spawn_named, ActorEntry};
+}
+
 /// What the macros' generated code names: only through here (`::procactor::__private::...`), so
 /// the public API can move without breaking them. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::{Actor, Caller, Context, Down, InitError};
+    pub use crate::actor::{Actor, ActorEntry, Caller, Context, Down, InitError, ACTORS};
     pub use crate::bootstrap::{init, test_support_init};
     pub use crate::error::ExitReason;
     pub use crate::message::{Message, ProbeMessage, ProbeTypeName, Schema, SchemaProbe};

@@ -7,7 +7,8 @@
 //!   forwards the hooks the block has;
 //! - the `<Name>Api` trait, one method per message, implemented for every `Caller<Name>`
 //!   (`ActorRef` and its `send()`, `try_send()`, `timeout(d)` forms);
-//! - a check, on each argument and reply type, that it can travel (serde's traits).
+//! - a check, on each argument and reply type, that it can travel (serde's traits);
+//! - the type's entry in the registry of actors by name (`module::Type`, or the name given).
 //!
 //! Everything is named through `::procactor::__private`, which does not move with the public API.
 
@@ -41,6 +42,9 @@ pub(super) fn expand(model: &ActorImpl) -> TokenStream {
     let actor_impl = actor_impl(model, &messages);
     let methods = messages.iter().map(|m| api_method(model, m));
     let checks = checks(model, &messages);
+    let name = model.registered_as.as_ref().ok().and_then(Option::as_ref);
+    let entry =
+        crate::register::actor_entry(self_ty, crate::register::name_or_path(name, &model.name));
 
     let mut imp = model.imp.clone();
     imp.attrs
@@ -89,6 +93,8 @@ pub(super) fn expand(model: &ActorImpl) -> TokenStream {
         impl<T: #pa::Caller<#self_ty> + ?Sized> #api for T {}
 
         #(#checks)*
+
+        #entry
     }
 }
 

@@ -1,13 +1,14 @@
 //! What `#[actor]` knows about an `impl` block once parsed: no tokens left to re-read, no verdict
 //! yet (that is [`validate`](super::validate)'s).
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::Span;
 use quote::format_ident;
 
 /// An `impl` block under `#[actor]`.
 pub(crate) struct ActorImpl {
-    /// The attribute's own arguments (there should be none).
-    pub(crate) attr: TokenStream,
+    /// The attribute's `name = "..."`, if given: the name the actor type is registered under
+    /// (else `module::Type`).
+    pub(crate) registered_as: syn::Result<Option<syn::LitStr>>,
     /// The block as written: emitted back unchanged but for lint attributes.
     pub(crate) imp: syn::ItemImpl,
     /// `Counter` in `impl Counter`, the `Self` of the block.

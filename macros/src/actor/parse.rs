@@ -42,7 +42,7 @@ pub(super) fn parse(attr: TokenStream, item: TokenStream) -> syn::Result<ActorIm
         })
         .collect();
     Ok(ActorImpl {
-        attr,
+        registered_as: crate::register::parse_name(attr, "#[procactor::actor]"),
         imp,
         self_ty,
         name,

@@ -11,8 +11,8 @@ use crate::diag::Errors;
 
 pub(super) fn validate(model: &ActorImpl) -> syn::Result<()> {
     let mut errors = Errors::default();
-    if !model.attr.is_empty() {
-        errors.add(model.attr.span(), "#[procactor::actor] takes no arguments");
+    if let Err(e) = &model.registered_as {
+        errors.push(e.clone());
     }
     // The first method of each variant name: two methods must not make the same variant.
     let mut variants: HashMap<String, &Method> = HashMap::new();

@@ -35,6 +35,7 @@ mod endpoint;
 #[cfg(test)]
 pub(crate) mod fuzz_targets;
 mod gate;
+mod named;
 mod proto;
 mod registry;
 mod server;
@@ -51,6 +52,9 @@ pub(crate) use actor_ref::RefInner;
 pub use actor_ref::{ActorRef, Caller, Monitor, Tell, Timed, TryTell};
 pub(crate) use client::{settle as settle_tells, told_since_settle};
 pub use context::Context;
+#[doc(hidden)]
+pub use named::ACTORS;
+pub use named::{name_of, named, spawn_named, ActorEntry};
 pub use registry::{register, unregister, whereis};
 pub use supervisor::{ChildInfo, ChildSpec, Restart, Strategy, Supervisor, SupervisorRef};
 
@@ -250,13 +254,19 @@ pub fn spawn_many<A: Actor>(args: impl IntoIterator<Item = A::Args>) -> Result<V
 #[must_use = "an ActorBuilder does nothing until `spawn()`"]
 pub struct ActorBuilder<A: Actor> {
     args: A::Args,
+    opts: Options,
+    _a: PhantomData<fn() -> A>,
+}
+
+/// An [`ActorBuilder`]'s options, whatever the actor's type: what a spawn by name carries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Options {
     name: Option<String>,
     mailbox: Mailbox,
     method: Option<StartMethod>,
     start_timeout: Duration,
     register: Option<String>,
-    pub(crate) max_message: u64,
-    _a: PhantomData<fn() -> A>,
+    max_message: u64,
 }
 
 impl<A: Actor> ActorBuilder<A> {
@@ -264,43 +274,45 @@ impl<A: Actor> ActorBuilder<A> {
     pub fn new(args: A::Args) -> Self {
         ActorBuilder {
             args,
-            name: None,
-            mailbox: Mailbox::Unbounded,
-            method: None,
-            start_timeout: Duration::from_secs(30),
-            register: None,
-            max_message: crate::wire::DEFAULT_LIMIT,
+            opts: Options {
+                name: None,
+                mailbox: Mailbox::Unbounded,
+                method: None,
+                start_timeout: Duration::from_secs(30),
+                register: None,
+                max_message: crate::wire::DEFAULT_LIMIT,
+            },
             _a: PhantomData,
         }
     }
 
     /// The actor's name (its process's name too); default: the type's name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
+        self.opts.name = Some(name.into());
         self
     }
 
     /// Its mailbox (default: unbounded).
     pub fn mailbox(mut self, mailbox: Mailbox) -> Self {
-        self.mailbox = mailbox;
+        self.opts.mailbox = mailbox;
         self
     }
 
     /// How to make its process (default: [`get_start_method`](crate::get_start_method)).
     pub fn start_method(mut self, method: StartMethod) -> Self {
-        self.method = Some(method);
+        self.opts.method = Some(method);
         self
     }
 
     /// How long `spawn` waits for the process to start and `init` to finish (default 30 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
+        self.opts.start_timeout = timeout;
         self
     }
 
     /// Registers the actor under `name` (see [`whereis`]) before `spawn` returns.
     pub fn register(mut self, name: impl Into<String>) -> Self {
-        self.register = Some(name.into());
+        self.opts.register = Some(name.into());
         self
     }
 
@@ -332,7 +344,7 @@ impl<A: Actor> ActorBuilder<A> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn max_message_size(mut self, bytes: u64) -> Self {
-        self.max_message = bytes;
+        self.opts.max_message = bytes;
         self
     }
 
@@ -340,15 +352,46 @@ impl<A: Actor> ActorBuilder<A> {
     pub fn spawn(self) -> Result<ActorRef<A>> {
         server::spawn(self)
     }
+
+    /// Starts the actor registered as `name` (see [`named`]), which must be an `A`: the way
+    /// a program that knows an actor only by name starts it. The options and the arguments go
+    /// encoded, as they would to another binary.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::actor::ActorBuilder;
+    /// struct Tally { n: u64 }
+    /// #[procactor::actor(name = "docs::tally")]
+    /// impl Tally {
+    ///     fn init(n: u64) -> Self { Tally { n } }
+    ///     pub fn get(&self) -> u64 { self.n }
+    /// }
+    /// let t = ActorBuilder::<Tally>::new(7).name("t1").spawn_named("docs::tally")?;
+    /// assert_eq!((t.name(), t.get()?), ("t1", 7));
+    /// # t.stop()?; t.join()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn spawn_named(self, name: &str) -> Result<ActorRef<A>> {
+        named::spawn(name, self.opts, &self.args)
+    }
+
+    /// The builder of an actor known by its options and encoded arguments.
+    pub(crate) fn from_parts(opts: Options, args: A::Args) -> Self {
+        ActorBuilder {
+            args,
+            opts,
+            _a: PhantomData,
+        }
+    }
 }
 
 impl<A: Actor> std::fmt::Debug for ActorBuilder<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ActorBuilder")
             .field("actor", &std::any::type_name::<A>())
-            .field("name", &self.name)
-            .field("mailbox", &self.mailbox)
-            .field("method", &self.method)
+            .field("name", &self.opts.name)
+            .field("mailbox", &self.opts.mailbox)
+            .field("method", &self.opts.method)
             .finish_non_exhaustive()
     }
 }

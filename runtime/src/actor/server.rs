@@ -92,7 +92,7 @@ struct Launched<A> {
 
 fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
     let session = crate::identity::session()?;
-    let name = b.name.unwrap_or_else(type_short_name::<A>);
+    let name = b.opts.name.unwrap_or_else(type_short_name::<A>);
     let (id, addr, listener) = loop {
         let id = new_id()?;
         let addr = proto::actor_addr(&session, id);
@@ -107,20 +107,20 @@ fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
         id,
         name: name.clone(),
         addr: addr.clone(),
-        capacity: match b.mailbox {
+        capacity: match b.opts.mailbox {
             Mailbox::Unbounded => None,
             Mailbox::Bounded(n) => Some(n),
         },
-        limit: b.max_message,
+        limit: b.opts.max_message,
         args: b.args,
     };
     // No wait for the child's bootstrap: its welcome (below) says it is running.
     let mut p = Process::new(actor_main::<A>, boot)
         .name(name.clone())
         .daemon(true)
-        .start_timeout(b.start_timeout)
+        .start_timeout(b.opts.start_timeout)
         .no_hello_wait();
-    if let Some(m) = b.method {
+    if let Some(m) = b.opts.method {
         p = p.start_method(m);
     }
     // Our copy of the listener goes with `p`: from here only the child holds it.
@@ -134,8 +134,8 @@ fn launch<A: Actor>(b: ActorBuilder<A>) -> Result<Launched<A>> {
             addr,
             Some(handle),
         ))),
-        start_timeout: b.start_timeout,
-        register: b.register,
+        start_timeout: b.opts.start_timeout,
+        register: b.opts.register,
     })
 }
 
