@@ -56,6 +56,8 @@ fn wrong_targets_say_what_to_write() {
     t.compile_fail("tests/ui/target_capturing_closure.rs");
     t.compile_fail("tests/ui/target_capturing_copy_closure.rs");
     t.compile_fail("tests/ui/target_borrowed_argument.rs");
+    t.compile_fail("tests/ui/target_borrowed_value.rs");
     t.compile_fail("tests/ui/target_method.rs");
+    t.compile_fail("tests/ui/target_no_arg_pointer.rs");
     t.compile_fail("tests/ui/target_not_a_function.rs");
 }

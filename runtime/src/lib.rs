@@ -52,7 +52,7 @@ pub use manager::{
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};
-pub use target::{NoArg, Target, WithArg};
+pub use target::{NoArg, Portable, Target, WithArg};
 
 /// The largest message a receiving end accepts unless told otherwise: 1 GiB. A larger one is
 /// refused from its header, before any of it is read (see [`Error::TooLarge`],

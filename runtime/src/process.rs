@@ -22,7 +22,7 @@ use crate::bootstrap::{self, Failure, Outcome, Spec, StartMethod};
 use crate::error::{Error, ExitReason, Result};
 use crate::logs;
 use crate::sys::{self, ExitStatus};
-use crate::target::Target;
+use crate::target::{Portable, Target};
 use crate::wire::{Channel, Wait};
 
 /// A function to run in a new process, with its argument and options (a builder, like Python's
@@ -74,8 +74,8 @@ static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 impl<A, R> Process<A, R>
 where
-    A: Serialize + DeserializeOwned + 'static,
-    R: Serialize + DeserializeOwned + 'static,
+    A: Portable,
+    R: Portable,
 {
     /// `f(args)` to run in a child: a function, or a closure that captures nothing (see
     /// [`Target`](crate::Target)); `fn() -> R` with `()` as `args`. `A` and `R` are any serde

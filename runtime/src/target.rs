@@ -3,8 +3,39 @@
 //! passed (a closure that captures variables, a method, a function of borrowed arguments).
 
 use procactor_os::code;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::error::{Error, Result};
+
+/// A value that can travel to another process and back: an argument or a result of a
+/// [`Target`]. It is sent by value, encoded with serde, so it owns its data. Every type with
+/// serde's `Serialize` and `Deserialize` that holds no borrowed data is one (there is nothing
+/// to implement).
+///
+/// ```
+/// fn takes<T: procactor::process::Portable>(_: T) {}
+/// takes((String::from("a"), vec![1u8, 2], 3.5f64));
+/// ```
+///
+/// A borrowed value is not (the other process does not have what it points to):
+///
+/// ```compile_fail
+/// fn takes<T: procactor::process::Portable>(_: T) {}
+/// let s = String::from("a");
+/// takes(&s);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel to another process",
+    label = "sent by value to another process",
+    note = "arguments and results travel by value, encoded with serde: use an owned type \
+            (`String` for `&str`, `Vec<T>` for `&[T]`) with serde's `Serialize` and `Deserialize`",
+    note = "to run a method, wrap it in a function of an owned value: \
+            `fn task(s: State) -> R {{ s.method() }}`"
+)]
+pub trait Portable: Serialize + DeserializeOwned + 'static {}
+
+impl<T: Serialize + DeserializeOwned + 'static> Portable for T {}
 
 /// A [`Target`] that takes its argument (`fn(A) -> R`).
 #[derive(Debug)]
@@ -72,11 +103,9 @@ where
     R: 'static,
 {
     fn into_fn(self) -> Result<fn(()) -> R> {
-        refuse_captures::<F>();
-        code::fn_pointer_no_arg(self).ok_or(Error::Unsupported(
-            "a zero-argument target must be the function itself or a closure that captures \
-             nothing, not a function pointer: pass `task`, or make it `fn task(_: ()) -> R`",
-        ))
+        refuse_no_arg_pointers::<F>();
+        // (Never `None`: only zero-sized callables pass the check above.)
+        code::fn_pointer_no_arg(self).ok_or(Error::Unsupported(NO_ARG_POINTER))
     }
 }
 
@@ -95,6 +124,18 @@ fn refuse_captures<F>() {
              nothing, and send what it needs as the argument"
         )
     };
+}
+
+/// What a zero-argument target that is not zero-sized gets told.
+const NO_ARG_POINTER: &str = "procactor: a zero-argument target must be the function itself or a \
+     closure that captures nothing (not a `fn() -> R` pointer, not a capturing closure): pass \
+     `task`, or make it `fn task(_: ()) -> R`, whose pointers can travel";
+
+/// Stops the build on a zero-argument target with bytes: a `fn() -> R` pointer (which has no
+/// shim to travel through: only a zero-sized callable can be conjured in the child) or a
+/// closure that captures something.
+fn refuse_no_arg_pointers<F>() {
+    const { assert!(std::mem::size_of::<F>() == 0, "{}", NO_ARG_POINTER) };
 }
 
 fn captures() -> Error {

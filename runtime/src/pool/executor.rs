@@ -10,13 +10,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use super::job::JobCore;
 use super::{collect_one, Imap, Pool, PoolBuilder};
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
-use crate::target::Target;
+use crate::target::{Portable, Target};
 use crate::wire::Wait;
 
 /// A pool of worker processes behind futures (Python's `ProcessPoolExecutor`).
@@ -90,7 +89,7 @@ impl ExecutorBuilder {
     /// let ex = procactor::Executor::builder().processes(1).initializer(setup, ()).build()?;
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn initializer<A: Serialize + DeserializeOwned + 'static>(self, f: fn(A), args: A) -> Self {
+    pub fn initializer<A: Portable>(self, f: fn(A), args: A) -> Self {
         ExecutorBuilder(self.0.initializer(f, args))
     }
 
@@ -178,8 +177,8 @@ impl Executor {
     /// ```
     pub fn submit<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<Future<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.pool.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
@@ -203,8 +202,8 @@ impl Executor {
     /// ```
     pub fn map<'a, A, R, I, M>(&self, f: impl Target<A, R, M>, items: I) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -233,8 +232,8 @@ impl Executor {
         timeout: Duration,
     ) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {

@@ -37,7 +37,7 @@ use self::worker::Callable;
 use crate::bootstrap::StartMethod;
 use crate::error::{Error, Result};
 use crate::sys;
-use crate::target::Target;
+use crate::target::{Portable, Target};
 use crate::wire::{self, Wait};
 
 pub use executor::{
@@ -180,7 +180,7 @@ impl PoolBuilder {
     /// ```
     pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
     where
-        A: Serialize + DeserializeOwned + 'static,
+        A: Portable,
     {
         let spec = (|| {
             let mut bytes = Vec::new();
@@ -384,8 +384,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
@@ -409,8 +409,8 @@ impl Pool {
         chunksize: usize,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, Some(chunksize))?;
@@ -438,8 +438,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<Vec<Result<R>>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
@@ -466,9 +466,9 @@ impl Pool {
         items: impl IntoIterator<Item = (A, B)>,
     ) -> Result<Vec<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        B: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        B: Portable,
+        R: Portable,
     {
         let job = self.start_job::<fn(A, B) -> R, (A, B), R>(f, items, None)?;
         collect_ordered(&job)
@@ -502,8 +502,8 @@ impl Pool {
     /// ```
     pub fn imap<'a, A, R, I, M>(&self, f: impl Target<A, R, M>, items: I) -> Result<Imap<'a, R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -532,8 +532,8 @@ impl Pool {
         items: I,
     ) -> Result<ImapUnordered<'a, R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
@@ -559,8 +559,8 @@ impl Pool {
     /// ```
     pub fn apply<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<R>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         self.apply_async(f, arg)?.get()
@@ -579,8 +579,8 @@ impl Pool {
     /// ```
     pub fn apply_async<A, R, M>(&self, f: impl Target<A, R, M>, arg: A) -> Result<AsyncResult<R>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, [arg], Some(1))?;
@@ -608,8 +608,8 @@ impl Pool {
         items: impl IntoIterator<Item = A>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
     {
         let f: fn(A) -> R = f.into_fn()?;
         let job = self.start_job::<fn(A) -> R, A, R>(f, items, None)?;
@@ -687,8 +687,8 @@ impl Pool {
     /// A feed for an `imap` of `items` through `f`, with its first window queued.
     fn start_feed<'a, A, R, I>(&self, f: fn(A) -> R, items: I) -> Result<Feed<'a>>
     where
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
+        A: Portable,
+        R: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
