@@ -34,6 +34,17 @@ impl<A> Drop for Stopped<A> {
 #[derive(serde::Deserialize)]
 pub struct Fussy(bool);
 
+/// A value that travels, but that the receiving side refuses to decode.
+#[derive(serde::Serialize)]
+pub struct Picky(u64);
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let _ = u64::deserialize(d)?;
+        Err(serde::de::Error::custom("Picky refuses"))
+    }
+}
+
 impl serde::Serialize for Fussy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.0 {
@@ -86,6 +97,18 @@ impl Counter {
 
     pub fn fussy(&mut self, f: Fussy) -> bool {
         f.0
+    }
+
+    /// Never runs: its argument does not decode.
+    pub fn add_picky(&mut self, n: Picky) -> u64 {
+        self.total += n.0;
+        self.total
+    }
+
+    /// Adds, then answers with a reply that cannot be encoded.
+    pub fn add_unanswered(&mut self, n: u64) -> Fussy {
+        self.total += n;
+        Fussy(true)
     }
 
     pub fn explode(&mut self, why: String) -> u64 {
@@ -489,6 +512,43 @@ fn a_message_that_fails_to_encode_gives_its_mailbox_slot_back() {
     c.try_cast().add(1).unwrap();
     assert_eq!(c.timeout(BOUND).get().unwrap(), 1);
     assert!(!c.timeout(BOUND).fussy(Fussy(false)).unwrap());
+}
+
+/// Runs in a child that has no connection to the actor yet: its first use is a `try_cast`.
+fn try_cast_first(c: ActorRef<Counter>) -> Result<(), String> {
+    c.try_cast().add(5).map_err(|e| format!("{e:?}"))
+}
+
+#[test]
+fn a_try_cast_from_a_process_not_yet_connected_goes() {
+    let c = Stopped(procactor::spawn::<Counter>(None).unwrap());
+    for _ in 0..3 {
+        let p = reaped(Process::new(try_cast_first, c.0.clone()).start().unwrap());
+        assert_eq!(p.join_timeout(BOUND).unwrap(), Ok(()));
+    }
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 15);
+}
+
+#[test]
+fn a_handled_message_whose_reply_is_lost_says_so_not_rejected() {
+    let c = Stopped(procactor::spawn::<Counter>(None).unwrap());
+    // The message had its effect: the error says so (retrying would add twice).
+    match c.timeout(BOUND).add_unanswered(3) {
+        Err(Error::ReplyLost { reason, pid, .. }) => {
+            assert!(reason.contains("could not be encoded"), "{reason}");
+            assert_eq!(pid, c.pid());
+        }
+        other => panic!("unexpected: {:?}", other.map(|_| ())),
+    }
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 3);
+    // A message that never decoded had none: that one is Rejected.
+    match c.timeout(BOUND).add_picky(Picky(5)) {
+        Err(Error::Rejected { reason, .. }) => {
+            assert!(reason.contains("could not decode"), "{reason}")
+        }
+        other => panic!("unexpected: {other:?}"),
+    }
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 3);
 }
 
 fn fill_mailbox(c: ActorRef<Counter>) {

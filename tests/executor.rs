@@ -76,6 +76,32 @@ fn as_completed_timeout_and_map_timeout_give_up_on_time() {
     });
 }
 
+/// A task killed for its own `task_timeout` is that item's error; the map's deadline is another
+/// thing, and the items after it still come.
+#[test]
+fn a_task_timeout_inside_map_timeout_fails_one_item_not_the_rest() {
+    bounded(|| {
+        let ex = Executor::builder()
+            .processes(1)
+            .task_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let results: Vec<_> = ex
+            .map_timeout(nap, [5, 5_000, 5, 6], BOUND)
+            .unwrap()
+            .collect();
+        assert_eq!(results.len(), 4, "{results:?}");
+        assert_eq!(results[0].as_ref().ok(), Some(&5));
+        assert!(
+            matches!(&results[1], Err(Error::Timeout(t)) if *t == Duration::from_millis(300)),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(results[2].as_ref().ok(), Some(&5));
+        assert_eq!(results[3].as_ref().ok(), Some(&6));
+    });
+}
+
 #[test]
 fn wait_conditions() {
     let ex = Arc::new(Executor::new(2).unwrap());

@@ -150,8 +150,8 @@ pub enum Error {
         pid: u32,
     },
 
-    /// The actor could not use a message and said why (it did not decode, for example). The
-    /// actor goes on serving.
+    /// The actor could not use a message and said why (it did not decode, for example): the
+    /// message had no effect. The actor goes on serving.
     #[error("actor {name:?} (pid {pid}) rejected the message: {reason}")]
     Rejected {
         /// The actor's name.
@@ -159,6 +159,19 @@ pub enum Error {
         /// The actor's pid.
         pid: u32,
         /// What the actor said.
+        reason: Box<str>,
+    },
+
+    /// The actor handled the message, but its reply could not reach the caller (it did not
+    /// encode, or could not be sent): the message had its effect, so sending it again would
+    /// handle it twice. The actor goes on serving.
+    #[error("actor {name:?} (pid {pid}) handled the message but its reply was lost: {reason}")]
+    ReplyLost {
+        /// The actor's name.
+        name: Box<str>,
+        /// The actor's pid.
+        pid: u32,
+        /// Why the reply could not come.
         reason: Box<str>,
     },
 
@@ -474,13 +487,14 @@ pub enum ExitReason {
         /// The exit code.
         code: i32,
     },
-    /// `init` returned an error: the actor never started.
+    /// `init` returned an error, or the actor's process could not start serving (listening on
+    /// its address, making its event loop): the actor never started.
     InitFailed {
-        /// The error `init` returned.
+        /// The error `init` returned, or what failed.
         message: String,
     },
     /// The actor gave up on its own (`Context::fail`; a supervisor past its restart
-    /// intensity).
+    /// intensity), or its event loop failed (the kernel refused to wait on its sockets).
     Failed {
         /// Why.
         message: String,

@@ -40,6 +40,10 @@ type OwnConn = (u32, Option<TypeId>, Arc<Conn>);
 /// Connections of this process, per (address, message schema, reply schema): every `ActorRef`
 /// to an actor uses one, so one thread's messages keep their order whichever ref sent them.
 type ConnKey = (String, u64, u64);
+/// How long a connection's welcome may take when the caller set no bound of its own (the actor
+/// answers between two messages: a long handler delays it).
+const CONNECT_WAIT: Duration = Duration::from_secs(30);
+
 procactor_os::per_process! {
     static CONNS: HashMap<ConnKey, Weak<Conn>> = HashMap::new;
 }
@@ -171,7 +175,7 @@ impl RefInner {
         self.conn(
             None,
             || (Role::Monitor, (0, 0)),
-            Wait::timeout(Duration::from_secs(30)),
+            Wait::timeout(CONNECT_WAIT),
         )
     }
 
@@ -434,7 +438,13 @@ impl<A: Actor> ActorRef<A> {
     }
 
     fn tell_wait(&self, msg: &A::Msg, wait: Wait) -> Result<()> {
-        let conn = self.typed_conn(wait)?;
+        // A `try_` form does not wait for room, but the first use in a process connects, and
+        // the welcome is a round trip: it gets the usual bound (else it could never connect).
+        let connect = match wait {
+            Wait::No => Wait::timeout(CONNECT_WAIT),
+            w => w,
+        };
+        let conn = self.typed_conn(connect)?;
         conn.tell(msg, wait).map_err(|e| self.inner.refine_err(e))
     }
 

@@ -206,7 +206,7 @@ enum Flushed {
 
 enum Stashed {
     Reply(Vec<u8>, Vec<OwnedFd>),
-    Failed(String),
+    Failed(proto::Failure),
 }
 
 #[derive(Default)]
@@ -246,7 +246,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What an ask got back.
 enum Answer<R> {
     Reply(R),
-    Failed(String),
+    Failed(proto::Failure),
 }
 
 impl Conn {
@@ -727,14 +727,20 @@ impl Conn {
         written
     }
 
-    /// Waits for the reply to `id`: the value, or the actor's refusal as [`Error::Rejected`].
+    /// Waits for the reply to `id`: the value, the actor's refusal as [`Error::Rejected`], or
+    /// [`Error::ReplyLost`] for a message it handled but could not answer.
     fn reply<R: DeserializeOwned>(&self, id: u64, wait: Wait) -> Result<R> {
         match self.wait_reply::<R>(id, wait)? {
             Answer::Reply(r) => Ok(r),
-            Answer::Failed(reason) => Err(Error::Rejected {
+            Answer::Failed(f) if f.handled => Err(Error::ReplyLost {
                 name: self.welcome.name.clone().into(),
                 pid: self.welcome.pid,
-                reason: reason.into(),
+                reason: f.reason.into(),
+            }),
+            Answer::Failed(f) => Err(Error::Rejected {
+                name: self.welcome.name.clone().into(),
+                pid: self.welcome.pid,
+                reason: f.reason.into(),
             }),
         }
     }
@@ -819,7 +825,7 @@ impl Conn {
                 Stashed::Reply(f.payload.to_vec(), f.fds.into()),
             )),
             proto::FAILED => {
-                let why: String = wire::decode(f.payload, Vec::new())?;
+                let why: proto::Failure = wire::decode(f.payload, Vec::new())?;
                 if f.fingerprint == id {
                     Ok(Got::Mine(Answer::Failed(why)))
                 } else {

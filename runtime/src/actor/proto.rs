@@ -24,6 +24,14 @@ pub(crate) const REPLY: u8 = 24;
 pub(crate) const FAILED: u8 = 25;
 pub(crate) const EXIT: u8 = 26;
 
+/// What a [`FAILED`] frame says: why there is no reply, and whether the message was handled
+/// (its reply then could not be encoded or sent: sending it again would handle it twice).
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Failure {
+    pub handled: bool,
+    pub reason: String,
+}
+
 /// Envelope operations.
 pub(crate) const OP_TELL: u8 = 1;
 pub(crate) const OP_ASK: u8 = 2;

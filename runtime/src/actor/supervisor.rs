@@ -260,12 +260,14 @@ impl SupervisorRef {
         }
     }
 
-    /// The current incarnation of child `name`, typed.
+    /// The current incarnation of child `name`, typed. [`Error::NotFound`] if no child of
+    /// that name runs now (another name, or a child between two incarnations: try again).
     pub fn child<A: Actor>(&self, name: &str) -> Result<ActorRef<A>> {
-        super::whereis::<A>(name)?.ok_or_else(|| Error::ActorDied {
-            name: name.to_string(),
-            pid: 0,
-            reason: Box::new(ExitReason::Unknown),
+        super::whereis::<A>(name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "no child named {name:?} runs under this supervisor now (another name, or it is \
+                 between restarts)"
+            ))
         })
     }
 

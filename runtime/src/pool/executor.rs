@@ -225,9 +225,9 @@ impl Executor {
     /// assert!(it.next().is_none());
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    pub fn map_timeout<'a, A, R, I>(
+    pub fn map_timeout<'a, A, R, I, M>(
         &self,
-        f: fn(A) -> R,
+        f: impl Target<A, R, M>,
         items: I,
         timeout: Duration,
     ) -> Result<Imap<'a, R>>
@@ -237,6 +237,7 @@ impl Executor {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
+        let f: fn(A) -> R = f.into_fn()?;
         let deadline = Instant::now() + timeout;
         let feed = self.pool.start_feed(f, items)?;
         Ok(Imap::new(feed, Some((deadline, timeout))))

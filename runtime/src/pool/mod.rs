@@ -1056,9 +1056,10 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
     /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
         self.next_wait(Wait::timeout(timeout))
+            .map(Next::into_result)
     }
 
-    fn next_wait(&mut self, wait: Wait) -> Option<Result<R>> {
+    fn next_wait(&mut self, wait: Wait) -> Option<Next<R>> {
         self.feed.top_up(self.yielded);
         if self.ready.is_empty() {
             if self.yielded >= self.job.total() {
@@ -1073,7 +1074,14 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
                 false
             });
             if let Err(e) = got {
-                return Some(Err(e));
+                // The wait ran out (or the pool failed) before any result: not a task's error,
+                // which comes through `ready` like any result (a task killed for its own
+                // timeout is one).
+                return Some(if e.is_timeout() {
+                    Next::Expired(e)
+                } else {
+                    Next::Item(Err(e))
+                });
             }
             // Whatever else is in order already, without waiting.
             self.order.pump(&mut |_, r| {
@@ -1083,7 +1091,24 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
         }
         let r = self.ready.pop_front()?;
         self.yielded += 1;
-        Some(r)
+        Some(Next::Item(r))
+    }
+}
+
+/// What waiting for an [`Imap`]'s next result came to.
+enum Next<R> {
+    /// A result, or a task's error.
+    Item(Result<R>),
+    /// The wait's own time ran out before a result came.
+    Expired(Error),
+}
+
+impl<R> Next<R> {
+    fn into_result(self) -> Result<R> {
+        match self {
+            Next::Item(r) => r,
+            Next::Expired(e) => Err(e),
+        }
     }
 }
 
@@ -1092,17 +1117,17 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
 
     fn next(&mut self) -> Option<Result<R>> {
         match self.deadline {
-            None => self.next_wait(Wait::Forever),
-            Some((deadline, asked)) => {
-                let r = self.next_wait(Wait::Until { deadline, asked });
-                if matches!(r, Some(Err(Error::Timeout(_)))) && self.ready.is_empty() {
+            None => self.next_wait(Wait::Forever).map(Next::into_result),
+            Some((deadline, asked)) => match self.next_wait(Wait::Until { deadline, asked })? {
+                Next::Item(r) => Some(r),
+                Next::Expired(e) => {
                     // Python's executor.map: past the deadline, the rest is cancelled.
                     self.feed.end();
                     self.job.abandon();
                     self.yielded = self.job.total();
+                    Some(Err(e))
                 }
-                r
-            }
+            },
         }
     }
 

@@ -263,7 +263,8 @@ impl Endpoint {
                 let due = self.timers();
                 if let Err(e) = self.wait(due) {
                     log::error!(target: "procactor::actor", "event loop failed: {e}");
-                    return self.finish(d, ExitReason::Unknown);
+                    let message = format!("its event loop failed: {e}");
+                    return self.finish(d, ExitReason::Failed { message });
                 }
                 pending.append(&mut self.ready);
             }
@@ -660,10 +661,13 @@ impl Answer for Answering<'_> {
     }
 
     fn failed(&mut self, e: &Error) {
-        let why = e.to_string();
+        let refused = proto::Failure {
+            handled: false,
+            reason: e.to_string(),
+        };
         self.endpoint
             .answer_with(self.token, proto::FAILED, self.id, &mut |b| {
-                wire::encode(&why, b)
+                wire::encode(&refused, b)
             });
     }
 }

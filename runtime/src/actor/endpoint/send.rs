@@ -57,7 +57,11 @@ impl Endpoint {
             Ok(fds) => (kind, fds),
             Err(e) => {
                 reply.clear();
-                let _ = wire::encode(&e.to_string(), &mut reply);
+                let lost = proto::Failure {
+                    handled: kind == proto::REPLY,
+                    reason: format!("the reply could not be encoded: {e}"),
+                };
+                let _ = wire::encode(&lost, &mut reply);
                 (proto::FAILED, Vec::new())
             }
         };
@@ -67,7 +71,11 @@ impl Endpoint {
                 // The caller is waiting: tell it why its reply cannot come.
                 log::warn!(target: "procactor::actor", "actor {:?} could not send a reply: {e}", self.welcome.name);
                 reply.clear();
-                if wire::encode(&format!("the reply could not be sent: {e}"), &mut reply).is_ok() {
+                let lost = proto::Failure {
+                    handled: kind == proto::REPLY,
+                    reason: format!("the reply could not be sent: {e}"),
+                };
+                if wire::encode(&lost, &mut reply).is_ok() {
                     let _ = self.send_to(token, proto::FAILED, id, &reply, &[]);
                 }
             }
