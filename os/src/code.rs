@@ -425,6 +425,19 @@ pub fn adopt_tree_key(key: [u8; 32]) {
     KEY_GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Does now, in this thread, what its forked copies would otherwise each do on first use:
+/// find where the main executable's code lies and the binary's identity, and set up this
+/// thread's code caches (a thread-local with a destructor registers it with the C library,
+/// which asks the loader: code pages of both, 64 KiB at a time, that every child would then
+/// hold on its own). The fork server calls it before it forks anything.
+pub fn prepare_to_fork() {
+    let _ = in_main_executable(anchor_address());
+    let _ = exe_identity();
+    SIGNED.with(|_| ());
+    VERIFIED.with(|_| ());
+    TAGS.with(|_| ());
+}
+
 /// Is `addr` in an executable segment of the main program (not of a shared library)?
 #[inline]
 fn in_main_executable(addr: usize) -> bool {

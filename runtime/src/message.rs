@@ -8,7 +8,7 @@
 
 use std::any::TypeId;
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet, LinkedList, VecDeque};
 use std::marker::PhantomData;
@@ -112,24 +112,34 @@ impl Schema {
     }
 }
 
+/// How deep derived schemas may nest while their recursion is tracked; deeper, a type is taken
+/// for a recursion (hashed as such: the same on both sides, so fingerprints still agree).
+const MAX_NESTING: usize = 32;
+
 thread_local! {
     /// The types whose [`Schema::derived`] is being computed on this thread, outermost first.
-    static BUILDING: RefCell<Vec<TypeId>> = const { RefCell::new(Vec::new()) };
+    /// A plain array, not a `Vec`: a thread-local without a destructor costs a new process
+    /// nothing to set up (one with a destructor registers it with the C library, whose code
+    /// pages each forked actor would then hold on its own).
+    static BUILDING: Cell<[Option<TypeId>; MAX_NESTING]> = const { Cell::new([None; MAX_NESTING]) };
 }
 
 /// A type on [`BUILDING`], taken off when dropped (a panicking field schema included).
-struct Building(TypeId);
+struct Building(usize);
 
 impl Building {
-    /// `None` if `id` is already being built (a recursion), else `id` pushed.
+    /// `None` if `id` is already being built (a recursion, or nesting past [`MAX_NESTING`]),
+    /// else `id` pushed.
     fn enter(id: TypeId) -> Option<Building> {
         BUILDING.with(|b| {
-            let mut b = b.borrow_mut();
-            if b.contains(&id) {
+            let stack: &Cell<[Option<TypeId>]> = b;
+            let stack = stack.as_slice_of_cells();
+            if stack.iter().any(|s| s.get() == Some(id)) {
                 return None;
             }
-            b.push(id);
-            Some(Building(id))
+            let free = stack.iter().position(|s| s.get().is_none())?;
+            stack[free].set(Some(id));
+            Some(Building(free))
         })
     }
 }
@@ -137,10 +147,8 @@ impl Building {
 impl Drop for Building {
     fn drop(&mut self) {
         BUILDING.with(|b| {
-            let mut b = b.borrow_mut();
-            if let Some(at) = b.iter().rposition(|id| *id == self.0) {
-                b.remove(at);
-            }
+            let stack: &Cell<[Option<TypeId>]> = b;
+            stack.as_slice_of_cells()[self.0].set(None);
         });
     }
 }
@@ -455,8 +463,29 @@ mod tests {
         assert_eq!(first, Tree::schema(), "the same every time");
         assert_ne!(first, Schema::derived::<Tree>("enum{Leaf(_)|Node(_)}", &[]));
         assert!(
-            BUILDING.with(|b| b.borrow().is_empty()),
+            BUILDING.with(|b| b.get().iter().all(Option::is_none)),
             "nothing left behind"
         );
+    }
+
+    /// Nesting past what is tracked is taken for a recursion: finite, stable, and the stack is
+    /// whole again afterwards.
+    #[test]
+    fn nesting_past_the_tracked_depth_stays_finite_and_stable() {
+        macro_rules! ids {
+            ($($n:literal)*) => { [$(TypeId::of::<[u8; $n]>()),*] };
+        }
+        let ids = ids!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+        assert_eq!(ids.len(), MAX_NESTING);
+        let normal = Tree::schema();
+        let held: Vec<Building> = ids.iter().map(|id| Building::enter(*id).unwrap()).collect();
+        // Full: anything more is taken for a recursion.
+        assert!(Building::enter(TypeId::of::<u128>()).is_none());
+        let deep = Tree::schema();
+        assert_eq!(deep, Tree::schema(), "stable");
+        assert_ne!(deep, normal, "its fields were not reached");
+        drop(held);
+        assert!(BUILDING.with(|b| b.get().iter().all(Option::is_none)));
+        assert_eq!(Tree::schema(), normal);
     }
 }

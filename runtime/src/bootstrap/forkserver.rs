@@ -121,6 +121,7 @@ fn request(server: &Server, spec: &Spec, payload: &[u8], fds: &[RawFd]) -> Resul
 
 /// The server's loop: one request, one fork, one reply with the pid.
 fn serve(ctl: Fd) {
+    procactor_os::code::prepare_to_fork();
     let ctl = Channel::from_fd(ctl.0);
     loop {
         // Copy the request out of the receive buffer: the child must not start inside a borrow.
