@@ -557,7 +557,8 @@ pub trait Caller<A: Actor> {
 }
 
 fn picked<R, Rep>(reply: Rep, pick: fn(Rep) -> Option<R>) -> Result<R> {
-    pick(reply).ok_or(Error::Decode {
+    // (`_else`: the error is built only when it happens, not on every reply.)
+    pick(reply).ok_or_else(|| Error::Decode {
         expected: std::any::type_name::<R>(),
         reason: "the actor answered with the reply of another message".into(),
     })

@@ -101,7 +101,7 @@ impl<A: Actor> Caller<A> for HostedProxy<A> {
     type Out<R> = Result<R>;
     fn call<R>(&self, msg: A::Msg, pick: fn(A::Reply) -> Option<R>) -> Result<R> {
         let answer: A::Reply = self.handle.call(&msg)?;
-        pick(answer).ok_or(Error::Decode {
+        pick(answer).ok_or_else(|| Error::Decode {
             expected: std::any::type_name::<R>(),
             reason: "the hosted object answered with the reply of another message".into(),
         })

@@ -19,7 +19,7 @@ use crate::error::{Error, ExitReason, Panic, Result};
 use crate::pool::blame::{self, Cursor};
 use crate::pool::job::{wait_on, Delivery, Fail, Items, JobCore};
 use crate::pool::worker::{
-    self, BatchHeader, Board, InitCall, Report, RunCode, RunHeader, WorkerArgs,
+    self, BatchHeader, Board, CodePair, InitCall, Report, RunCode, RunHeader, WorkerArgs,
 };
 use crate::process::{Process, ProcessHandle};
 use crate::shm::Shared;
@@ -84,8 +84,7 @@ pub(crate) struct RunData {
 /// A run waiting for a worker: which function, which items, which of them still to do.
 pub(crate) struct Run {
     pub(crate) job: Arc<JobCore>,
-    pub(crate) entry: SignedCode,
-    pub(crate) func: SignedCode,
+    pub(crate) code: CodePair,
     pub(crate) data: Arc<RunData>,
     /// The job index of the run's first item.
     pub(crate) base: usize,
@@ -114,8 +113,7 @@ impl Run {
         let mut k = keep.iter().peekable();
         Run {
             job: self.job.clone(),
-            entry: self.entry,
-            func: self.func,
+            code: self.code.clone(),
             data: self.data.clone(),
             base: self.base,
             skip: (0..self.data.count)
@@ -169,16 +167,17 @@ struct Worker {
     /// The board's cursor when the pool killed it for running past the task timeout.
     timed_out: Option<Cursor>,
     /// The code pairs it was sent whole and keeps (see `RunCode`), in its order.
-    codes: Vec<(SignedCode, SignedCode)>,
+    codes: Vec<CodePair>,
 }
 
 impl Worker {
     /// How to name a run's code to this worker: by index if it has the pair already.
-    fn run_code(&mut self, entry: SignedCode, func: SignedCode) -> RunCode {
-        match self.codes.iter().position(|&c| c == (entry, func)) {
+    fn run_code(&mut self, code: &CodePair) -> RunCode {
+        let (entry, func) = code.get();
+        match self.codes.iter().position(|c| c.same(code)) {
             Some(n) => RunCode::Known(n as u32),
             None if self.codes.len() < worker::CODE_TABLE => {
-                self.codes.push((entry, func));
+                self.codes.push(code.clone());
                 RunCode::Keep(entry, func)
             }
             None => RunCode::Once(entry, func),
@@ -488,7 +487,7 @@ impl Core {
             runs: runs
                 .iter()
                 .map(|r| RunHeader {
-                    code: w.run_code(r.entry, r.func),
+                    code: w.run_code(&r.code),
                     count: r.data.count,
                     len: r.data.bytes.len() as u32,
                     nfds: r.data.fds.len() as u32,
@@ -949,7 +948,8 @@ fn take_batch(st: &mut State, ready_workers: usize, allowance: Option<usize>) ->
         Some(ns) => (BATCH_WORK.as_nanos() as f64 / ns.max(1.0)) as usize,
         None => 1,
     };
-    let waiting: usize = st.pending.iter().take(MAX_BATCH_ITEMS * 4).count();
+    // (The queue's length, capped: never a walk over it, which may be long.)
+    let waiting = st.pending.len().min(MAX_BATCH_ITEMS * 4);
     let fair = waiting.div_ceil(2 * ready_workers.max(1));
     let mut limit = by_time.clamp(1, MAX_BATCH_ITEMS).min(fair.max(1));
     if let Some(a) = allowance {

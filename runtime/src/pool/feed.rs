@@ -7,7 +7,6 @@
 //! made): no thread of its own, so the input needs no `'static` lifetime. It must be `Send` only
 //! so that the iterator holding it stays `Send`.
 
-use procactor_os::code::SignedCode;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -18,7 +17,7 @@ use serde::Serialize;
 use super::core::{Core, Run, RunData};
 use super::items;
 use super::job::{Delivery, Fail, Items, JobCore};
-use super::worker::{self, Callable};
+use super::worker::{self, Callable, CodePair};
 use crate::error::Result;
 
 /// Items an `imap` keeps ahead of the results taken, per worker: enough for every worker to have
@@ -44,8 +43,7 @@ struct Input<'a> {
 pub(crate) struct Feed<'a> {
     core: Arc<Core>,
     job: Arc<JobCore>,
-    entry: SignedCode,
-    func: SignedCode,
+    code: CodePair,
     window: usize,
     // A Mutex only so that the feed is Sync; always reached through `get_mut` (no locking).
     input: Mutex<Input<'a>>,
@@ -61,7 +59,7 @@ impl<'a> Feed<'a> {
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
     {
-        let (entry, func) = worker::run_code::<F, A, R>(f)?;
+        let code = worker::run_code::<F, A, R>(f)?;
         let mut input = items.into_iter();
         let pull: Pull<'a> = Box::new(move || {
             let item = input.next()?;
@@ -75,8 +73,7 @@ impl<'a> Feed<'a> {
         Ok(Feed {
             core,
             job: Arc::new(JobCore::open()),
-            entry,
-            func,
+            code,
             window,
             input: Mutex::new(Input {
                 pull,
@@ -126,8 +123,7 @@ impl<'a> Feed<'a> {
             match encoded {
                 Ok((bytes, fds)) => runs.push(Run {
                     job: self.job.clone(),
-                    entry: self.entry,
-                    func: self.func,
+                    code: self.code.clone(),
                     data: Arc::new(RunData {
                         bytes,
                         count: 1,

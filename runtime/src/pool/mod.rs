@@ -715,7 +715,7 @@ impl Pool {
             .unwrap_or_else(|| default_chunksize(items.len(), self.processes()))
             .max(1);
         let job = Arc::new(JobCore::new(items.len()));
-        let (entry, func) = worker::run_code::<F, A, R>(f)?;
+        let code = worker::run_code::<F, A, R>(f)?;
         // Chunk by chunk: the workers start on the first while the rest is encoded.
         for (i, chunk) in items.chunks(chunksize).enumerate() {
             // Room for the usual encoding (varints are at most as long as the value, plus a
@@ -725,8 +725,7 @@ impl Pool {
             let fds = items::encode_items(chunk, &mut bytes)?;
             let run = Run {
                 job: job.clone(),
-                entry,
-                func,
+                code: code.clone(),
                 data: Arc::new(RunData {
                     bytes,
                     count: chunk.len() as u32,

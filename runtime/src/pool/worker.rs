@@ -8,6 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
@@ -151,16 +152,53 @@ pub(crate) fn init_code<A: DeserializeOwned + 'static>(
     ))
 }
 
-pub(crate) fn run_code<F, A, R>(f: F) -> Result<(SignedCode, SignedCode)>
+pub(crate) fn run_code<F, A, R>(f: F) -> Result<CodePair>
 where
     F: Callable<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
-    Ok((
+    let pair = (
         code::sign(run_entry::<F, A, R> as RunEntry)?,
         code::sign(f)?,
-    ))
+    );
+    // The pool's runs hold their code by pointer: one shared pair per function, not a copy of
+    // both signatures in every queued task.
+    RECENT_PAIRS.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some(p) = recent.iter().find(|p| *p.0 == pair) {
+            return Ok(p.clone());
+        }
+        let p = CodePair(Arc::new(pair));
+        if recent.len() >= RECENT_PAIRS_KEPT {
+            recent.remove(0);
+        }
+        recent.push(p.clone());
+        Ok(p)
+    })
+}
+
+/// The signed entry point and function of a run, shared by the runs of the same function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CodePair(Arc<(SignedCode, SignedCode)>);
+
+impl CodePair {
+    /// The entry point and the function.
+    pub(crate) fn get(&self) -> (SignedCode, SignedCode) {
+        *self.0
+    }
+
+    /// The same pair, by pointer first (the usual case) or by value.
+    pub(crate) fn same(&self, other: &CodePair) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+/// How many pairs a thread keeps to share (a program submits few distinct functions).
+const RECENT_PAIRS_KEPT: usize = 8;
+
+thread_local! {
+    static RECENT_PAIRS: std::cell::RefCell<Vec<CodePair>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A task function: `fn(A) -> R`, or `fn(A, B) -> R` called with a pair (`starmap`).
@@ -216,6 +254,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
         since: Instant::now(),
         busy_from: Instant::now(),
         codes: Vec::new(),
+        batch_codes: Vec::new(),
     };
     let mut frame = Vec::new();
     // On one CPU, polling only takes time from the process that would send us work.
@@ -299,16 +338,22 @@ pub(crate) struct Worker {
     busy_from: Instant,
     /// The checked pairs the pool sent with `RunCode::Keep`, in order.
     codes: Vec<(RunEntry, SignedCode)>,
+    /// The code of each run of the batch being handled (kept between batches).
+    batch_codes: Vec<Result<(RunEntry, SignedCode)>>,
 }
 
 impl Worker {
     /// The entry point and function of a run (checking a new pair).
     fn code(&mut self, code: RunCode) -> Result<(RunEntry, SignedCode)> {
         match code {
-            RunCode::Known(n) => self.codes.get(n as usize).copied().ok_or(Error::Decode {
-                expected: "a pool batch",
-                reason: format!("code {n} was never sent to this worker"),
-            }),
+            RunCode::Known(n) => self
+                .codes
+                .get(n as usize)
+                .copied()
+                .ok_or_else(|| Error::Decode {
+                    expected: "a pool batch",
+                    reason: format!("code {n} was never sent to this worker"),
+                }),
             RunCode::Keep(entry, func) | RunCode::Once(entry, func) => {
                 let pair = (CodeRef::<RunEntry>::verify(entry)?.get(), func);
                 if matches!(code, RunCode::Keep(..)) && self.codes.len() < CODE_TABLE {
@@ -320,13 +365,30 @@ impl Worker {
     }
 
     fn run_batch(&mut self, payload: &[u8], mut fds: Vec<OwnedFd>) -> Result<()> {
-        let (header, mut rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
+        let (header, rest) = wire::decode_prefix::<BatchHeader>(payload, Vec::new())?;
         // The batch's code pairs join the table even if another worker runs the batch: the
         // pool counted them as sent to this one.
-        let mut codes = Vec::with_capacity(header.runs.len());
+        let mut codes = std::mem::take(&mut self.batch_codes);
+        codes.clear();
         for run in &header.runs {
             codes.push(self.code(run.code));
         }
+        let ran = self.run_claimed(&header, rest, &mut fds, &mut codes);
+        // The buffer is kept for the next batch (no allocation per batch).
+        codes.clear();
+        self.batch_codes = codes;
+        ran
+    }
+
+    /// Runs the batch `header` describes (its items in `rest`), if the pool did not take it
+    /// back.
+    fn run_claimed(
+        &mut self,
+        header: &BatchHeader,
+        mut rest: &[u8],
+        fds: &mut Vec<OwnedFd>,
+        codes: &mut [Result<(RunEntry, SignedCode)>],
+    ) -> Result<()> {
         if !self.claim(header.id) {
             return Ok(()); // the pool gave it to another worker
         }
