@@ -105,6 +105,19 @@ impl Counter {
         self.total
     }
 
+    /// Tries a tell to itself: `Some(true)` if it went, `None` if the try timed out (not
+    /// connected yet), and how long the try took (ms).
+    pub fn self_try(&mut self, ctx: &mut Context<Self>) -> (Option<bool>, u64) {
+        let t = Instant::now();
+        let r = ctx.myself().try_cast().add(1);
+        let ms = t.elapsed().as_millis() as u64;
+        match r {
+            Ok(()) => (Some(true), ms),
+            Err(e) if e.is_timeout() => (None, ms),
+            Err(_) => (Some(false), ms),
+        }
+    }
+
     /// Adds, then answers with a reply that cannot be encoded.
     pub fn add_unanswered(&mut self, n: u64) -> Fussy {
         self.total += n;
@@ -514,19 +527,67 @@ fn a_message_that_fails_to_encode_gives_its_mailbox_slot_back() {
     assert!(!c.timeout(BOUND).fussy(Fussy(false)).unwrap());
 }
 
-/// Runs in a child that has no connection to the actor yet: its first use is a `try_cast`.
-fn try_cast_first(c: ActorRef<Counter>) -> Result<(), String> {
-    c.try_cast().add(5).map_err(|e| format!("{e:?}"))
+/// Runs in a child that has no connection to the actor yet: its first use is a `try_cast`,
+/// retried until it goes. Returns how long the slowest try took, in milliseconds.
+fn try_cast_first(c: ActorRef<Counter>) -> Result<u64, String> {
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let r = c.try_cast().add(5);
+        slowest = slowest.max(t.elapsed());
+        match r {
+            Ok(()) => return Ok(slowest.as_millis() as u64),
+            // Not connected yet: the hello went, the welcome is read by a later try.
+            Err(e) if e.is_timeout() && start.elapsed() < BOUND => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(format!("{e:?}")),
+        }
+    }
 }
 
 #[test]
-fn a_try_cast_from_a_process_not_yet_connected_goes() {
+fn a_try_cast_from_a_process_not_yet_connected_goes_without_waiting() {
     let c = Stopped(procactor::spawn::<Counter>(None).unwrap());
     for _ in 0..3 {
         let p = reaped(Process::new(try_cast_first, c.0.clone()).start().unwrap());
-        assert_eq!(p.join_timeout(BOUND).unwrap(), Ok(()));
+        let slowest = p.join_timeout(BOUND).unwrap().unwrap();
+        // Never a wait for the actor's answer (a few ms at most for the connect itself).
+        assert!(slowest < 1_000, "a try took {slowest} ms");
     }
     assert_eq!(c.timeout(BOUND).get().unwrap(), 15);
+    // While the actor is busy, a fresh process's first try returns at once.
+    c.cast().nap(1_500).unwrap();
+    let p = reaped(Process::new(try_cast_first, c.0.clone()).start().unwrap());
+    let slowest = p.join_timeout(BOUND).unwrap().unwrap();
+    assert!(
+        slowest < 1_000,
+        "a try took {slowest} ms while the actor was busy"
+    );
+    assert_eq!(c.timeout(BOUND).get().unwrap(), 20);
+}
+
+/// An actor's `try_cast` to itself, from a handler: the first returns at once (the actor cannot
+/// answer its own hello while it handles a message); a later handler's goes.
+#[test]
+fn a_try_cast_to_itself_from_a_handler_never_waits_on_itself() {
+    let c = Stopped(procactor::spawn::<Counter>(None).unwrap());
+    let (first, ms) = c.timeout(BOUND).self_try().unwrap();
+    assert!(ms < 1_000, "the first try took {ms} ms");
+    assert!(first.is_none() || first == Some(true), "{first:?}");
+    let t = Instant::now();
+    loop {
+        let (went, ms) = c.timeout(BOUND).self_try().unwrap();
+        assert!(ms < 1_000, "a try took {ms} ms");
+        if went == Some(true) {
+            break;
+        }
+        assert!(t.elapsed() < BOUND, "never connected to itself");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Every try that went added 1 (a timed-out one added nothing).
+    assert!(c.timeout(BOUND).get().unwrap() >= 1);
 }
 
 #[test]

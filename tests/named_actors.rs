@@ -188,3 +188,92 @@ fn a_crash_of_an_actor_started_by_name_is_reported() {
         assert!(c.add(1).is_err());
     });
 }
+
+/// Two hand-written actors with the same messages, replies and arguments: a name of one is never
+/// started as the other (its ref would run the other's code).
+struct Adder;
+
+#[procactor::entry(name = "tests::adder")]
+impl Actor for Adder {
+    type Args = ();
+    type Msg = u64;
+    type Reply = u64;
+    fn init(_: (), _: &mut Context<Self>) -> Result<Self, procactor::actor::InitError> {
+        Ok(Adder)
+    }
+    fn handle(&mut self, m: u64, _: &mut Context<Self>) -> u64 {
+        m + 1
+    }
+}
+
+struct Doubler;
+
+impl Actor for Doubler {
+    type Args = ();
+    type Msg = u64;
+    type Reply = u64;
+    fn init(_: (), _: &mut Context<Self>) -> Result<Self, procactor::actor::InitError> {
+        Ok(Doubler)
+    }
+    fn handle(&mut self, m: u64, _: &mut Context<Self>) -> u64 {
+        m * 2
+    }
+}
+
+#[test]
+fn a_name_is_never_started_as_another_type_with_the_same_messages() {
+    bounded(|| {
+        assert_eq!(actor::name_of::<Doubler>(), None, "never registered");
+        let err = actor::spawn_named::<Doubler>("tests::adder", ()).unwrap_err();
+        assert!(
+            matches!(&err, Error::SchemaMismatch { theirs, .. } if theirs.contains("Adder")),
+            "{err}"
+        );
+        let a = actor::spawn_named::<Adder>("tests::adder", ()).unwrap();
+        assert_eq!(a.ask(10).unwrap(), 11);
+        a.stop().unwrap();
+        a.join().unwrap();
+    });
+}
+
+fn first_twin() -> Option<&'static str> {
+    struct Twin;
+    #[procactor::actor]
+    impl Twin {
+        fn init(_: ()) -> Self {
+            Twin
+        }
+        pub fn one(&self) -> u8 {
+            1
+        }
+    }
+    actor::name_of::<Twin>()
+}
+
+fn second_twin() -> Option<&'static str> {
+    struct Twin;
+    #[procactor::actor]
+    impl Twin {
+        fn init(_: ()) -> Self {
+            Twin
+        }
+        pub fn two(&self) -> u8 {
+            2
+        }
+    }
+    actor::name_of::<Twin>()
+}
+
+/// Two actor types of one path (declared in two functions of a module) share a default name:
+/// `name_of` says none, rather than a name `named` would refuse.
+#[test]
+fn a_default_name_two_types_share_is_nobodys() {
+    assert_eq!(first_twin(), None);
+    assert_eq!(second_twin(), None);
+    let shared = concat!(module_path!(), "::Twin");
+    let err = actor::named(shared).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound(m) if m.contains("two actors")),
+        "{err}"
+    );
+}

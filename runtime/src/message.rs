@@ -112,8 +112,8 @@ impl Schema {
     }
 }
 
-/// How deep derived schemas may nest while their recursion is tracked; deeper, a type is taken
-/// for a recursion (hashed as such: the same on both sides, so fingerprints still agree).
+/// How deep derived schemas nest in the guard below that costs a thread nothing to set up; deeper
+/// ones (rare) go on a growable stack.
 const MAX_NESTING: usize = 32;
 
 thread_local! {
@@ -122,14 +122,19 @@ thread_local! {
     /// nothing to set up (one with a destructor registers it with the C library, whose code
     /// pages each forked actor would then hold on its own).
     static BUILDING: Cell<[Option<TypeId>; MAX_NESTING]> = const { Cell::new([None; MAX_NESTING]) };
+    /// The types nested deeper than [`MAX_NESTING`], outermost first (touched only then).
+    static BUILDING_DEEP: std::cell::RefCell<Vec<TypeId>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A type on [`BUILDING`], taken off when dropped (a panicking field schema included).
-struct Building(usize);
+/// A type on [`BUILDING`] (or [`BUILDING_DEEP`]), taken off when dropped (a panicking field
+/// schema included).
+enum Building {
+    Slot(usize),
+    Deep,
+}
 
 impl Building {
-    /// `None` if `id` is already being built (a recursion, or nesting past [`MAX_NESTING`]),
-    /// else `id` pushed.
+    /// `None` if `id` is already being built (a recursion), else `id` pushed.
     fn enter(id: TypeId) -> Option<Building> {
         BUILDING.with(|b| {
             let stack: &Cell<[Option<TypeId>]> = b;
@@ -137,19 +142,36 @@ impl Building {
             if stack.iter().any(|s| s.get() == Some(id)) {
                 return None;
             }
-            let free = stack.iter().position(|s| s.get().is_none())?;
-            stack[free].set(Some(id));
-            Some(Building(free))
+            match stack.iter().position(|s| s.get().is_none()) {
+                Some(free) => {
+                    stack[free].set(Some(id));
+                    Some(Building::Slot(free))
+                }
+                None => BUILDING_DEEP.with(|deep| {
+                    let mut deep = deep.borrow_mut();
+                    if deep.contains(&id) {
+                        return None;
+                    }
+                    deep.push(id);
+                    Some(Building::Deep)
+                }),
+            }
         })
     }
 }
 
 impl Drop for Building {
     fn drop(&mut self) {
-        BUILDING.with(|b| {
-            let stack: &Cell<[Option<TypeId>]> = b;
-            stack.as_slice_of_cells()[self.0].set(None);
-        });
+        match self {
+            Building::Slot(at) => BUILDING.with(|b| {
+                let stack: &Cell<[Option<TypeId>]> = b;
+                stack.as_slice_of_cells()[*at].set(None);
+            }),
+            // Innermost first: the last one pushed is ours.
+            Building::Deep => BUILDING_DEEP.with(|deep| {
+                deep.borrow_mut().pop();
+            }),
+        }
     }
 }
 
@@ -468,10 +490,10 @@ mod tests {
         );
     }
 
-    /// Nesting past what is tracked is taken for a recursion: finite, stable, and the stack is
-    /// whole again afterwards.
+    /// Nesting past the array goes on the growable stack: a change there still shows, and both
+    /// stacks are whole again afterwards.
     #[test]
-    fn nesting_past_the_tracked_depth_stays_finite_and_stable() {
+    fn nesting_past_the_array_is_still_tracked_and_hashed() {
         macro_rules! ids {
             ($($n:literal)*) => { [$(TypeId::of::<[u8; $n]>()),*] };
         }
@@ -479,13 +501,16 @@ mod tests {
         assert_eq!(ids.len(), MAX_NESTING);
         let normal = Tree::schema();
         let held: Vec<Building> = ids.iter().map(|id| Building::enter(*id).unwrap()).collect();
-        // Full: anything more is taken for a recursion.
+        // Full: Tree and its fields go deep, and are hashed as at the top.
+        assert_eq!(Tree::schema(), normal);
+        // A recursion deep down is still one.
+        let deep = Building::enter(TypeId::of::<u128>()).unwrap();
         assert!(Building::enter(TypeId::of::<u128>()).is_none());
-        let deep = Tree::schema();
-        assert_eq!(deep, Tree::schema(), "stable");
-        assert_ne!(deep, normal, "its fields were not reached");
+        assert!(Building::enter(ids[3]).is_none());
+        drop(deep);
         drop(held);
         assert!(BUILDING.with(|b| b.get().iter().all(Option::is_none)));
+        assert!(BUILDING_DEEP.with(|d| d.borrow().is_empty()));
         assert_eq!(Tree::schema(), normal);
     }
 }

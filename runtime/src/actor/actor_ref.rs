@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::client::{Conn, ConnectError};
+use super::client::{Conn, ConnectError, Finish, Hello};
 use super::proto::{self, Role, Sys};
 use super::{Actor, ActorId, Down};
 use crate::error::{Error, ExitReason, Result, TrySendError};
@@ -31,6 +31,9 @@ pub(crate) struct RefInner {
     exit: Mutex<Option<ExitReason>>,
     /// This process's connection to it (re-made in a forked copy).
     conn: Mutex<Option<OwnConn>>,
+    /// A connection a `try_` form began and did not wait for: its hello sent, its welcome read
+    /// by a later try (pid of the process that made it, the connection's key).
+    hello: Mutex<Option<(u32, ConnKey, Hello)>>,
 }
 
 /// A connection and who may use it: (pid of the process that made it, the actor type it was
@@ -69,6 +72,7 @@ impl RefInner {
             owner: owner.map(|h| (sys::getpid(), h)),
             exit: Mutex::new(None),
             conn: Mutex::new(None),
+            hello: Mutex::new(None),
         }
     }
 
@@ -212,7 +216,7 @@ impl RefInner {
         let conn = match shared {
             Some(c) => c,
             None => {
-                let c = Conn::open(&self.addr, &role, wait).map_err(|e| match e {
+                let c = self.open(&role, &k, wait).map_err(|e| match e {
                     ConnectError::NotThere => self.gone_error(),
                     ConnectError::Failed(e) => e,
                 })?;
@@ -224,6 +228,30 @@ impl RefInner {
         };
         *mine = Some((me, local, conn.clone()));
         Ok(conn)
+    }
+
+    /// A new connection in `role`. With `Wait::No` it never waits for the welcome (the actor
+    /// answers between two messages, and may be busy, or be this very process): the hello
+    /// stays pending and a later call reads the welcome; until then it fails with a zero
+    /// timeout.
+    fn open(&self, role: &Role, key: &ConnKey, wait: Wait) -> Result<Arc<Conn>, ConnectError> {
+        let me = sys::getpid();
+        let mut pending = self.hello.lock().unwrap_or_else(|p| p.into_inner());
+        let begun = match pending.take() {
+            Some((pid, k, hello)) if pid == me && k == *key => hello,
+            // Another process's (a forked copy's inheritance), or another role's: dropped.
+            _ => Hello::say(&self.addr, role)?,
+        };
+        match begun.finish(role, wait) {
+            Finish::Open(conn) => Ok(conn),
+            Finish::NotYet(hello, e) => {
+                if matches!(wait, Wait::No) {
+                    *pending = Some((me, key.clone(), hello));
+                }
+                Err(ConnectError::Failed(e))
+            }
+            Finish::Failed(e) => Err(e),
+        }
     }
 }
 
@@ -438,13 +466,9 @@ impl<A: Actor> ActorRef<A> {
     }
 
     fn tell_wait(&self, msg: &A::Msg, wait: Wait) -> Result<()> {
-        // A `try_` form does not wait for room, but the first use in a process connects, and
-        // the welcome is a round trip: it gets the usual bound (else it could never connect).
-        let connect = match wait {
-            Wait::No => Wait::timeout(CONNECT_WAIT),
-            w => w,
-        };
-        let conn = self.typed_conn(connect)?;
+        // A `try_` form's first use in a process sends the hello and returns: a later try
+        // reads the welcome (see `RefInner::open`).
+        let conn = self.typed_conn(wait)?;
         conn.tell(msg, wait).map_err(|e| self.inner.refine_err(e))
     }
 
@@ -475,8 +499,12 @@ impl<A: Actor> ActorRef<A> {
         self.tell_wait(&msg, Wait::Forever)
     }
 
-    /// [`tell`](ActorRef::tell) that does not wait for room in a bounded mailbox: the message
-    /// comes back if it could not go ([`TrySendError::is_full`]: [`Error::MailboxFull`]).
+    /// [`tell`](ActorRef::tell) that never waits: the message comes back if it could not go
+    /// ([`TrySendError::is_full`]: [`Error::MailboxFull`], no room in a bounded mailbox). The
+    /// first use in a process that has not reached the actor yet sends its hello and does not
+    /// wait for the answer (the actor answers between two messages, and may be busy, or be the
+    /// caller itself): that try comes back with [`TrySendError::is_timeout`], and a later one
+    /// goes once the actor answered.
     pub fn try_tell(&self, msg: A::Msg) -> Result<(), TrySendError<A::Msg>> {
         match self.tell_wait(&msg, Wait::No) {
             Ok(()) => Ok(()),
@@ -500,7 +528,9 @@ impl<A: Actor> ActorRef<A> {
     }
 
     /// The non-blocking tell form: `actor.try_cast().add(1)?` fails with
-    /// [`Error::MailboxFull`] rather than wait for room in a bounded mailbox.
+    /// [`Error::MailboxFull`] rather than wait for room in a bounded mailbox (and, on a first
+    /// use from a process not connected yet, with a zero timeout: see
+    /// [`try_tell`](ActorRef::try_tell)).
     pub fn try_cast(&self) -> TryTell<'_, A> {
         TryTell(self)
     }

@@ -106,51 +106,112 @@ pub(crate) fn handshake(
     role: &Role,
     wait: Wait,
 ) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
-    let (fd, cred) = connect_own(addr, CONNECT_PATIENCE)?;
-    // Actors answer large payloads in memory files: a reply never makes us wait on a sender.
-    let chan = Channel::from_fd(fd).files_only();
-    let mut hello = Vec::new();
-    wire::encode(role, &mut hello).map_err(ConnectError::Failed)?;
-    match chan.send(proto::HELLO, 0, &hello, &[]) {
-        Ok(()) => {}
-        Err(Error::Disconnected) => return Err(ConnectError::NotThere),
-        Err(e) => return Err(ConnectError::Failed(e)),
+    let hello = Hello::say(addr, role)?;
+    let (welcome, fd) = hello.welcome(role, wait)?;
+    Ok((hello.chan, welcome, fd))
+}
+
+/// What waiting for a welcome came to.
+pub(crate) enum Finish {
+    Open(Arc<Conn>),
+    /// No welcome yet (the wait's expiry with it).
+    NotYet(Hello, Error),
+    Failed(ConnectError),
+}
+
+/// A connection that said hello, its welcome not read yet (the actor answers between two
+/// messages: a `try_` form does not wait for it, and reads it on a later try).
+pub(crate) struct Hello {
+    chan: Channel,
+    cred: sys::PeerCred,
+}
+
+impl Hello {
+    /// Connects to `addr` and says hello in `role`.
+    pub(crate) fn say(addr: &str, role: &Role) -> std::result::Result<Hello, ConnectError> {
+        let (fd, cred) = connect_own(addr, CONNECT_PATIENCE)?;
+        // Actors answer large payloads in memory files: a reply never makes us wait on a sender.
+        let chan = Channel::from_fd(fd).files_only();
+        let mut hello = Vec::new();
+        wire::encode(role, &mut hello).map_err(ConnectError::Failed)?;
+        match chan.send(proto::HELLO, 0, &hello, &[]) {
+            Ok(()) => Ok(Hello { chan, cred }),
+            Err(Error::Disconnected) => Err(ConnectError::NotThere),
+            Err(e) => Err(ConnectError::Failed(e)),
+        }
     }
-    let answer = chan.recv(wait, |f| match f.kind {
-        proto::WELCOME => {
-            let w: Welcome = wire::decode(f.payload, Vec::new())?;
-            Ok(Ok((w, f.fds.first())))
-        }
-        proto::REFUSED => Ok(Err(wire::decode::<String>(f.payload, Vec::new())?)),
-        // The actor ended while we were connecting: its last words came instead.
-        proto::EXIT => Err(Error::Disconnected),
-        k => Err(Error::Decode {
-            expected: "an actor's welcome",
-            reason: format!("frame of kind {k}"),
-        }),
-    });
-    match answer {
-        Ok(Ok((mut w, fd))) => {
-            // The listener was ours until the actor's process took it over (it listens again
-            // first thing): only then does the kernel name the actor, and only we, its
-            // spawner, can have connected before.
-            if cred.pid != sys::getpid() {
-                w.pid = cred.pid;
+
+    /// The connection made whole, once its welcome came (within `wait`).
+    pub(crate) fn open(
+        self,
+        role: &Role,
+        wait: Wait,
+    ) -> std::result::Result<Arc<Conn>, ConnectError> {
+        match self.finish(role, wait) {
+            Finish::Open(conn) => Ok(conn),
+            Finish::NotYet(_, e) | Finish::Failed(ConnectError::Failed(e)) => {
+                Err(ConnectError::Failed(e))
             }
-            Ok((chan, w, fd))
+            Finish::Failed(e) => Err(e),
         }
-        Ok(Err(theirs)) => Err(ConnectError::Failed(match role {
-            Role::Caller { msg, .. } => Error::SchemaMismatch {
-                ours: msg.0.clone().into(),
-                theirs: theirs.into(),
+    }
+
+    /// The connection made whole if its welcome comes within `wait`; else this hello back, to
+    /// try again later.
+    pub(crate) fn finish(self, role: &Role, wait: Wait) -> Finish {
+        match self.welcome(role, wait) {
+            Ok((welcome, fd)) => match Conn::welcomed(self.chan, welcome, fd) {
+                Ok(conn) => Finish::Open(conn),
+                Err(e) => Finish::Failed(e),
             },
-            _ => Error::Decode {
+            Err(ConnectError::Failed(e)) if e.is_timeout() => Finish::NotYet(self, e),
+            Err(e) => Finish::Failed(e),
+        }
+    }
+
+    /// Reads the welcome (or the refusal), waiting as `wait` says.
+    fn welcome(
+        &self,
+        role: &Role,
+        wait: Wait,
+    ) -> std::result::Result<(Welcome, Option<OwnedFd>), ConnectError> {
+        let (chan, cred) = (&self.chan, self.cred);
+        let answer = chan.recv(wait, |f| match f.kind {
+            proto::WELCOME => {
+                let w: Welcome = wire::decode(f.payload, Vec::new())?;
+                Ok(Ok((w, f.fds.first())))
+            }
+            proto::REFUSED => Ok(Err(wire::decode::<String>(f.payload, Vec::new())?)),
+            // The actor ended while we were connecting: its last words came instead.
+            proto::EXIT => Err(Error::Disconnected),
+            k => Err(Error::Decode {
                 expected: "an actor's welcome",
-                reason: theirs,
-            },
-        })),
-        Err(Error::Disconnected) => Err(ConnectError::NotThere),
-        Err(e) => Err(ConnectError::Failed(e)),
+                reason: format!("frame of kind {k}"),
+            }),
+        });
+        match answer {
+            Ok(Ok((mut w, fd))) => {
+                // The listener was ours until the actor's process took it over (it listens again
+                // first thing): only then does the kernel name the actor, and only we, its
+                // spawner, can have connected before.
+                if cred.pid != sys::getpid() {
+                    w.pid = cred.pid;
+                }
+                Ok((w, fd))
+            }
+            Ok(Err(theirs)) => Err(ConnectError::Failed(match role {
+                Role::Caller { msg, .. } => Error::SchemaMismatch {
+                    ours: msg.0.clone().into(),
+                    theirs: theirs.into(),
+                },
+                _ => Error::Decode {
+                    expected: "an actor's welcome",
+                    reason: theirs,
+                },
+            })),
+            Err(Error::Disconnected) => Err(ConnectError::NotThere),
+            Err(e) => Err(ConnectError::Failed(e)),
+        }
     }
 }
 
@@ -255,7 +316,15 @@ impl Conn {
         role: &Role,
         wait: Wait,
     ) -> std::result::Result<Arc<Conn>, ConnectError> {
-        let (chan, welcome, fd) = handshake(addr, role, wait)?;
+        Hello::say(addr, role)?.open(role, wait)
+    }
+
+    /// The connection `chan`, welcomed by its actor (`fd`: a bounded mailbox's gate).
+    fn welcomed(
+        chan: Channel,
+        welcome: Welcome,
+        fd: Option<OwnedFd>,
+    ) -> std::result::Result<Arc<Conn>, ConnectError> {
         crate::exit::at_exit(flush_before_exit);
         let gate = match (welcome.capacity, fd) {
             (Some(_), Some(fd)) => Some(Gate::map(fd).map_err(ConnectError::Failed)?),

@@ -56,13 +56,16 @@ impl ActorEntry {
         (self.schemas)()
     }
 
-    /// Is it an `A`: the same messages, replies and arguments?
+    /// Is it an `A`: the same type (by its path: the same in every binary of the program), the
+    /// same messages, replies and arguments? (Two actor types with the same messages are still
+    /// told apart: a ref of one must never run the other's code.)
     fn check<A: Actor>(&self) -> Result<()> {
         let (m, r) = self.schemas();
         let (our_m, our_r) = schemas::<A>();
         let args = std::any::type_name::<A::Args>();
         if (m.fingerprint, r.fingerprint) == (our_m.fingerprint, our_r.fingerprint)
             && (self.args_type)() == args
+            && self.type_name() == std::any::type_name::<A>()
         {
             return Ok(());
         }
@@ -138,7 +141,9 @@ pub fn named(name: &str) -> Result<&'static ActorEntry> {
     Ok(entry)
 }
 
-/// The name actor type `A` is registered under, if it is (the first, if under several).
+/// The name actor type `A` is registered under: `None` if it is not, or if that name is
+/// registered more than once (two actor types of the same path, declared in two functions of one
+/// module: give one a `#[procactor::actor(name = "...")]`), which [`named`] would refuse.
 ///
 /// ```
 /// struct Porter;
@@ -149,10 +154,11 @@ pub fn named(name: &str) -> Result<&'static ActorEntry> {
 /// ```
 pub fn name_of<A: Actor>() -> Option<&'static str> {
     let ours = std::any::type_name::<A>();
-    ACTORS
+    let name = ACTORS
         .iter()
-        .find(|e| e.type_name() == ours && e.check::<A>().is_ok())
-        .map(|e| e.name)
+        .find(|e| e.type_name() == ours && e.check::<A>().is_ok())?
+        .name;
+    named(name).ok().map(|e| e.name)
 }
 
 /// Starts the actor registered as `name`, which must be an `A`, with default options (see

@@ -213,7 +213,11 @@ fn serve<A: Actor>(boot: Boot<A::Args>) -> ExitReason {
         slot: 0,
         limit,
     };
-    let schemas = (A::Msg::schema(), A::Reply::schema());
+    // A hand-written `schema()` may panic: the actor then ends as for a panic in `init`.
+    let schemas = match catch_unwind(|| (A::Msg::schema(), A::Reply::schema())) {
+        Ok(s) => s,
+        Err(p) => return panicked(&*p),
+    };
     let mut endpoint = match Endpoint::new(listener.0, welcome, limit, schemas) {
         Ok(e) => e,
         Err(e) => {

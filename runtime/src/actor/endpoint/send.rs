@@ -53,12 +53,14 @@ impl Endpoint {
     ) {
         let mut reply = std::mem::take(&mut self.reply);
         reply.clear();
+        // A reply (not a refusal) means the message was handled, whatever becomes of it.
+        let handled = kind == proto::REPLY;
         let (kind, fds) = match encode(&mut reply) {
             Ok(fds) => (kind, fds),
             Err(e) => {
                 reply.clear();
                 let lost = proto::Failure {
-                    handled: kind == proto::REPLY,
+                    handled,
                     reason: format!("the reply could not be encoded: {e}"),
                 };
                 let _ = wire::encode(&lost, &mut reply);
@@ -72,7 +74,7 @@ impl Endpoint {
                 log::warn!(target: "procactor::actor", "actor {:?} could not send a reply: {e}", self.welcome.name);
                 reply.clear();
                 let lost = proto::Failure {
-                    handled: kind == proto::REPLY,
+                    handled,
                     reason: format!("the reply could not be sent: {e}"),
                 };
                 if wire::encode(&lost, &mut reply).is_ok() {
