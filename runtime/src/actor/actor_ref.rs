@@ -240,7 +240,7 @@ impl RefInner {
         let begun = match pending.take() {
             Some((pid, k, hello)) if pid == me && k == *key => hello,
             // Another process's (a forked copy's inheritance), or another role's: dropped.
-            _ => Hello::say(&self.addr, role)?,
+            _ => Hello::say(&self.addr, role, wait)?,
         };
         match begun.finish(role, wait) {
             Finish::Open(conn) => Ok(conn),

@@ -106,7 +106,7 @@ pub(crate) fn handshake(
     role: &Role,
     wait: Wait,
 ) -> std::result::Result<(Channel, Welcome, Option<OwnedFd>), ConnectError> {
-    let hello = Hello::say(addr, role)?;
+    let hello = Hello::say(addr, role, wait)?;
     let (welcome, fd) = hello.welcome(role, wait)?;
     Ok((hello.chan, welcome, fd))
 }
@@ -127,9 +127,25 @@ pub(crate) struct Hello {
 }
 
 impl Hello {
-    /// Connects to `addr` and says hello in `role`.
-    pub(crate) fn say(addr: &str, role: &Role) -> std::result::Result<Hello, ConnectError> {
-        let (fd, cred) = connect_own(addr, CONNECT_PATIENCE)?;
+    /// Connects to `addr` and says hello in `role`. With `Wait::No`, an actor whose backlog of
+    /// connections is full is not waited for either (a zero timeout).
+    pub(crate) fn say(
+        addr: &str,
+        role: &Role,
+        wait: Wait,
+    ) -> std::result::Result<Hello, ConnectError> {
+        let patience = match wait {
+            Wait::No => std::time::Duration::ZERO,
+            _ => CONNECT_PATIENCE,
+        };
+        let (fd, cred) = match connect_own(addr, patience) {
+            Err(ConnectError::Failed(Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                return Err(ConnectError::Failed(wait.expired()))
+            }
+            other => other?,
+        };
         // Actors answer large payloads in memory files: a reply never makes us wait on a sender.
         let chan = Channel::from_fd(fd).files_only();
         let mut hello = Vec::new();
@@ -316,7 +332,7 @@ impl Conn {
         role: &Role,
         wait: Wait,
     ) -> std::result::Result<Arc<Conn>, ConnectError> {
-        Hello::say(addr, role)?.open(role, wait)
+        Hello::say(addr, role, wait)?.open(role, wait)
     }
 
     /// The connection `chan`, welcomed by its actor (`fd`: a bounded mailbox's gate).
