@@ -9,6 +9,23 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Every `.rs` file under `dir`, at any depth.
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
 /// The source of top-level module `m`: its file, or every file of its directory; comments and
 /// `#[cfg(test)]` parts left out (tests may reach anywhere).
 fn source_of(src: &Path, m: &str) -> String {
@@ -19,17 +36,7 @@ fn source_of(src: &Path, m: &str) -> String {
     }
     let dir = src.join(m);
     if dir.is_dir() {
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    files.push(p);
-                }
-            }
-        }
+        files.extend(rust_files(&dir));
     }
     assert!(!files.is_empty(), "no source for module {m}");
     files
@@ -134,20 +141,12 @@ fn per_process_state_is_declared_in_one_way() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut found = Vec::new();
     for dir in ["runtime/src", "os/src"] {
-        let mut stack = vec![root.join(dir)];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let rel = p.strip_prefix(root).unwrap().display().to_string();
-                    let text = read(&p);
-                    let code = text.split("#[cfg(test)]").next().unwrap_or("");
-                    for l in static_locks(code) {
-                        found.push((rel.clone(), l));
-                    }
-                }
+        for p in rust_files(&root.join(dir)) {
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let text = read(&p);
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for l in static_locks(code) {
+                found.push((rel.clone(), l));
             }
         }
     }

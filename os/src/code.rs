@@ -430,6 +430,11 @@ pub fn adopt_tree_key(key: [u8; 32]) {
 /// thread's code caches (a thread-local with a destructor registers it with the C library,
 /// which asks the loader: code pages of both, 64 KiB at a time, that every child would then
 /// hold on its own). The fork server calls it before it forks anything.
+///
+/// ```
+/// procactor_os::code::prepare_to_fork(); // idempotent: the second call finds it all done
+/// procactor_os::code::prepare_to_fork();
+/// ```
 pub fn prepare_to_fork() {
     let _ = in_main_executable(anchor_address());
     let _ = exe_identity();

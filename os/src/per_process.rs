@@ -162,6 +162,12 @@ pub struct State {
 }
 
 /// Every per-process cell in this binary, by name.
+///
+/// ```
+/// let all = procactor_os::per_process::states();
+/// assert!(all.iter().any(|s| s.name == "procactor_os::closer::CLOSER"));
+/// assert!(all.windows(2).all(|w| w[0].name <= w[1].name));
+/// ```
 pub fn states() -> Vec<State> {
     let mut all: Vec<State> = CELLS
         .iter()
@@ -176,6 +182,12 @@ pub fn states() -> Vec<State> {
 
 /// Uses every per-process cell once: in a forked copy, each then holds fresh state of its own
 /// (what a test checks through [`states`]).
+///
+/// ```
+/// procactor_os::per_process::touch_all();
+/// let me = std::process::id();
+/// assert!(procactor_os::per_process::states().iter().all(|s| s.owner == Some(me)));
+/// ```
 pub fn touch_all() {
     for c in CELLS.iter() {
         c.touch();

@@ -14,6 +14,21 @@ use crate::wire;
 
 /// An actor type registered by name, gathered at link time (what `#[procactor::actor]` and
 /// `#[procactor::entry]` write). Find one with [`named`].
+///
+/// ```
+/// struct Meter;
+/// #[procactor::actor(name = "docs::meter")]
+/// impl Meter {
+///     fn init(_: ()) -> Self { Meter }
+///     pub fn read(&self) -> f64 { 1.5 }
+/// }
+/// let e = procactor::actor::named("docs::meter")?;
+/// assert_eq!(e.name(), "docs::meter");
+/// assert!(e.type_name().ends_with("::Meter"));
+/// let (messages, replies) = e.schemas();
+/// assert!(messages.name.ends_with("MeterMsg") && replies.name.ends_with("MeterReply"));
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub struct ActorEntry {
     name: &'static str,
     type_name: fn() -> &'static str,
