@@ -148,28 +148,41 @@ fn a_name_resolves_in_another_run_of_the_binary() {
     });
 }
 
+/// Runs in a child of its own (the other tests' processes are not its children): the refusals,
+/// and how many children it had before and after them.
+fn refusals(_: ()) -> Result<(usize, usize), String> {
+    let before = procactor::process::active_children().len();
+    refuse_all();
+    Ok((before, procactor::process::active_children().len()))
+}
+
+fn refuse_all() {
+    // Same messages and replies, other arguments.
+    let err = actor::spawn_named::<Counter>("tests::lookalike", 1).unwrap_err();
+    assert!(
+        matches!(&err, Error::SchemaMismatch { theirs, .. } if theirs.contains("String")),
+        "{err}"
+    );
+    // Other messages.
+    let err = actor::spawn_named::<Echo>("tests::counter", ()).unwrap_err();
+    assert!(
+        matches!(&err, Error::SchemaMismatch { theirs, .. } if theirs.contains("tests::counter")),
+        "{err}"
+    );
+    let err = actor::spawn_named::<Echo>("tests::nobody", ()).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound(m) if m.contains("tests::nobody")),
+        "{err}"
+    );
+}
+
 #[test]
 fn another_type_or_an_unknown_name_is_refused_before_anything_starts() {
     bounded(|| {
-        let before = procactor::process::active_children().len();
-        // Same messages and replies, other arguments.
-        let err = actor::spawn_named::<Counter>("tests::lookalike", 1).unwrap_err();
-        assert!(
-            matches!(&err, Error::SchemaMismatch { theirs, .. } if theirs.contains("String")),
-            "{err}"
-        );
-        // Other messages.
-        let err = actor::spawn_named::<Echo>("tests::counter", ()).unwrap_err();
-        assert!(
-            matches!(&err, Error::SchemaMismatch { theirs, .. } if theirs.contains("tests::counter")),
-            "{err}"
-        );
-        let err = actor::spawn_named::<Echo>("tests::nobody", ()).unwrap_err();
-        assert!(
-            matches!(&err, Error::NotFound(m) if m.contains("tests::nobody")),
-            "{err}"
-        );
-        assert_eq!(procactor::process::active_children().len(), before);
+        refuse_all();
+        let p = Process::new(refusals, ()).start().unwrap();
+        let (before, after) = p.join().unwrap().unwrap();
+        assert_eq!((before, after), (0, 0), "a refused spawn left a process");
         // The lookalike itself starts under its own type.
         let l = actor::spawn_named::<Lookalike>("tests::lookalike", "abc".into()).unwrap();
         assert_eq!(l.add(1).unwrap(), 4);

@@ -247,10 +247,30 @@ mod tests {
         }
     }
 
+    /// The same messages, replies and arguments as `Probe`, other code.
+    struct Twin;
+
+    impl Actor for Twin {
+        type Args = (u64, String);
+        type Msg = u64;
+        type Reply = u64;
+        fn init(_: (u64, String), _: &mut Context<Self>) -> std::result::Result<Self, InitError> {
+            Ok(Twin)
+        }
+        fn handle(&mut self, m: u64, _: &mut Context<Self>) -> u64 {
+            m + 1
+        }
+    }
+
     #[test]
     fn an_entry_checks_the_type_it_is_asked_for() {
         let entry = ActorEntry::new::<Probe>("tests::probe");
         assert!(entry.check::<Probe>().is_ok());
+        // `spawn` checks before it encodes or starts anything: a twin is refused there.
+        assert!(matches!(
+            entry.check::<Twin>(),
+            Err(Error::SchemaMismatch { .. })
+        ));
         assert_eq!(entry.name(), "tests::probe");
         assert!(format!("{entry:?}").contains("Probe"));
     }
