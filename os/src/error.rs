@@ -175,6 +175,11 @@ pub enum Error {
         reason: Box<str>,
     },
 
+    /// The peer does not hold the authkey (or spoke something else than the handshake): both
+    /// sides of a refused connection get this, before any payload byte is read.
+    #[error("authentication failed: {0}")]
+    Authentication(Box<str>),
+
     /// `register` with a name another live actor holds.
     #[error("the name {0:?} is already registered to a live actor")]
     NameTaken(String),

@@ -9,7 +9,8 @@
 //! `error` → `sys` (every syscall) → `per_process` (state reset after fork) → `closer` (peers'
 //! descriptors closed off the thread) → `wire` (codec, deadlines, channels, descriptors in
 //! messages) → `futex` → `robust` (the robust mutex) → `shm` (shared memory, seals, typed
-//! layouts) → `code` (functions as something a child can call).
+//! layouts) → `code` (functions as something a child can call); `cpython` (CPython's frames and
+//! authkey challenge, without I/O) uses only `error` and `sys`.
 
 #![warn(
     missing_docs,
@@ -22,6 +23,8 @@
 pub mod closer;
 #[cfg(target_os = "linux")]
 pub mod code;
+#[cfg(target_os = "linux")]
+pub mod cpython;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
