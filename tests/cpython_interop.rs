@@ -56,6 +56,31 @@ fn finish(mut child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The next connection to `listener`, waited for at most [`BOUND`] (a Python side that failed
+/// before connecting must fail the test, not hang it).
+fn accept_within(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return stream(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && start.elapsed() < BOUND => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("no connection within {BOUND:?}: {e}"),
+        }
+    }
+}
+
+/// Waits for `child` (see [`finish`]) and checks the one line it printed.
+fn assert_python_said(child: Child, line: &str) {
+    let out = finish(child);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), line, "{out:?}");
+}
+
 fn stream(s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(BOUND)).unwrap();
     s.set_write_timeout(Some(BOUND)).unwrap();
@@ -138,8 +163,7 @@ fn a_python_client_talks_to_our_listener() {
     let Some(child) = python_client(port, KEY) else {
         return;
     };
-    let (s, _) = listener.accept().unwrap();
-    let mut s = stream(s);
+    let mut s = accept_within(&listener);
     // As CPython's Listener.accept: deliver, then answer.
     deliver(&mut s, KEY).unwrap();
     answer_challenge(&mut s, KEY).unwrap();
@@ -147,8 +171,7 @@ fn a_python_client_talks_to_our_listener() {
     let big = read_frame(&mut s, 64 << 20).unwrap();
     assert!(big.len() == BIG && big.iter().all(|&b| b == b'x'));
     write_frame(&mut s, b"seven!!").unwrap();
-    let out = finish(child);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "7", "{out:?}");
+    assert_python_said(child, "7");
 }
 
 #[test]
@@ -158,16 +181,10 @@ fn a_python_client_with_another_key_is_refused_on_both_sides() {
     let Some(child) = python_client(port, b"a wrong key") else {
         return;
     };
-    let (s, _) = listener.accept().unwrap();
-    let mut s = stream(s);
+    let mut s = accept_within(&listener);
     let err = deliver(&mut s, KEY).unwrap_err();
     assert!(matches!(err, Error::Authentication(_)), "{err}");
-    let out = finish(child);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "AuthenticationError",
-        "{out:?}"
-    );
+    assert_python_said(child, "AuthenticationError");
 }
 
 /// A Python listener with `key` on an ephemeral port: prints the port, then echoes one message
@@ -189,12 +206,22 @@ fn python_listener(key: &[u8]) -> Option<(Child, u16)> {
     );
     let mut py = python()?;
     let mut child = py.arg("-c").arg(script).spawn().unwrap();
-    let mut line = Vec::new();
-    let out = child.stdout.as_mut().unwrap();
-    let mut byte = [0u8; 1];
-    while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
+    // The port line, read on a thread so that waiting for it has a bound.
+    let mut out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let _ = tx.send((line, out));
+    });
+    let Ok((line, out)) = rx.recv_timeout(BOUND) else {
+        let _ = child.kill();
+        panic!("the Python listener printed no port within {BOUND:?}");
+    };
+    child.stdout = Some(out);
     let port = String::from_utf8_lossy(&line).trim().parse().unwrap();
     Some((child, port))
 }
@@ -215,12 +242,7 @@ fn our_client_talks_to_a_python_listener() {
         read_frame(&mut s, 1 << 20).unwrap(),
         BIG.to_string().as_bytes()
     );
-    let out = finish(child);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "served",
-        "{out:?}"
-    );
+    assert_python_said(child, "served");
 }
 
 #[test]
@@ -232,12 +254,7 @@ fn our_client_with_another_key_is_refused_on_both_sides() {
     let err = answer_challenge(&mut s, b"a wrong key").unwrap_err();
     assert!(matches!(err, Error::Authentication(_)), "{err}");
     drop(s);
-    let out = finish(child);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "AuthenticationError",
-        "{out:?}"
-    );
+    assert_python_said(child, "AuthenticationError");
 }
 
 #[test]
@@ -256,8 +273,7 @@ fn a_peer_that_leaves_mid_handshake_is_disconnected_not_a_hang() {
          s.close()\n"
     );
     let child = py.arg("-c").arg(script).spawn().unwrap();
-    let (s, _) = listener.accept().unwrap();
-    let mut s = stream(s);
+    let mut s = accept_within(&listener);
     let t = Instant::now();
     let err = deliver(&mut s, KEY).unwrap_err();
     assert!(matches!(err, Error::Disconnected), "{err}");
