@@ -151,6 +151,10 @@ fn settle() -> (usize, Vec<u32>) {
 
 fn finish(f: &mut Figures, children_before: &[u32], started: Instant) {
     f.fds_after = open_fds();
+    if f.fds_after != f.fds_before {
+        // Say which, for whoever reads the failure.
+        println!("chaos: descriptors open after: {:?}", common::fd_targets());
+    }
     f.zombies = child_pids()
         .iter()
         .filter(|p| !children_before.contains(p))

@@ -44,6 +44,22 @@ pub fn open_fds() -> usize {
         .unwrap_or(0)
 }
 
+/// What each open descriptor of this process is (`socket:[…]`, `pipe:[…]`, a path), for
+/// messages that say which descriptor was left open.
+pub fn fd_targets() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match std::fs::read_link(e.path()) {
+            Ok(t) => format!("{}->{}", e.file_name().to_string_lossy(), t.display()),
+            Err(_) => e.file_name().to_string_lossy().into_owned(),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Pids of this process's children (zombies included), from /proc.
 pub fn child_pids() -> Vec<u32> {
     let me = std::process::id().to_string();

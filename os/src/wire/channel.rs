@@ -759,6 +759,9 @@ impl Channel {
                 large.clear();
                 return Err(Error::Disconnected);
             }
+            // The close of a memory file never blocks: closed here, not on the closer thread,
+            // so that the receiver holds no descriptor of it once the receive returns.
+            drop(Vec::<OwnedFd>::from(side));
         } else if self.files_only {
             return Err(Error::Decode {
                 expected: "a procactor frame",

@@ -40,6 +40,11 @@ use crate::sys;
 use crate::target::{Portable, Target};
 use crate::wire::{self, Wait};
 
+/// How long a joined pool waits for the closer to close what its workers sent. Those are memory
+/// files, whose close never blocks: the bound only keeps a join from waiting on a close that
+/// some other peer's descriptor blocks ahead of them.
+const SETTLE_BOUND: Duration = Duration::from_secs(1);
+
 pub use executor::{
     as_completed, as_completed_timeout, wait, wait_timeout, AsCompleted, AsCompletedTimeout,
     Executor, ExecutorBuilder, Future, ReturnWhen, Waited,
@@ -677,10 +682,13 @@ impl Pool {
         self.join_thread();
     }
 
+    /// Joins the pool thread, then lets the closer finish closing what the workers sent (memory
+    /// files of large outcomes): once a pool is joined, none of its descriptors is open.
     fn join_thread(&self) {
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = thread {
             let _ = t.join();
+            crate::closer::settle(SETTLE_BOUND);
         }
     }
 
