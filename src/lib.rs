@@ -26,6 +26,9 @@ pub mod pipe {
     pub use procactor_runtime::{Connection, Pipe, DEFAULT_MAX_MESSAGE_SIZE};
 }
 
+/// Connections between programs and hosts: [`Listener`](connection::Listener), [`Client`](connection::Client) and [`wait`](connection::wait) (Python's `multiprocessing.connection`), authenticated by an authkey and encrypted by default; CPython's protocol on request.
+pub use procactor_runtime::connection;
+
 /// Queues between processes: [`Queue`], [`SimpleQueue`] and [`JoinableQueue`] (Python's `multiprocessing.Queue` and friends), in shared memory, bounded or not.
 pub mod queue {
     pub use procactor_runtime::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};

@@ -304,3 +304,117 @@ fn our_sha256_answer_is_cpython_3_12s_byte_for_byte() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+// The same, through the public API: procactor's `Listener` and `Client` in CPython's protocol.
+
+use procactor::connection::{Client, Listener};
+
+#[test]
+fn a_python_client_talks_to_our_plaintext_listener() {
+    let listener = Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .authkey(KEY)
+        .plaintext();
+    let procactor::connection::Address::Tcp(addr) = listener.address().clone() else {
+        unreachable!()
+    };
+    let Some(child) = python_client(addr.port(), KEY) else {
+        return;
+    };
+    let c = listener.accept_timeout::<()>(BOUND).unwrap();
+    assert_eq!(c.recv_bytes_timeout(BOUND).unwrap(), b"");
+    let big = c.recv_bytes_timeout(BOUND).unwrap();
+    assert!(big.len() == BIG && big.iter().all(|&b| b == b'x'));
+    c.send_bytes(b"seven!!").unwrap();
+    assert_python_said(child, "7");
+}
+
+#[test]
+fn a_python_client_with_another_key_never_gets_past_our_listener() {
+    let listener = Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .authkey(KEY)
+        .plaintext();
+    let procactor::connection::Address::Tcp(addr) = listener.address().clone() else {
+        unreachable!()
+    };
+    let Some(child) = python_client(addr.port(), b"a wrong key") else {
+        return;
+    };
+    let got = listener.accept_timeout::<()>(Duration::from_secs(3));
+    assert!(got.unwrap_err().is_timeout(), "nobody may get in");
+    assert_python_said(child, "AuthenticationError");
+}
+
+#[test]
+fn a_python_client_at_our_encrypting_listener_fails_at_once_and_clearly() {
+    let listener = Listener::bind("127.0.0.1:0").unwrap().authkey(KEY);
+    let procactor::connection::Address::Tcp(addr) = listener.address().clone() else {
+        unreachable!()
+    };
+    let Some(child) = python_client(addr.port(), KEY) else {
+        return;
+    };
+    let started = Instant::now();
+    let got = listener.accept_timeout::<()>(Duration::from_secs(3));
+    assert!(got.unwrap_err().is_timeout());
+    let out = finish(child);
+    let said = String::from_utf8_lossy(&out.stdout);
+    // 3.12 raises AuthenticationError ("expected challenge"), 3.11 an AssertionError showing
+    // our banner: either way at once, not after the handshake timeout.
+    assert!(
+        said.contains("AuthenticationError") || said.contains("AssertionError"),
+        "python said {said:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn our_plaintext_client_talks_to_a_python_listener() {
+    let Some((child, port)) = python_listener(KEY) else {
+        return;
+    };
+    let c = Client::new(format!("127.0.0.1:{port}"))
+        .authkey(KEY)
+        .plaintext()
+        .timeout(BOUND)
+        .connect::<()>()
+        .unwrap();
+    c.send_bytes(b"hello").unwrap();
+    assert_eq!(c.recv_bytes_timeout(BOUND).unwrap(), b"HELLO");
+    c.send_bytes(&vec![0u8; BIG]).unwrap();
+    assert_eq!(
+        c.recv_bytes_timeout(BOUND).unwrap(),
+        BIG.to_string().as_bytes()
+    );
+    assert_python_said(child, "served");
+}
+
+#[test]
+fn our_client_with_another_key_or_asking_for_encryption_is_refused_by_a_python_listener() {
+    let Some((child, port)) = python_listener(KEY) else {
+        return;
+    };
+    let e = Client::new(format!("127.0.0.1:{port}"))
+        .authkey(b"a wrong key")
+        .plaintext()
+        .timeout(BOUND)
+        .connect::<()>()
+        .unwrap_err();
+    assert!(matches!(e, procactor::Error::Authentication(_)), "{e}");
+    assert_python_said(child, "AuthenticationError");
+
+    let Some((child, port)) = python_listener(KEY) else {
+        return;
+    };
+    let e = Client::new(format!("127.0.0.1:{port}"))
+        .authkey(KEY)
+        .timeout(BOUND)
+        .connect::<()>()
+        .unwrap_err();
+    assert!(
+        matches!(&e, procactor::Error::Authentication(why) if why.contains("plaintext")),
+        "{e}"
+    );
+    let _ = finish(child);
+}

@@ -800,11 +800,23 @@ fn a_task_that_kills_its_worker_while_its_argument_is_decoded_fails_alone() {
 /// Limits the worker's address space to what it uses now and 8 MiB more.
 fn tight_memory(starts: Value<u32>) {
     count_starts(starts);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    let vm_size_kb = || -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmSize:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    // The least of a few readings: a thread of the runtime that makes its malloc arena at this
+    // moment maps twice the arena's size for an instant (to align it), and a reading then
+    // would leave room for the item this worker must not be able to take.
+    let kb = (0..5)
+        .map(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            vm_size_kb()
+        })
+        .min()
         .unwrap();
     let limit = (kb + 8 * 1024) * 1024;
     let lim = libc::rlimit {
@@ -828,9 +840,9 @@ fn work_that_kills_workers_before_any_item_is_named_fails_after_three_deaths() {
         .build()
         .unwrap();
     bounded(move || {
-        // 32 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
+        // 64 MiB: the worker cannot even receive it (its allocation fails and it aborts), so
         // its board never names the item.
-        let big = serde_bytes::ByteBuf::from(vec![7u8; 32 << 20]);
+        let big = serde_bytes::ByteBuf::from(vec![7u8; 64 << 20]);
         match pool.apply_async(buf_len, big).unwrap().get_timeout(BOUND) {
             Err(Error::WorkerLost { index: 0, .. }) => {}
             other => panic!("unexpected: {other:?}"),

@@ -30,6 +30,8 @@ pub mod error;
 #[cfg(target_os = "linux")]
 pub mod futex;
 #[cfg(target_os = "linux")]
+pub mod noise;
+#[cfg(target_os = "linux")]
 pub mod per_process;
 #[cfg(target_os = "linux")]
 pub mod pod;

@@ -22,6 +22,7 @@ use procactor_os::{closer, error, per_process, shm, sys, wire};
 
 mod actor;
 mod bootstrap;
+pub mod connection;
 mod exit;
 #[cfg(test)]
 mod fuzz;

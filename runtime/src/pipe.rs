@@ -1,6 +1,8 @@
 //! `Pipe` and `Connection<T>`: Python's `multiprocessing.Pipe`, typed.
 //!
-//! A `Connection<T>` is one end of a SEQPACKET socket pair. Messages are whole records: never
+//! A `Connection<T>` is one end of a SEQPACKET socket pair, or (made by
+//! [`Listener`](crate::connection::Listener) and [`Client`](crate::connection::Client)) of a
+//! byte stream between hosts, with the same methods. Messages are whole records: never
 //! merged, never split, from 0 bytes to hundreds of MiB (large ones use a side stream, see
 //! `wire`). Ends are ordinary values: pass one to a child as a `Process` argument, or send it
 //! inside a message, and the descriptor travels with it.
@@ -8,12 +10,14 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+use crate::wire::stream::{Parts, Stream};
 use crate::wire::{self, Channel, Wait, KIND_BYTES, KIND_VALUE};
 
 /// Makes pairs of connected [`Connection`]s, like Python's `multiprocessing.Pipe()`.
@@ -93,20 +97,51 @@ enum Mode {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub struct Connection<T> {
-    chan: Channel,
+    link: Link,
     mode: Mode,
     fingerprint: u64,
     // fn(T) -> T: the end neither owns nor shares a T, so it is Send + Sync for any T.
     _t: PhantomData<fn(T) -> T>,
 }
 
+/// What carries an end's messages.
+enum Link {
+    /// One end of a SEQPACKET socket pair (a [`Pipe`]): records, and descriptors with them.
+    Local(Channel),
+    /// A byte stream ([`Listener`](crate::connection::Listener),
+    /// [`Client`](crate::connection::Client)): whole messages framed on it, sealed or not.
+    Net(Arc<Stream>),
+}
+
+/// What a value sent on a stream starts with (raw bytes from `send_bytes`, or from a CPython
+/// peer, do not): a marker, then the type's fingerprint.
+const TYPED: &[u8; 4] = b"\0PAv";
+
 impl<T> Connection<T> {
     fn new(chan: Channel, mode: Mode) -> Self {
+        Self::with_link(Link::Local(chan), mode)
+    }
+
+    fn with_link(link: Link, mode: Mode) -> Self {
         Connection {
-            chan,
+            link,
             mode,
             fingerprint: wire::fingerprint::<T>(),
             _t: PhantomData,
+        }
+    }
+
+    /// An end over a stream whose handshake is done.
+    pub(crate) fn from_stream(stream: Stream) -> Self {
+        Self::with_link(Link::Net(Arc::new(stream)), Mode::Duplex)
+    }
+
+    /// Whether a message is begun here (part of it read by a receive that timed out): `poll`
+    /// and `wait` count it as readable whatever the socket says.
+    pub(crate) fn has_begun(&self) -> bool {
+        match &self.link {
+            Link::Net(s) => s.has_buffered(),
+            Link::Local(chan) => chan.has_begun(),
         }
     }
 
@@ -134,7 +169,10 @@ impl<T> Connection<T> {
     /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.check(true)?;
-        self.chan.send(KIND_BYTES, 0, bytes, &[])
+        match &self.link {
+            Link::Local(chan) => chan.send(KIND_BYTES, 0, bytes, &[]),
+            Link::Net(s) => s.send(&[bytes], Wait::Forever),
+        }
     }
 
     /// Receives one message as bytes, whatever was sent (for a value: its encoding).
@@ -200,7 +238,14 @@ impl<T> Connection<T> {
 
     fn recv_bytes_into_wait(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.check(false)?;
-        let inline = self.chan.recv_large_into(wait, buf, |frame| {
+        let chan = match &self.link {
+            Link::Local(chan) => chan,
+            Link::Net(s) => {
+                *buf = s.recv(wait)?;
+                return Ok(buf.len());
+            }
+        };
+        let inline = chan.recv_large_into(wait, buf, |frame| {
             Ok((!frame.large).then(|| frame.payload.to_vec()))
         })?;
         if let Some(bytes) = inline {
@@ -212,8 +257,12 @@ impl<T> Connection<T> {
 
     fn recv_bytes_wait(&self, wait: Wait) -> Result<Vec<u8>> {
         self.check(false)?;
+        let chan = match &self.link {
+            Link::Local(chan) => chan,
+            Link::Net(s) => return s.recv(wait),
+        };
         let mut large = Vec::new();
-        let inline = self.chan.recv_large_into(wait, &mut large, |frame| {
+        let inline = chan.recv_large_into(wait, &mut large, |frame| {
             Ok((!frame.large).then(|| frame.payload.to_vec()))
         })?;
         Ok(inline.unwrap_or(large))
@@ -232,10 +281,14 @@ impl<T> Connection<T> {
     /// ```
     pub fn poll(&self, timeout: Duration) -> Result<bool> {
         self.check(false)?;
-        self.chan.poll(Wait::timeout(timeout))
+        match &self.link {
+            Link::Local(chan) => chan.poll(Wait::timeout(timeout)),
+            Link::Net(s) => s.poll(Wait::timeout(timeout)),
+        }
     }
 
-    /// Turns this end into its socket descriptor (a SEQPACKET Unix socket).
+    /// Turns this end into its socket descriptor (a SEQPACKET Unix socket for a pipe's end, the
+    /// stream socket for a network connection: a sealed one's keys are lost with the end).
     ///
     /// ```
     /// use procactor::{Connection, Pipe};
@@ -246,7 +299,16 @@ impl<T> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn into_fd(self) -> OwnedFd {
-        self.chan.into_fd()
+        match self.link {
+            Link::Local(chan) => chan.into_fd(),
+            Link::Net(s) => match Arc::try_unwrap(s) {
+                Ok(s) => s.into_fd(),
+                Err(shared) => shared
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .expect("duplicating a Connection's descriptor"),
+            },
+        }
     }
 
     /// Wraps a descriptor obtained from [`into_fd`](Connection::into_fd) (in this process or
@@ -281,7 +343,10 @@ impl<T> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn with_max_message_size(mut self, bytes: u64) -> Self {
-        self.chan.set_limit(bytes);
+        match &mut self.link {
+            Link::Local(chan) => chan.set_limit(bytes),
+            Link::Net(s) => s.set_limit(bytes),
+        }
         self
     }
 
@@ -294,7 +359,10 @@ impl<T> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn max_message_size(&self) -> u64 {
-        self.chan.limit()
+        match &self.link {
+            Link::Local(chan) => chan.limit(),
+            Link::Net(s) => s.limit(),
+        }
     }
 }
 
@@ -330,7 +398,17 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
             };
             buf.clear();
             let fds = wire::encode(&value, buf)?;
-            let res = self.chan.send(KIND_VALUE, self.fingerprint, buf, &fds);
+            let res = match &self.link {
+                Link::Local(chan) => chan.send(KIND_VALUE, self.fingerprint, buf, &fds),
+                Link::Net(_) if !fds.is_empty() => Err(Error::Unsupported(
+                    "a value that carries descriptors (a Connection, a Queue...) cannot cross a \
+                     network connection",
+                )),
+                Link::Net(s) => s.send(
+                    &[TYPED, &self.fingerprint.to_le_bytes(), buf],
+                    Wait::Forever,
+                ),
+            };
             if buf.capacity() > wire::INLINE_MAX * 4 {
                 *buf = Vec::new(); // don't keep a huge buffer after one large message
             }
@@ -411,7 +489,27 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
             }
             Ok(())
         };
-        self.chan.recv_checked(
+        let chan = match &self.link {
+            Link::Local(chan) => chan,
+            Link::Net(s) => {
+                let msg = s.recv(wait)?;
+                let fp = msg
+                    .strip_prefix(TYPED)
+                    .and_then(|rest| rest.get(..8))
+                    .map(|fp| u64::from_le_bytes(fp.try_into().expect("8 bytes")));
+                let Some(fp) = fp else {
+                    return Err(Error::Decode {
+                        expected: std::any::type_name::<T>(),
+                        reason: "raw bytes arrived (send_bytes, or a CPython peer): read them \
+                                 with recv_bytes"
+                            .into(),
+                    });
+                };
+                of_our_type(KIND_VALUE, fp)?;
+                return wire::decode(&msg[TYPED.len() + 8..], Vec::new());
+            }
+        };
+        chan.recv_checked(
             wait,
             &mut Vec::new(),
             |h| of_our_type(h.kind, h.fingerprint),
@@ -440,9 +538,12 @@ impl<T> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Self> {
-        let chan = self.chan.try_clone()?;
+        let link = match &self.link {
+            Link::Local(chan) => Link::Local(chan.try_clone()?),
+            Link::Net(s) => Link::Net(s.clone()),
+        };
         Ok(Connection {
-            chan,
+            link,
             mode: self.mode,
             fingerprint: self.fingerprint,
             _t: PhantomData,
@@ -463,7 +564,10 @@ impl<T> Clone for Connection<T> {
 
 impl<T> AsFd for Connection<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.chan.as_fd()
+        match &self.link {
+            Link::Local(chan) => chan.as_fd(),
+            Link::Net(s) => s.as_fd(),
+        }
     }
 }
 
@@ -472,28 +576,44 @@ impl<T> fmt::Debug for Connection<T> {
         f.debug_struct("Connection")
             .field("type", &std::any::type_name::<T>())
             .field("mode", &self.mode)
-            .field("chan", &self.chan)
+            .field(
+                "link",
+                match &self.link {
+                    Link::Local(chan) => chan as &dyn fmt::Debug,
+                    Link::Net(s) => s as &dyn fmt::Debug,
+                },
+            )
             .finish()
     }
 }
 
 /// On the wire: the descriptor (by index into the record's SCM_RIGHTS list), the message type's
-/// name (checked on arrival) and the mode.
+/// name (checked on arrival) and the mode; for a network end, its stream's state.
 #[derive(Serialize, Deserialize)]
 struct WireEnd<F> {
     fd: F,
     type_name: String,
     mode: Mode,
     limit: u64,
+    net: Option<Parts>,
 }
 
+/// A pipe's end travels as a duplicate (both processes may use it). A network end *moves*: it
+/// is retired here when it is serialized (a sealed stream must have one owner, or two
+/// processes would seal under the same nonces), and it fails to serialize while a message is
+/// half-read or half-sent on it.
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let net = match &self.link {
+            Link::Local(_) => None,
+            Link::Net(stream) => Some(stream.hand_over().map_err(serde::ser::Error::custom)?),
+        };
         WireEnd {
-            fd: wire::SendFd(self.chan.as_fd()),
+            fd: wire::SendFd(self.as_fd()),
             type_name: std::any::type_name::<T>().to_string(),
             mode: self.mode,
-            limit: self.chan.limit(),
+            limit: self.max_message_size(),
+            net,
         }
         .serialize(s)
     }
@@ -508,6 +628,10 @@ impl<'de, T> Deserialize<'de> for Connection<T> {
                 "a Connection<{}> arrived where a Connection<{expected}> was expected",
                 end.type_name
             )));
+        }
+        if let Some(parts) = end.net {
+            let stream = Stream::from_parts(end.fd.0, parts);
+            return Ok(Connection::with_link(Link::Net(Arc::new(stream)), end.mode));
         }
         let mut chan = Channel::from_fd(end.fd.0);
         chan.set_limit(end.limit);

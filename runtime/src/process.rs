@@ -400,6 +400,14 @@ pub struct ProcessHandle<R> {
     _r: PhantomData<fn() -> R>,
 }
 
+/// The process's pidfd: readable once the process has ended (CPython's `sentinel`), for
+/// [`connection::wait`](crate::connection::wait) or any poller.
+impl<R> std::os::fd::AsFd for ProcessHandle<R> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.core.pidfd.as_fd()
+    }
+}
+
 impl<R: DeserializeOwned> ProcessHandle<R> {
     /// Waits for the child to end and returns what its function returned.
     ///

@@ -20,11 +20,13 @@
 //!   contents.
 
 mod file;
+mod net;
 mod poll;
 mod process;
 mod socket;
 
 pub use file::*;
+pub use net::*;
 pub use poll::*;
 pub use process::*;
 pub use socket::*;

@@ -651,6 +651,11 @@ impl Channel {
     }
 
     /// The large message an earlier receive began and left unfinished, if any.
+    /// Whether a large message is begun on this end (a receive timed out half-way through it).
+    pub fn has_begun(&self) -> bool {
+        self.begun.some.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn take_begun(&self) -> Option<Partial> {
         if !self.begun.some.load(std::sync::atomic::Ordering::Acquire) {
             return None;

@@ -11,12 +11,14 @@
 //! serialize as an index into the record's SCM_RIGHTS list, through a thread-local context that
 //! exists only while procactor encodes or decodes a frame.
 //!
-//! Three ideas, one module each: [`codec`] (values to bytes, and descriptors inside values),
-//! [`deadline`] (how long an operation may wait) and [`channel`] (framed records on a socket).
+//! One idea per module: [`codec`] (values to bytes, and descriptors inside values),
+//! [`deadline`] (how long an operation may wait) and [`channel`] (framed records on a socket);
+//! [`stream`] carries whole messages on a byte stream (TCP), for `connection`.
 
 pub mod channel;
 pub mod codec;
 pub mod deadline;
+pub mod stream;
 
 pub use channel::*;
 pub use codec::*;

@@ -1,0 +1,737 @@
+//! Whole messages on a byte stream (a TCP or Unix stream socket), for `connection`: CPython's
+//! frames in the clear, or messages sealed with the keys of a Noise handshake ([`noise`]).
+//!
+//! A [`Stream`] is shared by the threads that hold its connection: one sender and one receiver
+//! at a time, each taking its turn under the caller's deadline (a receive that times out never
+//! waits behind another receiver for longer than it asked). The socket is non-blocking; every
+//! wait is a `poll` with the caller's deadline. What a receive read of a message it could not
+//! finish stays in the stream, and the next receive goes on with it: a timeout never loses or
+//! tears a message. Every length is checked against the stream's limit before anything is
+//! allocated for the payload, and reads grow the buffer only as bytes arrive.
+//!
+//! [`noise`]: crate::noise
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::cpython;
+use crate::error::{Error, Result};
+use crate::noise::{self, Opener, Sealer};
+use crate::sys::{self, Read, Want};
+use crate::wire::Wait;
+
+/// The most one read takes from the socket beyond what the message being read still needs: so
+/// that a receiver holds at most one message and this much of the next.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// How messages are delimited (and protected) on the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Framing {
+    /// CPython's frames, in the clear: a 4-byte big-endian length (or `-1` and 8 bytes).
+    Cpython,
+    /// Sealed messages ([`noise`](crate::noise)): an 8-byte length, ciphertext and tag.
+    Sealed,
+}
+
+/// One side's turn: taken by one thread at a time, waited for under a deadline.
+struct Turn<T> {
+    slot: Mutex<Option<T>>,
+    free: Condvar,
+}
+
+struct Held<'a, T> {
+    turn: &'a Turn<T>,
+    value: Option<T>,
+}
+
+impl<T> Turn<T> {
+    fn new(value: T) -> Turn<T> {
+        Turn {
+            slot: Mutex::new(Some(value)),
+            free: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<T>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take(&self, wait: Wait) -> Result<Held<'_, T>> {
+        let mut slot = self.lock();
+        loop {
+            if let Some(value) = slot.take() {
+                return Ok(Held {
+                    turn: self,
+                    value: Some(value),
+                });
+            }
+            slot = match wait.deadline() {
+                None => self.free.wait(slot).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(wait.expired());
+                    }
+                    self.free
+                        .wait_timeout(slot, left)
+                        .map(|(s, _)| s)
+                        .unwrap_or_else(|p| p.into_inner().0)
+                }
+            };
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("held until dropped")
+    }
+}
+
+impl<T> std::ops::DerefMut for Held<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("held until dropped")
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        *self.turn.lock() = self.value.take();
+        self.turn.free.notify_one();
+    }
+}
+
+struct SendSide {
+    sealer: Option<Sealer>,
+    out: Vec<u8>,
+    /// A send stopped half-way (its deadline passed): the peer would read a torn message.
+    torn: bool,
+}
+
+struct RecvSide {
+    opener: Option<Opener>,
+    /// Bytes read and not yet delivered: the start of a message, maybe more.
+    inbuf: Vec<u8>,
+}
+
+/// A stream's state as it moves to another process (see [`Stream::hand_over`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Parts {
+    /// How messages are framed.
+    pub framing: Framing,
+    /// The receive limit.
+    pub limit: u64,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts")
+            .field("framing", &self.framing)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whole messages on a connected stream socket. See the module documentation.
+pub struct Stream {
+    fd: OwnedFd,
+    framing: Framing,
+    limit: AtomicU64,
+    send: Turn<SendSide>,
+    recv: Turn<RecvSide>,
+    /// Its state went to another process with [`Stream::hand_over`]: using it here would reuse
+    /// nonces (sealed) or race the new owner for bytes.
+    moved: AtomicBool,
+}
+
+impl Stream {
+    /// A stream over a connected, non-blocking socket, after its handshake: `carry` is what the
+    /// handshake read past its own messages.
+    pub fn new(fd: OwnedFd, keys: Option<(Sealer, Opener)>, carry: Vec<u8>, limit: u64) -> Stream {
+        let framing = if keys.is_some() {
+            Framing::Sealed
+        } else {
+            Framing::Cpython
+        };
+        let (sealer, opener) = keys.map_or((None, None), |(s, o)| (Some(s), Some(o)));
+        Stream {
+            fd,
+            framing,
+            limit: AtomicU64::new(limit),
+            send: Turn::new(SendSide {
+                sealer,
+                out: Vec::new(),
+                torn: false,
+            }),
+            recv: Turn::new(RecvSide {
+                opener,
+                inbuf: carry,
+            }),
+            moved: AtomicBool::new(false),
+        }
+    }
+
+    /// The stream again, in the process it moved to (see [`hand_over`](Stream::hand_over)).
+    pub fn from_parts(fd: OwnedFd, parts: Parts) -> Stream {
+        let keys = parts.sealer.zip(parts.opener);
+        let mut s = Stream::new(fd, keys, Vec::new(), parts.limit);
+        s.framing = parts.framing;
+        s
+    }
+
+    /// How messages are framed on this stream.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The largest message this end receives.
+    pub fn limit(&self) -> u64 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Another receive limit, from the next message on.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The socket (a sealed stream's keys are lost with the stream).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    fn check_here(&self) -> Result<()> {
+        if self.moved.load(Ordering::Acquire) {
+            return Err(Error::InvalidState(
+                "this network connection was sent to another process, which owns it now",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives this stream's state (keys and counters) to be sent to another process with its
+    /// descriptor, and retires this handle: a sealed stream must have one owner, or two
+    /// processes would seal under the same nonces. Fails if a message is half-read or
+    /// half-sent here, or if another thread is sending or receiving now.
+    pub fn hand_over(&self) -> Result<Parts> {
+        self.check_here()?;
+        let busy = |_| Error::InvalidState("a send or receive is in progress on this connection");
+        let send = self.send.take(Wait::No).map_err(busy)?;
+        let recv = self.recv.take(Wait::No).map_err(busy)?;
+        if !recv.inbuf.is_empty() || send.torn {
+            return Err(Error::InvalidState(
+                "a message is half-read or half-sent on this connection: it cannot move",
+            ));
+        }
+        self.moved.store(true, Ordering::Release);
+        Ok(Parts {
+            framing: self.framing,
+            limit: self.limit(),
+            sealer: send.sealer.clone(),
+            opener: recv.opener.clone(),
+        })
+    }
+
+    /// Sends one message made of `parts` (written back to back), waiting for room at most as
+    /// `wait` allows. A send that times out before its first byte leaves the stream as it was;
+    /// one that times out half-way closes the stream (the peer would otherwise read a torn
+    /// message), and every later send says so.
+    pub fn send(&self, parts: &[&[u8]], wait: Wait) -> Result<()> {
+        self.check_here()?;
+        let mut side = self.send.take(wait)?;
+        if side.torn {
+            return Err(Error::InvalidState(
+                "an earlier send on this connection timed out half-way: the connection is closed",
+            ));
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let SendSide { sealer, out, torn } = &mut *side;
+        out.clear();
+        match sealer {
+            None => {
+                let (h, n) = cpython::frame_header(len);
+                out.reserve(n + len);
+                out.extend_from_slice(&h[..n]);
+                for p in parts {
+                    out.extend_from_slice(p);
+                }
+            }
+            Some(sealer) => {
+                if let [one] = parts {
+                    sealer.seal(one, out)?;
+                } else {
+                    let whole = parts.concat();
+                    sealer.seal(&whole, out)?;
+                }
+            }
+        }
+        let done = write_until(self.fd.as_fd(), out, wait.deadline())?;
+        if done < out.len() {
+            if done > 0 {
+                *torn = true;
+                sys::shutdown_both(self.fd.as_fd());
+            }
+            return Err(wait.expired());
+        }
+        if out.capacity() > 4 * READ_CHUNK {
+            *out = Vec::new(); // don't keep a huge buffer after one large message
+        }
+        Ok(())
+    }
+
+    /// Receives one whole message, waiting at most as `wait` allows ([`Error::Timeout`] then,
+    /// with what arrived kept for the next receive). [`Error::Disconnected`] once the peer
+    /// closed and nothing whole is left; a message the peer began and never finished is
+    /// dropped with it.
+    pub fn recv(&self, wait: Wait) -> Result<Vec<u8>> {
+        self.check_here()?;
+        let mut side = self.recv.take(wait)?;
+        let RecvSide { opener, inbuf } = &mut *side;
+        let limit = self.limit();
+        loop {
+            // What the message needs in all, once its header is in.
+            let need = match opener {
+                None => cpython::parse_frame_header(inbuf, limit)?.map(|(len, h)| h + len as usize),
+                Some(_) => {
+                    noise::sealed_len(inbuf, limit)?.map(|len| noise::SEALED_HEADER + len as usize)
+                }
+            };
+            if let Some(need) = need.filter(|&n| inbuf.len() >= n) {
+                let rest = inbuf.split_off(need);
+                let mut msg = std::mem::replace(inbuf, rest);
+                match opener {
+                    None => {
+                        let (_, h) =
+                            cpython::parse_frame_header(&msg, limit)?.expect("a whole header");
+                        msg.drain(..h);
+                    }
+                    Some(o) => o.open(&mut msg)?,
+                }
+                return Ok(msg);
+            }
+            // Read what the message still needs (its header first), and at most a chunk.
+            let want = need.map_or(cpython::MAX_HEADER, |n| n - inbuf.len());
+            match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK))
+                .map_err(|e| Error::io("recv", e))?
+            {
+                Read::Bytes(_) => {}
+                Read::Eof => {
+                    inbuf.clear();
+                    return Err(Error::Disconnected);
+                }
+                Read::WouldBlock => {
+                    if !sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], wait.deadline())
+                        .map_err(|e| Error::io("poll", e))?[0]
+                    {
+                        return Err(wait.expired());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a receive would find something now, or within `wait`: bytes of a message
+    /// already read here (a message begun counts), or the socket readable (or closed).
+    pub fn poll(&self, wait: Wait) -> Result<bool> {
+        self.check_here()?;
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], wait.deadline())
+            .map(|r| r[0])
+            .map_err(|e| Error::io("poll", e))
+    }
+
+    /// Whether bytes of a message are already read here (a receiver busy now counts as none).
+    pub fn has_buffered(&self) -> bool {
+        self.recv
+            .lock()
+            .as_ref()
+            .is_some_and(|side| !side.inbuf.is_empty())
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("fd", &self.fd)
+            .field("framing", &self.framing)
+            .field("limit", &self.limit())
+            .field("moved", &self.moved.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Writes `data`, waiting for room at most until `deadline`: how many bytes went out (all of
+/// them unless the deadline passed).
+fn write_until(fd: BorrowedFd, data: &[u8], deadline: Option<Instant>) -> Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match sys::write_some(fd, &data[done..]) {
+            Ok(0) => {
+                if !sys::wait_ready(&[(fd, Want::Write)], deadline)
+                    .map_err(|e| Error::io("poll", e))?[0]
+                {
+                    break;
+                }
+            }
+            Ok(n) => done += n,
+            Err(e) => return Err(Error::io("send", e)),
+        }
+    }
+    Ok(done)
+}
+
+/// A socket during its handshake: frames read and written under one deadline, with what was
+/// read past the handshake kept for the stream.
+#[derive(Debug)]
+pub struct Handshaking {
+    fd: OwnedFd,
+    inbuf: Vec<u8>,
+    deadline: Option<Instant>,
+}
+
+impl Handshaking {
+    /// A connected non-blocking socket whose handshake must be over by `deadline`.
+    pub fn new(fd: OwnedFd, deadline: Option<Instant>) -> Handshaking {
+        Handshaking {
+            fd,
+            inbuf: Vec::new(),
+            deadline,
+        }
+    }
+
+    fn expired(&self) -> Error {
+        Error::Authentication("the peer did not finish the handshake in time".into())
+    }
+
+    /// Writes one CPython frame.
+    pub fn write_frame(&mut self, payload: &[u8]) -> Result<()> {
+        let (h, n) = cpython::frame_header(payload.len());
+        let mut data = h[..n].to_vec();
+        data.extend_from_slice(payload);
+        self.write_raw(&data)
+    }
+
+    fn write_raw(&mut self, data: &[u8]) -> Result<()> {
+        if write_until(self.fd.as_fd(), data, self.deadline)? < data.len() {
+            return Err(self.expired());
+        }
+        Ok(())
+    }
+
+    /// Reads one CPython frame of at most `max` bytes (a longer one is refused unread).
+    pub fn read_frame(&mut self, max: usize) -> Result<Vec<u8>> {
+        loop {
+            if let Some(frame) = self.try_frame(max)? {
+                return Ok(frame);
+            }
+            if !sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], self.deadline)
+                .map_err(|e| Error::io("poll", e))?[0]
+            {
+                return Err(self.expired());
+            }
+        }
+    }
+
+    /// A whole CPython frame of at most `max` bytes if one is here, reading what the socket has
+    /// without waiting (`None`: not whole yet).
+    fn try_frame(&mut self, max: usize) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some((len, h)) = cpython::parse_frame_header(&self.inbuf, max as u64)
+                .map_err(|e| Error::Authentication(format!("a handshake message: {e}").into()))?
+            {
+                let end = h + len as usize;
+                if self.inbuf.len() >= end {
+                    let rest = self.inbuf.split_off(end);
+                    let mut frame = std::mem::replace(&mut self.inbuf, rest);
+                    frame.drain(..h);
+                    return Ok(Some(frame));
+                }
+            }
+            if !self.fill_now(max + cpython::MAX_HEADER)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// A whole sealed message if one is here, without waiting.
+    fn try_sealed(&mut self, opener: &mut Opener, max: usize) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(len) = noise::sealed_len(&self.inbuf, max as u64)? {
+                let end = noise::SEALED_HEADER + len as usize;
+                if self.inbuf.len() >= end {
+                    let rest = self.inbuf.split_off(end);
+                    let mut msg = std::mem::replace(&mut self.inbuf, rest);
+                    opener.open(&mut msg)?;
+                    return Ok(Some(msg));
+                }
+            }
+            if !self.fill_now(max + noise::SEALED_HEADER + noise::TAG)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads what is there, without waiting: false if nothing was.
+    fn fill_now(&mut self, max: usize) -> Result<bool> {
+        match sys::read_append(self.fd.as_fd(), &mut self.inbuf, max)
+            .map_err(|e| Error::io("recv", e))?
+        {
+            Read::Bytes(_) => Ok(true),
+            Read::WouldBlock => Ok(false),
+            Read::Eof => Err(Error::Authentication(
+                "the peer closed the connection during the handshake".into(),
+            )),
+        }
+    }
+
+    /// CPython's mutual challenge, as its `Client` runs it: answer, then deliver.
+    pub fn cpython_connect(&mut self, authkey: &[u8]) -> Result<()> {
+        self.answer(authkey)?;
+        self.deliver(authkey)
+    }
+
+    fn deliver(&mut self, authkey: &[u8]) -> Result<()> {
+        let challenge = cpython::challenge()?;
+        self.write_frame(&challenge)?;
+        let response = self.read_frame(cpython::HANDSHAKE_MAX)?;
+        match cpython::verify(authkey, &challenge, &response) {
+            Ok(()) => self.write_frame(cpython::WELCOME),
+            Err(e) => {
+                let _ = self.write_frame(cpython::FAILURE);
+                Err(e)
+            }
+        }
+    }
+
+    fn answer(&mut self, authkey: &[u8]) -> Result<()> {
+        let challenge = self.read_frame(cpython::HANDSHAKE_MAX)?;
+        if challenge == SEALED_BANNER {
+            return Err(Error::Authentication(
+                "the listener encrypts its connections (procactor's default) and this client \
+                 asked for CPython's plaintext protocol: connect without `plaintext()`"
+                    .into(),
+            ));
+        }
+        let answer = cpython::answer(authkey, &challenge)?;
+        self.write_frame(&answer)?;
+        let verdict = self.read_frame(cpython::HANDSHAKE_MAX)?;
+        if verdict != cpython::WELCOME {
+            return Err(Error::Authentication(
+                "the peer refused our answer: it holds another authkey".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The encrypted handshake, connecting side.
+    pub fn sealed_connect(&mut self, authkey: &[u8]) -> Result<(Sealer, Opener)> {
+        let banner = self.read_frame(cpython::HANDSHAKE_MAX)?;
+        if banner.starts_with(cpython::CHALLENGE) {
+            return Err(Error::Authentication(
+                "the listener speaks CPython's plaintext protocol (a Python Listener, or a \
+                 procactor one with `plaintext()`): connect with `plaintext()` if this link may \
+                 carry data in the clear"
+                    .into(),
+            ));
+        }
+        if banner != SEALED_BANNER {
+            return Err(Error::Authentication(
+                "the listener is not a procactor listener of this version".into(),
+            ));
+        }
+        let mut hs = noise::Handshake::initiator(authkey)?;
+        let first = hs.write(&[])?;
+        self.write_frame(&first)?;
+        let second = self.read_frame(noise::HANDSHAKE_MAX)?;
+        hs.read(&second)?;
+        let (mut sealer, opener, hash) = hs.finish()?;
+        let mut confirm = Vec::new();
+        sealer.seal(&noise::confirm(&hash), &mut confirm)?;
+        self.write_raw(&confirm)?;
+        Ok((sealer, opener))
+    }
+
+    /// The stream, once the handshake is over.
+    pub fn into_stream(self, keys: Option<(Sealer, Opener)>, limit: u64) -> Stream {
+        Stream::new(self.fd, keys, self.inbuf, limit)
+    }
+}
+
+impl AsFd for Handshaking {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Where an accepted connection's handshake stands.
+enum Step {
+    /// No authkey (a Unix socket, whose peer the kernel vouched for): nothing to exchange.
+    Open,
+    /// CPython's challenge: we delivered `challenge` and wait for the answer.
+    Answer(Vec<u8>),
+    /// CPython's challenge: we welcomed the peer and wait for its own challenge.
+    Challenge,
+    /// CPython's challenge: we answered and wait for the verdict.
+    Verdict,
+    /// Sealed: banner sent, waiting for Noise's first message.
+    First(Box<noise::Handshake>),
+    /// Sealed: our message sent, waiting for the peer's sealed confirmation.
+    Confirm(Sealer, Opener, [u8; 32]),
+    /// Over: the keys, if sealed.
+    Done(Option<(Sealer, Opener)>),
+}
+
+/// An accepted connection's handshake, driven without blocking: a listener keeps many of them
+/// in progress at once, so that a client that connects and never speaks holds up nobody (and
+/// is dropped at its deadline).
+pub struct Accepting {
+    hs: Handshaking,
+    step: Step,
+    authkey: Vec<u8>,
+}
+
+impl Accepting {
+    /// Starts the handshake on an accepted socket: sends what the listener sends first.
+    /// `authkey` `None` means none (only for peers the kernel vouched for).
+    pub fn start(
+        fd: OwnedFd,
+        authkey: Option<&[u8]>,
+        sealed: bool,
+        deadline: Instant,
+    ) -> Result<Accepting> {
+        let mut hs = Handshaking::new(fd, Some(deadline));
+        let step = match (authkey, sealed) {
+            (None, _) => Step::Open,
+            (Some(_), false) => {
+                let challenge = cpython::challenge()?;
+                hs.write_frame(&challenge)?;
+                Step::Answer(challenge)
+            }
+            (Some(key), true) => {
+                hs.write_frame(SEALED_BANNER)?;
+                Step::First(Box::new(noise::Handshake::responder(key)?))
+            }
+        };
+        Ok(Accepting {
+            hs,
+            step,
+            authkey: authkey.unwrap_or_default().to_vec(),
+        })
+    }
+
+    /// When this handshake is given up.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.hs.deadline
+    }
+
+    /// Goes as far as what has arrived allows, without waiting: true once the handshake is
+    /// over. An error ends it (the peer does not hold the key, or broke the protocol).
+    pub fn advance(&mut self) -> Result<bool> {
+        loop {
+            let step = std::mem::replace(&mut self.step, Step::Open);
+            self.step = match step {
+                Step::Open => Step::Done(None),
+                Step::Done(keys) => {
+                    self.step = Step::Done(keys);
+                    return Ok(true);
+                }
+                Step::Answer(challenge) => {
+                    let Some(response) = self.hs.try_frame(cpython::HANDSHAKE_MAX)? else {
+                        self.step = Step::Answer(challenge);
+                        return Ok(false);
+                    };
+                    if let Err(e) = cpython::verify(&self.authkey, &challenge, &response) {
+                        let _ = self.hs.write_frame(cpython::FAILURE);
+                        return Err(e);
+                    }
+                    self.hs.write_frame(cpython::WELCOME)?;
+                    Step::Challenge
+                }
+                Step::Challenge => {
+                    let Some(challenge) = self.hs.try_frame(cpython::HANDSHAKE_MAX)? else {
+                        self.step = Step::Challenge;
+                        return Ok(false);
+                    };
+                    let answer = cpython::answer(&self.authkey, &challenge)?;
+                    self.hs.write_frame(&answer)?;
+                    Step::Verdict
+                }
+                Step::Verdict => {
+                    let Some(verdict) = self.hs.try_frame(cpython::HANDSHAKE_MAX)? else {
+                        self.step = Step::Verdict;
+                        return Ok(false);
+                    };
+                    if verdict != cpython::WELCOME {
+                        return Err(Error::Authentication(
+                            "the peer refused our answer: it holds another authkey".into(),
+                        ));
+                    }
+                    Step::Done(None)
+                }
+                Step::First(mut hs) => {
+                    let Some(first) = self.hs.try_frame(noise::HANDSHAKE_MAX)? else {
+                        self.step = Step::First(hs);
+                        return Ok(false);
+                    };
+                    hs.read(&first)?;
+                    let second = hs.write(&[])?;
+                    self.hs.write_frame(&second)?;
+                    let (sealer, opener, hash) = hs.finish()?;
+                    Step::Confirm(sealer, opener, hash)
+                }
+                Step::Confirm(sealer, mut opener, hash) => {
+                    let Some(c) = self.hs.try_sealed(&mut opener, noise::HANDSHAKE_MAX)? else {
+                        self.step = Step::Confirm(sealer, opener, hash);
+                        return Ok(false);
+                    };
+                    if c != noise::confirm(&hash) {
+                        return Err(Error::Authentication(
+                            "the peer's confirmation did not match the handshake".into(),
+                        ));
+                    }
+                    Step::Done(Some((sealer, opener)))
+                }
+            };
+        }
+    }
+
+    /// The stream, once [`advance`](Accepting::advance) said the handshake is over.
+    pub fn into_stream(self, limit: u64) -> Stream {
+        let keys = match self.step {
+            Step::Done(keys) => keys,
+            _ => None,
+        };
+        self.hs.into_stream(keys, limit)
+    }
+}
+
+impl AsFd for Accepting {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.hs.as_fd()
+    }
+}
+
+impl std::fmt::Debug for Accepting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepting")
+            .field("fd", &self.hs.fd)
+            .field("deadline", &self.hs.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an encrypting listener sends first. A CPython client takes it for a challenge and fails
+/// at once ("expected challenge"), instead of waiting for one until the listener gives up.
+pub const SEALED_BANNER: &[u8] = b"#PROCACTOR-SEALED-1# (encrypted: connect with procactor)";

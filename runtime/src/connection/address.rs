@@ -1,0 +1,131 @@
+//! Where a [`Listener`](super::Listener) listens and a [`Client`](super::Client) connects.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::sys::Endpoint;
+
+/// A TCP address, a Unix socket path or a Linux abstract socket name (CPython's `AF_INET` and
+/// `AF_UNIX` families). Parsed from a string: `"@name"` is an abstract name, anything with a `/`
+/// a path, and anything else `host:port` (`"127.0.0.1:0"`: port 0 lets the kernel pick one).
+///
+/// ```
+/// use procactor::connection::Address;
+/// let tcp: Address = "127.0.0.1:6000".parse()?;
+/// assert!(matches!(tcp, Address::Tcp(a) if a.port() == 6000));
+/// assert!(matches!("/tmp/app.sock".parse()?, Address::Unix(_)));
+/// assert_eq!("@app".parse::<Address>()?, Address::Abstract("app".into()));
+/// assert_eq!(tcp.to_string(), "127.0.0.1:6000");
+/// # Ok::<(), procactor::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// An IPv4 or IPv6 address and port.
+    Tcp(SocketAddr),
+    /// A Unix socket at this path.
+    Unix(PathBuf),
+    /// A Unix socket with this name in Linux's abstract namespace (no file).
+    Abstract(String),
+}
+
+impl Address {
+    pub(crate) fn endpoint(&self) -> Endpoint<'_> {
+        match self {
+            Address::Tcp(a) => Endpoint::Tcp(*a),
+            Address::Unix(p) => Endpoint::Path(p),
+            Address::Abstract(n) => Endpoint::Abstract(n.as_bytes()),
+        }
+    }
+
+    /// Whether only this host can reach it (a Unix socket, or a TCP loopback address).
+    pub fn is_local(&self) -> bool {
+        match self {
+            Address::Tcp(a) => a.ip().is_loopback(),
+            _ => true,
+        }
+    }
+}
+
+impl FromStr for Address {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Address> {
+        if let Some(name) = s.strip_prefix('@') {
+            return Ok(Address::Abstract(name.to_string()));
+        }
+        if s.contains('/') {
+            return Ok(Address::Unix(PathBuf::from(s)));
+        }
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Address::Tcp(a));
+        }
+        // A host name: the first address it resolves to.
+        let bad = |why: String| Error::Io {
+            op: "resolve an address",
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        };
+        s.to_socket_addrs()
+            .map_err(|e| bad(format!("{s:?}: {e}")))?
+            .next()
+            .map(Address::Tcp)
+            .ok_or_else(|| bad(format!("{s:?} resolves to no address")))
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(a: SocketAddr) -> Address {
+        Address::Tcp(a)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "{}", p.display()),
+            Address::Abstract(n) => write!(f, "@{n}"),
+        }
+    }
+}
+
+/// What [`Listener::bind`](super::Listener::bind) and [`Client::new`](super::Client::new) take:
+/// an [`Address`], a `SocketAddr`, or a string to parse.
+pub trait ToAddress {
+    /// The address (a string that does not parse is an error).
+    fn to_address(&self) -> Result<Address>;
+}
+
+impl ToAddress for Address {
+    fn to_address(&self) -> Result<Address> {
+        Ok(self.clone())
+    }
+}
+
+impl ToAddress for SocketAddr {
+    fn to_address(&self) -> Result<Address> {
+        Ok(Address::Tcp(*self))
+    }
+}
+
+impl ToAddress for str {
+    fn to_address(&self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl ToAddress for String {
+    fn to_address(&self) -> Result<Address> {
+        self.parse()
+    }
+}
+
+impl<A: ToAddress + ?Sized> ToAddress for &A {
+    fn to_address(&self) -> Result<Address> {
+        (**self).to_address()
+    }
+}

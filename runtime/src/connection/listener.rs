@@ -1,0 +1,257 @@
+//! [`Listener`]: accepts connections, each authenticated (and by default encrypted) before
+//! `accept` returns it.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Address, ToAddress, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::error::{Error, Result};
+use crate::pipe::Connection;
+use crate::sys::{self, Want};
+use crate::wire::stream::Accepting;
+use crate::wire::{self, Wait};
+
+/// Handshakes in progress at once; connections beyond are closed at once (a client that opens
+/// thousands and never speaks must not exhaust our descriptors).
+const MAX_PENDING: usize = 4096;
+
+/// The longest one wait of `accept` holds the listener: a thread that accepts at the same
+/// time (with its own timeout) gets its turn this soon.
+const SLICE: Duration = Duration::from_millis(50);
+
+/// Listens for connections (Python's `multiprocessing.connection.Listener`).
+///
+/// Each accepted connection has passed its handshake before [`accept`](Listener::accept)
+/// returns it: with an [`authkey`](Listener::authkey), the peer proved it holds the key
+/// (mutually), and the link is encrypted unless [`plaintext`](Listener::plaintext) asked for
+/// CPython's protocol. Many handshakes run at once, each under its own deadline
+/// ([`handshake_timeout`](Listener::handshake_timeout)): a client that connects and never
+/// speaks holds up nobody. Without an authkey, only Unix sockets accept, and only peers of our
+/// own user (the kernel says who connected).
+///
+/// ```
+/// use procactor::connection::{Client, Listener};
+/// let listener = Listener::bind("127.0.0.1:0")?.authkey(b"secret");
+/// let address = listener.address().clone();
+/// let client = std::thread::spawn(move || -> procactor::Result<String> {
+///     let conn = Client::new(address).authkey(b"secret").connect::<String>()?;
+///     conn.send("ping".to_string())?;
+///     conn.recv()
+/// });
+/// let conn = listener.accept::<String>()?;
+/// assert_eq!(conn.recv()?, "ping");
+/// conn.send("pong".to_string())?;
+/// assert_eq!(client.join().unwrap()?, "pong");
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct Listener {
+    fd: OwnedFd,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    plaintext: bool,
+    handshake_timeout: Duration,
+    limit: u64,
+    pending: Mutex<Vec<Accepting>>,
+}
+
+impl Listener {
+    /// Listens at `address` (see [`Address`]; TCP port 0 picks a free port, which
+    /// [`address`](Listener::address) tells). An address something else listens on is an error
+    /// (`AddrInUse`), as is a Unix path where a file exists.
+    ///
+    /// ```
+    /// use procactor::connection::Listener;
+    /// let a = Listener::bind("127.0.0.1:0")?;
+    /// assert!(Listener::bind(a.address()).is_err()); // in use
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn bind(address: impl ToAddress) -> Result<Listener> {
+        let address = address.to_address()?;
+        let fd = sys::listen_stream(address.endpoint(), 1024)
+            .map_err(|e| Error::io("bind and listen", e))?;
+        let address = match address {
+            Address::Tcp(_) => match sys::local_tcp_addr(fd.as_fd()) {
+                Ok(Some(a)) => Address::Tcp(a),
+                _ => address,
+            },
+            other => other,
+        };
+        Ok(Listener {
+            fd,
+            address,
+            authkey: None,
+            plaintext: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            limit: wire::DEFAULT_LIMIT,
+            pending: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The key a peer must hold (both sides prove it; CPython's `authkey`). Required for TCP.
+    pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Listener {
+        self.authkey = Some(key.as_ref().to_vec());
+        self
+    }
+
+    /// CPython's protocol: its HMAC challenge, then messages in the clear, so that Python's
+    /// `multiprocessing.connection.Client` can connect. Without it, connections are encrypted
+    /// and only procactor clients can connect.
+    pub fn plaintext(mut self) -> Listener {
+        self.plaintext = true;
+        self
+    }
+
+    /// How long a connected peer has to finish its handshake (10 s unless set).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Listener {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The largest message accepted connections receive (see
+    /// [`Connection::with_max_message_size`]).
+    pub fn max_message_size(mut self, bytes: u64) -> Listener {
+        self.limit = bytes;
+        self
+    }
+
+    /// Where it listens (with the port the kernel picked, for port 0).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The next connection whose handshake succeeded, waiting as long as it takes. Peers that
+    /// fail their handshake are dropped (and logged at debug level); they are not errors of
+    /// `accept`.
+    pub fn accept<T>(&self) -> Result<Connection<T>> {
+        self.accept_wait(Wait::Forever)
+    }
+
+    /// [`accept`](Listener::accept), waiting at most `timeout` ([`Error::Timeout`] then).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?.authkey(b"k");
+    /// let e = l.accept_timeout::<u8>(Duration::from_millis(20)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn accept_timeout<T>(&self, timeout: Duration) -> Result<Connection<T>> {
+        self.accept_wait(Wait::timeout(timeout))
+    }
+
+    fn accept_wait<T>(&self, wait: Wait) -> Result<Connection<T>> {
+        if self.authkey.is_none() && matches!(self.address, Address::Tcp(_)) {
+            return Err(Error::Unsupported(
+                "a TCP listener needs an authkey: anyone who can reach the port could connect",
+            ));
+        }
+        loop {
+            if let Some(conn) = self.accept_slice(wait.deadline())? {
+                return Ok(Connection::from_stream(conn.into_stream(self.limit)));
+            }
+            if wait.deadline().is_some_and(|d| Instant::now() >= d) {
+                return Err(wait.expired());
+            }
+        }
+    }
+
+    /// One turn: takes new connections, advances handshakes, waits at most one slice.
+    fn accept_slice(&self, deadline: Option<Instant>) -> Result<Option<Accepting>> {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while let Some(fd) =
+            sys::accept_stream(self.fd.as_fd()).map_err(|e| Error::io("accept", e))?
+        {
+            if let Some(a) = self.start(fd, now, pending.len()) {
+                pending.push(a);
+            }
+        }
+        // Advance the handshakes that have input (and the new ones, whose input may be here).
+        let mut i = 0;
+        while i < pending.len() {
+            let expired = pending[i].deadline().is_some_and(|d| now >= d);
+            match pending[i].advance() {
+                Ok(true) => return Ok(Some(pending.swap_remove(i))),
+                Ok(false) if !expired => i += 1,
+                Ok(false) => {
+                    log::debug!(target: "procactor::connection", "{}: a peer did not finish its handshake in time", self.address);
+                    pending.swap_remove(i);
+                }
+                Err(e) => {
+                    log::debug!(target: "procactor::connection", "{}: a handshake failed: {e}", self.address);
+                    pending.swap_remove(i);
+                }
+            }
+        }
+        let mut until = now + SLICE;
+        for d in deadline
+            .into_iter()
+            .chain(pending.iter().filter_map(Accepting::deadline))
+        {
+            until = until.min(d);
+        }
+        let mut fds: Vec<(BorrowedFd, Want)> = vec![(self.fd.as_fd(), Want::Read)];
+        fds.extend(pending.iter().map(|a| (a.as_fd(), Want::Read)));
+        sys::wait_ready(&fds, Some(until)).map_err(|e| Error::io("poll", e))?;
+        Ok(None)
+    }
+
+    /// Starts the handshake of a new connection, or refuses it (logged).
+    fn start(&self, fd: OwnedFd, now: Instant, pending: usize) -> Option<Accepting> {
+        if pending >= MAX_PENDING {
+            log::warn!(target: "procactor::connection", "{}: {MAX_PENDING} handshakes in progress; a new connection is closed", self.address);
+            return None;
+        }
+        if sys::is_unix_socket(fd.as_fd()) {
+            let ours = sys::getuid();
+            match sys::peer_cred(fd.as_fd()) {
+                Ok(c) if c.uid == ours => {}
+                Ok(c) => {
+                    log::warn!(target: "procactor::connection", "{}: refused a connection from uid {} (pid {})", self.address, c.uid, c.pid);
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        let deadline = now + self.handshake_timeout;
+        match Accepting::start(fd, self.authkey.as_deref(), !self.plaintext, deadline) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                log::debug!(target: "procactor::connection", "{}: a handshake failed: {e}", self.address);
+                None
+            }
+        }
+    }
+
+    /// Handshakes in progress now.
+    pub fn pending_handshakes(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // As CPython's: a Unix listener removes its socket file.
+        if let Address::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authkey", &self.authkey.as_ref().map(|_| "…"))
+            .field("plaintext", &self.plaintext)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish()
+    }
+}
