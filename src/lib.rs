@@ -71,7 +71,8 @@ pub mod actor {
 /// A manager process that hosts shared lists, dicts, values and namespaces behind proxies (Python's `multiprocessing.Manager`).
 pub mod manager {
     pub use procactor_runtime::{
-        DictProxy, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace, ValueProxy,
+        DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace,
+        RemoteManager, RemoteOptions, Shared, ValueProxy,
     };
 }
 

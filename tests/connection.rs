@@ -6,6 +6,8 @@
 
 mod common;
 
+procactor::test_support!();
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -281,7 +283,6 @@ fn echo_child(conn: Connection<String>) -> usize {
 
 #[test]
 fn an_encrypted_connection_moves_to_a_child_and_the_parents_handle_is_retired() {
-    procactor::init();
     let (client, server, _l) = tcp_pair::<String>(false);
     client.send("before".into()).unwrap();
     assert_eq!(server.recv_timeout(BOUND).unwrap(), "before");
@@ -310,7 +311,6 @@ fn hold(conn: Connection<u8>) {
 
 #[test]
 fn a_peer_killed_is_disconnected_and_a_stopped_one_is_a_timeout() {
-    procactor::init();
     let (client, server, _l) = tcp_pair::<u8>(false);
     let child = reaped(Process::new(hold, server).start().unwrap());
     let pid = rustix::process::Pid::from_raw(child.pid() as i32).unwrap();
@@ -341,7 +341,6 @@ fn nap(ms: u64) {
 
 #[test]
 fn wait_reports_connections_listeners_and_processes_that_are_ready() {
-    procactor::init();
     let l = Listener::bind("127.0.0.1:0").unwrap().authkey(KEY);
     let (a, b, _l2) = tcp_pair::<u8>(false);
     let (p1, p2) = procactor::Pipe::<u8>::duplex().unwrap();

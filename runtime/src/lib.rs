@@ -49,7 +49,8 @@ pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
-    DictProxy, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace, ValueProxy,
+    DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace,
+    RemoteManager, RemoteOptions, Shared, ValueProxy,
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};

@@ -136,6 +136,16 @@ impl<T> Connection<T> {
         Self::with_link(Link::Net(Arc::new(stream)), Mode::Duplex)
     }
 
+    /// `send_bytes`, waiting for room at most as `wait` allows (a pipe's end waits as
+    /// `send_bytes` does).
+    pub(crate) fn send_bytes_wait(&self, bytes: &[u8], wait: Wait) -> Result<()> {
+        self.check(true)?;
+        match &self.link {
+            Link::Local(chan) => chan.send(KIND_BYTES, 0, bytes, &[]),
+            Link::Net(s) => s.send(&[bytes], wait),
+        }
+    }
+
     /// Whether a message is begun here (part of it read by a receive that timed out): `poll`
     /// and `wait` count it as readable whatever the socket says.
     pub(crate) fn has_begun(&self) -> bool {

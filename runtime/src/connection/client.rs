@@ -52,6 +52,11 @@ impl Client {
         }
     }
 
+    /// The address it connects to (`None` if it did not parse: `connect` says why).
+    pub fn address(&self) -> Option<&Address> {
+        self.address.as_ref().ok()
+    }
+
     /// The key to prove we hold, and to demand the listener proves (required for TCP).
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Client {
         self.authkey = Some(key.as_ref().to_vec());

@@ -224,6 +224,11 @@ impl Listener {
         }
     }
 
+    /// Whether it speaks CPython's plaintext protocol.
+    pub fn is_plaintext(&self) -> bool {
+        self.plaintext
+    }
+
     /// Handshakes in progress now.
     pub fn pending_handshakes(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -141,7 +141,7 @@ where
 ///
 /// `insert`, `extend` and `clear` are pipelined (see the [`Manager`](crate::Manager) docs).
 pub struct DictProxy<K, V> {
-    handle: Handle<(DictTag, K, V)>,
+    pub(super) handle: Handle<(DictTag, K, V)>,
 }
 
 proxy_impls!(DictProxy[K, V]);

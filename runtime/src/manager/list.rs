@@ -157,7 +157,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub struct ListProxy<T> {
-    handle: Handle<(ListTag, T)>,
+    pub(super) handle: Handle<(ListTag, T)>,
 }
 
 proxy_impls!(ListProxy[T]);

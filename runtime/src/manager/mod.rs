@@ -5,10 +5,12 @@
 mod dict;
 #[cfg(test)]
 pub(crate) mod fuzz_targets;
+mod gateway;
 mod hosted;
 mod list;
 mod proto;
 mod proxy;
+mod remote;
 mod server;
 mod value;
 
@@ -20,8 +22,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use dict::DictProxy;
+pub use gateway::Gateway;
 pub use hosted::{HostedProxy, HostedTell};
 pub use list::{ListIter, ListProxy};
+pub use remote::{RemoteManager, RemoteOptions, Shared};
 pub use value::{Namespace, ValueProxy};
 
 use proto::{PackedRef, Request, Response};
@@ -178,7 +182,7 @@ impl Manager {
             .map_err(proxy::gone)?
         {
             Response::Created(obj) => Ok(Handle::new(ProxyCore::created(
-                self.core.clone(),
+                proxy::Via::Local(self.core.clone()),
                 obj,
                 Handle::<P>::kind(),
             ))),

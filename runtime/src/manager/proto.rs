@@ -123,11 +123,36 @@ impl Fault {
 /// process tree's secret (see `procactor_os::code`). The manager calls it only if the name
 /// resolves to a function of the expected type, or the signature checks: a reference from
 /// another program, a corrupted one or one sent as another type is refused, never called.
-#[derive(Serialize, Deserialize, Clone, Debug)]
+#[derive(Deserialize, Clone, Debug)]
 pub(crate) enum FnRef {
     Signed(SignedCode),
     Named(String),
 }
+
+/// [`FnRef`] as it is written (the same encoding). An address means nothing to another program
+/// (and its tag nothing to another process tree): for a remote manager, functions go by name
+/// only, and a signed one fails to encode, at the caller.
+impl Serialize for FnRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        enum Wire<'a> {
+            Signed(&'a SignedCode),
+            Named(&'a str),
+        }
+        match self {
+            FnRef::Signed(_) if super::remote::encoding_remote() => {
+                super::remote::refused_unnamed();
+                Err(serde::ser::Error::custom(NAMED_ONLY))
+            }
+            FnRef::Signed(c) => Wire::Signed(c).serialize(s),
+            FnRef::Named(n) => Wire::Named(n).serialize(s),
+        }
+    }
+}
+
+/// Why a function without a name is refused by a remote manager.
+pub(crate) const NAMED_ONLY: &str = "a function sent to a remote manager must have a name: mark \
+    it #[procactor::entry] (an address means nothing to another program)";
 
 /// The reference to `f` sent to the manager.
 pub(crate) fn sign<F: code::FnPtr>(f: F) -> Result<FnRef, Error> {

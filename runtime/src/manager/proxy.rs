@@ -53,6 +53,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::proto::{PackedRef, Request, Response};
+use super::remote::Session;
 use super::server::{self, LocalRef, ManagerCore};
 use crate::actor::ActorRef;
 use crate::error::{Error, Result};
@@ -146,9 +147,43 @@ impl Drop for Lifeline {
     }
 }
 
+/// How a proxy reaches its manager.
+pub(crate) enum Via {
+    /// Over this process's connection to a manager on this host.
+    Local(ActorRef<ManagerCore>),
+    /// Over a network session with a remote manager's gateway (see `remote`).
+    Remote(Arc<Session>),
+}
+
+impl Via {
+    /// A local manager's actor (`None` for a remote one: what needs it does not apply).
+    fn local(&self) -> Option<&ActorRef<ManagerCore>> {
+        match self {
+            Via::Local(m) => Some(m),
+            Via::Remote(_) => None,
+        }
+    }
+
+    /// The manager's pid, as errors name it (a remote manager's, as its gateway said).
+    pub(crate) fn pid(&self) -> u32 {
+        match self {
+            Via::Local(m) => m.pid(),
+            Via::Remote(s) => s.manager_pid(),
+        }
+    }
+
+    /// Which manager: its actor id, or the session's (for equality of proxies).
+    fn id(&self) -> (bool, u64) {
+        match self {
+            Via::Local(m) => (false, m.id().0),
+            Via::Remote(s) => (true, Arc::as_ptr(s) as u64),
+        }
+    }
+}
+
 /// One process's reference to one object of a manager.
 pub(crate) struct ProxyCore {
-    pub(crate) manager: ActorRef<ManagerCore>,
+    pub(crate) manager: Via,
     pub(crate) obj: u64,
     kind: u64,
     /// The process this reference belongs to: a forked copy neither adopts nor releases it.
@@ -159,7 +194,7 @@ pub(crate) struct ProxyCore {
 
 impl ProxyCore {
     /// The reference a `Create` gave this process.
-    pub(crate) fn created(manager: ActorRef<ManagerCore>, obj: u64, kind: u64) -> ProxyCore {
+    pub(crate) fn created(manager: Via, obj: u64, kind: u64) -> ProxyCore {
         ProxyCore {
             manager,
             obj,
@@ -170,14 +205,19 @@ impl ProxyCore {
     }
 
     fn in_manager(&self) -> bool {
-        server::is_hosting(self.manager.id().0)
+        self.manager
+            .local()
+            .is_some_and(|m| server::is_hosting(m.id().0))
     }
 
     /// Adopts `lend` over this process's connection, written out before it returns; `proof`
     /// is this process's copy of the lend's lifeline, sent along (see the module docs).
     fn adopt_now(&self, lend: u64, proof: Option<RawFd>) -> Result<()> {
         let raw: Vec<RawFd> = proof.into_iter().collect();
-        self.manager
+        let Some(manager) = self.manager.local() else {
+            return Ok(()); // a remote proxy is never decoded: it adopts nothing
+        };
+        manager
             .tell_now_as(&Request::Adopt {
                 obj: self.obj,
                 lend,
@@ -199,7 +239,10 @@ impl ProxyCore {
     }
 
     fn send_tell(&self, req: &Request<PackedRef>) -> Result<()> {
-        self.manager.tell_as(req).map_err(gone)
+        match &self.manager {
+            Via::Local(m) => m.tell_as(req).map_err(gone),
+            Via::Remote(s) => s.tell(req),
+        }
     }
 
     /// Applies `op` in the manager and returns its result.
@@ -207,13 +250,16 @@ impl ProxyCore {
         self.check_outside()?;
         self.adopt_pending()?;
         let mut bytes = Vec::new();
-        let fds = wire::encode(op, &mut bytes)?;
+        let fds = self.encode(op, &mut bytes)?;
         let req = Request::Call {
             obj: self.obj,
             kind: self.kind,
             op: PackedRef::new(&bytes, &fds),
         };
-        let resp: Response = self.manager.ask_as(&req, Wait::Forever).map_err(gone)?;
+        let resp: Response = match &self.manager {
+            Via::Local(m) => m.ask_as(&req, Wait::Forever).map_err(gone)?,
+            Via::Remote(s) => s.call(&req)?,
+        };
         match resp {
             Response::Value(p) => p.decode(),
             Response::Failed(f) => Err(f.into_error(self.manager.pid())),
@@ -227,12 +273,21 @@ impl ProxyCore {
         self.check_outside()?;
         self.adopt_pending()?;
         let mut bytes = Vec::new();
-        let fds = wire::encode(op, &mut bytes)?;
+        let fds = self.encode(op, &mut bytes)?;
         self.send_tell(&Request::Call {
             obj: self.obj,
             kind: self.kind,
             op: PackedRef::new(&bytes, &fds),
         })
+    }
+
+    /// Encodes an operation; for a remote manager, only what can cross hosts (no descriptors,
+    /// functions by name).
+    fn encode<O: Serialize + ?Sized>(&self, op: &O, bytes: &mut Vec<u8>) -> Result<Vec<RawFd>> {
+        match &self.manager {
+            Via::Local(_) => wire::encode(op, bytes),
+            Via::Remote(_) => super::remote::encode_op(op, bytes).map(|()| Vec::new()),
+        }
     }
 
     fn check_outside(&self) -> Result<()> {
@@ -251,12 +306,12 @@ impl ProxyCore {
         let lend = if pinned { 0 } else { new_id() };
         if self.in_manager() {
             server::local_lend(self.obj, lend);
-        } else if self.adopt_pending().is_ok() {
+        } else if let (Some(manager), Ok(())) = (self.manager.local(), self.adopt_pending()) {
             // Written out now, not queued: the bytes may leave as soon as we return, and if this
             // process died before the flusher wrote the lend, the object could be freed under
             // them (this process's own reference released, no lend counted).
             // Errors: the manager is gone, and the copy will find it gone too.
-            let _ = self.manager.tell_now_as(&Request::<PackedRef>::Lend {
+            let _ = manager.tell_now_as(&Request::<PackedRef>::Lend {
                 obj: self.obj,
                 lend,
                 line,
@@ -367,8 +422,12 @@ impl<P> Handle<P> {
     }
 
     pub(crate) fn new(core: ProxyCore) -> Self {
+        Self::from_core(Arc::new(core))
+    }
+
+    pub(crate) fn from_core(core: Arc<ProxyCore>) -> Self {
         Handle {
-            core: Arc::new(core),
+            core,
             line: Mutex::new(None),
             _p: PhantomData,
         }
@@ -386,6 +445,7 @@ impl<P> Handle<P> {
         f.debug_struct(name)
             .field("object", &self.core.obj)
             .field("manager_pid", &self.core.manager.pid())
+            .field("remote", &matches!(self.core.manager, Via::Remote(_)))
             .finish()
     }
 
@@ -393,7 +453,8 @@ impl<P> Handle<P> {
     /// message carries already, else this clone's (or a new one), added to the message. `None`:
     /// no line could be made (the manager is gone, or no descriptor is left).
     fn line_for_message(&self) -> Option<Arc<Lifeline>> {
-        let manager = self.core.manager.id();
+        let local = self.core.manager.local()?;
+        let manager = local.id();
         let carried = RECENT.with(|r| {
             let mut r = r.borrow_mut();
             r.retain(|w| w.strong_count() > 0);
@@ -411,7 +472,7 @@ impl<P> Handle<P> {
         let l = match &*mine {
             Some(l) if l.ours() => l.clone(),
             _ => {
-                let l = Lifeline::open(&self.core.manager)
+                let l = Lifeline::open(local)
                     .inspect_err(|e| {
                         log::debug!(target: "procactor::manager", "a proxy travels without a lifeline: {e}");
                     })
@@ -439,6 +500,12 @@ impl<P> PartialEq for Handle<P> {
 
 impl<P> Serialize for Handle<P> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let Some(manager) = self.core.manager.local() else {
+            return Err(serde::ser::Error::custom(
+                "a proxy of a remote manager cannot travel to another process: connect to the \
+                 manager from there (RemoteManager::connect), or publish the object by name",
+            ));
+        };
         let pinned = PINNING.with(Cell::get);
         // A line only where the bytes can carry a descriptor (not in a Queue, not in plain
         // postcard), and not for the manager's own answers (lent to the caller instead).
@@ -457,7 +524,7 @@ impl<P> Serialize for Handle<P> {
             },
         };
         ProxyWireOut {
-            manager: &self.core.manager,
+            manager,
             obj: self.core.obj,
             kind: self.core.kind,
             lend,
@@ -479,7 +546,7 @@ impl<'de, P> Deserialize<'de> for Handle<P> {
             )));
         }
         let core = ProxyCore {
-            manager: w.manager,
+            manager: Via::Local(w.manager),
             obj: w.obj,
             kind: w.kind,
             pid: sys::getpid(),

@@ -77,7 +77,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ValueObj<T> {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub struct ValueProxy<T> {
-    handle: Handle<(ValueTag, T)>,
+    pub(super) handle: Handle<(ValueTag, T)>,
 }
 
 proxy_impls!(ValueProxy[T]);
@@ -204,7 +204,7 @@ impl Object for NamespaceObj {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 pub struct Namespace {
-    handle: Handle<NamespaceTag>,
+    pub(super) handle: Handle<NamespaceTag>,
 }
 
 proxy_impls!(Namespace[]);

@@ -1,0 +1,599 @@
+//! A manager reached over the network: [`RemoteManager`] (the client side) and the protocol it
+//! speaks with a [`Gateway`](super::Gateway) (the serving side, `gateway.rs`).
+//!
+//! The same proxy types work remotely: a `ListProxy<T>` from a `RemoteManager` sends its
+//! operations over one encrypted connection (a *session*) to the gateway, which applies them in
+//! the manager and answers. What cannot cross hosts is refused with a clear error, at the caller:
+//! values holding descriptors, functions by address (use `#[procactor::entry]` functions, sent by
+//! name), and remote proxies sent on to another process.
+//!
+//! Every call has a deadline (30 s unless set). Both sides watch the session: the client pings
+//! every quarter of the heartbeat timeout; the gateway ends a session it has not heard from for a
+//! heartbeat timeout (releasing every reference the session held), and a client that has not
+//! heard from the gateway for as long fails its calls with [`Error::Disconnected`] at once.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::dict::{DictProxy, DictTag};
+use super::list::{ListProxy, ListTag};
+use super::proto::{Fault, Packed, PackedRef, Request, Response};
+use super::proxy::{Handle, ProxyCore, Via};
+use super::server::MakeFn;
+use super::value::{Namespace, NamespaceTag, ValueProxy, ValueTag};
+use crate::connection::{Address, Client};
+use crate::error::{Error, Result};
+use crate::pipe::Connection;
+use crate::wire::{self, Wait};
+
+/// How long a remote call waits for its answer, unless set.
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a side waits without hearing from the other before it ends the session, unless
+/// set (Erlang's `net_ticktime`, scaled to a LAN).
+pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The version of this protocol: a gateway refuses a client of another.
+pub(super) const PROTOCOL: u32 = 1;
+
+/// Client to gateway.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) enum Up {
+    /// The first message: the protocol version and the client's heartbeat timeout.
+    Hello { protocol: u32, heartbeat_ms: u64 },
+    /// An operation on an object the session holds; `id` 0: pipelined (no answer).
+    Call {
+        id: u64,
+        obj: u64,
+        kind: u64,
+        op: Vec<u8>,
+    },
+    /// A new object of a kind the gateway allows, from its encoded initial value.
+    Create {
+        id: u64,
+        kind: u64,
+        kind_name: String,
+        init: Vec<u8>,
+    },
+    /// A reference to the object the gateway published as `name`, of proxy kind `kind`.
+    Get { id: u64, name: String, kind: u64 },
+    /// The session holds one reference less to `obj`.
+    Release { obj: u64 },
+    /// How many objects the manager hosts.
+    Count { id: u64 },
+    /// Still here.
+    Ping,
+}
+
+/// Gateway to client.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) enum Down {
+    /// The answer to `Hello`.
+    Welcome { manager_pid: u32 },
+    /// The answer to the call `id`.
+    Reply { id: u64, answer: Answer },
+    /// The answer to `Ping`.
+    Pong,
+}
+
+/// What a call gave.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) enum Answer {
+    Created(u64),
+    Value(Vec<u8>),
+    Failed(Fault),
+    Count(u64),
+}
+
+pub(super) fn encode<T: Serialize>(m: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(m).map_err(|e| Error::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Decode {
+        expected: std::any::type_name::<T>(),
+        reason: e.to_string(),
+    })
+}
+
+thread_local! {
+    /// An operation for a remote manager is being encoded: functions go by name only.
+    static REMOTE: Cell<bool> = const { Cell::new(false) };
+    /// ... and it held a function without a name (postcard keeps no error message: this says
+    /// why the encoding failed).
+    static UNNAMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that the operation being encoded holds a function without a name.
+pub(crate) fn refused_unnamed() {
+    UNNAMED.with(|u| u.set(true));
+}
+
+/// Whether an operation for a remote manager is being encoded on this thread.
+pub(crate) fn encoding_remote() -> bool {
+    REMOTE.with(Cell::get)
+}
+
+/// Encodes an operation for a remote manager: refused if it holds descriptors or a function
+/// that has no name (see [`encoding_remote`]).
+pub(super) fn encode_op<O: Serialize + ?Sized>(op: &O, bytes: &mut Vec<u8>) -> Result<()> {
+    let prev = REMOTE.with(|r| r.replace(true));
+    UNNAMED.with(|u| u.set(false));
+    let fds = wire::encode(op, bytes);
+    REMOTE.with(|r| r.set(prev));
+    if UNNAMED.with(|u| u.replace(false)) {
+        return Err(Error::Unsupported(super::proto::NAMED_ONLY));
+    }
+    let fds = fds?;
+    if !fds.is_empty() {
+        return Err(Error::Unsupported(
+            "a value holding descriptors (a Queue, a Connection, a local proxy...) cannot cross \
+             hosts",
+        ));
+    }
+    Ok(())
+}
+
+/// A network session with a gateway (one per [`RemoteManager`]); its proxies share it.
+pub(crate) struct Session {
+    conn: Connection<()>,
+    address: Address,
+    manager_pid: u32,
+    call_timeout: Duration,
+    heartbeat_timeout: Duration,
+    next_id: AtomicU64,
+    waiting: Mutex<HashMap<u64, SyncSender<Answer>>>,
+    /// Why the session ended (`None` while it lives).
+    ended: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+impl Session {
+    pub(crate) fn manager_pid(&self) -> u32 {
+        self.manager_pid
+    }
+
+    fn check(&self) -> Result<()> {
+        match &*self.ended.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => Ok(()),
+            Some(why) => {
+                log::debug!(target: "procactor::manager", "remote manager at {}: {why}", self.address);
+                Err(Error::Disconnected)
+            }
+        }
+    }
+
+    fn end(&self, why: String) {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.is_none() {
+            log::debug!(target: "procactor::manager", "remote manager at {}: session over: {why}", self.address);
+            *ended = Some(why);
+        }
+        drop(ended);
+        // Every waiting call learns it now (its sender dropped).
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn send(&self, up: &Up) -> Result<()> {
+        let bytes = encode(up)?;
+        match self
+            .conn
+            .send_bytes_wait(&bytes, Wait::timeout(self.call_timeout))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.end(format!("a send failed: {e}"));
+                Err(if e.is_timeout() {
+                    e
+                } else {
+                    Error::Disconnected
+                })
+            }
+        }
+    }
+
+    /// Sends `up` (built with a fresh id) and waits for its answer, at most the call timeout.
+    fn ask(&self, up: impl FnOnce(u64) -> Up) -> Result<Answer> {
+        self.check()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = sync_channel(1);
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let sent = self.send(&up(id));
+        let got = sent.and_then(|()| match rx.recv_timeout(self.call_timeout) {
+            Ok(a) => Ok(a),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(self.call_timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(Error::Disconnected),
+        });
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        got
+    }
+
+    /// A proxy's call, as the manager would answer it.
+    pub(crate) fn call(&self, req: &Request<PackedRef>) -> Result<Response> {
+        let Request::Call { obj, kind, op } = req else {
+            return Err(Error::Unsupported("not a call a remote manager takes"));
+        };
+        let answer = self.ask(|id| Up::Call {
+            id,
+            obj: *obj,
+            kind: *kind,
+            op: op.bytes.to_vec(),
+        })?;
+        Ok(match answer {
+            Answer::Created(obj) => Response::Created(obj),
+            Answer::Value(bytes) => Response::Value(Packed {
+                bytes,
+                fds: Vec::new(),
+            }),
+            Answer::Failed(f) => Response::Failed(f),
+            Answer::Count(n) => Response::Count(n),
+        })
+    }
+
+    /// A proxy's pipelined operation or release.
+    pub(crate) fn tell(&self, req: &Request<PackedRef>) -> Result<()> {
+        self.check()?;
+        match req {
+            Request::Call { obj, kind, op } => self.send(&Up::Call {
+                id: 0,
+                obj: *obj,
+                kind: *kind,
+                op: op.bytes.to_vec(),
+            }),
+            Request::Release { obj } => self.send(&Up::Release { obj: *obj }),
+            _ => Err(Error::Unsupported("not a message a remote manager takes")),
+        }
+    }
+
+    /// The reader: answers to their callers, pongs to the heartbeat; pings when due.
+    fn read_loop(self: Arc<Self>) {
+        let tick = self.heartbeat_timeout / 4;
+        let mut heard = Instant::now();
+        let mut pinged = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if pinged.elapsed() >= tick {
+                pinged = Instant::now();
+                if self.send(&Up::Ping).is_err() {
+                    break;
+                }
+            }
+            match self.conn.recv_bytes_timeout(tick) {
+                Ok(bytes) => {
+                    heard = Instant::now();
+                    match decode::<Down>(&bytes) {
+                        Ok(Down::Reply { id, answer }) => {
+                            let waiter = self
+                                .waiting
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&id);
+                            if let Some(w) = waiter {
+                                let _ = w.try_send(answer);
+                            }
+                        }
+                        Ok(Down::Pong) | Ok(Down::Welcome { .. }) => {}
+                        Err(e) => {
+                            self.end(format!("the gateway sent what is not a reply: {e}"));
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => {
+                    if heard.elapsed() > self.heartbeat_timeout {
+                        self.end(format!(
+                            "nothing heard from the gateway for {:?} (heartbeat timeout)",
+                            self.heartbeat_timeout
+                        ));
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.end(format!("the connection failed: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A manager on another host (or served by another program), reached through its gateway: the
+/// client side of CPython's `BaseManager(address, authkey).connect()`. See
+/// [`Manager::serve`](super::Manager::serve) for the serving side.
+///
+/// ```
+/// # procactor::init();
+/// use procactor::connection::{Client, Listener};
+/// use procactor::manager::{ListProxy, RemoteManager};
+/// use procactor::Manager;
+///
+/// // The serving side: a manager, published on an address with a key.
+/// let m = Manager::start()?;
+/// let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"key"))?;
+/// gateway.allow::<ListProxy<u32>>();
+/// let jobs = m.list_from(vec![1u32, 2])?;
+/// gateway.register("jobs", &jobs)?;
+///
+/// // Elsewhere: connect with the address and the key.
+/// let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"key"))?;
+/// let jobs: ListProxy<u32> = remote.get("jobs")?;
+/// jobs.append(3)?;
+/// assert_eq!(jobs.snapshot()?, [1, 2, 3]);
+/// let mine = remote.list::<u32>()?; // created in the manager, through the gateway
+/// mine.extend(vec![7, 8])?;
+/// assert_eq!(mine.len()?, 2);
+/// # Ok::<(), procactor::Error>(())
+/// ```
+pub struct RemoteManager {
+    session: Arc<Session>,
+}
+
+/// Options for [`RemoteManager::connect_with`] (defaults: 30 s per call, 8 s heartbeat
+/// timeout).
+#[derive(Clone, Copy, Debug)]
+pub struct RemoteOptions {
+    /// How long each call waits for its answer ([`Error::Timeout`] then).
+    pub call_timeout: Duration,
+    /// How long without hearing from the gateway before the session is over (and how long the
+    /// gateway waits to hear from us before it releases our references).
+    pub heartbeat_timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+        }
+    }
+}
+
+impl RemoteManager {
+    /// Connects to the gateway `client` names (its address, key and connect timeout), with the
+    /// default [`RemoteOptions`].
+    pub fn connect(client: &Client) -> Result<RemoteManager> {
+        Self::connect_with(client, RemoteOptions::default())
+    }
+
+    /// [`connect`](RemoteManager::connect) with other timeouts.
+    pub fn connect_with(client: &Client, options: RemoteOptions) -> Result<RemoteManager> {
+        let conn = client.connect::<()>()?;
+        let heartbeat_ms = options.heartbeat_timeout.as_millis().max(1) as u64;
+        conn.send_bytes(&encode(&Up::Hello {
+            protocol: PROTOCOL,
+            heartbeat_ms,
+        })?)?;
+        let manager_pid = match decode::<Down>(&conn.recv_bytes_timeout(options.call_timeout)?)? {
+            Down::Welcome { manager_pid } => manager_pid,
+            other => {
+                return Err(Error::Decode {
+                    expected: "a gateway's welcome",
+                    reason: format!("{other:?}"),
+                })
+            }
+        };
+        let session = Arc::new(Session {
+            conn,
+            address: client
+                .address()
+                .cloned()
+                .unwrap_or(Address::Abstract(String::new())),
+            manager_pid,
+            call_timeout: options.call_timeout,
+            heartbeat_timeout: options.heartbeat_timeout,
+            next_id: AtomicU64::new(1),
+            waiting: Mutex::new(HashMap::new()),
+            ended: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let reader = session.clone();
+        std::thread::Builder::new()
+            .name("procactor-remote".into())
+            .spawn(move || reader.read_loop())
+            .map_err(|e| Error::io("spawn the session's reader", e))?;
+        Ok(RemoteManager { session })
+    }
+
+    /// Whether the session lives (false once the gateway is gone or silent past the heartbeat
+    /// timeout: every call then fails at once with [`Error::Disconnected`]).
+    pub fn is_connected(&self) -> bool {
+        self.session.check().is_ok()
+    }
+
+    /// The manager's pid (on its host).
+    pub fn manager_pid(&self) -> u32 {
+        self.session.manager_pid
+    }
+
+    /// How many objects the manager hosts.
+    pub fn object_count(&self) -> Result<usize> {
+        match self.session.ask(|id| Up::Count { id })? {
+            Answer::Count(n) => Ok(n as usize),
+            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn create<P: Shared, I: Serialize + ?Sized>(&self, init: &I) -> Result<P> {
+        let mut bytes = Vec::new();
+        encode_op(init, &mut bytes)?;
+        let kind = P::kind();
+        match self.session.ask(|id| Up::Create {
+            id,
+            kind: kind.kind,
+            kind_name: kind.name.to_string(),
+            init: bytes,
+        })? {
+            Answer::Created(obj) => Ok(P::from_core(self.core(obj, kind.kind))),
+            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn core(&self, obj: u64, kind: u64) -> Core {
+        Core(Arc::new(ProxyCore::created(
+            Via::Remote(self.session.clone()),
+            obj,
+            kind,
+        )))
+    }
+
+    /// The object the gateway published as `name` (`Gateway::register`), as a proxy of type
+    /// `P`: [`Error::NotFound`] if there is none, an error naming both types if it is another.
+    pub fn get<P: Shared>(&self, name: &str) -> Result<P> {
+        let kind = P::kind().kind;
+        match self.session.ask(|id| Up::Get {
+            id,
+            name: name.to_string(),
+            kind,
+        })? {
+            Answer::Created(obj) => Ok(P::from_core(self.core(obj, kind))),
+            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// A new, empty shared list (the gateway must allow `ListProxy<T>`).
+    pub fn list<T: Serialize + DeserializeOwned + 'static>(&self) -> Result<ListProxy<T>> {
+        self.create(&Vec::<T>::new())
+    }
+
+    /// A new, empty shared dict (the gateway must allow `DictProxy<K, V>`).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+    {
+        self.create(&Vec::<(K, V)>::new())
+    }
+
+    /// A new shared value (the gateway must allow `ValueProxy<T>`).
+    pub fn value<T: Serialize + DeserializeOwned + 'static>(
+        &self,
+        value: T,
+    ) -> Result<ValueProxy<T>> {
+        self.create(&value)
+    }
+
+    /// A new namespace (always allowed: its fields are encoded values).
+    pub fn namespace(&self) -> Result<Namespace> {
+        self.create(&())
+    }
+}
+
+impl Drop for RemoteManager {
+    fn drop(&mut self) {
+        // The reader stops at its next tick; proxies still alive keep the session.
+        if Arc::strong_count(&self.session) <= 2 {
+            self.session.stop.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for RemoteManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteManager")
+            .field("address", &self.session.address)
+            .field("manager_pid", &self.session.manager_pid)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+fn unexpected() -> Error {
+    Error::Decode {
+        expected: "a gateway's answer",
+        reason: "an answer of another kind".into(),
+    }
+}
+
+/// A proxy kind: its fingerprint, its name, and how the manager makes one.
+#[doc(hidden)]
+#[derive(Clone, Copy)]
+pub struct Kind {
+    pub(crate) kind: u64,
+    pub(crate) name: &'static str,
+    pub(crate) make: MakeFn,
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kind").field("name", &self.name).finish()
+    }
+}
+
+/// One counted reference, as a proxy wraps it.
+#[doc(hidden)]
+pub struct Core(pub(crate) Arc<ProxyCore>);
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core").field("object", &self.0.obj).finish()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A proxy type that a [`Gateway`](super::Gateway) can publish and a [`RemoteManager`] create:
+/// [`ListProxy`], [`DictProxy`], [`ValueProxy`] and [`Namespace`].
+pub trait Shared: sealed::Sealed + Sized + 'static {
+    #[doc(hidden)]
+    fn kind() -> Kind;
+    #[doc(hidden)]
+    fn from_core(core: Core) -> Self;
+    #[doc(hidden)]
+    fn core(&self) -> Core;
+}
+
+macro_rules! shared {
+    ($proxy:ty, $tag:ty, $make:expr, [$($g:tt)*] where $($bounds:tt)*) => {
+        impl<$($g)*> sealed::Sealed for $proxy where $($bounds)* {}
+        impl<$($g)*> Shared for $proxy where $($bounds)* {
+            fn kind() -> Kind {
+                Kind {
+                    kind: Handle::<$tag>::kind(),
+                    name: std::any::type_name::<$proxy>(),
+                    make: $make,
+                }
+            }
+            fn from_core(core: Core) -> Self {
+                Self::from_handle(Handle::from_core(core.0))
+            }
+            fn core(&self) -> Core {
+                Core(self.handle.core.clone())
+            }
+        }
+    };
+}
+
+shared!(ListProxy<T>, (ListTag, T), super::list::make::<T>, [T] where T: Serialize + DeserializeOwned + 'static);
+shared!(DictProxy<K, V>, (DictTag, K, V), super::dict::make::<K, V>, [K, V] where
+    K: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static,
+    V: Serialize + DeserializeOwned + 'static);
+shared!(ValueProxy<T>, (ValueTag, T), super::value::make_value::<T>, [T] where T: Serialize + DeserializeOwned + 'static);
+shared!(Namespace, NamespaceTag, super::value::make_namespace, [] where);
