@@ -8,10 +8,14 @@
 
 use std::time::{Duration, Instant};
 
+use procactor::connection::{Address, Client, Listener};
+use procactor::manager::RemoteManager;
 use procactor::{
     manager::DictProxy, manager::ListProxy, pool::as_completed, shared::RawValue, ActorRef,
     Connection, Executor, Lock, Manager, Pipe, Pool, Process, Queue, StartMethod,
 };
+
+const KEY: &[u8] = b"bench authkey";
 
 const CHUNK: usize = 1 << 20;
 
@@ -598,6 +602,102 @@ fn manager_list_append(quick: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The child of `connection_rtt`: connects and echoes 8-byte messages until the end.
+fn tcp_echo((address, plaintext): (Address, bool)) -> u64 {
+    let mut c = Client::new(&address).authkey(KEY);
+    if plaintext {
+        c = c.plaintext();
+    }
+    let conn = c.connect::<()>().expect("connection_rtt: connect");
+    let mut buf = Vec::new();
+    let mut n = 0;
+    while conn.recv_bytes_into(&mut buf).is_ok() {
+        if conn.send_bytes(&buf).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+fn connection_rtt(quick: bool) -> Result<(), String> {
+    let rounds: u64 = if quick { 5_000 } else { 20_000 };
+    let e = |e: procactor::Error| e.to_string();
+    // Encrypted (the default), and CPython's protocol (what the Python peer measures).
+    for (system, plaintext) in [("procactor", false), ("procactor-plaintext", true)] {
+        let mut l = Listener::bind("127.0.0.1:0").map_err(e)?.authkey(KEY);
+        if plaintext {
+            l = l.plaintext();
+        }
+        let p = Process::new(tcp_echo, (l.address().clone(), plaintext))
+            .start()
+            .map_err(e)?;
+        let conn = l.accept_timeout::<()>(Duration::from_secs(60)).map_err(e)?;
+        let mut buf = Vec::new();
+        conn.send_bytes(&0u64.to_le_bytes()).map_err(e)?;
+        conn.recv_bytes_into(&mut buf).map_err(e)?;
+        let t = Instant::now();
+        for i in 1..rounds {
+            conn.send_bytes(&i.to_le_bytes()).map_err(e)?;
+            conn.recv_bytes_into(&mut buf).map_err(e)?;
+            if buf != i.to_le_bytes() {
+                return Err(format!("connection_rtt: round {i} echoed something else"));
+            }
+        }
+        let us = t.elapsed().as_secs_f64() / (rounds - 1) as f64 * 1e6;
+        drop(conn);
+        if p.join().map_err(e)? != rounds {
+            return Err("connection_rtt: the echo served another number of rounds".into());
+        }
+        emit(system, "connection_rtt", us, "us/roundtrip", "lower");
+    }
+    Ok(())
+}
+
+/// The client of `remote_manager_dict`: n inserts then n reads through a remote manager; the
+/// time of those 2n operations (µs), or why they were wrong.
+fn remote_dict_client((address, n): (Address, u64)) -> Result<f64, String> {
+    let e = |e: procactor::Error| e.to_string();
+    let r = RemoteManager::connect(&Client::new(&address).authkey(KEY)).map_err(e)?;
+    let d: DictProxy<u64, u64> = r.get("d").map_err(e)?;
+    let t = Instant::now();
+    for i in 0..n {
+        d.insert(i, i).map_err(e)?;
+    }
+    for i in 0..n {
+        if d.get(&i).map_err(e)? != Some(i) {
+            return Err(format!("remote_manager_dict: wrong value for {i}"));
+        }
+    }
+    Ok(t.elapsed().as_secs_f64() * 1e6)
+}
+
+fn remote_manager_dict(quick: bool) -> Result<(), String> {
+    let n: u64 = if quick { 2_000 } else { 10_000 };
+    let e = |e: procactor::Error| e.to_string();
+    let m = Manager::start().map_err(e)?;
+    let gw = m
+        .serve(Listener::bind("127.0.0.1:0").map_err(e)?.authkey(KEY))
+        .map_err(e)?;
+    let d = m.dict::<u64, u64>().map_err(e)?;
+    gw.register("d", &d).map_err(e)?;
+    let p = Process::new(remote_dict_client, (gw.address().clone(), n))
+        .start()
+        .map_err(e)?;
+    let us = p.join().map_err(e)??;
+    if d.len().map_err(e)? != n as usize {
+        return Err("remote_manager_dict: wrong length".into());
+    }
+    emit(
+        "procactor",
+        "remote_manager_dict",
+        us / (2 * n) as f64,
+        "us/op",
+        "lower",
+    );
+    Ok(())
+}
+
 type Workload = fn(bool) -> Result<(), String>;
 
 fn main() {
@@ -609,7 +709,7 @@ fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .map(|s| s.split(',').map(str::to_string).collect());
-    let workloads: [(&str, Workload); 15] = [
+    let workloads: [(&str, Workload); 17] = [
         ("spawn", spawn),
         ("pipe_rtt", pipe_rtt),
         ("pipe_bulk", pipe_bulk),
@@ -625,6 +725,8 @@ fn main() {
         ("spawn_many", spawn_many),
         ("manager_dict", manager_dict),
         ("manager_list_append", manager_list_append),
+        ("connection_rtt", connection_rtt),
+        ("remote_manager_dict", remote_manager_dict),
     ];
     let mut failed = false;
     for (name, run) in workloads {

@@ -8,13 +8,13 @@ mod common;
 
 procactor::test_support!();
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{reaped, BOUND};
 use procactor::connection::{wait_timeout, Address, Client, Listener};
-use procactor::{Connection, Error, Process};
+use procactor::{Connection, Error, Pipe, Process};
 
 const KEY: &[u8] = b"connection tests";
 
@@ -367,4 +367,201 @@ fn wait_reports_connections_listeners_and_processes_that_are_ready() {
     drop(t.join().unwrap());
     let p = reaped(Process::new(nap, 30).start().unwrap());
     assert_eq!(wait_timeout(&[&p.0], BOUND).unwrap(), [0]);
+}
+
+// Regressions from an attack on this layer (each failed before its fix).
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A raw writer on the same socket as `c` (what the peer, or a man in the middle, can send).
+fn forge<T>(c: &Connection<T>) -> TcpStream {
+    TcpStream::from(c.as_fd().try_clone_to_owned().unwrap())
+}
+
+#[test]
+fn a_refused_send_of_a_network_connection_leaves_it_usable() {
+    let (carrier, _far, _l1) = tcp_pair::<Connection<u8>>(false);
+    let (a, b, _l2) = tcp_pair::<u8>(false);
+    let e = carrier.send(a.clone()).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    a.send(7).unwrap();
+    assert_eq!(b.recv_timeout(BOUND).unwrap(), 7);
+}
+
+#[test]
+fn an_unlimited_receiver_refuses_impossible_lengths_without_panicking() {
+    // Plaintext: `-1` and a u64::MAX length; sealed: a u64::MAX length.
+    for (plaintext, header) in [(true, vec![0xff; 12]), (false, vec![0xff; 8])] {
+        let (a, b, _l) = tcp_pair::<u8>(plaintext);
+        let b = b.with_max_message_size(u64::MAX);
+        forge(&a).write_all(&header).unwrap();
+        let got = std::thread::spawn(move || {
+            let first = b.recv_bytes_timeout(BOUND).map(|v| v.len());
+            // The connection is closed after what it could not take: no spin on it either.
+            let again = b.recv_bytes_timeout(BOUND);
+            (
+                first,
+                again.is_err(),
+                wait_timeout(&[&b], Duration::ZERO).unwrap(),
+            )
+        })
+        .join()
+        .expect("recv panicked on a peer's frame header");
+        assert!(got.0.is_err() && got.1, "{got:?}");
+    }
+}
+
+#[test]
+fn an_unbounded_handshake_timeout_is_taken() {
+    let l = Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .authkey(KEY)
+        .handshake_timeout(Duration::MAX);
+    let _s = raw(&l);
+    let e = std::thread::spawn(move || l.accept_timeout::<u8>(Duration::from_millis(200)))
+        .join()
+        .expect("accept_timeout panicked")
+        .unwrap_err();
+    assert!(e.is_timeout());
+}
+
+#[test]
+fn accept_timeout_is_honoured_while_another_thread_accepts() {
+    let l = Arc::new(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY));
+    let stop = Arc::new(AtomicBool::new(false));
+    let hog = {
+        let (l, stop) = (l.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = l.accept_timeout::<u8>(Duration::from_secs(2));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let e = l
+            .accept_timeout::<u8>(Duration::from_millis(30))
+            .unwrap_err();
+        assert!(e.is_timeout());
+        worst = worst.max(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    hog.join().unwrap();
+    // Before the fix: the wait for the other thread's turn had no deadline (100-250 ms).
+    assert!(
+        worst < Duration::from_millis(90),
+        "accept_timeout(30 ms) took {worst:?}"
+    );
+}
+
+#[test]
+fn a_sender_queued_behind_a_hand_over_never_seals_under_the_moved_nonces() {
+    const BIG: usize = 4 << 20;
+    for round in 0..10 {
+        let (x, y, _l) = tcp_pair::<u8>(false);
+        let x0 = x.clone();
+        let t0 = std::thread::spawn(move || x0.send_bytes(&vec![1u8; BIG]));
+        std::thread::sleep(Duration::from_millis(50));
+        let x1 = x.clone();
+        let t1 = std::thread::spawn(move || x1.send_bytes(&[0x22u8; 10]));
+        std::thread::sleep(Duration::from_millis(20));
+        // Drain the peer's socket raw, and race the queued sender with a hand-over.
+        let mut sink = forge(&y);
+        sink.set_nonblocking(false).unwrap(); // (the socket's flags are shared with `y`'s)
+        sink.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 1 << 16];
+            while let Ok(n) = sink.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf
+        });
+        let (pa, pb) = Pipe::<Connection<u8>>::duplex().unwrap();
+        let end = Instant::now() + BOUND;
+        let moved = loop {
+            match pa.send(x.clone()) {
+                Ok(()) => break pb.recv_timeout(BOUND).unwrap(),
+                Err(_) if Instant::now() < end => std::hint::spin_loop(),
+                Err(e) => panic!(
+                    "{e} (t0 done: {}, t1 done: {})",
+                    t0.is_finished(),
+                    t1.is_finished()
+                ),
+            }
+        };
+        t0.join().unwrap().unwrap();
+        let queued = t1.join().unwrap();
+        moved.send_bytes(&[0x33u8; 5]).unwrap();
+        drop((moved, x, y));
+        let wire = drain.join().unwrap();
+        // The queued send either went before the hand-over (then the moved end's message is
+        // the third) or was refused; never both sealed under one nonce.
+        let first = 8 + BIG + 16;
+        match queued {
+            Ok(()) => {
+                let c1 = &wire[first + 8..][..10];
+                let c2 = &wire[first + 8 + 10 + 16 + 8..][..5];
+                let xor: Vec<u8> = c1.iter().zip(c2).map(|(a, b)| a ^ b).collect();
+                assert_ne!(xor, [0x22 ^ 0x33; 5], "round {round}: a nonce used twice");
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::InvalidState(_)), "round {round}: {e}");
+                assert_eq!(wire.len(), first + 8 + 5 + 16, "round {round}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_send_to_a_peer_that_stopped_reading_times_out_and_a_torn_one_closes_the_link() {
+    let (a, _b, _l) = tcp_pair::<u8>(false);
+    let t = Instant::now();
+    let e = a
+        .send_bytes_timeout(&vec![0u8; 16 << 20], Duration::from_millis(300))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    // (Sealing 16 MiB is work, not a wait: it takes seconds in a debug build.)
+    assert!(t.elapsed() < BOUND);
+    // Half a message went: the link is closed rather than left to a peer reading a torn one.
+    assert!(matches!(a.send(1), Err(Error::InvalidState(_))));
+}
+
+#[test]
+fn a_connect_flood_does_not_keep_accept_timeout_past_its_deadline() {
+    let l = Listener::bind("127.0.0.1:0").unwrap().authkey(KEY);
+    let port = tcp_port(&l);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = TcpStream::connect(("127.0.0.1", port));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        let _ = l.accept_timeout::<u8>(Duration::from_millis(20));
+        worst = worst.max(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for f in flood {
+        f.join().unwrap();
+    }
+    assert!(
+        worst < Duration::from_millis(100),
+        "accept_timeout(20 ms) took {worst:?}"
+    );
 }

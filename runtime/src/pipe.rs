@@ -136,12 +136,17 @@ impl<T> Connection<T> {
         Self::with_link(Link::Net(Arc::new(stream)), Mode::Duplex)
     }
 
-    /// `send_bytes`, waiting for room at most as `wait` allows (a pipe's end waits as
-    /// `send_bytes` does).
+    /// `send_bytes`, waiting for room at most as `wait` allows.
     pub(crate) fn send_bytes_wait(&self, bytes: &[u8], wait: Wait) -> Result<()> {
         self.check(true)?;
         match &self.link {
-            Link::Local(chan) => chan.send(KIND_BYTES, 0, bytes, &[]),
+            Link::Local(chan) if matches!(wait, Wait::Forever) => {
+                chan.send(KIND_BYTES, 0, bytes, &[])
+            }
+            Link::Local(chan) => match chan.send_wait(KIND_BYTES, 0, bytes, &[], wait)? {
+                true => Ok(()),
+                false => Err(wait.expired()),
+            },
             Link::Net(s) => s.send(&[bytes], wait),
         }
     }
@@ -178,11 +183,21 @@ impl<T> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
-        self.check(true)?;
-        match &self.link {
-            Link::Local(chan) => chan.send(KIND_BYTES, 0, bytes, &[]),
-            Link::Net(s) => s.send(&[bytes], Wait::Forever),
-        }
+        self.send_bytes_wait(bytes, Wait::Forever)
+    }
+
+    /// [`send_bytes`](Connection::send_bytes), waiting for room at most `timeout` (see
+    /// [`send_timeout`](Connection::send_timeout)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// a.send_bytes_timeout(b"soon", Duration::from_secs(1))?;
+    /// assert_eq!(b.recv_bytes()?, b"soon");
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn send_bytes_timeout(&self, bytes: &[u8], timeout: Duration) -> Result<()> {
+        self.send_bytes_wait(bytes, Wait::timeout(timeout))
     }
 
     /// Receives one message as bytes, whatever was sent (for a value: its encoding).
@@ -397,6 +412,32 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn send(&self, value: T) -> Result<()> {
+        self.send_wait(value, Wait::Forever)
+    }
+
+    /// [`send`](Connection::send), waiting for room at most `timeout` ([`Error::Timeout`]
+    /// then, and nothing was sent; for a network connection, a send that times out half-way
+    /// through a message closes the connection, whose peer would otherwise read a torn one).
+    /// A large message on a pipe goes in a memory file, so the wait is only for the room its
+    /// header needs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, _b) = procactor::Pipe::<u64>::duplex()?;
+    /// // Nobody reads `_b`: its buffer fills, then a send gives up.
+    /// let full = loop {
+    ///     if let Err(e) = a.send_timeout(7, Duration::from_millis(10)) {
+    ///         break e;
+    ///     }
+    /// };
+    /// assert!(full.is_timeout());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<()> {
+        self.send_wait(value, Wait::timeout(timeout))
+    }
+
+    fn send_wait(&self, value: T, wait: Wait) -> Result<()> {
         self.check(true)?;
         SEND_BUF.with(|buf| {
             // A value sent from inside a Serialize impl would find the buffer taken: use a fresh one.
@@ -407,17 +448,28 @@ impl<T: Serialize + DeserializeOwned> Connection<T> {
                 Err(_) => &mut fresh,
             };
             buf.clear();
-            let fds = wire::encode(&value, buf)?;
             let res = match &self.link {
-                Link::Local(chan) => chan.send(KIND_VALUE, self.fingerprint, buf, &fds),
-                Link::Net(_) if !fds.is_empty() => Err(Error::Unsupported(
-                    "a value that carries descriptors (a Connection, a Queue...) cannot cross a \
-                     network connection",
-                )),
-                Link::Net(s) => s.send(
-                    &[TYPED, &self.fingerprint.to_le_bytes(), buf],
-                    Wait::Forever,
-                ),
+                Link::Local(chan) => wire::encode(&value, buf).and_then(|fds| {
+                    if matches!(wait, Wait::Forever) {
+                        return chan.send(KIND_VALUE, self.fingerprint, buf, &fds);
+                    }
+                    match chan.send_wait(KIND_VALUE, self.fingerprint, buf, &fds, wait)? {
+                        true => Ok(()),
+                        false => Err(wait.expired()),
+                    }
+                }),
+                // No descriptor can cross: a handle inside is refused before it is touched (a
+                // network connection inside is not handed over).
+                Link::Net(s) => match wire::encode_plain(&value, buf) {
+                    Err(Error::Encode { reason, .. }) if reason == wire::HANDLE_OUTSIDE => {
+                        Err(Error::Unsupported(
+                            "a value that carries descriptors (a Connection, a Queue...) cannot \
+                             cross a network connection",
+                        ))
+                    }
+                    Err(e) => Err(e),
+                    Ok(()) => s.send(&[TYPED, &self.fingerprint.to_le_bytes(), buf], wait),
+                },
             };
             if buf.capacity() > wire::INLINE_MAX * 4 {
                 *buf = Vec::new(); // don't keep a huge buffer after one large message
@@ -611,12 +663,17 @@ struct WireEnd<F> {
 /// A pipe's end travels as a duplicate (both processes may use it). A network end *moves*: it
 /// is retired here when it is serialized (a sealed stream must have one owner, or two
 /// processes would seal under the same nonces), and it fails to serialize while a message is
-/// half-read or half-sent on it.
+/// half-read or half-sent on it, or where no descriptor can go (a network connection, a
+/// `Queue` item): then it stays here, usable. If the message it was serialized into is not
+/// delivered after all (a `Process` that fails to start), the connection is lost with it.
 impl<T> Serialize for Connection<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let net = match &self.link {
             Link::Local(_) => None,
-            Link::Net(stream) => Some(stream.hand_over().map_err(serde::ser::Error::custom)?),
+            Link::Net(_) if !wire::collecting_fds() => {
+                return Err(wire::refuse_encode(wire::HANDLE_OUTSIDE));
+            }
+            Link::Net(stream) => Some(stream.hand_over().map_err(wire::refuse_encode)?),
         };
         WireEnd {
             fd: wire::SendFd(self.as_fd()),

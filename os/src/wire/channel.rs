@@ -339,6 +339,19 @@ impl Channel {
             .map(drop)
     }
 
+    /// [`send_detached`](Channel::send_detached), waiting for room at most as `wait` allows:
+    /// `Ok(false)` if the wait ran out and nothing was sent.
+    pub fn send_wait(
+        &self,
+        kind: u8,
+        fingerprint: u64,
+        payload: &[u8],
+        fds: &[RawFd],
+        wait: Wait,
+    ) -> Result<bool> {
+        self.send_frame(kind, fingerprint, &[payload], fds, Large::File, wait)
+    }
+
     /// [`send_detached`](Channel::send_detached) that never blocks: `Ok(false)` if the peer's
     /// buffer is full (it is not reading), and nothing was sent.
     pub fn try_send(

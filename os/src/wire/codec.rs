@@ -48,6 +48,23 @@ pub fn refuse<E: serde::de::Error>(why: impl std::fmt::Display) -> E {
     E::custom(why)
 }
 
+thread_local! {
+    /// Why the encode in progress was refused (postcard keeps no error message of its own).
+    static ENCODE_REFUSAL: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The error a `Serialize` impl returns to refuse a value, with `why` kept for the caller's
+/// [`Error::Encode`] (postcard would drop it).
+pub fn refuse_encode<E: serde::ser::Error>(why: impl std::fmt::Display) -> E {
+    let why = why.to_string();
+    ENCODE_REFUSAL.with(|r| *r.borrow_mut() = Some(why.clone()));
+    E::custom(why)
+}
+
+/// What [`serialize_fd`] says outside procactor's own encoding.
+pub const HANDLE_OUTSIDE: &str = "procactor handles (Connection, ...) can only be sent through \
+     procactor: as Process arguments or inside messages";
+
 /// Serializes a descriptor owned by a handle. Only works inside procactor's own encoding.
 pub fn serialize_fd<S: Serializer>(fd: BorrowedFd, s: S) -> Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|o| {
@@ -58,10 +75,7 @@ pub fn serialize_fd<S: Serializer>(fd: BorrowedFd, s: S) -> Result<S::Ok, S::Err
     });
     match index {
         Some(i) => i.serialize(s),
-        None => Err(serde::ser::Error::custom(
-            "procactor handles (Connection, ...) can only be sent through procactor: \
-             as Process arguments or inside messages",
-        )),
+        None => Err(refuse_encode(HANDLE_OUTSIDE)),
     }
 }
 
@@ -176,8 +190,28 @@ pub fn append<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> postcard::
     postcard::serialize_with_flavor(value, Append(buf))
 }
 
+/// Encodes `value` (postcard) where no descriptor can go (a network connection): a handle
+/// inside is an error whose reason is [`HANDLE_OUTSIDE`].
+pub fn encode_plain<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<()> {
+    ENCODE_REFUSAL.with(|r| r.borrow_mut().take());
+    let prev = OUTGOING.with(|o| o.replace(None));
+    let res = append(value, buf);
+    OUTGOING.with(|o| o.replace(prev));
+    res.map(drop).map_err(|e| encode_error::<T>(e))
+}
+
+fn encode_error<T: ?Sized>(e: postcard::Error) -> Error {
+    Error::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: ENCODE_REFUSAL
+            .with(|r| r.borrow_mut().take())
+            .unwrap_or_else(|| e.to_string()),
+    }
+}
+
 /// Encodes `value` (postcard), collecting the descriptors of the handles inside it.
 pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec<RawFd>> {
+    ENCODE_REFUSAL.with(|r| r.borrow_mut().take());
     let prev = OUTGOING.with(|o| o.replace(Some(Vec::new())));
     let res = append(value, buf);
     let fds = OUTGOING.with(|o| o.replace(prev)).unwrap_or_default();
@@ -191,10 +225,7 @@ pub fn encode<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Result<Vec
             ),
         }),
         Ok(_) => Ok(fds),
-        Err(e) => Err(Error::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
-        }),
+        Err(e) => Err(encode_error::<T>(e)),
     }
 }
 

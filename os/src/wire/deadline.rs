@@ -54,10 +54,23 @@ impl Wait {
 /// A wake-up across cores costs 20-110 us on small VMs; a reply often comes sooner than that.
 static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
 
+thread_local! {
+    static NO_SPIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's receives sleep at once instead of spinning first: for a thread that
+/// relays between two peers, whose spinning would take the core the next hop needs.
+pub fn never_spin_on_this_thread() {
+    NO_SPIN.with(|n| n.set(true));
+}
+
 /// How long a receiver polls before it sleeps: `PROCACTOR_SPIN_US` microseconds if set, else 50 us,
 /// or none with fewer than 2 usable CPUs.
 #[inline]
 pub fn spin_time() -> Duration {
+    if NO_SPIN.with(std::cell::Cell::get) {
+        return Duration::ZERO;
+    }
     *SPIN.get_or_init(|| {
         let us = std::env::var("PROCACTOR_SPIN_US")
             .ok()

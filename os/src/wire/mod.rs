@@ -19,7 +19,9 @@ pub mod channel;
 pub mod codec;
 pub mod deadline;
 pub mod stream;
+pub mod turn;
 
 pub use channel::*;
 pub use codec::*;
 pub use deadline::*;
+pub use turn::{Held, Turn};

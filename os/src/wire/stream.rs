@@ -13,14 +13,13 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::cpython;
 use crate::error::{Error, Result};
 use crate::noise::{self, Opener, Sealer};
 use crate::sys::{self, Read, Want};
-use crate::wire::Wait;
+use crate::wire::{Turn, Wait};
 
 /// The most one read takes from the socket beyond what the message being read still needs: so
 /// that a receiver holds at most one message and this much of the next.
@@ -35,86 +34,24 @@ pub enum Framing {
     Sealed,
 }
 
-/// One side's turn: taken by one thread at a time, waited for under a deadline.
-struct Turn<T> {
-    slot: Mutex<Option<T>>,
-    free: Condvar,
-}
-
-struct Held<'a, T> {
-    turn: &'a Turn<T>,
-    value: Option<T>,
-}
-
-impl<T> Turn<T> {
-    fn new(value: T) -> Turn<T> {
-        Turn {
-            slot: Mutex::new(Some(value)),
-            free: Condvar::new(),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<T>> {
-        self.slot.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn take(&self, wait: Wait) -> Result<Held<'_, T>> {
-        let mut slot = self.lock();
-        loop {
-            if let Some(value) = slot.take() {
-                return Ok(Held {
-                    turn: self,
-                    value: Some(value),
-                });
-            }
-            slot = match wait.deadline() {
-                None => self.free.wait(slot).unwrap_or_else(|p| p.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(wait.expired());
-                    }
-                    self.free
-                        .wait_timeout(slot, left)
-                        .map(|(s, _)| s)
-                        .unwrap_or_else(|p| p.into_inner().0)
-                }
-            };
-        }
-    }
-}
-
-impl<T> std::ops::Deref for Held<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.value.as_ref().expect("held until dropped")
-    }
-}
-
-impl<T> std::ops::DerefMut for Held<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.value.as_mut().expect("held until dropped")
-    }
-}
-
-impl<T> Drop for Held<'_, T> {
-    fn drop(&mut self) {
-        *self.turn.lock() = self.value.take();
-        self.turn.free.notify_one();
-    }
-}
-
 struct SendSide {
     sealer: Option<Sealer>,
     out: Vec<u8>,
     /// A send stopped half-way (its deadline passed): the peer would read a torn message.
     torn: bool,
+    /// The state went to another process (checked once the turn is taken: a sender that
+    /// waited for it while the stream moved must not seal under the new owner's nonces).
+    moved: bool,
 }
 
 struct RecvSide {
     opener: Option<Opener>,
     /// Bytes read and not yet delivered: the start of a message, maybe more.
     inbuf: Vec<u8>,
+    /// A message could not be taken (too large, malformed, altered on the way): the stream is
+    /// closed, since what follows it cannot be found (or trusted).
+    broken: bool,
+    moved: bool,
 }
 
 /// A stream's state as it moves to another process (see [`Stream::hand_over`]).
@@ -167,10 +104,13 @@ impl Stream {
                 sealer,
                 out: Vec::new(),
                 torn: false,
+                moved: false,
             }),
             recv: Turn::new(RecvSide {
                 opener,
                 inbuf: carry,
+                broken: false,
+                moved: false,
             }),
             moved: AtomicBool::new(false),
         }
@@ -206,9 +146,7 @@ impl Stream {
 
     fn check_here(&self) -> Result<()> {
         if self.moved.load(Ordering::Acquire) {
-            return Err(Error::InvalidState(
-                "this network connection was sent to another process, which owns it now",
-            ));
+            return Err(moved());
         }
         Ok(())
     }
@@ -220,13 +158,18 @@ impl Stream {
     pub fn hand_over(&self) -> Result<Parts> {
         self.check_here()?;
         let busy = |_| Error::InvalidState("a send or receive is in progress on this connection");
-        let send = self.send.take(Wait::No).map_err(busy)?;
-        let recv = self.recv.take(Wait::No).map_err(busy)?;
-        if !recv.inbuf.is_empty() || send.torn {
+        let mut send = self.send.take(Wait::No).map_err(busy)?;
+        let mut recv = self.recv.take(Wait::No).map_err(busy)?;
+        if send.moved || recv.moved {
+            return Err(moved());
+        }
+        if !recv.inbuf.is_empty() || send.torn || recv.broken {
             return Err(Error::InvalidState(
                 "a message is half-read or half-sent on this connection: it cannot move",
             ));
         }
+        send.moved = true;
+        recv.moved = true;
         self.moved.store(true, Ordering::Release);
         Ok(Parts {
             framing: self.framing,
@@ -243,13 +186,18 @@ impl Stream {
     pub fn send(&self, parts: &[&[u8]], wait: Wait) -> Result<()> {
         self.check_here()?;
         let mut side = self.send.take(wait)?;
+        if side.moved {
+            return Err(moved());
+        }
         if side.torn {
             return Err(Error::InvalidState(
                 "an earlier send on this connection timed out half-way: the connection is closed",
             ));
         }
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        let SendSide { sealer, out, torn } = &mut *side;
+        let SendSide {
+            sealer, out, torn, ..
+        } = &mut *side;
         out.clear();
         match sealer {
             None => {
@@ -290,31 +238,70 @@ impl Stream {
     pub fn recv(&self, wait: Wait) -> Result<Vec<u8>> {
         self.check_here()?;
         let mut side = self.recv.take(wait)?;
-        let RecvSide { opener, inbuf } = &mut *side;
+        if side.moved {
+            return Err(moved());
+        }
+        if side.broken {
+            return Err(Error::InvalidState(
+                "this connection was closed after a message it could not take (too large, \
+                 malformed, or altered on the way)",
+            ));
+        }
+        let got = self.recv_on(&mut side, wait);
+        if let Err(e) = &got {
+            if !e.is_timeout() && !matches!(e, Error::Disconnected) {
+                // What follows a message we could not take cannot be found, or trusted.
+                side.broken = true;
+                side.inbuf = Vec::new();
+                sys::shutdown_both(self.fd.as_fd());
+            }
+        }
+        got
+    }
+
+    /// The bytes the message at the front of `inbuf` needs in all, once its header is in.
+    fn needs(opener: &Option<Opener>, inbuf: &[u8], limit: u64) -> Result<Option<usize>> {
+        let (len, header) = match opener {
+            None => match cpython::parse_frame_header(inbuf, limit)? {
+                Some((len, h)) => (len, h),
+                None => return Ok(None),
+            },
+            Some(_) => match noise::sealed_len(inbuf, limit)? {
+                Some(len) => (len, noise::SEALED_HEADER),
+                None => return Ok(None),
+            },
+        };
+        usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(header))
+            .map(Some)
+            .ok_or(Error::TooLarge { size: len, limit })
+    }
+
+    fn recv_on(&self, side: &mut RecvSide, wait: Wait) -> Result<Vec<u8>> {
+        let RecvSide { opener, inbuf, .. } = side;
         let limit = self.limit();
+        // Spin first (as a pipe's receive does): a read that finds nothing costs one syscall,
+        // a sleep in poll and the wake-up far more.
+        let mut spin_until = None;
         loop {
-            // What the message needs in all, once its header is in.
-            let need = match opener {
-                None => cpython::parse_frame_header(inbuf, limit)?.map(|(len, h)| h + len as usize),
-                Some(_) => {
-                    noise::sealed_len(inbuf, limit)?.map(|len| noise::SEALED_HEADER + len as usize)
-                }
-            };
+            let need = Self::needs(opener, inbuf, limit)?;
             if let Some(need) = need.filter(|&n| inbuf.len() >= n) {
                 let rest = inbuf.split_off(need);
                 let mut msg = std::mem::replace(inbuf, rest);
                 match opener {
                     None => {
-                        let (_, h) =
-                            cpython::parse_frame_header(&msg, limit)?.expect("a whole header");
-                        msg.drain(..h);
+                        let header = need
+                            - cpython::parse_frame_header(&msg, limit)?
+                                .map_or(0, |(len, _)| len as usize);
+                        msg.drain(..header);
                     }
                     Some(o) => o.open(&mut msg)?,
                 }
                 return Ok(msg);
             }
-            // Read what the message still needs (its header first), and at most a chunk.
-            let want = need.map_or(cpython::MAX_HEADER, |n| n - inbuf.len());
+            // Read what the message still needs (a chunk while its header is not in).
+            let want = need.map_or(READ_CHUNK, |n| n - inbuf.len());
             match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK))
                 .map_err(|e| Error::io("recv", e))?
             {
@@ -324,6 +311,17 @@ impl Stream {
                     return Err(Error::Disconnected);
                 }
                 Read::WouldBlock => {
+                    let spin = *spin_until.get_or_insert_with(|| match wait {
+                        Wait::No => Instant::now(),
+                        _ => {
+                            let until = Instant::now() + crate::wire::spin_time();
+                            wait.deadline().map_or(until, |d| d.min(until))
+                        }
+                    });
+                    if Instant::now() < spin {
+                        std::hint::spin_loop();
+                        continue;
+                    }
                     if !sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], wait.deadline())
                         .map_err(|e| Error::io("poll", e))?[0]
                     {
@@ -351,7 +349,7 @@ impl Stream {
         self.recv
             .lock()
             .as_ref()
-            .is_some_and(|side| !side.inbuf.is_empty())
+            .is_some_and(|side| !side.inbuf.is_empty() && !side.broken)
     }
 }
 
@@ -390,6 +388,10 @@ fn write_until(fd: BorrowedFd, data: &[u8], deadline: Option<Instant>) -> Result
         }
     }
     Ok(done)
+}
+
+fn moved() -> Error {
+    Error::InvalidState("this network connection was sent to another process, which owns it now")
 }
 
 /// A socket during its handshake: frames read and written under one deadline, with what was
@@ -451,6 +453,7 @@ impl Handshaking {
             if let Some((len, h)) = cpython::parse_frame_header(&self.inbuf, max as u64)
                 .map_err(|e| Error::Authentication(format!("a handshake message: {e}").into()))?
             {
+                // Bounded by `max` (a few hundred bytes): no overflow.
                 let end = h + len as usize;
                 if self.inbuf.len() >= end {
                     let rest = self.inbuf.split_off(end);
@@ -469,6 +472,7 @@ impl Handshaking {
     fn try_sealed(&mut self, opener: &mut Opener, max: usize) -> Result<Option<Vec<u8>>> {
         loop {
             if let Some(len) = noise::sealed_len(&self.inbuf, max as u64)? {
+                // Bounded by `max` + the tag: no overflow.
                 let end = noise::SEALED_HEADER + len as usize;
                 if self.inbuf.len() >= end {
                     let rest = self.inbuf.split_off(end);

@@ -2,7 +2,6 @@
 //! `accept` returns it.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Address, ToAddress, DEFAULT_HANDSHAKE_TIMEOUT};
@@ -10,11 +9,18 @@ use crate::error::{Error, Result};
 use crate::pipe::Connection;
 use crate::sys::{self, Want};
 use crate::wire::stream::Accepting;
-use crate::wire::{self, Wait};
+use crate::wire::{self, Turn, Wait};
 
-/// Handshakes in progress at once; connections beyond are closed at once (a client that opens
-/// thousands and never speaks must not exhaust our descriptors).
-const MAX_PENDING: usize = 4096;
+/// Handshakes in progress at once, at most: a quarter of the process's descriptor limit (and at
+/// most 4096). Connections beyond are closed at once: a client that opens thousands and never
+/// speaks must not exhaust our descriptors.
+fn max_pending() -> usize {
+    (sys::nofile_limit() / 4).clamp(16, 4096) as usize
+}
+
+/// Connections taken from the kernel per turn, at most (a flood of connects must not keep one
+/// `accept` past its deadline).
+const ACCEPTS_PER_TURN: usize = 256;
 
 /// The longest one wait of `accept` holds the listener: a thread that accepts at the same
 /// time (with its own timeout) gets its turn this soon.
@@ -52,7 +58,8 @@ pub struct Listener {
     plaintext: bool,
     handshake_timeout: Duration,
     limit: u64,
-    pending: Mutex<Vec<Accepting>>,
+    /// The handshakes in progress, driven by whichever thread accepts (one at a time).
+    pending: Turn<Vec<Accepting>>,
 }
 
 impl Listener {
@@ -84,7 +91,7 @@ impl Listener {
             plaintext: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             limit: wire::DEFAULT_LIMIT,
-            pending: Mutex::new(Vec::new()),
+            pending: Turn::new(Vec::new()),
         })
     }
 
@@ -147,32 +154,27 @@ impl Listener {
             ));
         }
         loop {
-            if let Some(conn) = self.accept_slice(wait.deadline())? {
+            // Another thread accepting holds the handshakes for at most a slice: wait for the
+            // turn within our own deadline.
+            let mut pending = self.pending.take(wait)?;
+            if let Some(conn) = self.accept_slice(&mut pending, wait.deadline())? {
                 return Ok(Connection::from_stream(conn.into_stream(self.limit)));
             }
+            drop(pending);
             if wait.deadline().is_some_and(|d| Instant::now() >= d) {
                 return Err(wait.expired());
             }
         }
     }
 
-    /// One turn: takes new connections, advances handshakes, waits at most one slice.
-    fn accept_slice(&self, deadline: Option<Instant>) -> Result<Option<Accepting>> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        while let Some(fd) =
-            sys::accept_stream(self.fd.as_fd()).map_err(|e| Error::io("accept", e))?
-        {
-            if let Some(a) = self.start(fd, now, pending.len()) {
-                pending.push(a);
-            }
-        }
-        // Advance the handshakes that have input (and the new ones, whose input may be here).
+    /// Advances every handshake as far as what arrived allows, dropping the expired and the
+    /// failed ones; the first one over, if any.
+    fn advance_all(&self, pending: &mut Vec<Accepting>, now: Instant) -> Option<Accepting> {
         let mut i = 0;
         while i < pending.len() {
             let expired = pending[i].deadline().is_some_and(|d| now >= d);
             match pending[i].advance() {
-                Ok(true) => return Ok(Some(pending.swap_remove(i))),
+                Ok(true) => return Some(pending.swap_remove(i)),
                 Ok(false) if !expired => i += 1,
                 Ok(false) => {
                     log::debug!(target: "procactor::connection", "{}: a peer did not finish its handshake in time", self.address);
@@ -183,6 +185,62 @@ impl Listener {
                     pending.swap_remove(i);
                 }
             }
+        }
+        None
+    }
+
+    /// Takes new connections from the kernel (a bounded number), starting their handshakes.
+    /// Out of descriptors, it closes the oldest handshake instead of failing: a flood of
+    /// connections must not wedge the listener (nor starve the rest of the process).
+    fn take_new(
+        &self,
+        pending: &mut Vec<Accepting>,
+        now: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
+        for _ in 0..ACCEPTS_PER_TURN {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            match sys::accept_stream(self.fd.as_fd()) {
+                Ok(Some(fd)) => {
+                    if let Some(a) = self.start(fd, now, pending.len()) {
+                        pending.push(a);
+                    }
+                }
+                Ok(None) => break,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(sys::EMFILE | sys::ENFILE | sys::ENOBUFS | sys::ENOMEM)
+                    ) =>
+                {
+                    log::warn!(target: "procactor::connection", "{}: out of descriptors ({e}): the oldest handshake is closed", self.address);
+                    if !pending.is_empty() {
+                        pending.remove(0);
+                    }
+                    break;
+                }
+                Err(e) => return Err(Error::io("accept", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// One turn: advances handshakes, takes new connections, waits at most one slice.
+    fn accept_slice(
+        &self,
+        pending: &mut Vec<Accepting>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Accepting>> {
+        let now = Instant::now();
+        if let Some(done) = self.advance_all(pending, now) {
+            return Ok(Some(done));
+        }
+        self.take_new(pending, now, deadline)?;
+        // The new ones: their first message may be here already.
+        if let Some(done) = self.advance_all(pending, now) {
+            return Ok(Some(done));
         }
         let mut until = now + SLICE;
         for d in deadline
@@ -199,8 +257,9 @@ impl Listener {
 
     /// Starts the handshake of a new connection, or refuses it (logged).
     fn start(&self, fd: OwnedFd, now: Instant, pending: usize) -> Option<Accepting> {
-        if pending >= MAX_PENDING {
-            log::warn!(target: "procactor::connection", "{}: {MAX_PENDING} handshakes in progress; a new connection is closed", self.address);
+        let max = max_pending();
+        if pending >= max {
+            log::warn!(target: "procactor::connection", "{}: {max} handshakes in progress; a new connection is closed", self.address);
             return None;
         }
         if sys::is_unix_socket(fd.as_fd()) {
@@ -214,7 +273,10 @@ impl Listener {
                 Err(_) => return None,
             }
         }
-        let deadline = now + self.handshake_timeout;
+        // A timeout too long to add is as good as a year.
+        let deadline = now
+            .checked_add(self.handshake_timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 86_400));
         match Accepting::start(fd, self.authkey.as_deref(), !self.plaintext, deadline) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -231,7 +293,9 @@ impl Listener {
 
     /// Handshakes in progress now.
     pub fn pending_handshakes(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending
+            .take(Wait::timeout(SLICE * 2))
+            .map_or(0, |p| p.len())
     }
 }
 

@@ -206,6 +206,8 @@ fn accept_loop(inner: &Arc<Inner>, listener: &Listener) {
 
 /// One session, from its hello to its end; its references are released when it returns.
 fn serve_session(inner: &Inner, conn: &Connection<()>) {
+    // A relay: while it waits for the manager, the manager needs the core more.
+    crate::wire::never_spin_on_this_thread();
     let heartbeat = match hello(inner, conn) {
         Ok(h) => h,
         Err(e) => {

@@ -13,10 +13,8 @@
 //! heard from the gateway for as long fails its calls with [`Error::Disconnected`] at once.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -128,22 +126,30 @@ pub(crate) fn encoding_remote() -> bool {
 pub(super) fn encode_op<O: Serialize + ?Sized>(op: &O, bytes: &mut Vec<u8>) -> Result<()> {
     let prev = REMOTE.with(|r| r.replace(true));
     UNNAMED.with(|u| u.set(false));
-    let fds = wire::encode(op, bytes);
+    let encoded = wire::encode_plain(op, bytes);
     REMOTE.with(|r| r.set(prev));
     if UNNAMED.with(|u| u.replace(false)) {
         return Err(Error::Unsupported(super::proto::NAMED_ONLY));
     }
-    let fds = fds?;
-    if !fds.is_empty() {
-        return Err(Error::Unsupported(
-            "a value holding descriptors (a Queue, a Connection, a local proxy...) cannot cross \
-             hosts",
-        ));
+    match encoded {
+        Err(Error::Encode { reason, .. }) if reason == wire::HANDLE_OUTSIDE => {
+            Err(Error::Unsupported(
+                "a value holding descriptors (a Queue, a Connection, a local proxy...) cannot \
+                 cross hosts",
+            ))
+        }
+        other => other,
     }
-    Ok(())
 }
 
 /// A network session with a gateway (one per [`RemoteManager`]); its proxies share it.
+///
+/// A call is one exchange on the connection, made by the calling thread itself (no hand-over
+/// to a reader thread: the answer is read where it is wanted). One exchange at a time: the
+/// others wait for their turn, within their own deadline. A call that timed out leaves its
+/// answer to come: the next exchange skips answers of other ids. The pinger thread, when no
+/// exchange runs, sends a ping and reads the pong: a gateway silent past the heartbeat timeout
+/// ends the session.
 pub(crate) struct Session {
     conn: Connection<()>,
     address: Address,
@@ -151,10 +157,23 @@ pub(crate) struct Session {
     call_timeout: Duration,
     heartbeat_timeout: Duration,
     next_id: AtomicU64,
-    waiting: Mutex<HashMap<u64, SyncSender<Answer>>>,
+    /// Whether an exchange runs (its turn), and its waiters.
+    busy: Mutex<bool>,
+    free: Condvar,
+    /// When the gateway was last heard from.
+    heard: Mutex<Instant>,
     /// Why the session ended (`None` while it lives).
     ended: Mutex<Option<String>>,
-    stop: AtomicBool,
+}
+
+/// An exchange's turn; given back when dropped.
+struct Exchange<'a>(&'a Session);
+
+impl Drop for Exchange<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+        self.0.free.notify_one();
+    }
 }
 
 impl Session {
@@ -178,12 +197,6 @@ impl Session {
             log::debug!(target: "procactor::manager", "remote manager at {}: session over: {why}", self.address);
             *ended = Some(why);
         }
-        drop(ended);
-        // Every waiting call learns it now (its sender dropped).
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 
     fn send(&self, up: &Up) -> Result<()> {
@@ -204,26 +217,72 @@ impl Session {
         }
     }
 
-    /// Sends `up` (built with a fresh id) and waits for its answer, at most the call timeout.
+    /// The exchange's turn, waited for until `deadline` (`None`: not at all).
+    fn turn(&self, deadline: Option<Instant>) -> Option<Exchange<'_>> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *busy {
+            let left = deadline?.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            busy = self
+                .free
+                .wait_timeout(busy, left)
+                .map(|(b, _)| b)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *busy = true;
+        Some(Exchange(self))
+    }
+
+    /// Reads until the message `wanted` picks, or `deadline` (`None` then); the session ends
+    /// if the connection fails or the gateway breaks the protocol.
+    fn read_until<T>(
+        &self,
+        deadline: Instant,
+        mut wanted: impl FnMut(Down) -> Option<T>,
+    ) -> Result<Option<T>> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let bytes = match self.conn.recv_bytes_timeout(left) {
+                Ok(b) => b,
+                Err(e) if e.is_timeout() => return Ok(None),
+                Err(e) => {
+                    self.end(format!("the connection failed: {e}"));
+                    return Err(Error::Disconnected);
+                }
+            };
+            *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            match decode::<Down>(&bytes) {
+                Ok(down) => {
+                    if let Some(t) = wanted(down) {
+                        return Ok(Some(t));
+                    }
+                }
+                Err(e) => {
+                    self.end(format!("the gateway sent what is not a reply: {e}"));
+                    return Err(Error::Disconnected);
+                }
+            }
+        }
+    }
+
+    /// Sends `up` (built with a fresh id) and reads its answer, at most the call timeout.
     fn ask(&self, up: impl FnOnce(u64) -> Up) -> Result<Answer> {
         self.check()?;
+        let deadline = Instant::now() + self.call_timeout;
+        let Some(_turn) = self.turn(Some(deadline)) else {
+            return Err(Error::Timeout(self.call_timeout));
+        };
+        self.check()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = sync_channel(1);
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
-        let sent = self.send(&up(id));
-        let got = sent.and_then(|()| match rx.recv_timeout(self.call_timeout) {
-            Ok(a) => Ok(a),
-            Err(RecvTimeoutError::Timeout) => Err(Error::Timeout(self.call_timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Disconnected),
-        });
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        got
+        self.send(&up(id))?;
+        let answer = self.read_until(deadline, |down| match down {
+            Down::Reply { id: got, answer } if got == id => Some(answer),
+            // A late answer to a call that timed out, a pong, a welcome: not ours.
+            _ => None,
+        })?;
+        answer.ok_or(Error::Timeout(self.call_timeout))
     }
 
     /// A proxy's call, as the manager would answer it.
@@ -263,60 +322,57 @@ impl Session {
         }
     }
 
-    /// The reader: answers to their callers, pongs to the heartbeat; pings when due.
-    fn read_loop(self: Arc<Self>) {
-        let tick = self.heartbeat_timeout / 4;
-        let mut heard = Instant::now();
-        let mut pinged = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
-            if pinged.elapsed() >= tick {
-                pinged = Instant::now();
-                if self.send(&Up::Ping).is_err() {
-                    break;
-                }
-            }
-            match self.conn.recv_bytes_timeout(tick) {
-                Ok(bytes) => {
-                    heard = Instant::now();
-                    match decode::<Down>(&bytes) {
-                        Ok(Down::Reply { id, answer }) => {
-                            let waiter = self
-                                .waiting
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&id);
-                            if let Some(w) = waiter {
-                                let _ = w.try_send(answer);
-                            }
-                        }
-                        Ok(Down::Pong) | Ok(Down::Welcome { .. }) => {}
-                        Err(e) => {
-                            self.end(format!("the gateway sent what is not a reply: {e}"));
-                            break;
-                        }
-                    }
-                }
-                Err(e) if e.is_timeout() => {
-                    if heard.elapsed() > self.heartbeat_timeout {
-                        self.end(format!(
-                            "nothing heard from the gateway for {:?} (heartbeat timeout)",
-                            self.heartbeat_timeout
-                        ));
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.end(format!("the connection failed: {e}"));
-                    break;
-                }
+    /// The pinger: when nothing was heard for a tick and no exchange runs, a ping and its pong.
+    /// It holds the session weakly: it ends with the session's last user.
+    fn ping_loop(weak: std::sync::Weak<Self>, tick: Duration) {
+        loop {
+            std::thread::sleep(tick.min(Duration::from_millis(250)));
+            let Some(session) = weak.upgrade() else {
+                return;
+            };
+            if !session.ping_once(tick) {
+                return;
             }
         }
     }
-}
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// One look of the pinger; false once the session is over.
+    fn ping_once(&self, tick: Duration) -> bool {
+        if self.check().is_err() {
+            return false;
+        }
+        {
+            let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            if heard.elapsed() < tick {
+                return true;
+            }
+            let silent = || {
+                format!(
+                    "nothing heard from the gateway for {:?} (heartbeat timeout)",
+                    self.heartbeat_timeout
+                )
+            };
+            if heard.elapsed() > self.heartbeat_timeout {
+                self.end(silent());
+                return false;
+            }
+            // A call in progress reads for itself (and has its own deadline).
+            let Some(_turn) = self.turn(None) else {
+                return true;
+            };
+            if self.send(&Up::Ping).is_err() {
+                return false;
+            }
+            let until = heard + self.heartbeat_timeout;
+            match self.read_until(until, |down| matches!(down, Down::Pong).then_some(())) {
+                Ok(Some(())) => true,
+                Ok(None) => {
+                    self.end(silent());
+                    false
+                }
+                Err(_) => false,
+            }
+        }
     }
 }
 
@@ -405,15 +461,16 @@ impl RemoteManager {
             call_timeout: options.call_timeout,
             heartbeat_timeout: options.heartbeat_timeout,
             next_id: AtomicU64::new(1),
-            waiting: Mutex::new(HashMap::new()),
+            busy: Mutex::new(false),
+            free: Condvar::new(),
+            heard: Mutex::new(Instant::now()),
             ended: Mutex::new(None),
-            stop: AtomicBool::new(false),
         });
-        let reader = session.clone();
+        let (weak, tick) = (Arc::downgrade(&session), options.heartbeat_timeout / 4);
         std::thread::Builder::new()
             .name("procactor-remote".into())
-            .spawn(move || reader.read_loop())
-            .map_err(|e| Error::io("spawn the session's reader", e))?;
+            .spawn(move || Session::ping_loop(weak, tick))
+            .map_err(|e| Error::io("spawn the session's pinger", e))?;
         Ok(RemoteManager { session })
     }
 
@@ -501,15 +558,6 @@ impl RemoteManager {
     /// A new namespace (always allowed: its fields are encoded values).
     pub fn namespace(&self) -> Result<Namespace> {
         self.create(&())
-    }
-}
-
-impl Drop for RemoteManager {
-    fn drop(&mut self) {
-        // The reader stops at its next tick; proxies still alive keep the session.
-        if Arc::strong_count(&self.session) <= 2 {
-            self.session.stop.store(true, Ordering::Relaxed);
-        }
     }
 }
 
