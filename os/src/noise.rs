@@ -154,11 +154,18 @@ pub fn confirm(hash: &[u8; 32]) -> Vec<u8> {
 struct Keyed {
     key: [u8; 32],
     next: u64,
+    /// The cipher of `key`, made once (not part of the state that moves).
+    #[serde(skip)]
+    cipher: Option<ChaCha20Poly1305>,
 }
 
 impl Keyed {
     fn new(key: [u8; 32]) -> Keyed {
-        Keyed { key, next: 0 }
+        Keyed {
+            key,
+            next: 0,
+            cipher: None,
+        }
     }
 
     fn nonce(&mut self) -> Result<Nonce> {
@@ -174,8 +181,10 @@ impl Keyed {
         Ok(Nonce::from(n))
     }
 
-    fn cipher(&self) -> ChaCha20Poly1305 {
-        ChaCha20Poly1305::new(Key::from_slice(&self.key))
+    fn cipher(&mut self) -> &ChaCha20Poly1305 {
+        let key = &self.key;
+        self.cipher
+            .get_or_insert_with(|| ChaCha20Poly1305::new(Key::from_slice(key)))
     }
 }
 

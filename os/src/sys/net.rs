@@ -1,6 +1,7 @@
 //! Stream sockets for `connection`: TCP, Unix paths and abstract names; listening, connecting
-//! under a deadline, accepting without blocking, and reads and writes that never block (the
-//! caller waits with `wait_ready`, under its own deadline).
+//! under a deadline, accepting without blocking, and reads and writes that do not block unless
+//! asked (connected sockets are in blocking mode, each call says whether it may wait: a
+//! receive that may wait for ever makes one system call, not a poll and a read).
 
 use std::io;
 use std::net::SocketAddr;
@@ -105,7 +106,10 @@ pub fn connect_stream(ep: Endpoint, deadline: Option<Instant>) -> io::Result<Own
                     None => Err(Errno::AGAIN),
                 };
                 match again {
-                    Ok(()) => return Ok(fd),
+                    Ok(()) => {
+                        rustix::io::ioctl_fionbio(&fd, false)?;
+                        return Ok(fd);
+                    }
                     Err(Errno::AGAIN) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -117,14 +121,16 @@ pub fn connect_stream(ep: Endpoint, deadline: Option<Instant>) -> io::Result<Own
     if matches!(ep, Endpoint::Tcp(_)) {
         rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
     }
+    rustix::io::ioctl_fionbio(&fd, false)?;
     Ok(fd)
 }
 
 /// Accepts one pending connection without blocking (`None` when there is none). The new
-/// socket is non-blocking, close-on-exec, and TCP ones get `TCP_NODELAY`.
+/// socket is close-on-exec, in blocking mode (see the module docs), and TCP ones get
+/// `TCP_NODELAY`.
 pub fn accept_stream(listener: BorrowedFd) -> io::Result<Option<OwnedFd>> {
     loop {
-        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+        match rustix::net::accept_with(listener, SocketFlags::CLOEXEC) {
             Ok(fd) => {
                 if local_tcp_addr(fd.as_fd())?.is_some() {
                     rustix::net::sockopt::set_tcp_nodelay(&fd, true)?;
@@ -159,13 +165,18 @@ pub enum Read {
     WouldBlock,
 }
 
-/// Appends what is there to `buf`, at most `max` bytes, without blocking and without
-/// zero-filling first.
-pub fn read_append(fd: BorrowedFd, buf: &mut Vec<u8>, max: usize) -> io::Result<Read> {
+/// Appends what is there to `buf`, at most `max` bytes, without zero-filling first; without
+/// blocking unless `block` (then it waits for at least one byte, for ever).
+pub fn read_append(fd: BorrowedFd, buf: &mut Vec<u8>, max: usize, block: bool) -> io::Result<Read> {
     buf.reserve(max);
+    let flags = if block {
+        RecvFlags::empty()
+    } else {
+        RecvFlags::DONTWAIT
+    };
     loop {
         let spare = &mut buf.spare_capacity_mut()[..max];
-        match rustix::net::recv(fd, spare, RecvFlags::empty()).map(|((got, _), _)| got.len()) {
+        match rustix::net::recv(fd, spare, flags).map(|((got, _), _)| got.len()) {
             Ok(0) if max > 0 => return Ok(Read::Eof),
             Ok(n) => {
                 // SAFETY: the kernel initialised the first `n` spare bytes.
@@ -184,7 +195,7 @@ pub fn read_append(fd: BorrowedFd, buf: &mut Vec<u8>, max: usize) -> io::Result<
 /// A peer that is gone is `BrokenPipe`, never a SIGPIPE.
 pub fn write_some(fd: BorrowedFd, data: &[u8]) -> io::Result<usize> {
     loop {
-        match rustix::net::send(fd, data, SendFlags::NOSIGNAL) {
+        match rustix::net::send(fd, data, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
             Ok(n) => return Ok(n),
             Err(Errno::INTR) => continue,
             Err(Errno::AGAIN) => return Ok(0),
@@ -215,15 +226,20 @@ mod tests {
         assert_eq!(write_some(c.as_fd(), b"hi").unwrap(), 2);
         assert!(wait_ready(&[(s.as_fd(), Want::Read)], soon()).unwrap()[0]);
         let mut buf = Vec::new();
-        assert_eq!(read_append(s.as_fd(), &mut buf, 8).unwrap(), Read::Bytes(2));
+        assert_eq!(
+            read_append(s.as_fd(), &mut buf, 8, false).unwrap(),
+            Read::Bytes(2)
+        );
         assert_eq!(buf, b"hi");
         assert_eq!(
-            read_append(s.as_fd(), &mut buf, 8).unwrap(),
+            read_append(s.as_fd(), &mut buf, 8, false).unwrap(),
             Read::WouldBlock
         );
         drop(c);
-        assert!(wait_ready(&[(s.as_fd(), Want::Read)], soon()).unwrap()[0]);
-        assert_eq!(read_append(s.as_fd(), &mut buf, 8).unwrap(), Read::Eof);
+        assert_eq!(
+            read_append(s.as_fd(), &mut buf, 8, true).unwrap(),
+            Read::Eof
+        );
         // Writing to a peer that is gone is an error, not a signal that kills us.
         let mut failed = false;
         for _ in 0..100 {

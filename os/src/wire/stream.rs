@@ -302,7 +302,11 @@ impl Stream {
             }
             // Read what the message still needs (a chunk while its header is not in).
             let want = need.map_or(READ_CHUNK, |n| n - inbuf.len());
-            match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK))
+            // Done spinning, with no deadline: one blocking read (a poll and a read cost two
+            // system calls).
+            let block = matches!(wait, Wait::Forever)
+                && spin_until.is_some_and(|s: Instant| Instant::now() >= s);
+            match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK), block)
                 .map_err(|e| Error::io("recv", e))?
             {
                 Read::Bytes(_) => {}
@@ -321,6 +325,9 @@ impl Stream {
                     if Instant::now() < spin {
                         std::hint::spin_loop();
                         continue;
+                    }
+                    if matches!(wait, Wait::Forever) {
+                        continue; // the next read blocks
                     }
                     if !sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], wait.deadline())
                         .map_err(|e| Error::io("poll", e))?[0]
@@ -489,7 +496,7 @@ impl Handshaking {
 
     /// Reads what is there, without waiting: false if nothing was.
     fn fill_now(&mut self, max: usize) -> Result<bool> {
-        match sys::read_append(self.fd.as_fd(), &mut self.inbuf, max)
+        match sys::read_append(self.fd.as_fd(), &mut self.inbuf, max, false)
             .map_err(|e| Error::io("recv", e))?
         {
             Read::Bytes(_) => Ok(true),
