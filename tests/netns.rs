@@ -427,3 +427,60 @@ fn a_link_taken_down_fails_calls_in_their_deadline_and_releases_references() {
     ));
     control.send(Cmd::Stop).unwrap();
 }
+
+/// From the client host: silent connections, garbage, a 2 GiB header and a wrong key, then a
+/// real client, which is served at once all the same. What each part saw, or why it failed.
+fn hostile_host((ns, address): (String, Address)) -> Result<Duration, String> {
+    enter(&ns);
+    let Address::Tcp(addr) = address.clone() else {
+        return Err("not TCP".into());
+    };
+    let silent: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr).ok())
+        .collect();
+    if silent.len() < 200 {
+        return Err(format!("only {} silent connections", silent.len()));
+    }
+    let mut garbage = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    garbage.write_all(&[0xa5; 256]).map_err(|e| e.to_string())?;
+    let mut huge = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    huge.write_all(&0x7fff_fff0u32.to_be_bytes())
+        .map_err(|e| e.to_string())?;
+    match RemoteManager::connect(&Client::new(&address).authkey(b"a wrong key").timeout(BOUND)) {
+        Err(Error::Authentication(_)) => {}
+        other => return Err(format!("a wrong key got {other:?}")),
+    }
+    let t = Instant::now();
+    let r = RemoteManager::connect_with(
+        &Client::new(&address).authkey(KEY).timeout(BOUND),
+        options(),
+    )
+    .map_err(|e| e.to_string())?;
+    let l = r.list::<u64>().map_err(|e| e.to_string())?;
+    l.append(7).map_err(|e| e.to_string())?;
+    if l.len().map_err(|e| e.to_string())? != 1 {
+        return Err("wrong length".into());
+    }
+    let took = t.elapsed();
+    drop((silent, garbage, huge));
+    Ok(took)
+}
+
+#[test]
+fn hostile_clients_on_another_host_hold_up_nobody() {
+    let Some(h) = Hosts::new("h") else {
+        return;
+    };
+    let (_server, _report, control, gateway, _relay) = start_server(&h);
+    let p = reaped(
+        Process::new(hostile_host, (h.client_ns.clone(), gateway))
+            .start()
+            .unwrap(),
+    );
+    let took = p.join_timeout(BOUND).unwrap().unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "the real client was served after {took:?}"
+    );
+    control.send(Cmd::Stop).unwrap();
+}
