@@ -249,6 +249,8 @@ fn serve_session(inner: &Inner, conn: &Connection<()>) {
             log::debug!(target: "procactor::manager", "gateway {}: a reply failed: {e}", inner.address);
             break;
         }
+        // The time spent working for the client is not its silence.
+        heard = Instant::now();
     }
     // `session.held` drops here: every reference of the session is released.
 }
@@ -272,12 +274,14 @@ fn hello(inner: &Inner, conn: &Connection<()>) -> Result<Duration> {
             reason: format!("protocol {protocol}, this gateway speaks {PROTOCOL}"),
         });
     }
+    // A heartbeat timeout from 100 ms to an hour: the client is told which, and pings by it.
+    let heartbeat_ms = heartbeat_ms.clamp(100, 3_600_000);
     let welcome = remote::encode(&Down::Welcome {
         manager_pid: inner.manager.pid(),
+        heartbeat_ms,
     })?;
     conn.send_bytes_wait(&welcome, Wait::timeout(DEFAULT_HANDSHAKE_TIMEOUT))?;
-    // A heartbeat timeout from 100 ms to an hour.
-    Ok(Duration::from_millis(heartbeat_ms.clamp(100, 3_600_000)))
+    Ok(Duration::from_millis(heartbeat_ms))
 }
 
 struct SessionState<'a> {
@@ -303,7 +307,7 @@ impl SessionState<'_> {
                 return None;
             }
             Up::Call { id, obj, kind, op } => {
-                let req = Request::Call {
+                let req = Request::RemoteCall {
                     obj,
                     kind,
                     op: PackedRef::new(&op, &[]),
@@ -372,7 +376,7 @@ impl SessionState<'_> {
             Ok(m) => m,
             Err(e) => return Answer::Failed(Fault::bad(e)),
         };
-        let req = Request::Create {
+        let req = Request::RemoteCreate {
             make,
             init: PackedRef::new(init, &[]),
         };
@@ -386,13 +390,14 @@ impl SessionState<'_> {
     }
 
     fn get(&mut self, name: &str, kind: u64) -> Answer {
-        let found = self
+        // Held until the adoption is sent: a `register` replacing the name cannot free the
+        // object in between.
+        let published = self
             .inner
             .published
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(|p| (p.obj, p.kind, p.kind_name));
+            .unwrap_or_else(|p| p.into_inner());
+        let found = published.get(name).map(|p| (p.obj, p.kind, p.kind_name));
         let Some((obj, published_kind, kind_name)) = found else {
             return Answer::Failed(Fault::NotFound(format!(
                 "no object is published as {name:?}"
@@ -412,6 +417,7 @@ impl SessionState<'_> {
         if let Err(e) = self.inner.manager.tell_as(&adopt) {
             return Answer::Failed(Fault::bad(format!("the manager: {e}")));
         }
+        drop(published);
         self.hold(obj, kind);
         Answer::Created(obj)
     }

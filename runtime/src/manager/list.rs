@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wire;
 
 /// Operations on a list (the proxy sends `ListOp<&T>`, the manager decodes `ListOp<T>`).
@@ -170,6 +170,21 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
         ListProxy { handle }
     }
 
+    /// `T`'s equality, for a search. Its address means nothing to another program, and it has
+    /// no name to go by: a remote manager's lists do not search (yet).
+    fn eq(&self) -> Result<FnRef>
+    where
+        T: PartialEq,
+    {
+        if self.handle.is_remote() {
+            return Err(Error::Unsupported(
+                "contains, index and remove are not available on a remote manager's lists: \
+                 read them with snapshot() or get()",
+            ));
+        }
+        eq_ptr::<T>()
+    }
+
     /// Adds `item` at the end (pipelined).
     ///
     /// ```
@@ -258,7 +273,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     where
         T: PartialEq,
     {
-        self.handle.call(&ListOp::Remove(item, eq_ptr::<T>()?))
+        self.handle.call(&ListOp::Remove(item, self.eq()?))
     }
 
     /// The item at `index` ([`Error::IndexOutOfRange`](crate::Error::IndexOutOfRange) past the
@@ -342,7 +357,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     where
         T: PartialEq,
     {
-        self.handle.call(&ListOp::Contains(item, eq_ptr::<T>()?))
+        self.handle.call(&ListOp::Contains(item, self.eq()?))
     }
 
     /// The position of the first item equal to `item`
@@ -360,7 +375,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
         T: PartialEq,
     {
         self.handle
-            .call::<_, u64>(&ListOp::Index(item, eq_ptr::<T>()?))
+            .call::<_, u64>(&ListOp::Index(item, self.eq()?))
             .map(|i| i as usize)
     }
 

@@ -37,11 +37,17 @@ pub(crate) enum Request<P> {
     Release { obj: u64 },
     /// How many objects the manager hosts.
     Count,
+    /// `Call` for a remote session (through a gateway): no proxy is decoded from `op` nor
+    /// encoded into the answer (a proxy names this host's sockets, and a forged one would make
+    /// the manager adopt, or connect to, what the remote peer chose).
+    RemoteCall { obj: u64, kind: u64, op: P },
+    /// `Create` for a remote session (the same rule for `init`).
+    RemoteCreate { make: FnRef, init: P },
 }
 
 impl Message for Request<Packed> {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-2")
+        Schema::of::<Self>("procactor-manager-3")
     }
 }
 
@@ -57,7 +63,7 @@ pub(crate) enum Response {
 
 impl Message for Response {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-2")
+        Schema::of::<Self>("procactor-manager-3")
     }
 }
 

@@ -339,6 +339,10 @@ impl Drop for ProxyCore {
     }
 }
 
+/// Why a proxy is refused inside a remote session's operation.
+const NOT_ACROSS_HOSTS: &str = "proxies do not cross hosts: a remote manager's values and \
+     answers cannot hold proxies";
+
 /// A dead manager is `Disconnected` to its proxies.
 pub(super) fn gone(e: Error) -> Error {
     match e {
@@ -441,6 +445,11 @@ impl<P> Handle<P> {
         self.core.tell(op)
     }
 
+    /// Whether its manager is remote (reached through a gateway).
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.core.manager, Via::Remote(_))
+    }
+
     pub(crate) fn fmt(&self, name: &str, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct(name)
             .field("object", &self.core.obj)
@@ -500,6 +509,9 @@ impl<P> PartialEq for Handle<P> {
 
 impl<P> Serialize for Handle<P> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if server::remote_op() {
+            return Err(wire::refuse_encode(NOT_ACROSS_HOSTS));
+        }
         let Some(manager) = self.core.manager.local() else {
             return Err(serde::ser::Error::custom(
                 "a proxy of a remote manager cannot travel to another process: connect to the \
@@ -537,6 +549,9 @@ impl<P> Serialize for Handle<P> {
 
 impl<'de, P> Deserialize<'de> for Handle<P> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        if server::remote_op() {
+            return Err(crate::wire::refuse(NOT_ACROSS_HOSTS));
+        }
         let w = ProxyWire::deserialize(d)?;
         if w.kind != Self::kind() {
             return Err(crate::wire::refuse(format!(

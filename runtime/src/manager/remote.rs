@@ -38,7 +38,7 @@ pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The version of this protocol: a gateway refuses a client of another.
-pub(super) const PROTOCOL: u32 = 1;
+pub(super) const PROTOCOL: u32 = 2;
 
 /// Client to gateway.
 #[derive(Serialize, Deserialize, Debug)]
@@ -72,8 +72,9 @@ pub(super) enum Up {
 /// Gateway to client.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) enum Down {
-    /// The answer to `Hello`.
-    Welcome { manager_pid: u32 },
+    /// The answer to `Hello`, with the heartbeat timeout the gateway keeps (the client's,
+    /// clamped to 100 ms ..= 1 h).
+    Welcome { manager_pid: u32, heartbeat_ms: u64 },
     /// The answer to the call `id`.
     Reply { id: u64, answer: Answer },
     /// The answer to `Ping`.
@@ -270,7 +271,7 @@ impl Session {
     /// Sends `up` (built with a fresh id) and reads its answer, at most the call timeout.
     fn ask(&self, up: impl FnOnce(u64) -> Up) -> Result<Answer> {
         self.check()?;
-        let deadline = Instant::now() + self.call_timeout;
+        let deadline = after(self.call_timeout);
         let Some(_turn) = self.turn(Some(deadline)) else {
             return Err(Error::Timeout(self.call_timeout));
         };
@@ -342,6 +343,11 @@ impl Session {
             return false;
         }
         {
+            // A call in progress reads for itself (and has its own deadline, which may be
+            // longer than the heartbeat: the gateway is busy for it, not gone).
+            let Some(_turn) = self.turn(None) else {
+                return true;
+            };
             let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
             if heard.elapsed() < tick {
                 return true;
@@ -356,14 +362,12 @@ impl Session {
                 self.end(silent());
                 return false;
             }
-            // A call in progress reads for itself (and has its own deadline).
-            let Some(_turn) = self.turn(None) else {
-                return true;
-            };
             if self.send(&Up::Ping).is_err() {
                 return false;
             }
-            let until = heard + self.heartbeat_timeout;
+            let until = heard
+                .checked_add(self.heartbeat_timeout)
+                .unwrap_or_else(|| after(Duration::MAX));
             match self.read_until(until, |down| matches!(down, Down::Pong).then_some(())) {
                 Ok(Some(())) => true,
                 Ok(None) => {
@@ -437,20 +441,24 @@ impl RemoteManager {
     /// [`connect`](RemoteManager::connect) with other timeouts.
     pub fn connect_with(client: &Client, options: RemoteOptions) -> Result<RemoteManager> {
         let conn = client.connect::<()>()?;
-        let heartbeat_ms = options.heartbeat_timeout.as_millis().max(1) as u64;
+        let heartbeat_ms = u64::try_from(options.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX);
         conn.send_bytes(&encode(&Up::Hello {
             protocol: PROTOCOL,
             heartbeat_ms,
         })?)?;
-        let manager_pid = match decode::<Down>(&conn.recv_bytes_timeout(options.call_timeout)?)? {
-            Down::Welcome { manager_pid } => manager_pid,
-            other => {
-                return Err(Error::Decode {
-                    expected: "a gateway's welcome",
-                    reason: format!("{other:?}"),
-                })
-            }
-        };
+        let (manager_pid, heartbeat) =
+            match decode::<Down>(&conn.recv_bytes_timeout(options.call_timeout)?)? {
+                Down::Welcome {
+                    manager_pid,
+                    heartbeat_ms,
+                } => (manager_pid, Duration::from_millis(heartbeat_ms)),
+                other => {
+                    return Err(Error::Decode {
+                        expected: "a gateway's welcome",
+                        reason: format!("{other:?}"),
+                    })
+                }
+            };
         let session = Arc::new(Session {
             conn,
             address: client
@@ -459,14 +467,14 @@ impl RemoteManager {
                 .unwrap_or(Address::Abstract(String::new())),
             manager_pid,
             call_timeout: options.call_timeout,
-            heartbeat_timeout: options.heartbeat_timeout,
+            heartbeat_timeout: heartbeat,
             next_id: AtomicU64::new(1),
             busy: Mutex::new(false),
             free: Condvar::new(),
             heard: Mutex::new(Instant::now()),
             ended: Mutex::new(None),
         });
-        let (weak, tick) = (Arc::downgrade(&session), options.heartbeat_timeout / 4);
+        let (weak, tick) = (Arc::downgrade(&session), heartbeat / 4);
         std::thread::Builder::new()
             .name("procactor-remote".into())
             .spawn(move || Session::ping_loop(weak, tick))
@@ -569,6 +577,13 @@ impl std::fmt::Debug for RemoteManager {
             .field("connected", &self.is_connected())
             .finish()
     }
+}
+
+/// `timeout` from now; one too long to add is as good as a year.
+fn after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or(now + Duration::from_secs(365 * 86_400))
 }
 
 fn unexpected() -> Error {

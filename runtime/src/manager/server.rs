@@ -114,6 +114,22 @@ thread_local! {
     static IN_LOOP: Cell<bool> = const { Cell::new(false) };
     /// An answer to the caller is being encoded.
     static ANSWERING: Cell<bool> = const { Cell::new(false) };
+    /// An operation of a remote session is being applied: proxies neither decode nor encode.
+    static REMOTE_OP: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether an operation of a remote session is being applied on this thread (see
+/// `Request::RemoteCall`).
+pub(crate) fn remote_op() -> bool {
+    REMOTE_OP.with(Cell::get)
+}
+
+/// Runs `f` as an operation of a remote session.
+fn as_remote<R>(f: impl FnOnce() -> R) -> R {
+    let prev = REMOTE_OP.with(|r| r.replace(true));
+    let out = f();
+    REMOTE_OP.with(|r| r.set(prev));
+    out
 }
 
 /// The manager's pid (a process forked from the manager's thread is not the manager).
@@ -272,6 +288,11 @@ impl Actor for ManagerCore {
                 Response::Done
             }
             Request::Count => Response::Count(self.objects.len() as u64),
+            Request::RemoteCall { obj, kind, op } => {
+                let asking = ctx.ctl.asking;
+                as_remote(|| self.call(from, asking, obj, kind, op))
+            }
+            Request::RemoteCreate { make, init } => as_remote(|| self.create(from, make, init)),
         };
         self.settle_local(Some(from));
         // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
@@ -325,7 +346,10 @@ impl ManagerCore {
     }
 
     fn call(&mut self, from: u64, asking: bool, obj: u64, kind: u64, op: Packed) -> Response {
-        if asking {
+        // A gateway's connection carries many sessions and the serving process's own calls:
+        // a remote session's pipelined failure is not reported to whichever asks next on it.
+        let remote = remote_op();
+        if asking && !remote {
             if let Some(f) = self.deferred.remove(&(from, obj)) {
                 return Response::Failed(Fault::Earlier(Box::new(f)));
             }
@@ -351,7 +375,9 @@ impl ManagerCore {
             Err(f) => {
                 if !asking {
                     log::debug!(target: "procactor::manager", "pipelined operation on object #{obj} failed: {f:?}");
-                    self.deferred.entry((from, obj)).or_insert(f.clone());
+                    if !remote {
+                        self.deferred.entry((from, obj)).or_insert(f.clone());
+                    }
                 }
                 Response::Failed(f)
             }
