@@ -57,6 +57,21 @@ pub fn psk(authkey: &[u8]) -> [u8; 32] {
 }
 
 /// One side of a handshake in progress.
+///
+/// ```
+/// use procactor_os::noise::{Handshake, TAG};
+/// let (mut i, mut r) = (Handshake::initiator(b"key")?, Handshake::responder(b"key")?);
+/// r.read(&i.write(&[])?)?;
+/// i.read(&r.write(&[])?)?;
+/// let ((mut seal, _, h1), (_, mut open, h2)) = (i.finish()?, r.finish()?);
+/// assert_eq!(h1, h2);
+/// let mut msg = Vec::new();
+/// seal.seal(b"hello", &mut msg)?;
+/// assert_eq!(msg.len(), 8 + 5 + TAG);
+/// open.open(&mut msg)?;
+/// assert_eq!(msg, b"hello");
+/// # Ok::<(), procactor_os::error::Error>(())
+/// ```
 pub struct Handshake(snow::HandshakeState);
 
 impl Handshake {

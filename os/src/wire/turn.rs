@@ -10,6 +10,18 @@ use crate::error::Result;
 use crate::wire::Wait;
 
 /// Exclusive use of a `T`, taken by one thread at a time, waited for under a deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use procactor_os::wire::{Turn, Wait};
+/// let t = Turn::new(Vec::<u8>::new());
+/// let mut held = t.take(Wait::Forever)?;
+/// held.push(1);
+/// assert!(t.take(Wait::timeout(Duration::from_millis(10))).unwrap_err().is_timeout());
+/// drop(held);
+/// assert_eq!(*t.take(Wait::No)?, [1]);
+/// # Ok::<(), procactor_os::error::Error>(())
+/// ```
 pub struct Turn<T> {
     slot: Mutex<Option<T>>,
     free: Condvar,

@@ -43,6 +43,13 @@ impl Address {
     }
 
     /// Whether only this host can reach it (a Unix socket, or a TCP loopback address).
+    ///
+    /// ```
+    /// use procactor::connection::Address;
+    /// assert!("127.0.0.1:1".parse::<Address>()?.is_local());
+    /// assert!(!"10.0.0.1:1".parse::<Address>()?.is_local());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn is_local(&self) -> bool {
         match self {
             Address::Tcp(a) => a.ip().is_loopback(),
@@ -95,6 +102,14 @@ impl fmt::Display for Address {
 
 /// What [`Listener::bind`](super::Listener::bind) and [`Client::new`](super::Client::new) take:
 /// an [`Address`], a `SocketAddr`, or a string to parse.
+///
+/// ```
+/// use procactor::connection::{Address, ToAddress};
+/// let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+/// assert_eq!(a.to_address()?, Address::Tcp(a));
+/// assert_eq!("@n".to_address()?, Address::Abstract("n".into()));
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub trait ToAddress {
     /// The address (a string that does not parse is an error).
     fn to_address(&self) -> Result<Address>;

@@ -42,6 +42,12 @@ pub struct Client {
 impl Client {
     /// A client for `address` (see [`Address`]); an address that does not parse is reported
     /// by [`connect`](Client::connect).
+    ///
+    /// ```
+    /// let c = procactor::connection::Client::new("127.0.0.1:6000");
+    /// assert!(c.address().is_some());
+    /// assert!(procactor::connection::Client::new("no-port-here").address().is_none());
+    /// ```
     pub fn new(address: impl ToAddress) -> Client {
         Client {
             address: address.to_address().map_err(|e| e.to_string()),
@@ -53,11 +59,21 @@ impl Client {
     }
 
     /// The address it connects to (`None` if it did not parse: `connect` says why).
+    ///
+    /// ```
+    /// use procactor::connection::{Address, Client};
+    /// assert_eq!(Client::new("@x").address(), Some(&Address::Abstract("x".into())));
+    /// ```
     pub fn address(&self) -> Option<&Address> {
         self.address.as_ref().ok()
     }
 
     /// The key to prove we hold, and to demand the listener proves (required for TCP).
+    ///
+    /// ```
+    /// let c = procactor::connection::Client::new("127.0.0.1:6000").authkey(b"secret");
+    /// # drop(c);
+    /// ```
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Client {
         self.authkey = Some(key.as_ref().to_vec());
         self
@@ -65,18 +81,37 @@ impl Client {
 
     /// CPython's protocol (its HMAC challenge, then messages in the clear), to talk to a Python
     /// `multiprocessing.connection.Listener` or a procactor one made with `plaintext()`.
+    ///
+    /// ```
+    /// let c = procactor::connection::Client::new("127.0.0.1:6000").authkey(b"k").plaintext();
+    /// # drop(c);
+    /// ```
     pub fn plaintext(mut self) -> Client {
         self.plaintext = true;
         self
     }
 
     /// The most the connect and the handshake may take together.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // TEST-NET-1: nobody answers there.
+    /// let c = procactor::connection::Client::new("192.0.2.1:9")
+    ///     .authkey(b"k")
+    ///     .timeout(Duration::from_millis(100));
+    /// assert!(c.connect::<()>().is_err());
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
     }
 
     /// The largest message the connection receives.
+    ///
+    /// ```
+    /// let c = procactor::connection::Client::new("@x").max_message_size(1 << 20);
+    /// # drop(c);
+    /// ```
     pub fn max_message_size(mut self, bytes: u64) -> Client {
         self.limit = bytes;
         self

@@ -96,6 +96,12 @@ impl Listener {
     }
 
     /// The key a peer must hold (both sides prove it; CPython's `authkey`). Required for TCP.
+    ///
+    /// ```
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?.authkey(b"secret");
+    /// # drop(l);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn authkey(mut self, key: impl AsRef<[u8]>) -> Listener {
         self.authkey = Some(key.as_ref().to_vec());
         self
@@ -104,12 +110,27 @@ impl Listener {
     /// CPython's protocol: its HMAC challenge, then messages in the clear, so that Python's
     /// `multiprocessing.connection.Client` can connect. Without it, connections are encrypted
     /// and only procactor clients can connect.
+    ///
+    /// ```
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?.authkey(b"k").plaintext();
+    /// assert!(l.is_plaintext());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn plaintext(mut self) -> Listener {
         self.plaintext = true;
         self
     }
 
     /// How long a connected peer has to finish its handshake (10 s unless set).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?
+    ///     .authkey(b"k")
+    ///     .handshake_timeout(Duration::from_secs(2));
+    /// # drop(l);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn handshake_timeout(mut self, timeout: Duration) -> Listener {
         self.handshake_timeout = timeout;
         self
@@ -117,12 +138,25 @@ impl Listener {
 
     /// The largest message accepted connections receive (see
     /// [`Connection::with_max_message_size`]).
+    ///
+    /// ```
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?.max_message_size(1 << 20);
+    /// # drop(l);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn max_message_size(mut self, bytes: u64) -> Listener {
         self.limit = bytes;
         self
     }
 
     /// Where it listens (with the port the kernel picked, for port 0).
+    ///
+    /// ```
+    /// use procactor::connection::{Address, Listener};
+    /// let l = Listener::bind("127.0.0.1:0")?;
+    /// assert!(matches!(l.address(), Address::Tcp(a) if a.port() != 0));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn address(&self) -> &Address {
         &self.address
     }
@@ -130,6 +164,16 @@ impl Listener {
     /// The next connection whose handshake succeeded, waiting as long as it takes. Peers that
     /// fail their handshake are dropped (and logged at debug level); they are not errors of
     /// `accept`.
+    ///
+    /// ```
+    /// use procactor::connection::{Client, Listener};
+    /// let l = Listener::bind("@procactor-doc-accept")?; // an abstract name: our user only
+    /// let c = Client::new("@procactor-doc-accept");
+    /// let t = std::thread::spawn(move || c.connect::<String>()?.send("hi".into()));
+    /// assert_eq!(l.accept::<String>()?.recv()?, "hi");
+    /// t.join().unwrap()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn accept<T>(&self) -> Result<Connection<T>> {
         self.accept_wait(Wait::Forever)
     }
@@ -286,12 +330,18 @@ impl Listener {
         }
     }
 
-    /// Whether it speaks CPython's plaintext protocol.
+    /// Whether it speaks CPython's plaintext protocol (see [`plaintext`](Listener::plaintext)).
     pub fn is_plaintext(&self) -> bool {
         self.plaintext
     }
 
     /// Handshakes in progress now.
+    ///
+    /// ```
+    /// let l = procactor::connection::Listener::bind("127.0.0.1:0")?.authkey(b"k");
+    /// assert_eq!(l.pending_handshakes(), 0);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn pending_handshakes(&self) -> usize {
         self.pending
             .take(Wait::timeout(SLICE * 2))

@@ -43,7 +43,15 @@ pub use listener::Listener;
 pub use wait::{wait, wait_timeout, Waitable};
 
 /// How long a connected peer has to finish its handshake, unless the listener says otherwise.
+///
+/// ```
+/// assert_eq!(procactor::connection::DEFAULT_HANDSHAKE_TIMEOUT.as_secs(), 10);
+/// ```
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client's connect and handshake may take together, unless it says otherwise.
+///
+/// ```
+/// assert_eq!(procactor::connection::DEFAULT_CONNECT_TIMEOUT.as_secs(), 20);
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

@@ -13,6 +13,16 @@ use super::Listener;
 
 /// What [`wait`] can watch: a [`Connection`] (a message or the peer's end to read), a
 /// [`Listener`] (a connection to take), a [`ProcessHandle`] (the process ended: its sentinel).
+///
+/// ```
+/// use procactor::connection::{wait_timeout, Listener, Waitable};
+/// let l = Listener::bind("127.0.0.1:0")?;
+/// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+/// let all: [&dyn Waitable; 2] = [&l, &b];
+/// a.send(1)?;
+/// assert_eq!(wait_timeout(&all, std::time::Duration::from_secs(30))?, [1]);
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub trait Waitable: AsFd {
     /// Ready without looking at the descriptor (a message already begun here).
     fn ready_now(&self) -> bool {
@@ -53,6 +63,13 @@ pub fn wait(objects: &[&dyn Waitable]) -> Result<Vec<usize>> {
 }
 
 /// [`wait`], at most `timeout`: an empty list if none became ready (`Duration::ZERO` polls).
+///
+/// ```
+/// use std::time::Duration;
+/// let (_a, b) = procactor::Pipe::<u8>::duplex()?;
+/// assert!(procactor::connection::wait_timeout(&[&b], Duration::from_millis(10))?.is_empty());
+/// # Ok::<(), procactor::Error>(())
+/// ```
 pub fn wait_timeout(objects: &[&dyn Waitable], timeout: Duration) -> Result<Vec<usize>> {
     wait_on(objects, Wait::timeout(timeout))
 }

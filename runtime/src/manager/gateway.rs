@@ -109,11 +109,34 @@ use super::value::Namespace;
 
 impl Gateway {
     /// Where it listens.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// assert!(gateway.address().is_local());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn address(&self) -> &Address {
         &self.inner.address
     }
 
     /// Lets remote clients create objects of proxy type `P` (a namespace is always allowed).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// assert!(remote.value(1u8).is_err()); // not allowed yet
+    /// gateway.allow::<ValueProxy<u8>>();
+    /// assert_eq!(remote.value(1u8)?.get()?, 1);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn allow<P: Shared>(&self) {
         let k = P::kind();
         self.inner
@@ -126,6 +149,22 @@ impl Gateway {
     /// Publishes `proxy`'s object as `name` (CPython's `BaseManager.register` of a shared
     /// object): remote clients get it with `RemoteManager::get(name)`. Replaces an earlier one
     /// of the same name. The object lives at least as long as it is published.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// let d = m.dict::<String, u32>()?;
+    /// gateway.register("config", &d)?;
+    /// let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let config: DictProxy<String, u32> = remote.get("config")?;
+    /// config.insert("workers".into(), 4)?; // pipelined: applied by the next call that waits
+    /// assert_eq!(config.len()?, 1);
+    /// assert_eq!(d.get(&"workers".to_string())?, Some(4));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn register<P: Shared>(&self, name: &str, proxy: &P) -> Result<()> {
         let core = proxy.core().0;
         if !matches!(&core.manager, Via::Local(m) if m.id() == self.inner.manager.id()) {
@@ -151,6 +190,16 @@ impl Gateway {
     }
 
     /// Sessions being served now.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// assert_eq!(gateway.sessions(), 0);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn sessions(&self) -> usize {
         self.inner.sessions.load(Ordering::Relaxed)
     }

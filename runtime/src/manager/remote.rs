@@ -413,6 +413,15 @@ pub struct RemoteManager {
 
 /// Options for [`RemoteManager::connect_with`] (defaults: 30 s per call, 8 s heartbeat
 /// timeout).
+///
+/// ```
+/// use std::time::Duration;
+/// let o = procactor::manager::RemoteOptions {
+///     call_timeout: Duration::from_secs(5),
+///     ..Default::default()
+/// };
+/// assert_eq!(o.heartbeat_timeout, Duration::from_secs(8));
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RemoteOptions {
     /// How long each call waits for its answer ([`Error::Timeout`] then).
@@ -484,16 +493,59 @@ impl RemoteManager {
 
     /// Whether the session lives (false once the gateway is gone or silent past the heartbeat
     /// timeout: every call then fails at once with [`Error::Disconnected`]).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// assert!(remote.is_connected());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn is_connected(&self) -> bool {
         self.session.check().is_ok()
     }
 
     /// The manager's pid (on its host).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// assert_eq!(remote.manager_pid(), m.pid());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn manager_pid(&self) -> u32 {
         self.session.manager_pid
     }
 
     /// How many objects the manager hosts.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let l = remote.list::<u32>()?;
+    /// assert_eq!(remote.object_count()?, 1);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn object_count(&self) -> Result<usize> {
         match self.session.ask(|id| Up::Count { id })? {
             Answer::Count(n) => Ok(n as usize),
@@ -528,6 +580,20 @@ impl RemoteManager {
 
     /// The object the gateway published as `name` (`Gateway::register`), as a proxy of type
     /// `P`: [`Error::NotFound`] if there is none, an error naming both types if it is another.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// assert!(matches!(remote.get::<ListProxy<u32>>("nothing"), Err(procactor::Error::NotFound(_))));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn get<P: Shared>(&self, name: &str) -> Result<P> {
         let kind = P::kind().kind;
         match self.session.ask(|id| Up::Get {
@@ -542,11 +608,43 @@ impl RemoteManager {
     }
 
     /// A new, empty shared list (the gateway must allow `ListProxy<T>`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let l = remote.list::<u32>()?;
+    /// l.append(5)?;
+    /// assert_eq!(l.pop()?, 5);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn list<T: Serialize + DeserializeOwned + 'static>(&self) -> Result<ListProxy<T>> {
         self.create(&Vec::<T>::new())
     }
 
     /// A new, empty shared dict (the gateway must allow `DictProxy<K, V>`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let d = remote.dict::<u32, String>()?;
+    /// d.insert(1, "one".into())?;
+    /// assert_eq!(d.len()?, 1);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
     where
         K: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static,
@@ -556,6 +654,22 @@ impl RemoteManager {
     }
 
     /// A new shared value (the gateway must allow `ValueProxy<T>`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let v = remote.value(1.5f64)?;
+    /// v.set(2.5)?;
+    /// assert_eq!(v.get()?, 2.5);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn value<T: Serialize + DeserializeOwned + 'static>(
         &self,
         value: T,
@@ -564,6 +678,22 @@ impl RemoteManager {
     }
 
     /// A new namespace (always allowed: its fields are encoded values).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// # gateway.allow::<ListProxy<u32>>();
+    /// # gateway.allow::<DictProxy<u32, String>>();
+    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let ns = remote.namespace()?;
+    /// ns.set("epoch", &7u32)?;
+    /// assert_eq!(ns.get::<u32>("epoch")?, 7);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn namespace(&self) -> Result<Namespace> {
         self.create(&())
     }
@@ -624,6 +754,12 @@ mod sealed {
 
 /// A proxy type that a [`Gateway`](super::Gateway) can publish and a [`RemoteManager`] create:
 /// [`ListProxy`], [`DictProxy`], [`ValueProxy`] and [`Namespace`].
+///
+/// ```
+/// fn publishable<P: procactor::manager::Shared>() {}
+/// publishable::<procactor::manager::ListProxy<String>>();
+/// publishable::<procactor::manager::Namespace>();
+/// ```
 pub trait Shared: sealed::Sealed + Sized + 'static {
     #[doc(hidden)]
     fn kind() -> Kind;
