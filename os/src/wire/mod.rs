@@ -13,11 +13,13 @@
 //!
 //! One idea per module: [`codec`] (values to bytes, and descriptors inside values),
 //! [`deadline`] (how long an operation may wait) and [`channel`] (framed records on a socket);
-//! [`stream`] carries whole messages on a byte stream (TCP), for `connection`.
+//! [`stream`] carries whole messages on a byte stream (TCP), for `connection`, after the
+//! [`handshake`] that authenticates (and keys) it; [`turn`] is exclusive use under a deadline.
 
 pub mod channel;
 pub mod codec;
 pub mod deadline;
+pub mod handshake;
 pub mod stream;
 pub mod turn;
 

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::pipe::Connection;
 use crate::sys;
 use crate::wire;
-use crate::wire::stream::Handshaking;
+use crate::wire::handshake::Handshaking;
 
 /// Connects to a listener (Python's `multiprocessing.connection.Client`): a builder; options
 /// first, then [`connect`](Client::connect).

@@ -8,7 +8,7 @@ use super::{Address, ToAddress, DEFAULT_HANDSHAKE_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::pipe::Connection;
 use crate::sys::{self, Want};
-use crate::wire::stream::Accepting;
+use crate::wire::handshake::Accepting;
 use crate::wire::{self, Turn, Wait};
 
 /// Handshakes in progress at once, at most: a quarter of the process's descriptor limit (and at
