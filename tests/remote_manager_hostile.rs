@@ -179,16 +179,22 @@ impl Raw {
     }
 }
 
+/// A manager and its gateway on an ephemeral TCP port.
+fn served() -> (Manager, procactor::manager::Gateway) {
+    let m = Manager::start().unwrap();
+    let gw = m
+        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
+        .unwrap();
+    (m, gw)
+}
+
 /// A manager serving `nest`: a `ListProxy<ListProxy<u32>>` holding one list.
 fn nested() -> (
     Manager,
     procactor::manager::Gateway,
     ListProxy<ListProxy<u32>>,
 ) {
-    let m = Manager::start().unwrap();
-    let gw = m
-        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
-        .unwrap();
+    let (m, gw) = served();
     let inner = m.list_from(vec![7u32]).unwrap();
     let nest = m.list_from(vec![inner]).unwrap();
     gw.register("nest", &nest).unwrap();
@@ -199,10 +205,7 @@ fn nested() -> (
 
 #[test]
 fn a_remote_list_search_is_refused_clearly() {
-    let m = Manager::start().unwrap();
-    let gw = m
-        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
-        .unwrap();
+    let (_m, gw) = served();
     gw.allow::<ListProxy<u32>>();
     let r = RemoteManager::connect(&client(gw.address())).unwrap();
     let l = r.list::<u32>().unwrap();
@@ -317,10 +320,7 @@ fn slow_inc(n: &mut u64) {
 
 #[test]
 fn a_slow_call_within_its_deadline_does_not_end_the_session() {
-    let m = Manager::start().unwrap();
-    let gw = m
-        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
-        .unwrap();
+    let (m, gw) = served();
     gw.allow::<ValueProxy<u64>>();
     let r = RemoteManager::connect_with(
         &client(gw.address()),
@@ -340,10 +340,7 @@ fn a_slow_call_within_its_deadline_does_not_end_the_session() {
 
 #[test]
 fn a_call_timeout_of_duration_max_does_not_panic() {
-    let m = Manager::start().unwrap();
-    let gw = m
-        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
-        .unwrap();
+    let (_m, gw) = served();
     gw.allow::<ValueProxy<u64>>();
     let r = RemoteManager::connect_with(
         &client(gw.address()),
