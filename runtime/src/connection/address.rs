@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +13,8 @@ use crate::sys::Endpoint;
 
 /// A TCP address, a Unix socket path or a Linux abstract socket name (CPython's `AF_INET` and
 /// `AF_UNIX` families). Parsed from a string: `"@name"` is an abstract name, anything with a `/`
-/// a path, and anything else `host:port` (`"127.0.0.1:0"`: port 0 lets the kernel pick one).
+/// a path, and anything else `host:port` (`"127.0.0.1:0"`: port 0 lets the kernel pick one). A
+/// host name is resolved at once, waited for at most 10 s ([`Error::Timeout`] past that).
 ///
 /// ```
 /// use procactor::connection::Address;
@@ -71,16 +73,39 @@ impl FromStr for Address {
         if let Ok(a) = s.parse::<SocketAddr>() {
             return Ok(Address::Tcp(a));
         }
-        // A host name: the first address it resolves to.
-        let bad = |why: String| Error::Io {
-            op: "resolve an address",
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
-        };
-        s.to_socket_addrs()
-            .map_err(|e| bad(format!("{s:?}: {e}")))?
-            .next()
-            .map(Address::Tcp)
-            .ok_or_else(|| bad(format!("{s:?} resolves to no address")))
+        resolve(s, RESOLVE_TIMEOUT)
+    }
+}
+
+/// The longest a host name's resolution may take.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first address a host name (`"host:port"`) resolves to, waited for at most `timeout`. The
+/// system's resolver cannot be interrupted: it runs on a thread of its own, which a timed-out
+/// caller leaves to finish alone.
+fn resolve(s: &str, timeout: Duration) -> Result<Address> {
+    let bad = |why: String| Error::Io {
+        op: "resolve an address",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+    };
+    if !s.contains(':') {
+        return Err(bad(format!(
+            "{s:?} is not an address (host:port, a path, or @name)"
+        )));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = s.to_string();
+    std::thread::Builder::new()
+        .name("procactor-resolve".into())
+        .spawn(move || {
+            let _ = tx.send(name.to_socket_addrs().map(|mut a| a.next()));
+        })
+        .map_err(|e| Error::io("spawn a resolver thread", e))?;
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(Some(a))) => Ok(Address::Tcp(a)),
+        Ok(Ok(None)) => Err(bad(format!("{s:?} resolves to no address"))),
+        Ok(Err(e)) => Err(bad(format!("{s:?}: {e}"))),
+        Err(_) => Err(Error::Timeout(timeout)),
     }
 }
 
@@ -142,5 +167,24 @@ impl ToAddress for String {
 impl<A: ToAddress + ?Sized> ToAddress for &A {
     fn to_address(&self) -> Result<Address> {
         (**self).to_address()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_resolve_under_a_deadline_and_non_addresses_fail_at_once() {
+        let local = resolve("localhost:1", RESOLVE_TIMEOUT).unwrap();
+        assert!(local.is_local(), "{local}");
+        let t = std::time::Instant::now();
+        assert!("no-port-here".parse::<Address>().is_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        // A wait of nothing gives up at once (or the answer was already there).
+        match resolve("localhost:1", Duration::ZERO) {
+            Ok(a) => assert!(a.is_local()),
+            Err(e) => assert!(e.is_timeout(), "{e}"),
+        }
     }
 }
