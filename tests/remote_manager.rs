@@ -184,14 +184,24 @@ fn a_client_killed_or_stopped_has_its_references_released() {
             "released after {took:?} (heartbeat 800 ms)"
         );
         if stop {
+            // Its last ping may have come up to a ping interval (200-400 ms) before the stop:
+            // released no sooner than the rest of the 800 ms (a hang-up would be at once).
             assert!(
-                took >= Duration::from_millis(700),
-                "released before the timeout"
+                took >= Duration::from_millis(350),
+                "released before the timeout: {took:?}"
             );
         }
         drop(p);
     }
     assert!(eventually(BOUND, || gw.sessions() == 0));
+}
+
+/// Whether `pid` is stopped (state `T` in /proc).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('T')))
+        .unwrap_or(false)
 }
 
 /// Serves a manager and reports its gateway's address; then waits to be stopped or killed.
@@ -212,10 +222,14 @@ fn a_server_stopped_or_killed_is_an_error_in_bounded_time_never_a_hang() {
         l.append(1).unwrap();
         assert_eq!(l.len().unwrap(), 1);
         let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+        // A signal takes effect a little after `kill` returns: the server could still answer
+        // a call made at once. Wait until it is stopped, or gone.
         if stop {
             rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+            assert!(eventually(BOUND, || stopped(p.pid())), "not stopped");
         } else {
             p.kill().unwrap();
+            let _ = p.join_timeout(BOUND);
         }
         let t = Instant::now();
         let e = l.len().unwrap_err();

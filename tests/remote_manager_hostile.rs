@@ -300,7 +300,8 @@ fn a_forged_proxy_neither_reaches_an_object_nor_blocks_the_manager() {
         },
     )
     .unwrap();
-    assert!(honest.value(1u64).is_ok(), "the manager is blocked");
+    // Kept until the end: its release (pipelined) would move the count under our feet.
+    let value = honest.value(1u64).expect("the manager is blocked");
     assert_eq!(nest.len().unwrap(), 1, "a forged proxy was appended");
     let before = m.object_count().unwrap();
     drop(secret);
@@ -309,7 +310,7 @@ fn a_forged_proxy_neither_reaches_an_object_nor_blocks_the_manager() {
             == before - 1),
         "the secret list is kept alive by a forged proxy"
     );
-    drop(raw);
+    drop((raw, value));
 }
 
 #[procactor::entry(name = "remote_manager_hostile::slow_inc")]
