@@ -14,7 +14,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -29,7 +29,7 @@ use super::value::{Namespace, NamespaceTag, ValueProxy, ValueTag};
 use crate::connection::{Address, Client};
 use crate::error::{Error, Result};
 use crate::pipe::Connection;
-use crate::wire::{self, Wait};
+use crate::wire::{self, Turn, Wait};
 
 /// How long a remote call waits for its answer, unless set.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,22 +159,11 @@ pub(crate) struct Session {
     heartbeat_timeout: Duration,
     next_id: AtomicU64,
     /// Whether an exchange runs (its turn), and its waiters.
-    busy: Mutex<bool>,
-    free: Condvar,
+    exchange: Turn<()>,
     /// When the gateway was last heard from.
     heard: Mutex<Instant>,
     /// Why the session ended (`None` while it lives).
     ended: Mutex<Option<String>>,
-}
-
-/// An exchange's turn; given back when dropped.
-struct Exchange<'a>(&'a Session);
-
-impl Drop for Exchange<'_> {
-    fn drop(&mut self) {
-        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
-        self.0.free.notify_one();
-    }
 }
 
 impl Session {
@@ -218,24 +207,6 @@ impl Session {
         }
     }
 
-    /// The exchange's turn, waited for until `deadline` (`None`: not at all).
-    fn turn(&self, deadline: Option<Instant>) -> Option<Exchange<'_>> {
-        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        while *busy {
-            let left = deadline?.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            busy = self
-                .free
-                .wait_timeout(busy, left)
-                .map(|(b, _)| b)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
-        *busy = true;
-        Some(Exchange(self))
-    }
-
     /// Reads until the message `wanted` picks, or `deadline` (`None` then); the session ends
     /// if the connection fails or the gateway breaks the protocol.
     fn read_until<T>(
@@ -272,9 +243,11 @@ impl Session {
     fn ask(&self, up: impl FnOnce(u64) -> Up) -> Result<Answer> {
         self.check()?;
         let deadline = after(self.call_timeout);
-        let Some(_turn) = self.turn(Some(deadline)) else {
-            return Err(Error::Timeout(self.call_timeout));
+        let wait = Wait::Until {
+            deadline,
+            asked: self.call_timeout,
         };
+        let _turn = self.exchange.take(wait)?;
         self.check()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.send(&up(id))?;
@@ -345,7 +318,7 @@ impl Session {
         {
             // A call in progress reads for itself (and has its own deadline, which may be
             // longer than the heartbeat: the gateway is busy for it, not gone).
-            let Some(_turn) = self.turn(None) else {
+            let Ok(_turn) = self.exchange.take(Wait::No) else {
                 return true;
             };
             let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
@@ -478,8 +451,7 @@ impl RemoteManager {
             call_timeout: options.call_timeout,
             heartbeat_timeout: heartbeat,
             next_id: AtomicU64::new(1),
-            busy: Mutex::new(false),
-            free: Condvar::new(),
+            exchange: Turn::new(()),
             heard: Mutex::new(Instant::now()),
             ended: Mutex::new(None),
         });
