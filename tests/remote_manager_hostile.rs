@@ -22,38 +22,117 @@ fn client(address: &Address) -> Client {
     Client::new(address).authkey(KEY).timeout(BOUND)
 }
 
-// ---- A mirror of the wire protocol (remote.rs `Up`/`Down`/`Answer`, proxy.rs `ProxyWire`). ----
+// ---- A mirror of the wire protocol (actor/net.rs `Up`/`Down`; manager/proto.rs `Request`,
+// `Response`, `Fault`, with `Packed` as (bytes, descriptor indexes); proxy.rs `ProxyWire`). ----
 
 #[derive(Serialize, Deserialize, Debug)]
 enum Up {
     Hello {
         protocol: u32,
+        msg: u64,
+        reply: u64,
         heartbeat_ms: u64,
     },
-    Call {
+    Ask {
         id: u64,
+        payload: Vec<u8>,
+    },
+    Tell {
+        payload: Vec<u8>,
+    },
+    Ping,
+}
+
+#[derive(Deserialize, Debug)]
+enum Down {
+    Welcome {
+        pid: u32,
+        name: String,
+        heartbeat_ms: u64,
+    },
+    Refused {
+        reason: String,
+    },
+    Reply {
+        id: u64,
+        payload: Vec<u8>,
+    },
+    Failed {
+        id: u64,
+        handled: bool,
+        reason: String,
+    },
+    Pong,
+}
+
+type Packed = (Vec<u8>, Vec<u32>);
+
+fn packed(bytes: Vec<u8>) -> Packed {
+    (bytes, Vec::new())
+}
+
+#[derive(Serialize, Debug)]
+enum FnRef {
+    Signed(()),
+    Named(String),
+}
+
+#[derive(Serialize, Debug)]
+enum Req {
+    Create {
+        make: FnRef,
+        init: Packed,
+    },
+    Call {
         obj: u64,
         kind: u64,
-        op: Vec<u8>,
+        op: Packed,
     },
-    Create {
-        id: u64,
-        kind: u64,
-        kind_name: String,
-        init: Vec<u8>,
+    Line {
+        line: u64,
+        end: Packed,
     },
-    Get {
-        id: u64,
-        name: String,
-        kind: u64,
+    Lend {
+        obj: u64,
+        lend: u64,
+        line: u64,
+    },
+    LineDone {
+        line: u64,
+    },
+    Adopt {
+        obj: u64,
+        lend: u64,
+        proof: Packed,
     },
     Release {
         obj: u64,
     },
-    Count {
-        id: u64,
+    Count,
+    RemoteCall {
+        obj: u64,
+        kind: u64,
+        op: Packed,
     },
-    Ping,
+    RemoteCreate {
+        kind: u64,
+        kind_name: String,
+        init: Packed,
+    },
+    Get {
+        name: String,
+        kind: u64,
+    },
+    OpenGateway,
+}
+
+#[derive(Deserialize, Debug)]
+enum Answer {
+    Created(u64),
+    Value(Packed),
+    Failed(Fault),
+    Count(u64),
+    Done,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -70,21 +149,6 @@ enum Fault {
     },
     Bad(String),
     Earlier(Box<Fault>),
-}
-
-#[derive(Deserialize, Debug)]
-enum Answer {
-    Created(u64),
-    Value(Vec<u8>),
-    Failed(Fault),
-    Count(u64),
-}
-
-#[derive(Deserialize, Debug)]
-enum Down {
-    Welcome { manager_pid: u32, heartbeat_ms: u64 },
-    Reply { id: u64, answer: Answer },
-    Pong,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -107,9 +171,29 @@ struct ProxyWire {
 
 /// `wire::fingerprint` (FNV-1a of the type's name).
 fn fnv(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    fnv_bytes(name.as_bytes())
+}
+
+fn fnv_bytes(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// `Schema::of::<T>(shape)`, for `T` named `name`.
+fn schema(name: &str, shape: &str) -> u64 {
+    fnv_bytes(&[name.as_bytes(), &[0], shape.as_bytes()].concat())
+}
+
+const SHAPE: &str = "procactor-manager-4";
+fn manager_schemas() -> (u64, u64) {
+    (
+        schema(
+            "procactor_runtime::manager::proto::Request<procactor_runtime::manager::proto::Packed>",
+            SHAPE,
+        ),
+        schema("procactor_runtime::manager::proto::Response", SHAPE),
+    )
 }
 
 /// The kind of `ListProxy<T>`, for `T` named `t`.
@@ -136,40 +220,58 @@ struct Raw {
 
 impl Raw {
     fn connect(address: &Address) -> Raw {
-        let conn = client(address).connect::<()>().unwrap();
-        let raw = Raw { conn, next: 1 };
-        raw.send(&Up::Hello {
-            protocol: 2,
-            heartbeat_ms: 30_000,
-        });
+        let raw = Raw::hello(address, manager_schemas());
         match raw.recv() {
             Down::Welcome { .. } => raw,
             other => panic!("{other:?}"),
         }
+    }
+    /// Connects and says hello with the schemas `(msg, reply)`; the answer is not read.
+    fn hello(address: &Address, (msg, reply): (u64, u64)) -> Raw {
+        let conn = client(address).connect::<()>().unwrap();
+        let raw = Raw { conn, next: 1 };
+        raw.send(&Up::Hello {
+            protocol: 3,
+            msg,
+            reply,
+            heartbeat_ms: 30_000,
+        });
+        raw
     }
     fn send(&self, up: &Up) {
         self.conn
             .send_bytes(&postcard::to_stdvec(up).unwrap())
             .unwrap();
     }
+    fn tell(&self, req: &Req) {
+        self.send(&Up::Tell {
+            payload: postcard::to_stdvec(req).unwrap(),
+        });
+    }
     fn recv(&self) -> Down {
         postcard::from_bytes(&self.conn.recv_bytes_timeout(BOUND).unwrap()).unwrap()
     }
-    fn ask(&mut self, up: impl FnOnce(u64) -> Up) -> Answer {
+    fn ask(&mut self, req: &Req) -> Answer {
         let id = self.next;
         self.next += 1;
-        self.send(&up(id));
+        self.send(&Up::Ask {
+            id,
+            payload: postcard::to_stdvec(req).unwrap(),
+        });
         loop {
-            if let Down::Reply { id: got, answer } = self.recv() {
-                if got == id {
-                    return answer;
+            match self.recv() {
+                Down::Reply { id: got, payload } if got == id => {
+                    return postcard::from_bytes(&payload).unwrap()
                 }
+                Down::Failed {
+                    id: got, reason, ..
+                } if got == id => return Answer::Failed(Fault::Bad(reason)),
+                _ => {}
             }
         }
     }
     fn get(&mut self, name: &str, kind: u64) -> u64 {
-        match self.ask(|id| Up::Get {
-            id,
+        match self.ask(&Req::Get {
             name: name.into(),
             kind,
         }) {
@@ -229,11 +331,10 @@ fn a_proxy_in_an_answer_does_not_cross_hosts_nor_leak() {
     let mut raw = Raw::connect(gw.address());
     let obj = raw.get("nest", list_kind(OUTER));
     for _ in 0..20 {
-        match raw.ask(|id| Up::Call {
-            id,
+        match raw.ask(&Req::RemoteCall {
             obj,
             kind: list_kind(OUTER),
-            op: op_get(0),
+            op: packed(op_get(0)),
         }) {
             Answer::Failed(Fault::Bad(why)) => assert!(why.contains("cross hosts"), "{why}"),
             other => panic!("a proxy was answered to a remote client: {other:?}"),
@@ -275,21 +376,19 @@ fn a_forged_proxy_neither_reaches_an_object_nor_blocks_the_manager() {
             ..legit.clone()
         },
     ] {
-        match raw.ask(|id| Up::Call {
-            id,
+        match raw.ask(&Req::RemoteCall {
             obj: outer,
             kind: list_kind(OUTER),
-            op: op_append(&forged),
+            op: packed(op_append(&forged)),
         }) {
             Answer::Failed(_) => {}
             other => panic!("a forged proxy was taken: {other:?}"),
         }
         // Pipelined too: the manager must not be blocked by it.
-        raw.send(&Up::Call {
-            id: 0,
+        raw.tell(&Req::RemoteCall {
             obj: outer,
             kind: list_kind(OUTER),
-            op: op_append(&forged),
+            op: packed(op_append(&forged)),
         });
     }
     let honest = RemoteManager::connect_with(
@@ -352,4 +451,222 @@ fn a_call_timeout_of_duration_max_does_not_panic() {
     )
     .unwrap();
     assert_eq!(r.value(1u64).unwrap().get().unwrap(), 1);
+}
+
+/// Everything a manager takes from this host's processes but a remote session must not ask
+/// (adoptions, lends, releases of what it does not hold, creates by function, gateways), and
+/// calls on objects it does not hold: refused, and nothing changes.
+#[test]
+fn a_remote_session_makes_no_local_request_and_reaches_only_what_it_holds() {
+    let (m, gw, nest) = nested();
+    let secret = m.list_from(vec![42u32]).unwrap();
+    let mut raw = Raw::connect(gw.address());
+    let outer = raw.get("nest", list_kind(OUTER));
+    let local_only = |obj| {
+        [
+            Req::Adopt {
+                obj,
+                lend: 0,
+                proof: packed(Vec::new()),
+            },
+            Req::Lend {
+                obj,
+                lend: 0,
+                line: 0,
+            },
+            Req::Call {
+                obj,
+                kind: list_kind(INNER),
+                op: packed(op_get(0)),
+            },
+            Req::Create {
+                make: FnRef::Named("remote_manager_hostile::slow_inc".into()),
+                init: packed(Vec::new()),
+            },
+            Req::OpenGateway,
+        ]
+    };
+    for obj in 0..8u64 {
+        for req in local_only(obj) {
+            match raw.ask(&req) {
+                Answer::Failed(Fault::Bad(why)) => assert!(why.contains("remote session"), "{why}"),
+                other => panic!("{req:?} was taken from a remote session: {other:?}"),
+            }
+        }
+        if obj != outer {
+            match raw.ask(&Req::RemoteCall {
+                obj,
+                kind: list_kind(INNER),
+                op: packed(op_get(0)),
+            }) {
+                Answer::Failed(Fault::Gone(_)) => {}
+                other => panic!("object #{obj}, not held, was reached: {other:?}"),
+            }
+            // Releasing what it does not hold releases nothing.
+            raw.tell(&Req::Release { obj });
+        }
+    }
+    assert!(matches!(raw.ask(&Req::Count), Answer::Count(3)));
+    assert_eq!(nest.len().unwrap(), 1);
+    assert_eq!(secret.snapshot().unwrap(), [42]);
+    drop((raw, secret, nest, gw));
+    assert!(
+        eventually(Duration::from_secs(5), || m.object_count().unwrap() == 0),
+        "objects left after everyone let go: {}",
+        m.object_count().unwrap()
+    );
+}
+
+#[test]
+fn a_caller_of_other_types_or_protocol_or_without_hello_or_speaking_garbage_is_dropped() {
+    let (_m, gw) = served();
+    let closed = |raw: &Raw| matches!(raw.conn.recv_bytes_timeout(BOUND), Err(Error::Disconnected));
+    let raw = Raw::hello(gw.address(), (1, 2));
+    match raw.recv() {
+        Down::Refused { reason } => assert!(reason.contains("message types"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(closed(&raw));
+    let conn = client(gw.address()).connect::<()>().unwrap();
+    let raw = Raw { conn, next: 1 };
+    raw.send(&Up::Hello {
+        protocol: 2,
+        msg: manager_schemas().0,
+        reply: manager_schemas().1,
+        heartbeat_ms: 1000,
+    });
+    assert!(matches!(raw.recv(), Down::Refused { reason } if reason.contains("protocol 2")));
+    assert!(closed(&raw));
+    // An ask before the hello.
+    let conn = client(gw.address()).connect::<()>().unwrap();
+    let raw = Raw { conn, next: 1 };
+    raw.send(&Up::Ask {
+        id: 1,
+        payload: postcard::to_stdvec(&Req::Count).unwrap(),
+    });
+    assert!(closed(&raw));
+    // Garbage after it, and an ask whose payload is garbage (rejected, the session lives).
+    let mut raw = Raw::connect(gw.address());
+    raw.send(&Up::Ask {
+        id: 9,
+        payload: vec![0xff; 64],
+    });
+    assert!(matches!(
+        raw.recv(),
+        Down::Failed {
+            id: 9,
+            handled: false,
+            ..
+        }
+    ));
+    assert!(matches!(raw.ask(&Req::Count), Answer::Count(0)));
+    raw.conn
+        .send_bytes(&[0xff, 0xff, 0xff, 0x7f, 1, 2])
+        .unwrap();
+    assert!(closed(&raw));
+    assert!(eventually(BOUND, || gw.sessions() == 0));
+    let r = RemoteManager::connect(&client(gw.address())).unwrap();
+    assert_eq!(r.object_count().unwrap(), 0);
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A client that asks for 32 MiB of answers and never reads them: the manager keeps a bounded
+/// part of them, and serves everyone else meanwhile.
+#[test]
+fn a_client_that_never_reads_its_answers_holds_up_nobody_and_costs_little() {
+    let (m, gw) = served();
+    gw.allow::<ValueProxy<u64>>();
+    // (A string: encoded whole, not byte by byte, even in an unoptimised test build.)
+    let big = m.list_from(vec!["x".repeat(64 * 1024)]).unwrap();
+    gw.register("big", &big).unwrap();
+    let before = rss_kib(m.pid());
+    let mut raw = Raw::connect(gw.address());
+    let obj = raw.get("big", list_kind("alloc::string::String"));
+    for id in 0..500 {
+        raw.send(&Up::Ask {
+            id: 1000 + id,
+            payload: postcard::to_stdvec(&Req::RemoteCall {
+                obj,
+                kind: list_kind("alloc::string::String"),
+                op: packed(op_get(0)),
+            })
+            .unwrap(),
+        });
+    }
+    let honest = RemoteManager::connect_with(
+        &client(gw.address()),
+        RemoteOptions {
+            call_timeout: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(8),
+        },
+    )
+    .unwrap();
+    let v = honest.value(1u64).unwrap();
+    for i in 0..200 {
+        v.set(i).unwrap();
+        assert_eq!(v.get().unwrap(), i);
+    }
+    let grew = rss_kib(m.pid()).saturating_sub(before);
+    assert!(grew < 16 * 1024, "the manager grew by {grew} KiB");
+    // It reads them after all: every one comes, in order.
+    for id in 0..500u64 {
+        let bytes = raw.conn.recv_bytes_timeout(BOUND).unwrap();
+        // `Down::Reply` (variant 2), then the id (a varint), then the answer.
+        let mut want = vec![2u8];
+        want.extend(postcard::to_stdvec(&(1000 + id)).unwrap());
+        assert!(bytes.starts_with(&want), "answer {id}: {:?}", &bytes[..8]);
+        assert!(bytes.len() > 64 * 1024);
+    }
+}
+
+/// Sends large pipelined messages for ever (each refused: no such object).
+fn big_sender(address: Address) {
+    let raw = Raw::connect(&address);
+    loop {
+        raw.tell(&Req::RemoteCall {
+            obj: 999,
+            kind: 0,
+            op: packed(vec![1; 4 << 20]),
+        });
+    }
+}
+
+/// A client stopped half-way through sending a large message (SIGSTOP, no FIN): the manager
+/// keeps what it read, waits for no one, and serves the others.
+#[test]
+fn a_client_stopped_mid_message_holds_up_nobody() {
+    let (m, gw) = served();
+    gw.allow::<ValueProxy<u64>>();
+    let p = common::reaped(
+        procactor::Process::new(big_sender, gw.address().clone())
+            .start()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let honest = RemoteManager::connect_with(
+        &client(gw.address()),
+        RemoteOptions {
+            call_timeout: Duration::from_secs(5),
+            heartbeat_timeout: Duration::from_secs(8),
+        },
+    )
+    .unwrap();
+    let v = honest.value(1u64).unwrap();
+    for i in 0..100 {
+        v.set(i).unwrap();
+        assert_eq!(v.get().unwrap(), i);
+    }
+    assert_eq!(m.object_count().unwrap(), 1);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
 }

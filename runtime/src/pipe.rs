@@ -136,6 +136,15 @@ impl<T> Connection<T> {
         Self::with_link(Link::Net(Arc::new(stream)), Mode::Duplex)
     }
 
+    /// The stream under a network end (`None` for a pipe's end, or a stream shared with a
+    /// clone of this end).
+    pub(crate) fn into_stream(self) -> Option<Stream> {
+        match self.link {
+            Link::Net(s) => Arc::try_unwrap(s).ok(),
+            Link::Local(_) => None,
+        }
+    }
+
     /// `send_bytes`, waiting for room at most as `wait` allows.
     pub(crate) fn send_bytes_wait(&self, bytes: &[u8], wait: Wait) -> Result<()> {
         self.check(true)?;

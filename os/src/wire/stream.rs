@@ -39,6 +39,10 @@ pub enum Framing {
 struct SendSide {
     sealer: Option<Sealer>,
     out: Vec<u8>,
+    /// Messages queued by [`Stream::enqueue`] and not yet written (an event loop's output),
+    /// from `queued_at` on.
+    queued: Vec<u8>,
+    queued_at: usize,
     /// A send stopped half-way (its deadline passed): the peer would read a torn message.
     torn: bool,
     /// The state went to another process (checked once the turn is taken: a sender that
@@ -65,6 +69,8 @@ pub struct Parts {
     pub limit: u64,
     sealer: Option<Sealer>,
     opener: Option<Opener>,
+    /// Bytes read and not yet delivered (still sealed): the new owner goes on from them.
+    carry: Vec<u8>,
 }
 
 impl std::fmt::Debug for Parts {
@@ -105,6 +111,8 @@ impl Stream {
             send: Turn::new(SendSide {
                 sealer,
                 out: Vec::new(),
+                queued: Vec::new(),
+                queued_at: 0,
                 torn: false,
                 moved: false,
             }),
@@ -121,7 +129,7 @@ impl Stream {
     /// The stream again, in the process it moved to (see [`hand_over`](Stream::hand_over)).
     pub fn from_parts(fd: OwnedFd, parts: Parts) -> Stream {
         let keys = parts.sealer.zip(parts.opener);
-        let mut s = Stream::new(fd, keys, Vec::new(), parts.limit);
+        let mut s = Stream::new(fd, keys, parts.carry, parts.limit);
         s.framing = parts.framing;
         s
     }
@@ -155,8 +163,9 @@ impl Stream {
 
     /// Gives this stream's state (keys and counters) to be sent to another process with its
     /// descriptor, and retires this handle: a sealed stream must have one owner, or two
-    /// processes would seal under the same nonces. Fails if a message is half-read or
-    /// half-sent here, or if another thread is sending or receiving now.
+    /// processes would seal under the same nonces. What was read and not yet delivered goes
+    /// with it. Fails if a message is half-sent here (or queued and not yet written), if a
+    /// receive failed here, or if another thread is sending or receiving now.
     pub fn hand_over(&self) -> Result<Parts> {
         self.check_here()?;
         let busy = |_| Error::InvalidState("a send or receive is in progress on this connection");
@@ -165,9 +174,9 @@ impl Stream {
         if send.moved || recv.moved {
             return Err(moved());
         }
-        if !recv.inbuf.is_empty() || send.torn || recv.broken {
+        if send.queued_at < send.queued.len() || send.torn || recv.broken {
             return Err(Error::InvalidState(
-                "a message is half-read or half-sent on this connection: it cannot move",
+                "a message is half-sent on this connection (or it broke): it cannot move",
             ));
         }
         send.moved = true;
@@ -178,6 +187,7 @@ impl Stream {
             limit: self.limit(),
             sealer: send.sealer.clone(),
             opener: recv.opener.clone(),
+            carry: std::mem::take(&mut recv.inbuf),
         })
     }
 
@@ -196,29 +206,16 @@ impl Stream {
                 "an earlier send on this connection timed out half-way: the connection is closed",
             ));
         }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if side.queued_at < side.queued.len() {
+            return Err(Error::InvalidState(
+                "messages queued on this connection are not written yet (see Stream::flush)",
+            ));
+        }
         let SendSide {
             sealer, out, torn, ..
         } = &mut *side;
         out.clear();
-        match sealer {
-            None => {
-                let (h, n) = cpython::frame_header(len);
-                out.reserve(n + len);
-                out.extend_from_slice(&h[..n]);
-                for p in parts {
-                    out.extend_from_slice(p);
-                }
-            }
-            Some(sealer) => {
-                if let [one] = parts {
-                    sealer.seal(one, out)?;
-                } else {
-                    let whole = parts.concat();
-                    sealer.seal(&whole, out)?;
-                }
-            }
-        }
+        frame(sealer, parts, out)?;
         let done = write_until(self.fd.as_fd(), out, wait.deadline())?;
         if done < out.len() {
             if done > 0 {
@@ -231,6 +228,63 @@ impl Stream {
             *out = Vec::new(); // don't keep a huge buffer after one large message
         }
         Ok(())
+    }
+
+    /// Queues one message made of `parts` for [`flush`](Stream::flush), never waiting: for an
+    /// event loop, which writes what the socket takes and keeps the rest. (A [`send`](Stream::send)
+    /// is refused while queued bytes are not all written.)
+    pub fn enqueue(&self, parts: &[&[u8]]) -> Result<()> {
+        self.check_here()?;
+        let mut side = self.send.take(Wait::No)?;
+        if side.moved {
+            return Err(moved());
+        }
+        let SendSide {
+            sealer,
+            out,
+            queued,
+            queued_at,
+            ..
+        } = &mut *side;
+        if *queued_at == queued.len() {
+            queued.clear();
+            *queued_at = 0;
+        }
+        out.clear();
+        frame(sealer, parts, out)?;
+        queued.extend_from_slice(out);
+        Ok(())
+    }
+
+    /// Writes what the socket takes now of the queued messages: true once none is left. Never
+    /// waits.
+    pub fn flush(&self) -> Result<bool> {
+        self.check_here()?;
+        let mut side = self.send.take(Wait::No)?;
+        let SendSide {
+            queued, queued_at, ..
+        } = &mut *side;
+        while *queued_at < queued.len() {
+            match sys::write_some(self.fd.as_fd(), &queued[*queued_at..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => *queued_at += n,
+                Err(e) => return Err(Error::io("send", e)),
+            }
+        }
+        queued.clear();
+        *queued_at = 0;
+        if queued.capacity() > 4 * READ_CHUNK {
+            *queued = Vec::new();
+        }
+        Ok(true)
+    }
+
+    /// How many queued bytes are not yet written.
+    pub fn queued(&self) -> usize {
+        self.send
+            .lock()
+            .as_ref()
+            .map_or(0, |side| side.queued.len() - side.queued_at)
     }
 
     /// Receives one whole message, waiting at most as `wait` allows ([`Error::Timeout`] then,
@@ -317,6 +371,9 @@ impl Stream {
                     return Err(Error::Disconnected);
                 }
                 Read::WouldBlock => {
+                    if matches!(wait, Wait::No) {
+                        return Err(wait.expired());
+                    }
                     let spin = *spin_until.get_or_insert_with(|| match wait {
                         Wait::No => Instant::now(),
                         _ => {
@@ -377,6 +434,30 @@ impl std::fmt::Debug for Stream {
             .field("moved", &self.moved.load(Ordering::Relaxed))
             .finish()
     }
+}
+
+/// Frames (or seals) one message made of `parts` into `out`.
+fn frame(sealer: &mut Option<Sealer>, parts: &[&[u8]], out: &mut Vec<u8>) -> Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    match sealer {
+        None => {
+            let (h, n) = cpython::frame_header(len);
+            out.reserve(n + len);
+            out.extend_from_slice(&h[..n]);
+            for p in parts {
+                out.extend_from_slice(p);
+            }
+        }
+        Some(sealer) => {
+            if let [one] = parts {
+                sealer.seal(one, out)?;
+            } else {
+                let whole = parts.concat();
+                sealer.seal(&whole, out)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `data`, waiting for room at most until `deadline`: how many bytes went out (all of

@@ -81,9 +81,19 @@ pub(crate) struct Control {
     pub caller: u64,
     /// The message being handled is an ask (its reply is awaited).
     pub asking: bool,
-    /// Caller connections closed since the last message (their processes may have died):
-    /// the manager releases what they held.
+    /// Caller connections closed since the last message (their processes may have died, or
+    /// a network caller went silent): the manager releases what they held.
     pub closed_callers: Vec<u64>,
+    /// Network streams to serve as callers (see `actor::net`), each with its tag, since the
+    /// loop last looked.
+    pub net_adopt: Vec<(crate::wire::stream::Stream, u64)>,
+    /// Tags whose network callers the loop is to let go of.
+    pub net_close: Vec<u64>,
+    /// Network callers served now, per tag (as of the message being handled).
+    pub net_callers: std::collections::HashMap<u64, usize>,
+    /// The tag of the network caller the message being handled came from (`None`: a caller
+    /// on this host).
+    pub net_tag: Option<u64>,
 }
 
 impl<A: Actor> Context<A> {

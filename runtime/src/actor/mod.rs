@@ -36,6 +36,7 @@ mod endpoint;
 pub(crate) mod fuzz_targets;
 mod gate;
 mod named;
+pub(crate) mod net;
 mod proto;
 mod registry;
 mod server;

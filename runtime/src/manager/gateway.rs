@@ -1,50 +1,54 @@
-//! The serving side of a remote manager: a [`Gateway`] accepts sessions from
-//! [`RemoteManager`](super::RemoteManager)s and applies their operations in the manager.
+//! The serving side of a remote manager: a [`Gateway`] accepts connections from
+//! [`RemoteManager`](super::RemoteManager)s and hands each, its handshake over, to the manager's
+//! process, whose event loop serves it beside its local callers (one hop, no relay).
 //!
-//! Each session is served by a thread of its own (a slow or stopped client holds up only its own
-//! session), and holds its references as proxies of this process: when the session ends (the
-//! client closed, or was silent past the heartbeat timeout: a host gone, a link down), they are
-//! dropped, and the manager frees what nobody else holds. A session reaches only the objects it
+//! A session holds its references as a connection of the manager: when it ends (the client
+//! closed, or was silent past the heartbeat timeout: a host gone, a link down), they are
+//! released, and the manager frees what nobody else holds. A session reaches only the objects it
 //! created or was given by name; it creates only the kinds the serving side allowed (a remote
-//! program's functions are never called by address: each kind's constructor is this process's
-//! own, looked up by the kind's fingerprint).
+//! program's functions are never called by address: each kind's constructor is this program's
+//! own, named by the kind's fingerprint). See `server/serving.rs` for the manager's side.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::proto::{self, Fault, PackedRef, Request, Response};
-use super::proxy::{ProxyCore, Via};
-use super::remote::{self, Answer, Down, Kind, Shared, Up, DEFAULT_CALL_TIMEOUT, PROTOCOL};
+use super::proto::{self, Packed, Request, Response};
+use super::proxy::Via;
+use super::remote::{Kind, Shared};
 use super::server::ManagerCore;
 use super::Manager;
 use crate::actor::ActorRef;
-use crate::connection::{Address, Listener, DEFAULT_HANDSHAKE_TIMEOUT};
+use crate::connection::{Address, Listener};
 use crate::error::{Error, Result};
-use crate::pipe::Connection;
 use crate::wire::Wait;
 
-/// Sessions served at once; more are closed at once.
-const MAX_SESSIONS: usize = 1024;
+/// How long a request about the gateway waits for the manager.
+const MANAGER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often threads look at the stop flag.
 const SLICE: Duration = Duration::from_millis(200);
 
-struct Published {
-    obj: u64,
-    kind: u64,
-    kind_name: &'static str,
-    /// Keeps the object alive while it is published.
-    _keep: Arc<ProxyCore>,
-}
-
 struct Inner {
     manager: ActorRef<ManagerCore>,
+    /// Its id in the manager.
+    id: u64,
     address: Address,
-    allowed: Mutex<HashMap<u64, Kind>>,
-    published: Mutex<HashMap<String, Published>>,
-    sessions: AtomicUsize,
     stop: AtomicBool,
+}
+
+impl Inner {
+    /// Asks the manager something about this gateway.
+    fn ask(&self, req: &Request<Packed>) -> Result<Response> {
+        ask(&self.manager, req)
+    }
+}
+
+fn ask(manager: &ActorRef<ManagerCore>, req: &Request<Packed>) -> Result<Response> {
+    let pid = manager.pid();
+    match manager.ask_as::<_, Response>(req, Wait::timeout(MANAGER_TIMEOUT))? {
+        Response::Failed(f) => Err(f.into_error(pid)),
+        other => Ok(other),
+    }
 }
 
 /// Serves a [`Manager`] to [`RemoteManager`](super::RemoteManager)s on other hosts (CPython's
@@ -57,8 +61,9 @@ pub struct Gateway {
 
 impl Manager {
     /// Serves this manager on `listener` (which must have an authkey, and encrypt: a gateway
-    /// never speaks in the clear). Sessions are served by threads of this process: the gateway
-    /// lives as long as the returned [`Gateway`] and this process.
+    /// never speaks in the clear). A thread of this process accepts connections and runs their
+    /// handshakes; the manager's process serves the sessions. The gateway lives as long as the
+    /// returned [`Gateway`] and this process.
     ///
     /// ```
     /// # procactor::init();
@@ -79,29 +84,29 @@ impl Manager {
                 "a manager's gateway speaks only encrypted connections: drop `plaintext()`",
             ));
         }
+        let id = match ask(&self.core, &Request::OpenGateway)? {
+            Response::Created(id) => id,
+            _ => return Err(Error::InvalidState("the manager did not open a gateway")),
+        };
         let inner = Arc::new(Inner {
             manager: self.core.clone(),
+            id,
             address: listener.address().clone(),
-            allowed: Mutex::new(HashMap::new()),
-            published: Mutex::new(HashMap::new()),
-            sessions: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
-        let namespace = Namespace::kind();
-        inner
-            .allowed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(namespace.kind, namespace);
+        let gateway = Gateway {
+            inner: inner.clone(),
+            accepter: None,
+        };
+        gateway.allow_kind(Namespace::kind())?;
         let for_thread = inner.clone();
         let accepter = std::thread::Builder::new()
             .name("procactor-gateway".into())
             .spawn(move || accept_loop(&for_thread, &listener))
             .map_err(|e| Error::io("spawn the gateway", e))?;
-        Ok(Gateway {
-            inner,
-            accepter: Some(accepter),
-        })
+        let mut gateway = gateway;
+        gateway.accepter = Some(accepter);
+        Ok(gateway)
     }
 }
 
@@ -137,13 +142,40 @@ impl Gateway {
     /// assert_eq!(remote.value(1u8)?.get()?, 1);
     /// # Ok::<(), procactor::Error>(())
     /// ```
+    ///
+    /// # Panics
+    /// If the manager cannot be reached (it ended): see [`try_allow`](Gateway::try_allow).
     pub fn allow<P: Shared>(&self) {
-        let k = P::kind();
+        if let Err(e) = self.try_allow::<P>() {
+            panic!("gateway.allow: {e}");
+        }
+    }
+
+    /// [`allow`](Gateway::allow), with the manager's failure as an error.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// gateway.try_allow::<ListProxy<String>>()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn try_allow<P: Shared>(&self) -> Result<()> {
+        self.allow_kind(P::kind())
+    }
+
+    fn allow_kind(&self, k: Kind) -> Result<()> {
+        let make = proto::sign(k.make)?;
         self.inner
-            .allowed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(k.kind, k);
+            .ask(&Request::Allow {
+                gateway: self.inner.id,
+                kind: k.kind,
+                kind_name: k.name.to_string(),
+                make,
+            })
+            .map(drop)
     }
 
     /// Publishes `proxy`'s object as `name` (CPython's `BaseManager.register` of a shared
@@ -172,21 +204,20 @@ impl Gateway {
                 "only objects of the manager this gateway serves can be published",
             ));
         }
-        let k = P::kind();
-        self.inner
-            .published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                name.to_string(),
-                Published {
-                    obj: core.obj,
-                    kind: k.kind,
-                    kind_name: k.name,
-                    _keep: core.clone(),
-                },
-            );
-        Ok(())
+        let Via::Local(through) = &core.manager else {
+            unreachable!("checked above");
+        };
+        // Through the proxy's own connection, which holds the object.
+        ask(
+            through,
+            &Request::Publish {
+                gateway: self.inner.id,
+                name: name.to_string(),
+                obj: core.obj,
+                kind: P::kind().kind,
+            },
+        )
+        .map(drop)
     }
 
     /// Sessions being served now.
@@ -200,8 +231,15 @@ impl Gateway {
     /// assert_eq!(gateway.sessions(), 0);
     /// # Ok::<(), procactor::Error>(())
     /// ```
+    ///
+    /// (0 if the manager cannot be reached.)
     pub fn sessions(&self) -> usize {
-        self.inner.sessions.load(Ordering::Relaxed)
+        match self.inner.ask(&Request::Sessions {
+            gateway: self.inner.id,
+        }) {
+            Ok(Response::Count(n)) => n as usize,
+            _ => 0,
+        }
     }
 }
 
@@ -211,6 +249,12 @@ impl Drop for Gateway {
         if let Some(t) = self.accepter.take() {
             let _ = t.join();
         }
+        let close = Request::CloseGateway {
+            gateway: self.inner.id,
+        };
+        if let Err(e) = self.inner.ask(&close) {
+            log::debug!(target: "procactor::manager", "gateway {}: could not close it in the manager: {e}", self.inner.address);
+        }
     }
 }
 
@@ -219,29 +263,24 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("address", &self.inner.address)
             .field("manager_pid", &self.inner.manager.pid())
-            .field("sessions", &self.sessions())
+            .field("id", &self.inner.id)
             .finish()
     }
 }
 
-fn accept_loop(inner: &Arc<Inner>, listener: &Listener) {
+fn accept_loop(inner: &Inner, listener: &Listener) {
     while !inner.stop.load(Ordering::Relaxed) {
         match listener.accept_timeout::<()>(SLICE) {
             Ok(conn) => {
-                if inner.sessions.load(Ordering::Relaxed) >= MAX_SESSIONS {
-                    log::warn!(target: "procactor::manager", "gateway {}: {MAX_SESSIONS} sessions; a new one is closed", inner.address);
-                    continue;
-                }
-                inner.sessions.fetch_add(1, Ordering::Relaxed);
-                let for_session = inner.clone();
-                let started = std::thread::Builder::new()
-                    .name("procactor-session".into())
-                    .spawn(move || {
-                        serve_session(&for_session, &conn);
-                        for_session.sessions.fetch_sub(1, Ordering::Relaxed);
-                    });
-                if started.is_err() {
-                    inner.sessions.fetch_sub(1, Ordering::Relaxed);
+                // The connection moves to the manager's process, keys and all.
+                let handed = Packed::encode(&conn).and_then(|conn| {
+                    inner.ask(&Request::Session {
+                        gateway: inner.id,
+                        conn,
+                    })
+                });
+                if let Err(e) = handed {
+                    log::warn!(target: "procactor::manager", "gateway {}: a session was not served: {e}", inner.address);
                 }
             }
             Err(e) if e.is_timeout() => {}
@@ -250,224 +289,5 @@ fn accept_loop(inner: &Arc<Inner>, listener: &Listener) {
                 std::thread::sleep(SLICE);
             }
         }
-    }
-}
-
-/// One session, from its hello to its end; its references are released when it returns.
-fn serve_session(inner: &Inner, conn: &Connection<()>) {
-    // A relay: while it waits for the manager, the manager needs the core more.
-    crate::wire::never_spin_on_this_thread();
-    let heartbeat = match hello(inner, conn) {
-        Ok(h) => h,
-        Err(e) => {
-            log::debug!(target: "procactor::manager", "gateway {}: a session did not start: {e}", inner.address);
-            return;
-        }
-    };
-    let mut session = SessionState {
-        inner,
-        held: HashMap::new(),
-    };
-    let mut heard = Instant::now();
-    while !inner.stop.load(Ordering::Relaxed) {
-        let up = match conn.recv_bytes_timeout(SLICE.min(heartbeat)) {
-            Ok(bytes) => match remote::decode::<Up>(&bytes) {
-                Ok(up) => up,
-                Err(e) => {
-                    log::debug!(target: "procactor::manager", "gateway {}: a session sent garbage: {e}", inner.address);
-                    break;
-                }
-            },
-            Err(e) if e.is_timeout() => {
-                if heard.elapsed() > heartbeat {
-                    log::info!(target: "procactor::manager", "gateway {}: a session was silent for {heartbeat:?}: its references are released", inner.address);
-                    break;
-                }
-                continue;
-            }
-            Err(_) => break,
-        };
-        heard = Instant::now();
-        let reply = match session.handle(up) {
-            Some(down) => down,
-            None => continue,
-        };
-        let sent = remote::encode(&reply)
-            .and_then(|bytes| conn.send_bytes_wait(&bytes, Wait::timeout(heartbeat)));
-        if let Err(e) = sent {
-            log::debug!(target: "procactor::manager", "gateway {}: a reply failed: {e}", inner.address);
-            break;
-        }
-        // The time spent working for the client is not its silence.
-        heard = Instant::now();
-    }
-    // `session.held` drops here: every reference of the session is released.
-}
-
-/// Reads the client's hello (its protocol and heartbeat timeout) and welcomes it.
-fn hello(inner: &Inner, conn: &Connection<()>) -> Result<Duration> {
-    let bytes = conn.recv_bytes_timeout(DEFAULT_HANDSHAKE_TIMEOUT)?;
-    let Up::Hello {
-        protocol,
-        heartbeat_ms,
-    } = remote::decode::<Up>(&bytes)?
-    else {
-        return Err(Error::Decode {
-            expected: "a remote manager's hello",
-            reason: "another message first".into(),
-        });
-    };
-    if protocol != PROTOCOL {
-        return Err(Error::Decode {
-            expected: "a remote manager's hello",
-            reason: format!("protocol {protocol}, this gateway speaks {PROTOCOL}"),
-        });
-    }
-    // A heartbeat timeout from 100 ms to an hour: the client is told which, and pings by it.
-    let heartbeat_ms = heartbeat_ms.clamp(100, 3_600_000);
-    let welcome = remote::encode(&Down::Welcome {
-        manager_pid: inner.manager.pid(),
-        heartbeat_ms,
-    })?;
-    conn.send_bytes_wait(&welcome, Wait::timeout(DEFAULT_HANDSHAKE_TIMEOUT))?;
-    Ok(Duration::from_millis(heartbeat_ms))
-}
-
-struct SessionState<'a> {
-    inner: &'a Inner,
-    /// The references this session holds, per object.
-    held: HashMap<u64, Vec<ProxyCore>>,
-}
-
-impl SessionState<'_> {
-    /// Applies one message; the reply to send, if it wants one.
-    fn handle(&mut self, up: Up) -> Option<Down> {
-        let manager = &self.inner.manager;
-        let (id, answer) = match up {
-            Up::Ping => return Some(Down::Pong),
-            Up::Hello { .. } => return None,
-            Up::Release { obj } => {
-                if let Some(refs) = self.held.get_mut(&obj) {
-                    refs.pop();
-                    if refs.is_empty() {
-                        self.held.remove(&obj);
-                    }
-                }
-                return None;
-            }
-            Up::Call { id, obj, kind, op } => {
-                let req = Request::RemoteCall {
-                    obj,
-                    kind,
-                    op: PackedRef::new(&op, &[]),
-                };
-                if !self.held.contains_key(&obj) {
-                    (id, Answer::Failed(Fault::Gone(obj)))
-                } else if id == 0 {
-                    if let Err(e) = manager.tell_as(&req) {
-                        log::debug!(target: "procactor::manager", "gateway: a pipelined call failed: {e}");
-                    }
-                    return None;
-                } else {
-                    (id, self.ask(&req))
-                }
-            }
-            Up::Count { id } => (id, self.ask(&Request::<PackedRef>::Count)),
-            Up::Create {
-                id,
-                kind,
-                kind_name,
-                init,
-            } => (id, self.create(kind, &kind_name, &init)),
-            Up::Get { id, name, kind } => (id, self.get(&name, kind)),
-        };
-        (id != 0).then_some(Down::Reply { id, answer })
-    }
-
-    fn ask(&self, req: &Request<PackedRef>) -> Answer {
-        match self
-            .inner
-            .manager
-            .ask_as::<_, Response>(req, Wait::timeout(DEFAULT_CALL_TIMEOUT))
-        {
-            Ok(Response::Value(p)) if p.fds.is_empty() => Answer::Value(p.bytes),
-            Ok(Response::Value(_)) => Answer::Failed(Fault::bad(
-                "the answer holds handles (proxies, queues...), which cannot cross hosts",
-            )),
-            Ok(Response::Failed(f)) => Answer::Failed(f),
-            Ok(Response::Count(n)) => Answer::Count(n),
-            Ok(Response::Created(obj)) => Answer::Created(obj),
-            Ok(Response::Done) => Answer::Failed(Fault::bad("an answer of another kind")),
-            Err(e) => Answer::Failed(Fault::bad(format!("the manager: {e}"))),
-        }
-    }
-
-    fn hold(&mut self, obj: u64, kind: u64) {
-        let core = ProxyCore::created(Via::Local(self.inner.manager.clone()), obj, kind);
-        self.held.entry(obj).or_default().push(core);
-    }
-
-    fn create(&mut self, kind: u64, kind_name: &str, init: &[u8]) -> Answer {
-        let allowed = self
-            .inner
-            .allowed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&kind)
-            .copied();
-        let Some(k) = allowed else {
-            return Answer::Failed(Fault::bad(format!(
-                "this gateway does not let clients create a {kind_name}: on the serving side, \
-                 call gateway.allow::<{kind_name}>()"
-            )));
-        };
-        let make = match proto::sign(k.make) {
-            Ok(m) => m,
-            Err(e) => return Answer::Failed(Fault::bad(e)),
-        };
-        let req = Request::RemoteCreate {
-            make,
-            init: PackedRef::new(init, &[]),
-        };
-        match self.ask(&req) {
-            Answer::Created(obj) => {
-                self.hold(obj, kind);
-                Answer::Created(obj)
-            }
-            other => other,
-        }
-    }
-
-    fn get(&mut self, name: &str, kind: u64) -> Answer {
-        // Held until the adoption is sent: a `register` replacing the name cannot free the
-        // object in between.
-        let published = self
-            .inner
-            .published
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let found = published.get(name).map(|p| (p.obj, p.kind, p.kind_name));
-        let Some((obj, published_kind, kind_name)) = found else {
-            return Answer::Failed(Fault::NotFound(format!(
-                "no object is published as {name:?}"
-            )));
-        };
-        if published_kind != kind {
-            return Answer::Failed(Fault::bad(format!(
-                "{name:?} is a {kind_name}, not the proxy type asked for"
-            )));
-        }
-        // One more reference for this session (over this process's connection), then held.
-        let adopt = Request::<PackedRef>::Adopt {
-            obj,
-            lend: 0,
-            proof: PackedRef::new(&[], &[]),
-        };
-        if let Err(e) = self.inner.manager.tell_as(&adopt) {
-            return Answer::Failed(Fault::bad(format!("the manager: {e}")));
-        }
-        drop(published);
-        self.hold(obj, kind);
-        Answer::Created(obj)
     }
 }

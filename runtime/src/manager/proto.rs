@@ -37,17 +37,48 @@ pub(crate) enum Request<P> {
     Release { obj: u64 },
     /// How many objects the manager hosts.
     Count,
-    /// `Call` for a remote session (through a gateway): no proxy is decoded from `op` nor
-    /// encoded into the answer (a proxy names this host's sockets, and a forged one would make
-    /// the manager adopt, or connect to, what the remote peer chose).
+    /// `Call` for a remote session: no proxy is decoded from `op` nor encoded into the answer
+    /// (a proxy names this host's sockets, and a forged one would make the manager adopt, or
+    /// connect to, what the remote peer chose). Only on an object the session holds.
     RemoteCall { obj: u64, kind: u64, op: P },
-    /// `Create` for a remote session (the same rule for `init`).
-    RemoteCreate { make: FnRef, init: P },
+    /// A new object for a remote session, of a kind its gateway allows (built by this
+    /// process's own constructor for it: the peer names the kind, never a function).
+    RemoteCreate {
+        kind: u64,
+        kind_name: String,
+        init: P,
+    },
+    /// A reference for a remote session to the object its gateway published as `name`.
+    Get { name: String, kind: u64 },
+    /// A new gateway, owned by this connection (it closes with it): its id, as `Created`.
+    OpenGateway,
+    /// Remote sessions of `gateway` may create objects of proxy kind `kind` with `make`.
+    Allow {
+        gateway: u64,
+        kind: u64,
+        kind_name: String,
+        make: FnRef,
+    },
+    /// Publishes `obj` (which this connection holds) as `name` to the sessions of `gateway`;
+    /// the gateway holds a reference to it while it is published.
+    Publish {
+        gateway: u64,
+        name: String,
+        obj: u64,
+        kind: u64,
+    },
+    /// Serve `conn`, a network connection whose handshake is over, as a remote session of
+    /// `gateway`.
+    Session { gateway: u64, conn: P },
+    /// How many sessions `gateway` has, as `Count`.
+    Sessions { gateway: u64 },
+    /// Ends `gateway`: its sessions, and what it published.
+    CloseGateway { gateway: u64 },
 }
 
 impl Message for Request<Packed> {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-3")
+        Schema::of::<Self>("procactor-manager-4")
     }
 }
 
@@ -63,7 +94,7 @@ pub(crate) enum Response {
 
 impl Message for Response {
     fn schema() -> Schema {
-        Schema::of::<Self>("procactor-manager-3")
+        Schema::of::<Self>("procactor-manager-4")
     }
 }
 

@@ -7,10 +7,13 @@
 //! values holding descriptors, functions by address (use `#[procactor::entry]` functions, sent by
 //! name), and remote proxies sent on to another process.
 //!
+//! A session speaks the protocol of an actor's network callers (`actor::net`): its messages are
+//! the manager's own requests, those a remote session may make (see `server/serving.rs`).
+//!
 //! Every call has a deadline (30 s unless set). Both sides watch the session: the client pings
-//! every quarter of the heartbeat timeout; the gateway ends a session it has not heard from for a
+//! every quarter of the heartbeat timeout; the manager ends a session it has not heard from for a
 //! heartbeat timeout (releasing every reference the session held), and a client that has not
-//! heard from the gateway for as long fails its calls with [`Error::Disconnected`] at once.
+//! heard from the manager for as long fails its calls with [`Error::Disconnected`] at once.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,16 +21,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::dict::{DictProxy, DictTag};
 use super::list::{ListProxy, ListTag};
-use super::proto::{Fault, Packed, PackedRef, Request, Response};
+use super::proto::{PackedRef, Request, Response};
 use super::proxy::{Handle, ProxyCore, Via};
 use super::server::MakeFn;
 use super::value::{Namespace, NamespaceTag, ValueProxy, ValueTag};
+use crate::actor::net::{self, Down, Up};
 use crate::connection::{Address, Client};
 use crate::error::{Error, Result};
+use crate::message::Message;
 use crate::pipe::Connection;
 use crate::wire::{self, Turn, Wait};
 
@@ -36,73 +41,6 @@ pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a side waits without hearing from the other before it ends the session, unless
 /// set (Erlang's `net_ticktime`, scaled to a LAN).
 pub(crate) const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// The version of this protocol: a gateway refuses a client of another.
-pub(super) const PROTOCOL: u32 = 2;
-
-/// Client to gateway.
-#[derive(Serialize, Deserialize, Debug)]
-pub(super) enum Up {
-    /// The first message: the protocol version and the client's heartbeat timeout.
-    Hello { protocol: u32, heartbeat_ms: u64 },
-    /// An operation on an object the session holds; `id` 0: pipelined (no answer).
-    Call {
-        id: u64,
-        obj: u64,
-        kind: u64,
-        op: Vec<u8>,
-    },
-    /// A new object of a kind the gateway allows, from its encoded initial value.
-    Create {
-        id: u64,
-        kind: u64,
-        kind_name: String,
-        init: Vec<u8>,
-    },
-    /// A reference to the object the gateway published as `name`, of proxy kind `kind`.
-    Get { id: u64, name: String, kind: u64 },
-    /// The session holds one reference less to `obj`.
-    Release { obj: u64 },
-    /// How many objects the manager hosts.
-    Count { id: u64 },
-    /// Still here.
-    Ping,
-}
-
-/// Gateway to client.
-#[derive(Serialize, Deserialize, Debug)]
-pub(super) enum Down {
-    /// The answer to `Hello`, with the heartbeat timeout the gateway keeps (the client's,
-    /// clamped to 100 ms ..= 1 h).
-    Welcome { manager_pid: u32, heartbeat_ms: u64 },
-    /// The answer to the call `id`.
-    Reply { id: u64, answer: Answer },
-    /// The answer to `Ping`.
-    Pong,
-}
-
-/// What a call gave.
-#[derive(Serialize, Deserialize, Debug)]
-pub(super) enum Answer {
-    Created(u64),
-    Value(Vec<u8>),
-    Failed(Fault),
-    Count(u64),
-}
-
-pub(super) fn encode<T: Serialize>(m: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(m).map_err(|e| Error::Encode {
-        type_name: std::any::type_name::<T>(),
-        reason: e.to_string(),
-    })
-}
-
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Decode {
-        expected: std::any::type_name::<T>(),
-        reason: e.to_string(),
-    })
-}
 
 thread_local! {
     /// An operation for a remote manager is being encoded: functions go by name only.
@@ -155,6 +93,7 @@ pub(crate) struct Session {
     conn: Connection<()>,
     address: Address,
     manager_pid: u32,
+    manager_name: String,
     call_timeout: Duration,
     heartbeat_timeout: Duration,
     next_id: AtomicU64,
@@ -190,7 +129,8 @@ impl Session {
     }
 
     fn send(&self, up: &Up) -> Result<()> {
-        let bytes = encode(up)?;
+        let mut bytes = Vec::new();
+        net::encode(up, &mut bytes)?;
         match self
             .conn
             .send_bytes_wait(&bytes, Wait::timeout(self.call_timeout))
@@ -212,7 +152,7 @@ impl Session {
     fn read_until<T>(
         &self,
         deadline: Instant,
-        mut wanted: impl FnMut(Down) -> Option<T>,
+        mut wanted: impl FnMut(Down<'_>) -> Option<T>,
     ) -> Result<Option<T>> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -225,23 +165,25 @@ impl Session {
                 }
             };
             *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            match decode::<Down>(&bytes) {
+            match net::decode::<Down>(&bytes) {
                 Ok(down) => {
                     if let Some(t) = wanted(down) {
                         return Ok(Some(t));
                     }
                 }
                 Err(e) => {
-                    self.end(format!("the gateway sent what is not a reply: {e}"));
+                    self.end(format!("the manager sent what is not a reply: {e}"));
                     return Err(Error::Disconnected);
                 }
             }
         }
     }
 
-    /// Sends `up` (built with a fresh id) and reads its answer, at most the call timeout.
-    fn ask(&self, up: impl FnOnce(u64) -> Up) -> Result<Answer> {
+    /// Sends `req` and reads the manager's answer, at most the call timeout.
+    pub(crate) fn ask(&self, req: &Request<PackedRef>) -> Result<Response> {
         self.check()?;
+        let mut payload = Vec::new();
+        wire::encode_plain(req, &mut payload)?;
         let deadline = after(self.call_timeout);
         let wait = Wait::Until {
             deadline,
@@ -250,13 +192,31 @@ impl Session {
         let _turn = self.exchange.take(wait)?;
         self.check()?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(&up(id))?;
+        self.send(&Up::Ask {
+            id,
+            payload: &payload,
+        })?;
         let answer = self.read_until(deadline, |down| match down {
-            Down::Reply { id: got, answer } if got == id => Some(answer),
-            // A late answer to a call that timed out, a pong, a welcome: not ours.
+            Down::Reply { id: got, payload } if got == id => {
+                Some(wire::decode::<Response>(payload, Vec::new()))
+            }
+            Down::Failed {
+                id: got,
+                handled,
+                reason,
+            } if got == id => {
+                let (name, pid) = (self.manager_name.as_str().into(), self.manager_pid);
+                let reason = reason.into();
+                Some(Err(if handled {
+                    Error::ReplyLost { name, pid, reason }
+                } else {
+                    Error::Rejected { name, pid, reason }
+                }))
+            }
+            // A late answer to a call that timed out, a pong: not ours.
             _ => None,
         })?;
-        answer.ok_or(Error::Timeout(self.call_timeout))
+        answer.ok_or(Error::Timeout(self.call_timeout))?
     }
 
     /// A proxy's call, as the manager would answer it.
@@ -264,36 +224,30 @@ impl Session {
         let Request::Call { obj, kind, op } = req else {
             return Err(Error::Unsupported("not a call a remote manager takes"));
         };
-        let answer = self.ask(|id| Up::Call {
-            id,
+        self.ask(&Request::RemoteCall {
             obj: *obj,
             kind: *kind,
-            op: op.bytes.to_vec(),
-        })?;
-        Ok(match answer {
-            Answer::Created(obj) => Response::Created(obj),
-            Answer::Value(bytes) => Response::Value(Packed {
-                bytes,
-                fds: Vec::new(),
-            }),
-            Answer::Failed(f) => Response::Failed(f),
-            Answer::Count(n) => Response::Count(n),
+            op: PackedRef::new(op.bytes, &[]),
         })
     }
 
     /// A proxy's pipelined operation or release.
     pub(crate) fn tell(&self, req: &Request<PackedRef>) -> Result<()> {
         self.check()?;
+        let mut payload = Vec::new();
         match req {
-            Request::Call { obj, kind, op } => self.send(&Up::Call {
-                id: 0,
-                obj: *obj,
-                kind: *kind,
-                op: op.bytes.to_vec(),
-            }),
-            Request::Release { obj } => self.send(&Up::Release { obj: *obj }),
-            _ => Err(Error::Unsupported("not a message a remote manager takes")),
+            Request::Call { obj, kind, op } => wire::encode_plain(
+                &Request::RemoteCall {
+                    obj: *obj,
+                    kind: *kind,
+                    op: PackedRef::new(op.bytes, &[]),
+                },
+                &mut payload,
+            )?,
+            Request::Release { .. } => wire::encode_plain(req, &mut payload)?,
+            _ => return Err(Error::Unsupported("not a message a remote manager takes")),
         }
+        self.send(&Up::Tell { payload: &payload })
     }
 
     /// The pinger: when nothing was heard for a tick and no exchange runs, a ping and its pong.
@@ -327,7 +281,7 @@ impl Session {
             }
             let silent = || {
                 format!(
-                    "nothing heard from the gateway for {:?} (heartbeat timeout)",
+                    "nothing heard from the manager for {:?} (heartbeat timeout)",
                     self.heartbeat_timeout
                 )
             };
@@ -424,23 +378,42 @@ impl RemoteManager {
     pub fn connect_with(client: &Client, options: RemoteOptions) -> Result<RemoteManager> {
         let conn = client.connect::<()>()?;
         let heartbeat_ms = u64::try_from(options.heartbeat_timeout.as_millis()).unwrap_or(u64::MAX);
-        conn.send_bytes(&encode(&Up::Hello {
-            protocol: PROTOCOL,
-            heartbeat_ms,
-        })?)?;
-        let (manager_pid, heartbeat) =
-            match decode::<Down>(&conn.recv_bytes_timeout(options.call_timeout)?)? {
-                Down::Welcome {
-                    manager_pid,
-                    heartbeat_ms,
-                } => (manager_pid, Duration::from_millis(heartbeat_ms)),
-                other => {
-                    return Err(Error::Decode {
-                        expected: "a gateway's welcome",
-                        reason: format!("{other:?}"),
-                    })
-                }
-            };
+        let (msg, reply) = (
+            Request::<super::proto::Packed>::schema(),
+            Response::schema(),
+        );
+        let mut hello = Vec::new();
+        net::encode(
+            &Up::Hello {
+                protocol: net::PROTOCOL,
+                msg: msg.fingerprint,
+                reply: reply.fingerprint,
+                heartbeat_ms,
+            },
+            &mut hello,
+        )?;
+        conn.send_bytes(&hello)?;
+        let welcome = conn.recv_bytes_timeout(options.call_timeout)?;
+        let (manager_pid, manager_name, heartbeat) = match net::decode::<Down>(&welcome)? {
+            Down::Welcome {
+                pid,
+                name,
+                heartbeat_ms,
+            } => (pid, name, Duration::from_millis(heartbeat_ms)),
+            Down::Refused { reason } => {
+                return Err(Error::Rejected {
+                    name: "manager".into(),
+                    pid: 0,
+                    reason: reason.into(),
+                })
+            }
+            other => {
+                return Err(Error::Decode {
+                    expected: "a manager's welcome",
+                    reason: format!("{other:?}"),
+                })
+            }
+        };
         let session = Arc::new(Session {
             conn,
             address: client
@@ -448,6 +421,7 @@ impl RemoteManager {
                 .cloned()
                 .unwrap_or(Address::Abstract(String::new())),
             manager_pid,
+            manager_name,
             call_timeout: options.call_timeout,
             heartbeat_timeout: heartbeat,
             next_id: AtomicU64::new(1),
@@ -519,9 +493,9 @@ impl RemoteManager {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn object_count(&self) -> Result<usize> {
-        match self.session.ask(|id| Up::Count { id })? {
-            Answer::Count(n) => Ok(n as usize),
-            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+        match self.session.ask(&Request::Count)? {
+            Response::Count(n) => Ok(n as usize),
+            Response::Failed(f) => Err(f.into_error(self.manager_pid())),
             _ => Err(unexpected()),
         }
     }
@@ -530,14 +504,13 @@ impl RemoteManager {
         let mut bytes = Vec::new();
         encode_op(init, &mut bytes)?;
         let kind = P::kind();
-        match self.session.ask(|id| Up::Create {
-            id,
+        match self.session.ask(&Request::RemoteCreate {
             kind: kind.kind,
             kind_name: kind.name.to_string(),
-            init: bytes,
+            init: PackedRef::new(&bytes, &[]),
         })? {
-            Answer::Created(obj) => Ok(P::from_core(self.core(obj, kind.kind))),
-            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+            Response::Created(obj) => Ok(P::from_core(self.core(obj, kind.kind))),
+            Response::Failed(f) => Err(f.into_error(self.manager_pid())),
             _ => Err(unexpected()),
         }
     }
@@ -568,13 +541,12 @@ impl RemoteManager {
     /// ```
     pub fn get<P: Shared>(&self, name: &str) -> Result<P> {
         let kind = P::kind().kind;
-        match self.session.ask(|id| Up::Get {
-            id,
+        match self.session.ask(&Request::Get {
             name: name.to_string(),
             kind,
         })? {
-            Answer::Created(obj) => Ok(P::from_core(self.core(obj, kind))),
-            Answer::Failed(f) => Err(f.into_error(self.manager_pid())),
+            Response::Created(obj) => Ok(P::from_core(self.core(obj, kind))),
+            Response::Failed(f) => Err(f.into_error(self.manager_pid())),
             _ => Err(unexpected()),
         }
     }
@@ -690,7 +662,7 @@ fn after(timeout: Duration) -> Instant {
 
 fn unexpected() -> Error {
     Error::Decode {
-        expected: "a gateway's answer",
+        expected: "a remote manager's answer",
         reason: "an answer of another kind".into(),
     }
 }

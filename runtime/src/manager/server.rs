@@ -12,6 +12,8 @@
 //! of it through its context), or the connection the manager answered with them (released when
 //! that connection closes).
 
+mod serving;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
@@ -210,6 +212,8 @@ pub(crate) struct ManagerCore {
     /// The failure of a pipelined operation, reported to the next ask on that object from the
     /// same connection.
     deferred: HashMap<(u64, u64), Fault>,
+    /// What remote sessions may do, per gateway.
+    gateways: serving::Gateways,
 }
 
 impl Actor for ManagerCore {
@@ -236,15 +240,67 @@ impl Actor for ManagerCore {
             answered: HashMap::new(),
             answering: Vec::new(),
             deferred: HashMap::new(),
+            gateways: serving::Gateways::default(),
         })
     }
 
     fn handle(&mut self, msg: Request<Packed>, ctx: &mut Context<Self>) -> Response {
-        for token in ctx.ctl.closed_callers.drain(..) {
+        for token in std::mem::take(&mut ctx.ctl.closed_callers) {
             self.forget_connection(token);
+            for gateway in self.gateways_of(token) {
+                self.close_gateway(gateway, ctx);
+            }
         }
         let from = ctx.ctl.caller;
-        let out = match msg {
+        let out = if let Some(gateway) = ctx.ctl.net_tag {
+            self.remote_request(gateway, from, ctx.ctl.asking, msg)
+        } else {
+            match self.gateway_request(from, msg, ctx) {
+                Ok(out) => out,
+                Err(msg) => self.local_request(from, msg, ctx),
+            }
+        };
+        self.settle_local(Some(from));
+        // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
+        // nowhere.
+        let unsent = std::mem::take(&mut self.answering);
+        let sent = ctx.ctl.asking && matches!(out, Response::Value(_));
+        if !sent && !unsent.is_empty() {
+            for lend in unsent {
+                self.drop_lend(lend);
+            }
+            self.settle_local(None);
+        }
+        out
+    }
+
+    fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) {
+        if let Some(key) = self.watches.remove(&down.id.0) {
+            self.sever(key);
+        }
+    }
+
+    fn stopped(&mut self, _reason: &crate::ExitReason) {
+        // Hosted objects run their drops (a hosted actor's `stopped`) before the process ends.
+        self.objects.clear();
+        PENDING.with(|p| p.borrow_mut().clear());
+    }
+}
+
+fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
+    let (message, location) = bootstrap::caught_panic(p);
+    Fault::Panicked { message, location }
+}
+
+impl ManagerCore {
+    /// A request from a process of this host.
+    fn local_request(
+        &mut self,
+        from: u64,
+        msg: Request<Packed>,
+        ctx: &mut Context<Self>,
+    ) -> Response {
+        match msg {
             Request::Create { make, init } => self.create(from, make, init),
             Request::Call { obj, kind, op } => self.call(from, ctx.ctl.asking, obj, kind, op),
             Request::Line { line, end } => {
@@ -288,50 +344,20 @@ impl Actor for ManagerCore {
                 Response::Done
             }
             Request::Count => Response::Count(self.objects.len() as u64),
-            Request::RemoteCall { obj, kind, op } => {
-                let asking = ctx.ctl.asking;
-                as_remote(|| self.call(from, asking, obj, kind, op))
-            }
-            Request::RemoteCreate { make, init } => as_remote(|| self.create(from, make, init)),
-        };
-        self.settle_local(Some(from));
-        // An answer that is not sent as a value (a tell's, or a failure): what it lent goes
-        // nowhere.
-        let unsent = std::mem::take(&mut self.answering);
-        let sent = ctx.ctl.asking && matches!(out, Response::Value(_));
-        if !sent && !unsent.is_empty() {
-            for lend in unsent {
-                self.drop_lend(lend);
-            }
-            self.settle_local(None);
-        }
-        out
-    }
-
-    fn on_down(&mut self, down: Down, _ctx: &mut Context<Self>) {
-        if let Some(key) = self.watches.remove(&down.id.0) {
-            self.sever(key);
+            // Remote sessions' own (they come from the manager's network callers).
+            _ => Response::Failed(Fault::bad("a remote session's request from this host")),
         }
     }
 
-    fn stopped(&mut self, _reason: &crate::ExitReason) {
-        // Hosted objects run their drops (a hosted actor's `stopped`) before the process ends.
-        self.objects.clear();
-        PENDING.with(|p| p.borrow_mut().clear());
-    }
-}
-
-fn panic_fault(p: &(dyn std::any::Any + Send)) -> Fault {
-    let (message, location) = bootstrap::caught_panic(p);
-    Fault::Panicked { message, location }
-}
-
-impl ManagerCore {
     fn create(&mut self, from: u64, make: super::proto::FnRef, init: Packed) -> Response {
-        let make = match super::proto::make_fn(make) {
-            Ok(f) => f,
-            Err(f) => return Response::Failed(f),
-        };
+        match super::proto::make_fn(make) {
+            Ok(make) => self.create_with(from, make, init),
+            Err(f) => Response::Failed(f),
+        }
+    }
+
+    /// Builds an object with `make`; connection `from` holds its first reference.
+    fn create_with(&mut self, from: u64, make: MakeFn, init: Packed) -> Response {
         let (bytes, fds) = init.into_parts();
         let obj = match catch_unwind(AssertUnwindSafe(|| make(&bytes, fds))) {
             Ok(Ok(obj)) => obj,

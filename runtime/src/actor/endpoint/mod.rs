@@ -4,10 +4,11 @@
 //! and their hellos), [`send`] (replies, backlogs, the last words); the loop itself here.
 
 mod accept;
+mod net;
 mod send;
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::context::Watch;
@@ -19,6 +20,7 @@ use crate::error::{Error, ExitReason, Result};
 use crate::message::Schema;
 use crate::sys;
 use crate::wire::{self, Channel, Wait};
+use net::{NetCallers, NetPeer};
 use send::{drop_frames, Backlog};
 
 /// What a connection is to us.
@@ -37,6 +39,8 @@ enum Peer {
     },
     /// A watch this actor made (monitor or link).
     Watching(Watch),
+    /// A caller on another host (see `net`).
+    Net(Box<NetPeer>),
 }
 
 impl Peer {
@@ -45,6 +49,15 @@ impl Peer {
             Peer::New(c) | Peer::Caller { chan: c, .. } | Peer::Watcher(c) => Some(c),
             Peer::LinkedIn { chan, .. } => Some(chan),
             Peer::Watching(w) => w.chan.as_ref(),
+            Peer::Net(_) => None,
+        }
+    }
+
+    /// The descriptor the loop watches for it, if any.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Peer::Net(n) => Some(n.stream.as_fd()),
+            other => other.chan().map(AsFd::as_fd),
         }
     }
 }
@@ -59,6 +72,7 @@ fn let_go(peer: Peer) {
         Peer::New(c) | Peer::Caller { chan: c, .. } | Peer::Watcher(c) => Some(c),
         Peer::LinkedIn { chan, .. } => Some(chan),
         Peer::Watching(w) => w.chan,
+        Peer::Net(n) => return close_socket_later(n.stream.into_fd()),
     };
     if let Some(chan) = chan {
         close_socket_later(chan.into_fd());
@@ -127,6 +141,10 @@ pub(crate) struct Endpoint {
     schemas: (u64, u64),
     /// Their names, for a caller whose types differ.
     schema_names: String,
+    /// Callers on other hosts, per tag.
+    net: NetCallers,
+    /// A message to a network caller, being encoded.
+    net_buf: Vec<u8>,
 }
 
 /// What reading a new connection's hello came to.
@@ -186,6 +204,8 @@ impl Endpoint {
             closed_callers: Vec::new(),
             schemas: (msg.fingerprint, reply.fingerprint),
             schema_names: format!("{} (replies: {})", msg.name, reply.name),
+            net: NetCallers::default(),
+            net_buf: Vec::new(),
         };
         // A process this actor forks lets go of the listener (as of every pipe end), or the
         // actor's address would answer after the actor ended, with the actor's pid.
@@ -196,8 +216,11 @@ impl Endpoint {
     fn add_peer(&mut self, peer: Peer) {
         let token = self.next_token;
         self.next_token += 1;
-        if let Some(chan) = peer.chan() {
-            if self.poller.add(chan.as_fd(), token).is_err() {
+        if let Some(fd) = peer.fd() {
+            if self.poller.add(fd, token).is_err() {
+                if let Peer::Net(n) = &peer {
+                    self.forget_net(n.tag());
+                }
                 let_go(peer);
                 return;
             }
@@ -221,8 +244,12 @@ impl Endpoint {
     /// Takes a connection out of the loop; the caller lets go of it (see [`let_go`]).
     fn remove_peer(&mut self, token: u64) -> Option<Peer> {
         let peer = self.peers.remove(&token)?;
-        if let Some(chan) = peer.chan() {
-            self.poller.remove(chan.as_fd());
+        if let Some(fd) = peer.fd() {
+            self.poller.remove(fd);
+        }
+        if let Peer::Net(n) = &peer {
+            self.forget_net(n.tag());
+            self.closed_callers.push(token);
         }
         if let Peer::New(_) = &peer {
             self.fresh.remove(&token);
@@ -253,6 +280,7 @@ impl Endpoint {
         let mut pending: Vec<u64> = Vec::new();
         loop {
             self.adopt_watches(d);
+            self.adopt_streams(d);
             if let Some(reason) = d.control().stop.take() {
                 return self.finish(d, reason);
             }
@@ -280,8 +308,12 @@ impl Endpoint {
     /// Drops connections that did not say hello in time and wakes a resting listener whose
     /// rest is over; returns when the next of these is due (`None`: nothing is).
     fn timers(&mut self) -> Option<Instant> {
+        let sweep = self
+            .net
+            .next_sweep()
+            .and_then(|_| self.sweep_net(Instant::now()));
         if self.fresh.is_empty() && self.listener_rest.is_none() {
-            return None;
+            return sweep;
         }
         let now = Instant::now();
         while let Some((&token, &since)) = self.fresh.first_key_value() {
@@ -297,10 +329,10 @@ impl Endpoint {
             .fresh
             .first_key_value()
             .map(|(_, &t)| t + HELLO_DEADLINE);
-        match (hello_due, self.listener_rest) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [hello_due, self.listener_rest, sweep]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Waits for readiness, at most until `deadline`: spins briefly first when we have a core to
@@ -365,6 +397,7 @@ impl Endpoint {
                 Read::Batch(fds) => self.dispatch(token, fds, d),
             },
             Some(Peer::LinkedIn { .. }) | Some(Peer::Watching(_)) => self.watched_ended(token, d),
+            Some(Peer::Net(_)) => self.service_net(token, d),
         }
     }
 
@@ -487,6 +520,7 @@ impl Endpoint {
         fds: Vec<OwnedFd>,
         d: &mut dyn Dispatch,
     ) -> std::result::Result<(), ExitReason> {
+        self.tell_net_counts(d);
         let ctl = d.control();
         ctl.caller = token;
         ctl.asking = op == proto::OP_ASK;

@@ -1,0 +1,421 @@
+//! Callers on other hosts, served by the same loop as local ones (see `actor::net` for what they
+//! say). A network caller's stream is read without waiting (a message begun stays in the stream
+//! until it is whole), its replies are queued in the stream and written as its socket takes
+//! them, and it is not read again while any are left: a caller that does not read its replies
+//! holds at most [`NET_QUEUE_HIGH`] of them here, and holds up nobody else.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use super::{Endpoint, Peer, HELLO_DEADLINE};
+use crate::actor::dispatch::{Answer, Dispatch};
+use crate::actor::net::{self, Down, Up};
+use crate::error::{Error, ExitReason, Result};
+use crate::sys;
+use crate::wire::stream::Stream;
+use crate::wire::Wait;
+
+/// Messages read from one network caller per turn of the loop, at most (then the others get
+/// their turn, and it gets another).
+const NET_BATCH: usize = 32;
+
+/// Queued reply bytes past which a network caller is not read until they are written.
+const NET_QUEUE_HIGH: usize = 1 << 20;
+
+/// How often the loop looks for network callers silent past their heartbeat timeout (or past
+/// the hello deadline, before their hello), while it has any.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// A network caller (see the module documentation).
+pub(super) struct NetPeer {
+    pub(super) stream: Stream,
+    /// Whoever made the loop serve it chose this (the manager: which gateway).
+    tag: u64,
+    /// Its heartbeat timeout, once its hello is read.
+    heartbeat: Option<Duration>,
+    /// When it was last heard from (adopted, for one that has not said hello).
+    heard: Instant,
+    /// Its socket is watched for room (replies wait in the stream), not for input.
+    writing: bool,
+}
+
+impl NetPeer {
+    pub(super) fn tag(&self) -> u64 {
+        self.tag
+    }
+}
+
+/// Network callers by tag, and when the loop next looks for silent ones.
+#[derive(Default)]
+pub(super) struct NetCallers {
+    pub(super) counts: HashMap<u64, usize>,
+    /// The counts changed since the actor was last told.
+    pub(super) changed: bool,
+    next_sweep: Option<Instant>,
+}
+
+impl NetCallers {
+    pub(super) fn next_sweep(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+}
+
+impl Endpoint {
+    /// Serves the streams the actor was asked to serve, and lets go of the callers of the tags
+    /// it closed.
+    pub(super) fn adopt_streams(&mut self, d: &mut dyn Dispatch) {
+        let ctl = d.control();
+        if ctl.net_adopt.is_empty() && ctl.net_close.is_empty() {
+            return;
+        }
+        let adopt = std::mem::take(&mut ctl.net_adopt);
+        let close = std::mem::take(&mut ctl.net_close);
+        for (stream, tag) in adopt {
+            *self.net.counts.entry(tag).or_default() += 1;
+            self.net.changed = true;
+            self.net
+                .next_sweep
+                .get_or_insert_with(|| Instant::now() + SWEEP);
+            let token = self.next_token;
+            self.add_peer(Peer::Net(Box::new(NetPeer {
+                stream,
+                tag,
+                heartbeat: None,
+                heard: Instant::now(),
+                writing: false,
+            })));
+            // Its hello may be in the stream already, read with the handshake.
+            if self.peers.contains_key(&token) {
+                self.ready.push(token);
+            }
+        }
+        if !close.is_empty() {
+            let gone: Vec<u64> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| matches!(p, Peer::Net(n) if close.contains(&n.tag)))
+                .map(|(t, _)| *t)
+                .collect();
+            for token in gone {
+                self.drop_peer(token);
+            }
+        }
+        self.tell_net_counts(d);
+    }
+
+    /// Counts one network caller less (it is being removed).
+    pub(super) fn forget_net(&mut self, tag: u64) {
+        if let Some(n) = self.net.counts.get_mut(&tag) {
+            *n -= 1;
+            if *n == 0 {
+                self.net.counts.remove(&tag);
+            }
+        }
+        self.net.changed = true;
+        if self.net.counts.is_empty() {
+            self.net.next_sweep = None;
+        }
+    }
+
+    /// Tells the actor how many network callers each tag has, if that changed.
+    pub(super) fn tell_net_counts(&mut self, d: &mut dyn Dispatch) {
+        if std::mem::take(&mut self.net.changed) {
+            d.control().net_callers.clone_from(&self.net.counts);
+        }
+    }
+
+    /// Drops network callers silent past their heartbeat timeout (or their hello deadline);
+    /// returns when to look again (`None`: no network caller).
+    pub(super) fn sweep_net(&mut self, now: Instant) -> Option<Instant> {
+        let due = self.net.next_sweep?;
+        if now < due {
+            return Some(due);
+        }
+        let silent: Vec<u64> = self
+            .peers
+            .iter()
+            .filter_map(|(&token, p)| match p {
+                Peer::Net(n) => {
+                    let allowed = n.heartbeat.unwrap_or(HELLO_DEADLINE);
+                    (now.saturating_duration_since(n.heard) > allowed).then_some(token)
+                }
+                _ => None,
+            })
+            .collect();
+        for token in silent {
+            let Some(Peer::Net(n)) = self.peers.get(&token) else {
+                continue;
+            };
+            // Input waiting unread (the loop was busy, with another caller's long operation)
+            // is not silence: it is read on the next turn.
+            let waiting = sys::wait_ready(&[(n.stream.as_fd(), sys::Want::Read)], Some(now))
+                .is_ok_and(|r| r[0]);
+            if waiting && !n.writing {
+                self.ready.push(token);
+                continue;
+            }
+            log::info!(target: "procactor::actor", "actor {:?}: a network caller was silent for {:?}: it is dropped", self.welcome.name, n.heartbeat.unwrap_or(HELLO_DEADLINE));
+            self.drop_peer(token);
+        }
+        let next = now + SWEEP;
+        self.net.next_sweep = (!self.net.counts.is_empty()).then_some(next);
+        self.net.next_sweep
+    }
+
+    /// Handles readiness of network caller `token`: writes what waits for it, then reads and
+    /// handles what it sent (a batch at most).
+    pub(super) fn service_net(
+        &mut self,
+        token: u64,
+        d: &mut dyn Dispatch,
+    ) -> std::result::Result<(), ExitReason> {
+        let Some(Peer::Net(n)) = self.peers.get_mut(&token) else {
+            return Ok(());
+        };
+        if n.writing {
+            match n.stream.flush() {
+                Ok(true) => {
+                    n.writing = false;
+                    self.watch_net(token);
+                }
+                Ok(false) => return Ok(()),
+                Err(_) => {
+                    self.drop_peer(token);
+                    return Ok(());
+                }
+            }
+        }
+        for _ in 0..NET_BATCH {
+            let Some(Peer::Net(n)) = self.peers.get_mut(&token) else {
+                return Ok(());
+            };
+            if n.stream.queued() > NET_QUEUE_HIGH {
+                break;
+            }
+            let bytes = match n.stream.recv(Wait::No) {
+                Ok(b) => b,
+                Err(e) if e.is_timeout() => break,
+                Err(e) => {
+                    if !matches!(e, Error::Disconnected) {
+                        log::debug!(target: "procactor::actor", "actor {:?}: a network caller's stream failed: {e}", self.welcome.name);
+                    }
+                    self.drop_peer(token);
+                    return Ok(());
+                }
+            };
+            n.heard = Instant::now();
+            let keep = self.net_message(token, &bytes, d);
+            if let Some(Peer::Net(n)) = self.peers.get_mut(&token) {
+                // The time spent on its message is not its silence.
+                n.heard = Instant::now();
+            }
+            match keep {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.drop_peer(token);
+                    return Ok(());
+                }
+                Err(reason) => return Err(reason),
+            }
+            if self.stop_requested || d.control().stop.is_some() {
+                break;
+            }
+        }
+        self.flush_net(token);
+        Ok(())
+    }
+
+    /// Writes what waits for network caller `token`; watches it for room if some is left.
+    fn flush_net(&mut self, token: u64) {
+        let Some(Peer::Net(n)) = self.peers.get_mut(&token) else {
+            return;
+        };
+        match n.stream.flush() {
+            Ok(true) => {
+                // Whole messages may wait in the stream, read with the last ones: the socket
+                // will not say so.
+                if n.stream.has_buffered() {
+                    self.ready.push(token);
+                }
+            }
+            Ok(false) => {
+                if !n.writing {
+                    n.writing = true;
+                    self.watch_net(token);
+                }
+            }
+            Err(_) => self.drop_peer(token),
+        }
+    }
+
+    /// Sets what the poller reports network caller `token` for: room while replies wait,
+    /// input otherwise.
+    fn watch_net(&self, token: u64) {
+        let Some(Peer::Net(n)) = self.peers.get(&token) else {
+            return;
+        };
+        let interest = sys::Interest {
+            read: !n.writing,
+            write: n.writing,
+        };
+        if let Err(e) = self.poller.modify(n.stream.as_fd(), token, interest) {
+            log::warn!(target: "procactor::actor", "actor {:?} could not change what it watches on a connection: {e}", self.welcome.name);
+        }
+    }
+
+    /// Queues one message of the protocol for network caller `token`.
+    fn send_net(&mut self, token: u64, down: &Down) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.net_buf);
+        let sent = net::encode(down, &mut buf).and_then(|()| match self.peers.get(&token) {
+            Some(Peer::Net(n)) => n.stream.enqueue(&[&buf]),
+            _ => Ok(()),
+        });
+        self.net_buf = buf;
+        sent
+    }
+
+    /// Handles one message from network caller `token`: `Ok(false)` if it is to be dropped.
+    fn net_message(
+        &mut self,
+        token: u64,
+        bytes: &[u8],
+        d: &mut dyn Dispatch,
+    ) -> std::result::Result<bool, ExitReason> {
+        let Some(Peer::Net(n)) = self.peers.get_mut(&token) else {
+            return Ok(false);
+        };
+        let up = match net::decode::<Up>(bytes) {
+            Ok(up) => up,
+            Err(e) => {
+                log::debug!(target: "procactor::actor", "actor {:?}: a network caller sent garbage: {e}", self.welcome.name);
+                return Ok(false);
+            }
+        };
+        let (tag, said_hello) = (n.tag, n.heartbeat.is_some());
+        let (id, payload) = match up {
+            Up::Hello {
+                protocol,
+                msg,
+                reply,
+                heartbeat_ms,
+            } if !said_hello => {
+                let refused = if protocol != net::PROTOCOL {
+                    Some(format!(
+                        "protocol {protocol}; this actor speaks {}",
+                        net::PROTOCOL
+                    ))
+                } else if (msg, reply) != self.schemas {
+                    Some(format!(
+                        "other message types than this actor's, {}",
+                        self.schema_names
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = refused {
+                    let _ = self.send_net(token, &Down::Refused { reason });
+                    self.flush_net(token);
+                    return Ok(false);
+                }
+                let heartbeat_ms = heartbeat_ms.clamp(net::HEARTBEAT_MIN_MS, net::HEARTBEAT_MAX_MS);
+                n.heartbeat = Some(Duration::from_millis(heartbeat_ms));
+                let welcome = Down::Welcome {
+                    pid: self.welcome.pid,
+                    name: self.welcome.name.clone(),
+                    heartbeat_ms,
+                };
+                return Ok(self.send_net(token, &welcome).is_ok());
+            }
+            // A second hello, or anything before the first: not a caller of ours.
+            Up::Hello { .. } => return Ok(false),
+            _ if !said_hello => return Ok(false),
+            Up::Ping => return Ok(self.send_net(token, &Down::Pong).is_ok()),
+            Up::Ask { id, payload } => (Some(id), payload),
+            Up::Tell { payload } => (None, payload),
+        };
+        if self.stop_requested || d.control().stop.is_some() {
+            // Sent after the stop: refused, as if the actor were already gone.
+            if let Some(id) = id {
+                let failed = Down::Failed {
+                    id,
+                    handled: false,
+                    reason: "the actor is stopping".into(),
+                };
+                return Ok(self.send_net(token, &failed).is_ok());
+            }
+            return Ok(true);
+        }
+        self.tell_net_counts(d);
+        let ctl = d.control();
+        ctl.caller = token;
+        ctl.asking = id.is_some();
+        ctl.net_tag = Some(tag);
+        ctl.closed_callers.append(&mut self.closed_callers);
+        let outcome = match id {
+            None => d.message(payload, Vec::new(), None),
+            Some(id) => {
+                let mut to = NetAnswering {
+                    endpoint: self,
+                    token,
+                    id,
+                    sent: true,
+                };
+                let r = d.message(payload, Vec::new(), Some(&mut to));
+                if !to.sent {
+                    d.control().net_tag = None;
+                    return r.map(|()| false);
+                }
+                r
+            }
+        };
+        d.control().net_tag = None;
+        self.adopt_watches(d);
+        outcome.map(|()| true)
+    }
+}
+
+/// An ask's reply on its way to a network caller.
+struct NetAnswering<'a> {
+    endpoint: &'a mut Endpoint,
+    token: u64,
+    id: u64,
+    /// False if the reply could not be queued (the stream failed): the caller is dropped.
+    sent: bool,
+}
+
+impl Answer for NetAnswering<'_> {
+    fn reply(&mut self, encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<Vec<std::os::fd::RawFd>>) {
+        let mut reply = std::mem::take(&mut self.endpoint.reply);
+        reply.clear();
+        let down = match encode(&mut reply) {
+            Ok(fds) if fds.is_empty() => Down::Reply {
+                id: self.id,
+                payload: &reply,
+            },
+            Ok(_) => Down::Failed {
+                id: self.id,
+                handled: true,
+                reason: "the reply holds descriptors (a Queue, a Connection, a proxy...), which \
+                         cannot cross hosts"
+                    .into(),
+            },
+            Err(e) => Down::Failed {
+                id: self.id,
+                handled: true,
+                reason: format!("the reply could not be encoded: {e}"),
+            },
+        };
+        self.sent = self.endpoint.send_net(self.token, &down).is_ok();
+        self.endpoint.reply = reply;
+    }
+
+    fn failed(&mut self, e: &Error) {
+        let down = Down::Failed {
+            id: self.id,
+            handled: false,
+            reason: e.to_string(),
+        };
+        self.sent = self.endpoint.send_net(self.token, &down).is_ok();
+    }
+}
