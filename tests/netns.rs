@@ -232,8 +232,8 @@ fn server_host((ns, ip, report, control): (String, String, Connection<Report>, C
     let gw = m
         .serve(Listener::bind(format!("{ip}:0")).unwrap().authkey(KEY))
         .unwrap();
-    gw.allow::<ListProxy<u64>>();
-    gw.allow::<DictProxy<u64, String>>();
+    gw.allow::<ListProxy<u64>>().unwrap();
+    gw.allow::<DictProxy<u64, String>>().unwrap();
     let Address::Tcp(to) = gw.address().clone() else {
         unreachable!()
     };

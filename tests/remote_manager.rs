@@ -42,9 +42,9 @@ fn every_proxy_kind_works_remotely() {
     let gw = m
         .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
         .unwrap();
-    gw.allow::<ListProxy<String>>();
-    gw.allow::<DictProxy<String, u64>>();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ListProxy<String>>().unwrap();
+    gw.allow::<DictProxy<String, u64>>().unwrap();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     let r = RemoteManager::connect(&client(gw.address())).unwrap();
     assert_eq!(r.manager_pid(), m.pid());
 
@@ -149,8 +149,8 @@ fn served() -> (Manager, procactor::manager::Gateway) {
     let gw = m
         .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
         .unwrap();
-    gw.allow::<ListProxy<u64>>();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ListProxy<u64>>().unwrap();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     (m, gw)
 }
 

@@ -308,7 +308,7 @@ fn nested() -> (
 #[test]
 fn a_remote_list_search_is_refused_clearly() {
     let (_m, gw) = served();
-    gw.allow::<ListProxy<u32>>();
+    gw.allow::<ListProxy<u32>>().unwrap();
     let r = RemoteManager::connect(&client(gw.address())).unwrap();
     let l = r.list::<u32>().unwrap();
     l.extend(vec![1, 2, 3]).unwrap();
@@ -355,7 +355,7 @@ fn a_proxy_in_an_answer_does_not_cross_hosts_nor_leak() {
 #[test]
 fn a_forged_proxy_neither_reaches_an_object_nor_blocks_the_manager() {
     let (m, gw, nest) = nested();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     let secret = m.list_from(vec![42u32, 43]).unwrap();
     let mut raw = Raw::connect(gw.address());
     let outer = raw.get("nest", list_kind(OUTER));
@@ -421,7 +421,7 @@ fn slow_inc(n: &mut u64) {
 #[test]
 fn a_slow_call_within_its_deadline_does_not_end_the_session() {
     let (m, gw) = served();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     let r = RemoteManager::connect_with(
         &client(gw.address()),
         RemoteOptions {
@@ -441,7 +441,7 @@ fn a_slow_call_within_its_deadline_does_not_end_the_session() {
 #[test]
 fn a_call_timeout_of_duration_max_does_not_panic() {
     let (_m, gw) = served();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     let r = RemoteManager::connect_with(
         &client(gw.address()),
         RemoteOptions {
@@ -584,7 +584,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_client_that_never_reads_its_answers_holds_up_nobody_and_costs_little() {
     let (m, gw) = served();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     // (A string: encoded whole, not byte by byte, even in an unoptimised test build.)
     let big = m.list_from(vec!["x".repeat(64 * 1024)]).unwrap();
     gw.register("big", &big).unwrap();
@@ -645,7 +645,7 @@ fn big_sender(address: Address) {
 #[test]
 fn a_client_stopped_mid_message_holds_up_nobody() {
     let (m, gw) = served();
-    gw.allow::<ValueProxy<u64>>();
+    gw.allow::<ValueProxy<u64>>().unwrap();
     let p = common::reaped(
         procactor::Process::new(big_sender, gw.address().clone())
             .start()
@@ -669,4 +669,35 @@ fn a_client_stopped_mid_message_holds_up_nobody() {
     }
     assert_eq!(m.object_count().unwrap(), 1);
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+}
+
+/// A pipelined operation that fails is reported to the session's next ask on that object (as to
+/// a local caller), and to no other session.
+#[test]
+fn a_pipelined_failure_is_reported_to_the_same_session_only() {
+    let (_m, gw, _nest) = nested();
+    let mut a = Raw::connect(gw.address());
+    let mut b = Raw::connect(gw.address());
+    let kind = list_kind(OUTER);
+    let (obj, obj_b) = (a.get("nest", kind), b.get("nest", kind));
+    assert_eq!(obj, obj_b);
+    a.tell(&Req::RemoteCall {
+        obj,
+        kind,
+        op: packed(vec![0xee; 3]),
+    });
+    let len = || Req::RemoteCall {
+        obj,
+        kind,
+        op: packed(vec![7]), // `ListOp::Len`
+    };
+    match b.ask(&len()) {
+        Answer::Value(_) => {}
+        other => panic!("another session got {other:?}"),
+    }
+    match a.ask(&len()) {
+        Answer::Failed(Fault::Earlier(_)) => {}
+        other => panic!("the failure was lost: {other:?}"),
+    }
+    assert!(matches!(a.ask(&len()), Answer::Value(_)));
 }

@@ -71,7 +71,7 @@ impl Manager {
     /// use procactor::manager::{DictProxy, RemoteManager};
     /// let m = procactor::Manager::start()?;
     /// let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// gateway.allow::<DictProxy<String, u64>>();
+    /// gateway.allow::<DictProxy<String, u64>>()?;
     /// let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let d = remote.dict::<String, u64>()?;
     /// d.insert("x".into(), 1)?;
@@ -129,6 +129,7 @@ impl Gateway {
     }
 
     /// Lets remote clients create objects of proxy type `P` (a namespace is always allowed).
+    /// Fails only if the manager cannot be reached.
     ///
     /// ```
     /// # procactor::init();
@@ -138,31 +139,11 @@ impl Gateway {
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
     /// let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// assert!(remote.value(1u8).is_err()); // not allowed yet
-    /// gateway.allow::<ValueProxy<u8>>();
+    /// gateway.allow::<ValueProxy<u8>>()?;
     /// assert_eq!(remote.value(1u8)?.get()?, 1);
     /// # Ok::<(), procactor::Error>(())
     /// ```
-    ///
-    /// # Panics
-    /// If the manager cannot be reached (it ended): see [`try_allow`](Gateway::try_allow).
-    pub fn allow<P: Shared>(&self) {
-        if let Err(e) = self.try_allow::<P>() {
-            panic!("gateway.allow: {e}");
-        }
-    }
-
-    /// [`allow`](Gateway::allow), with the manager's failure as an error.
-    ///
-    /// ```
-    /// # procactor::init();
-    /// # use procactor::connection::{Client, Listener};
-    /// # use procactor::manager::*;
-    /// # let m = procactor::Manager::start()?;
-    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// gateway.try_allow::<ListProxy<String>>()?;
-    /// # Ok::<(), procactor::Error>(())
-    /// ```
-    pub fn try_allow<P: Shared>(&self) -> Result<()> {
+    pub fn allow<P: Shared>(&self) -> Result<()> {
         self.allow_kind(P::kind())
     }
 

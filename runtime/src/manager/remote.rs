@@ -320,7 +320,7 @@ impl Session {
 /// // The serving side: a manager, published on an address with a key.
 /// let m = Manager::start()?;
 /// let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"key"))?;
-/// gateway.allow::<ListProxy<u32>>();
+/// gateway.allow::<ListProxy<u32>>()?;
 /// let jobs = m.list_from(vec![1u32, 2])?;
 /// gateway.register("jobs", &jobs)?;
 ///
@@ -446,9 +446,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// assert!(remote.is_connected());
     /// # Ok::<(), procactor::Error>(())
@@ -465,9 +465,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// assert_eq!(remote.manager_pid(), m.pid());
     /// # Ok::<(), procactor::Error>(())
@@ -484,9 +484,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let l = remote.list::<u32>()?;
     /// assert_eq!(remote.object_count()?, 1);
@@ -532,9 +532,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// assert!(matches!(remote.get::<ListProxy<u32>>("nothing"), Err(procactor::Error::NotFound(_))));
     /// # Ok::<(), procactor::Error>(())
@@ -559,9 +559,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let l = remote.list::<u32>()?;
     /// l.append(5)?;
@@ -580,9 +580,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let d = remote.dict::<u32, String>()?;
     /// d.insert(1, "one".into())?;
@@ -605,9 +605,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let v = remote.value(1.5f64)?;
     /// v.set(2.5)?;
@@ -629,9 +629,9 @@ impl RemoteManager {
     /// # use procactor::manager::*;
     /// # let m = procactor::Manager::start()?;
     /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
-    /// # gateway.allow::<ListProxy<u32>>();
-    /// # gateway.allow::<DictProxy<u32, String>>();
-    /// # gateway.allow::<ValueProxy<f64>>();
+    /// # gateway.allow::<ListProxy<u32>>()?;
+    /// # gateway.allow::<DictProxy<u32, String>>()?;
+    /// # gateway.allow::<ValueProxy<f64>>()?;
     /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
     /// let ns = remote.namespace()?;
     /// ns.set("epoch", &7u32)?;

@@ -372,10 +372,8 @@ impl ManagerCore {
     }
 
     fn call(&mut self, from: u64, asking: bool, obj: u64, kind: u64, op: Packed) -> Response {
-        // A gateway's connection carries many sessions and the serving process's own calls:
-        // a remote session's pipelined failure is not reported to whichever asks next on it.
-        let remote = remote_op();
-        if asking && !remote {
+        // (A remote session is a connection of its own: its pipelined failures are its own.)
+        if asking {
             if let Some(f) = self.deferred.remove(&(from, obj)) {
                 return Response::Failed(Fault::Earlier(Box::new(f)));
             }
@@ -401,9 +399,7 @@ impl ManagerCore {
             Err(f) => {
                 if !asking {
                     log::debug!(target: "procactor::manager", "pipelined operation on object #{obj} failed: {f:?}");
-                    if !remote {
-                        self.deferred.entry((from, obj)).or_insert(f.clone());
-                    }
+                    self.deferred.entry((from, obj)).or_insert(f.clone());
                 }
                 Response::Failed(f)
             }
