@@ -701,3 +701,103 @@ fn a_pipelined_failure_is_reported_to_the_same_session_only() {
     }
     assert!(matches!(a.ask(&len()), Answer::Value(_)));
 }
+
+/// CPU time `pid` used so far, in clock ticks (utime + stime).
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// One byte of a message, and nothing more: the manager neither spins on it nor stops serving
+/// its other callers.
+#[test]
+fn a_message_begun_and_never_finished_neither_spins_nor_holds_up_the_manager() {
+    let (m, gw) = served();
+    let mut raw = Raw::connect(gw.address());
+    assert!(matches!(raw.ask(&Req::Count), Answer::Count(0)));
+    rustix::io::write(std::os::fd::AsFd::as_fd(&raw.conn), &[0u8]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(m.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(m.pid()) - before;
+    assert!(
+        used < 40,
+        "the manager used {used} ticks of CPU in 2 s, idle"
+    );
+    let count = common::bounded(move || m.object_count());
+    assert_eq!(count.unwrap(), 0);
+    drop(raw);
+}
+
+/// Writes a sealed frame's header and half its body, then stops itself.
+fn half_sender((address, ready): (Address, Connection<u8>)) {
+    let raw = Raw::connect(&address);
+    let mut frame = 1000u64.to_be_bytes().to_vec();
+    frame.extend([7u8; 500]);
+    rustix::io::write(std::os::fd::AsFd::as_fd(&raw.conn), &frame).unwrap();
+    ready.send(1).unwrap();
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_client_stopped_half_way_through_a_message_holds_up_nobody() {
+    let (_m, gw) = served();
+    gw.allow::<ValueProxy<u64>>().unwrap();
+    let (rx, tx) = procactor::Pipe::<u8>::simplex().unwrap();
+    let p = common::reaped(
+        procactor::Process::new(half_sender, (gw.address().clone(), tx))
+            .start()
+            .unwrap(),
+    );
+    assert_eq!(rx.recv_timeout(BOUND).unwrap(), 1);
+    std::thread::sleep(Duration::from_millis(200));
+    let address = gw.address().clone();
+    let got = common::bounded(move || {
+        RemoteManager::connect_with(
+            &client(&address),
+            RemoteOptions {
+                call_timeout: Duration::from_secs(5),
+                heartbeat_timeout: Duration::from_secs(8),
+            },
+        )
+        .and_then(|r| r.value(1u64).and_then(|v| v.get()))
+    });
+    let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    assert_eq!(got.unwrap(), 1);
+}
+
+#[procactor::entry(name = "remote_manager_hostile::slower_inc")]
+fn slower_inc(n: &mut u64) {
+    std::thread::sleep(Duration::from_millis(2500));
+    *n += 1;
+}
+
+/// An idle session (heartbeat 1 s) while a local caller runs a 2.5 s operation: the manager is
+/// busy, not gone, and its ticker says so.
+#[test]
+fn an_idle_session_survives_another_callers_long_operation() {
+    let (m, gw) = served();
+    gw.allow::<ValueProxy<u64>>().unwrap();
+    let r = RemoteManager::connect_with(
+        &client(gw.address()),
+        RemoteOptions {
+            call_timeout: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_millis(1000),
+        },
+    )
+    .unwrap();
+    let mine = r.value(5u64).unwrap();
+    let local = m.value(1u64).unwrap();
+    assert_eq!(local.update(slower_inc).unwrap(), 2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        r.is_connected(),
+        "the idle session ended while the manager was busy"
+    );
+    assert_eq!(mine.get().unwrap(), 5);
+    assert_eq!(m.object_count().unwrap(), 2);
+}

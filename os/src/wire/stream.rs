@@ -27,6 +27,10 @@ use crate::wire::{Turn, Wait};
 /// that a receiver holds at most one message and this much of the next.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How long [`Stream::enqueue`] and [`Stream::flush`] wait for the send side: another thread
+/// holds it only while it queues or writes without waiting (an event loop's ticker).
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How messages are delimited (and protected) on the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Framing {
@@ -235,7 +239,7 @@ impl Stream {
     /// is refused while queued bytes are not all written.)
     pub fn enqueue(&self, parts: &[&[u8]]) -> Result<()> {
         self.check_here()?;
-        let mut side = self.send.take(Wait::No)?;
+        let mut side = self.send.take(Wait::timeout(TURN_WAIT))?;
         if side.moved {
             return Err(moved());
         }
@@ -260,7 +264,7 @@ impl Stream {
     /// waits.
     pub fn flush(&self) -> Result<bool> {
         self.check_here()?;
-        let mut side = self.send.take(Wait::No)?;
+        let mut side = self.send.take(Wait::timeout(TURN_WAIT))?;
         let SendSide {
             queued, queued_at, ..
         } = &mut *side;
@@ -408,6 +412,16 @@ impl Stream {
         sys::wait_ready(&[(self.fd.as_fd(), Want::Read)], wait.deadline())
             .map(|r| r[0])
             .map_err(|e| Error::io("poll", e))
+    }
+
+    /// Whether a whole message is already read here, ready to be taken without reading the
+    /// socket (a receiver busy now counts as none; a message begun and not finished does not).
+    pub fn has_whole(&self) -> bool {
+        self.recv.lock().as_ref().is_some_and(|side| {
+            !side.broken
+                && Self::needs(&side.opener, &side.inbuf, self.limit())
+                    .is_ok_and(|n| n.is_some_and(|n| side.inbuf.len() >= n))
+        })
     }
 
     /// Whether bytes of a message are already read here (a receiver busy now counts as none).

@@ -8,7 +8,8 @@
 //! - caller → actor: [`Up::Hello`] first (protocol, the schemas it speaks, its heartbeat
 //!   timeout), then asks, tells and pings;
 //! - actor → caller: [`Down::Welcome`] (or [`Down::Refused`], and the stream closes), then one
-//!   reply or failure per ask, and a pong per ping.
+//!   reply or failure per ask, and a tick ([`Down::Pong`]) every quarter of the heartbeat
+//!   timeout, from a thread of its own (heard even while the actor is busy).
 //!
 //! Nothing from a network caller carries descriptors: payloads decode without any, and a reply
 //! that would carry one is refused. The actor decides what a network caller may ask (the
@@ -40,7 +41,7 @@ pub(crate) enum Up<'a> {
     Ask { id: u64, payload: &'a [u8] },
     /// A message without a reply.
     Tell { payload: &'a [u8] },
-    /// Still here.
+    /// Still here (not answered: the actor's ticks say it is still there).
     Ping,
 }
 
@@ -65,7 +66,7 @@ pub(crate) enum Down<'a> {
         handled: bool,
         reason: String,
     },
-    /// The answer to a ping.
+    /// A tick: still here.
     Pong,
 }
 

@@ -296,7 +296,11 @@ impl Session {
                 .checked_add(self.heartbeat_timeout)
                 .unwrap_or_else(|| after(Duration::MAX));
             match self.read_until(until, |down| matches!(down, Down::Pong).then_some(())) {
-                Ok(Some(())) => true,
+                Ok(Some(())) => {
+                    // Ticks and late answers the calls left: read, so they never pile up.
+                    let _ = self.read_until(Instant::now(), |_| None::<()>);
+                    true
+                }
                 Ok(None) => {
                     self.end(silent());
                     false

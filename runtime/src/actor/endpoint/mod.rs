@@ -72,7 +72,13 @@ fn let_go(peer: Peer) {
         Peer::New(c) | Peer::Caller { chan: c, .. } | Peer::Watcher(c) => Some(c),
         Peer::LinkedIn { chan, .. } => Some(chan),
         Peer::Watching(w) => w.chan,
-        Peer::Net(n) => return close_socket_later(n.stream.into_fd()),
+        Peer::Net(n) => {
+            return match std::sync::Arc::try_unwrap(n.stream) {
+                Ok(stream) => close_socket_later(stream.into_fd()),
+                // The ticker holds it this moment: it closes when the ticker lets go.
+                Err(shared) => sys::shutdown_both(shared.as_fd()),
+            };
+        }
     };
     if let Some(chan) = chan {
         close_socket_later(chan.into_fd());

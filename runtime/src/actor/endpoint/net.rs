@@ -3,9 +3,16 @@
 //! until it is whole), its replies are queued in the stream and written as its socket takes
 //! them, and it is not read again while any are left: a caller that does not read its replies
 //! holds at most [`NET_QUEUE_HIGH`] of them here, and holds up nobody else.
+//!
+//! Liveness, both ways: the loop drops a caller it has not heard from for its heartbeat timeout
+//! (unless its input waits unread: the loop was busy), and a [`Ticker`] thread sends every caller
+//! a tick each quarter of that timeout, so that a caller hears from this process even while the
+//! loop runs a long operation for someone else (a process stopped or gone sends none).
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::{Endpoint, Peer, HELLO_DEADLINE};
@@ -27,9 +34,13 @@ const NET_QUEUE_HIGH: usize = 1 << 20;
 /// the hello deadline, before their hello), while it has any.
 const SWEEP: Duration = Duration::from_millis(100);
 
+/// How often the ticker thread looks for ticks due.
+const TICK_SLICE: Duration = Duration::from_millis(20);
+
 /// A network caller (see the module documentation).
 pub(super) struct NetPeer {
-    pub(super) stream: Stream,
+    /// Shared with the ticker thread only (which holds it weakly, and only sends).
+    pub(super) stream: Arc<Stream>,
     /// Whoever made the loop serve it chose this (the manager: which gateway).
     tag: u64,
     /// Its heartbeat timeout, once its hello is read.
@@ -53,6 +64,78 @@ pub(super) struct NetCallers {
     /// The counts changed since the actor was last told.
     pub(super) changed: bool,
     next_sweep: Option<Instant>,
+    /// Started with the first caller's welcome.
+    ticker: Option<Ticker>,
+}
+
+struct Ticked {
+    stream: Weak<Stream>,
+    every: Duration,
+    next: Instant,
+}
+
+/// The thread that sends ticks (see the module documentation); it ends with the loop.
+struct Ticker {
+    streams: Arc<Mutex<Vec<Ticked>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start() -> std::io::Result<Ticker> {
+        let ticker = Ticker {
+            streams: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (streams, stop) = (ticker.streams.clone(), ticker.stop.clone());
+        std::thread::Builder::new()
+            .name("procactor-ticker".into())
+            .spawn(move || Ticker::run(&streams, &stop))?;
+        Ok(ticker)
+    }
+
+    fn run(streams: &Mutex<Vec<Ticked>>, stop: &AtomicBool) {
+        let mut tick = Vec::new();
+        if net::encode(&Down::Pong, &mut tick).is_err() {
+            return;
+        }
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(TICK_SLICE);
+            let now = Instant::now();
+            let mut streams = streams.lock().unwrap_or_else(|p| p.into_inner());
+            streams.retain_mut(|t| {
+                let Some(stream) = t.stream.upgrade() else {
+                    return false;
+                };
+                if now >= t.next {
+                    t.next = now + t.every;
+                    // What the socket does not take now the loop writes on its next turn for
+                    // this caller (its own pings bring one).
+                    if stream.enqueue(&[&tick]).is_ok() {
+                        let _ = stream.flush();
+                    }
+                }
+                true
+            });
+        }
+    }
+
+    fn add(&self, stream: &Arc<Stream>, heartbeat: Duration) {
+        let every = heartbeat / 4;
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Ticked {
+                stream: Arc::downgrade(stream),
+                every,
+                next: Instant::now() + every,
+            });
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl NetCallers {
@@ -79,7 +162,7 @@ impl Endpoint {
                 .get_or_insert_with(|| Instant::now() + SWEEP);
             let token = self.next_token;
             self.add_peer(Peer::Net(Box::new(NetPeer {
-                stream,
+                stream: Arc::new(stream),
                 tag,
                 heartbeat: None,
                 heard: Instant::now(),
@@ -234,8 +317,9 @@ impl Endpoint {
         match n.stream.flush() {
             Ok(true) => {
                 // Whole messages may wait in the stream, read with the last ones: the socket
-                // will not say so.
-                if n.stream.has_buffered() {
+                // will not say so. (Not a message begun: its rest comes with the socket's
+                // readiness.)
+                if n.stream.has_whole() {
                     self.ready.push(token);
                 }
             }
@@ -319,18 +403,36 @@ impl Endpoint {
                     return Ok(false);
                 }
                 let heartbeat_ms = heartbeat_ms.clamp(net::HEARTBEAT_MIN_MS, net::HEARTBEAT_MAX_MS);
-                n.heartbeat = Some(Duration::from_millis(heartbeat_ms));
+                let heartbeat = Duration::from_millis(heartbeat_ms);
+                n.heartbeat = Some(heartbeat);
+                let stream = n.stream.clone();
                 let welcome = Down::Welcome {
                     pid: self.welcome.pid,
                     name: self.welcome.name.clone(),
                     heartbeat_ms,
                 };
-                return Ok(self.send_net(token, &welcome).is_ok());
+                if self.send_net(token, &welcome).is_err() {
+                    return Ok(false);
+                }
+                if self.net.ticker.is_none() {
+                    match Ticker::start() {
+                        Ok(t) => self.net.ticker = Some(t),
+                        Err(e) => {
+                            log::warn!(target: "procactor::actor", "actor {:?} cannot start its ticker: {e}", self.welcome.name);
+                            return Ok(false);
+                        }
+                    }
+                }
+                if let Some(t) = &self.net.ticker {
+                    t.add(&stream, heartbeat);
+                }
+                return Ok(true);
             }
             // A second hello, or anything before the first: not a caller of ours.
             Up::Hello { .. } => return Ok(false),
             _ if !said_hello => return Ok(false),
-            Up::Ping => return Ok(self.send_net(token, &Down::Pong).is_ok()),
+            // Heard (the ticker speaks for us).
+            Up::Ping => return Ok(true),
             Up::Ask { id, payload } => (Some(id), payload),
             Up::Tell { payload } => (None, payload),
         };
