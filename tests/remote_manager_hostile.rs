@@ -305,24 +305,35 @@ fn nested() -> (
 
 // ---- Regressions. ----
 
+/// A remote list searches by encoded values (`T`'s equality has no name to go by), and finds
+/// what a local search finds for plain data.
 #[test]
-fn a_remote_list_search_is_refused_clearly() {
-    let (_m, gw) = served();
-    gw.allow::<ListProxy<u32>>().unwrap();
+fn a_remote_list_searches_by_encoded_value() {
+    let (m, gw) = served();
+    let local = m
+        .list_from(vec!["a".to_string(), "b".into(), "a".into()])
+        .unwrap();
+    gw.register("names", &local).unwrap();
     let r = RemoteManager::connect(&client(gw.address())).unwrap();
-    let l = r.list::<u32>().unwrap();
-    l.extend(vec![1, 2, 3]).unwrap();
-    for e in [
-        l.contains(&2).unwrap_err(),
-        l.index(&3).unwrap_err(),
-        l.remove(&1).unwrap_err(),
-    ] {
-        assert!(
-            matches!(&e, Error::Unsupported(w) if w.contains("snapshot")),
-            "{e}"
-        );
-    }
-    assert_eq!(l.snapshot().unwrap(), [1, 2, 3]);
+    let l: ListProxy<String> = r.get("names").unwrap();
+    assert!(l.contains(&"b".to_string()).unwrap());
+    assert!(!l.contains(&"c".to_string()).unwrap());
+    assert_eq!(l.index(&"a".to_string()).unwrap(), 0);
+    assert!(matches!(l.index(&"c".to_string()), Err(Error::NotFound(_))));
+    l.remove(&"a".to_string()).unwrap();
+    assert_eq!(local.snapshot().unwrap(), ["b", "a"]);
+    assert!(matches!(
+        l.remove(&"z".to_string()),
+        Err(Error::NotFound(_))
+    ));
+    // Structured values too.
+    gw.allow::<ListProxy<(u32, Vec<String>)>>().unwrap();
+    let pairs = r.list::<(u32, Vec<String>)>().unwrap();
+    pairs
+        .extend(vec![(1, vec!["x".into()]), (2, vec![]), (1, vec![])])
+        .unwrap();
+    assert_eq!(pairs.index(&(1, vec![])).unwrap(), 2);
+    assert!(pairs.contains(&(2, vec![])).unwrap());
 }
 
 #[test]
@@ -800,4 +811,64 @@ fn an_idle_session_survives_another_callers_long_operation() {
     );
     assert_eq!(mine.get().unwrap(), 5);
     assert_eq!(m.object_count().unwrap(), 2);
+}
+
+#[procactor::entry(name = "remote_manager_hostile::slow_set")]
+fn slow_set(n: &mut u64) {
+    std::thread::sleep(Duration::from_millis(800));
+    *n = 1;
+}
+
+/// What a session sent before the manager was asked to stop is handled, and its answer is
+/// written before the manager ends (as a local caller's is).
+#[test]
+fn what_a_session_sent_before_a_stop_is_handled_and_answered() {
+    let (m, gw) = served();
+    gw.allow::<ListProxy<u32>>().unwrap();
+    let mut raw = Raw::connect(gw.address());
+    let kind = list_kind(INNER);
+    let obj = match raw.ask(&Req::RemoteCreate {
+        kind,
+        kind_name: OUTER.into(),
+        init: packed(postcard::to_stdvec(&Vec::<u32>::new()).unwrap()),
+    }) {
+        Answer::Created(obj) => obj,
+        other => panic!("{other:?}"),
+    };
+    // The manager is busy for a local caller while the session sends, and the stop comes.
+    let v = m.value(0u64).unwrap();
+    let busy = std::thread::spawn(move || v.update(slow_set));
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..100u32 {
+        let mut op = vec![0u8]; // `ListOp::Append`
+        op.extend(postcard::to_stdvec(&i).unwrap());
+        raw.tell(&Req::RemoteCall {
+            obj,
+            kind,
+            op: packed(op),
+        });
+    }
+    raw.send(&Up::Ask {
+        id: 77,
+        payload: postcard::to_stdvec(&Req::RemoteCall {
+            obj,
+            kind,
+            op: packed(vec![7]), // `ListOp::Len`
+        })
+        .unwrap(),
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let stopper = std::thread::spawn(move || m.shutdown());
+    match raw.recv() {
+        Down::Reply { id: 77, payload } => match postcard::from_bytes::<Answer>(&payload) {
+            Ok(Answer::Value((bytes, _))) => {
+                assert_eq!(postcard::from_bytes::<u64>(&bytes).unwrap(), 100)
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(busy.join().unwrap().unwrap(), 1);
+    stopper.join().unwrap().unwrap();
+    drop(gw);
 }

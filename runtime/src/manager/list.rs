@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wire;
 
 /// Operations on a list (the proxy sends `ListOp<&T>`, the manager decodes `ListOp<T>`).
@@ -18,16 +18,53 @@ enum ListOp<T> {
     Extend(Vec<T>),
     Insert(u64, T),
     Pop(Option<u64>),
-    Remove(T, FnRef),
+    Remove(T, Equality),
     Get(u64),
     Set(u64, T),
     Len,
     Clear,
-    Contains(T, FnRef),
-    Index(T, FnRef),
+    Contains(T, Equality),
+    Index(T, Equality),
     Snapshot,
     Page(u64, u64),
     Modify(u64, FnRef),
+}
+
+/// How a search compares items with the value sought.
+#[derive(Serialize, Deserialize)]
+enum Equality {
+    /// `T`'s own `eq`, by reference (the proxy is of this program, or of one with the same
+    /// code: the reference is checked).
+    Fn(FnRef),
+    /// Equal encodings: from a remote manager, whose program's `eq` has no name to go by.
+    Encoded,
+}
+
+/// The position of the first item of `v` equal to `x`.
+fn position<T: Serialize + 'static>(
+    v: &[T],
+    x: &T,
+    eq: Equality,
+) -> std::result::Result<Option<usize>, Fault> {
+    match eq {
+        Equality::Fn(f) => {
+            let eq = eq_fn::<T>(f)?;
+            Ok(v.iter().position(|y| eq(y, x)))
+        }
+        Equality::Encoded => {
+            let mut want = Vec::new();
+            wire::encode_plain(x, &mut want).map_err(Fault::bad)?;
+            let mut item = Vec::new();
+            for (i, y) in v.iter().enumerate() {
+                item.clear();
+                wire::encode_plain(y, &mut item).map_err(Fault::bad)?;
+                if item == want {
+                    return Ok(Some(i));
+                }
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Marks the proxies of this kind (their type fingerprint).
@@ -86,16 +123,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
                 };
                 reply(&v.remove(i), out)
             }
-            ListOp::Remove(x, eq) => {
-                let eq = eq_fn::<T>(eq)?;
-                match v.iter().position(|y| eq(y, &x)) {
-                    Some(i) => {
-                        v.remove(i);
-                        reply(&(), out)
-                    }
-                    None => Err(Fault::NotFound("the value is not in the list".into())),
+            ListOp::Remove(x, eq) => match position(v, &x, eq)? {
+                Some(i) => {
+                    v.remove(i);
+                    reply(&(), out)
                 }
-            }
+                None => Err(Fault::NotFound("the value is not in the list".into())),
+            },
             ListOp::Get(i) => reply(&v[at(i, v.len())?], out),
             ListOp::Set(i, x) => {
                 let i = at(i, v.len())?;
@@ -107,17 +141,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
                 v.clear();
                 reply(&(), out)
             }
-            ListOp::Contains(x, eq) => {
-                let eq = eq_fn::<T>(eq)?;
-                reply(&v.iter().any(|y| eq(y, &x)), out)
-            }
-            ListOp::Index(x, eq) => {
-                let eq = eq_fn::<T>(eq)?;
-                match v.iter().position(|y| eq(y, &x)) {
-                    Some(i) => reply(&(i as u64), out),
-                    None => Err(Fault::NotFound("the value is not in the list".into())),
-                }
-            }
+            ListOp::Contains(x, eq) => reply(&position(v, &x, eq)?.is_some(), out),
+            ListOp::Index(x, eq) => match position(v, &x, eq)? {
+                Some(i) => reply(&(i as u64), out),
+                None => Err(Fault::NotFound("the value is not in the list".into())),
+            },
             ListOp::Snapshot => reply(&v[..], out),
             ListOp::Page(start, n) => {
                 let s = (start as usize).min(v.len());
@@ -170,19 +198,16 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
         ListProxy { handle }
     }
 
-    /// `T`'s equality, for a search. Its address means nothing to another program, and it has
-    /// no name to go by: a remote manager's lists do not search (yet).
-    fn eq(&self) -> Result<FnRef>
+    /// How a search compares: with `T`'s equality, whose address means nothing to another
+    /// program and which has no name to go by, or, on a remote manager, by encoded values.
+    fn eq(&self) -> Result<Equality>
     where
         T: PartialEq,
     {
         if self.handle.is_remote() {
-            return Err(Error::Unsupported(
-                "contains, index and remove are not available on a remote manager's lists: \
-                 read them with snapshot() or get()",
-            ));
+            return Ok(Equality::Encoded);
         }
-        eq_ptr::<T>()
+        eq_ptr::<T>().map(Equality::Fn)
     }
 
     /// Adds `item` at the end (pipelined).
@@ -260,6 +285,11 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
 
     /// Removes the first item equal to `item` ([`Error::NotFound`](crate::Error::NotFound) if
     /// there is none).
+    ///
+    /// On a [`RemoteManager`](super::RemoteManager)'s list, items are compared by their encoded
+    /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
+    /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
+    /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
     ///
     /// ```
     /// # procactor::init();
@@ -346,6 +376,11 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
 
     /// Whether an item equals `item`.
     ///
+    /// On a [`RemoteManager`](super::RemoteManager)'s list, items are compared by their encoded
+    /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
+    /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
+    /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
+    ///
     /// ```
     /// # procactor::init();
     /// # let m = procactor::Manager::start()?;
@@ -362,6 +397,11 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
 
     /// The position of the first item equal to `item`
     /// ([`Error::NotFound`](crate::Error::NotFound) if there is none).
+    ///
+    /// On a [`RemoteManager`](super::RemoteManager)'s list, items are compared by their encoded
+    /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
+    /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
+    /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
     ///
     /// ```
     /// # procactor::init();
@@ -482,13 +522,14 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         ListOp::Insert(1, s()),
         ListOp::Pop(Some(0)),
         ListOp::Pop(None),
-        ListOp::Remove(s(), eq_ptr::<String>().unwrap()),
+        ListOp::Remove(s(), Equality::Fn(eq_ptr::<String>().unwrap())),
+        ListOp::Remove(s(), Equality::Encoded),
         ListOp::Get(0),
         ListOp::Set(0, s()),
         ListOp::Len,
         ListOp::Clear,
-        ListOp::Contains(s(), eq_ptr::<String>().unwrap()),
-        ListOp::Index(s(), eq_ptr::<String>().unwrap()),
+        ListOp::Contains(s(), Equality::Fn(eq_ptr::<String>().unwrap())),
+        ListOp::Index(s(), Equality::Encoded),
         ListOp::Snapshot,
         ListOp::Page(0, 2),
         ListOp::Modify(0, modify),

@@ -649,6 +649,7 @@ impl Endpoint {
             }
         }
         self.flush_at_exit();
+        self.flush_net_at_exit(send::EXIT_IDLE, send::EXIT_FLUSH);
         d.stopped(&reason);
         reason
     }
@@ -683,7 +684,7 @@ impl Endpoint {
                 }
             }
         }
-        Ok(())
+        self.drain_net(d)
     }
 }
 

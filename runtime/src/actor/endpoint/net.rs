@@ -309,6 +309,82 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Handles what network callers sent before a stop (bounded: a caller that keeps sending
+    /// cannot keep the actor alive).
+    pub(super) fn drain_net(
+        &mut self,
+        d: &mut dyn Dispatch,
+    ) -> std::result::Result<(), ExitReason> {
+        let tokens: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(p, Peer::Net(_)))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in tokens {
+            for _ in 0..(10_000 / NET_BATCH) {
+                let waiting = match self.peers.get(&token) {
+                    Some(Peer::Net(n)) if !n.writing => {
+                        n.stream.has_whole()
+                            || sys::wait_ready(
+                                &[(n.stream.as_fd(), sys::Want::Read)],
+                                Some(Instant::now()),
+                            )
+                            .is_ok_and(|r| r[0])
+                    }
+                    _ => false,
+                };
+                if !waiting {
+                    break;
+                }
+                self.service_net(token, d)?;
+                if d.control().stop.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end: writes the replies still queued for network callers, waiting for room at
+    /// most `idle` without progress and `all` in all.
+    pub(super) fn flush_net_at_exit(&mut self, idle: Duration, all: Duration) {
+        let start = Instant::now();
+        let mut progress = start;
+        loop {
+            let mut waiting = Vec::new();
+            for p in self.peers.values() {
+                if let Peer::Net(n) = p {
+                    let before = n.stream.queued();
+                    if before == 0 {
+                        continue;
+                    }
+                    match n.stream.flush() {
+                        Ok(true) => progress = Instant::now(),
+                        Ok(false) => {
+                            if n.stream.queued() < before {
+                                progress = Instant::now();
+                            }
+                            waiting.push(n.stream.clone());
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                return;
+            }
+            let deadline = (progress + idle).min(start + all);
+            let fds: Vec<_> = waiting
+                .iter()
+                .map(|s| (s.as_fd(), sys::Want::Write))
+                .collect();
+            if !matches!(sys::wait_ready(&fds, Some(deadline)), Ok(r) if r.contains(&true)) {
+                return;
+            }
+        }
+    }
+
     /// Writes what waits for network caller `token`; watches it for room if some is left.
     fn flush_net(&mut self, token: u64) {
         let Some(Peer::Net(n)) = self.peers.get_mut(&token) else {

@@ -21,8 +21,8 @@ const QUEUE_HIGH: usize = 1 << 20;
 /// last) to take them: it gives up once none took anything for `EXIT_IDLE`, and after
 /// `EXIT_FLUSH` in all. The process is ending anyway; a caller that does not read for that long
 /// sees the connection close without the actor's last words.
-const EXIT_IDLE: Duration = Duration::from_millis(100);
-const EXIT_FLUSH: Duration = Duration::from_secs(1);
+pub(super) const EXIT_IDLE: Duration = Duration::from_millis(100);
+pub(super) const EXIT_FLUSH: Duration = Duration::from_secs(1);
 
 /// Frames a connection could not take yet (its socket buffer was full), to send in order
 /// before anything else as soon as it has room.
