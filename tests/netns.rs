@@ -428,6 +428,9 @@ fn a_link_taken_down_fails_calls_in_their_deadline_and_releases_references() {
     control.send(Cmd::Stop).unwrap();
 }
 
+/// Connections a hostile host opens and never speaks on.
+const SILENT: usize = 1000;
+
 /// From the client host: silent connections, garbage, a 2 GiB header and a wrong key, then a
 /// real client, which is served at once all the same. What each part saw, or why it failed.
 fn hostile_host((ns, address): (String, Address)) -> Result<Duration, String> {
@@ -435,10 +438,18 @@ fn hostile_host((ns, address): (String, Address)) -> Result<Duration, String> {
     let Address::Tcp(addr) = address.clone() else {
         return Err("not TCP".into());
     };
-    let silent: Vec<TcpStream> = (0..200)
+    // A thousand descriptors and more: up to the hard limit.
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).map_err(|e| e.to_string())?;
+    let silent: Vec<TcpStream> = (0..SILENT)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
-    if silent.len() < 200 {
+    if silent.len() < SILENT {
         return Err(format!("only {} silent connections", silent.len()));
     }
     let mut garbage = TcpStream::connect(addr).map_err(|e| e.to_string())?;
