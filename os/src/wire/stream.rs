@@ -342,8 +342,10 @@ impl Stream {
         let RecvSide { opener, inbuf, .. } = side;
         let limit = self.limit();
         // Spin first (as a pipe's receive does): a read that finds nothing costs one syscall,
-        // a sleep in poll and the wake-up far more.
+        // a sleep in poll and the wake-up far more. With nothing to spin on (one usable core)
+        // and no deadline, the first read is already the one that blocks.
         let mut spin_until = None;
+        let block_at_once = matches!(wait, Wait::Forever) && crate::wire::spin_time().is_zero();
         loop {
             let need = Self::needs(opener, inbuf, limit)?;
             if let Some(need) = need.filter(|&n| inbuf.len() >= n) {
@@ -364,8 +366,9 @@ impl Stream {
             let want = need.map_or(READ_CHUNK, |n| n - inbuf.len());
             // Done spinning, with no deadline: one blocking read (a poll and a read cost two
             // system calls).
-            let block = matches!(wait, Wait::Forever)
-                && spin_until.is_some_and(|s: Instant| Instant::now() >= s);
+            let block = block_at_once
+                || (matches!(wait, Wait::Forever)
+                    && spin_until.is_some_and(|s: Instant| Instant::now() >= s));
             match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK), block)
                 .map_err(|e| Error::io("recv", e))?
             {
