@@ -234,9 +234,10 @@ impl Stream {
         Ok(())
     }
 
-    /// Queues one message made of `parts` for [`flush`](Stream::flush), never waiting: for an
-    /// event loop, which writes what the socket takes and keeps the rest. (A [`send`](Stream::send)
-    /// is refused while queued bytes are not all written.)
+    /// Queues one message made of `parts` for [`flush`](Stream::flush), never waiting for the
+    /// socket: for an event loop, which writes what the socket takes and keeps the rest. (A
+    /// [`send`](Stream::send) is refused while queued bytes are not all written.) The send side
+    /// is waited for at most a second: another thread holds it only to queue or flush.
     pub fn enqueue(&self, parts: &[&[u8]]) -> Result<()> {
         self.check_here()?;
         let mut side = self.send.take(Wait::timeout(TURN_WAIT))?;
@@ -261,7 +262,7 @@ impl Stream {
     }
 
     /// Writes what the socket takes now of the queued messages: true once none is left. Never
-    /// waits.
+    /// waits for the socket (the send side as [`enqueue`](Stream::enqueue) does).
     pub fn flush(&self) -> Result<bool> {
         self.check_here()?;
         let mut side = self.send.take(Wait::timeout(TURN_WAIT))?;
