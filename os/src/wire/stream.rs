@@ -501,3 +501,84 @@ pub(crate) fn write_until(fd: BorrowedFd, data: &[u8], deadline: Option<Instant>
 fn moved() -> Error {
     Error::InvalidState("this network connection was sent to another process, which owns it now")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::Handshake;
+
+    /// Two ends of a socket pair, sealed under one handshake's keys.
+    fn sealed_pair() -> (Stream, Stream) {
+        let (a, b) = sys::stream_pair().unwrap();
+        let mut i = Handshake::initiator(b"k").unwrap();
+        let mut r = Handshake::responder(b"k").unwrap();
+        r.read(&i.write(&[]).unwrap()).unwrap();
+        i.read(&r.write(&[]).unwrap()).unwrap();
+        let (is, io, _) = i.finish().unwrap();
+        let (rs, ro, _) = r.finish().unwrap();
+        (
+            Stream::new(a, Some((is, io)), Vec::new(), 1 << 30),
+            Stream::new(b, Some((rs, ro)), Vec::new(), 1 << 30),
+        )
+    }
+
+    #[test]
+    fn queued_messages_go_in_order_as_the_socket_takes_them_and_block_a_send_meanwhile() {
+        let (a, b) = sealed_pair();
+        let big = vec![7u8; 256 * 1024];
+        for i in 0..32u8 {
+            a.enqueue(&[&[i], &big]).unwrap();
+        }
+        // 8 MiB do not fit in the socket's buffer: some wait, and a send is refused meanwhile.
+        assert!(!a.flush().unwrap());
+        assert!(a.queued() > 0);
+        assert!(a.send(&[b"x"], Wait::No).is_err());
+        let reader = std::thread::spawn(move || {
+            let wait = || Wait::timeout(std::time::Duration::from_secs(30));
+            let good = (0..32u8)
+                .map(|i| {
+                    let m = b.recv(wait()).unwrap();
+                    (m[0] == i && m.len() == 1 + 256 * 1024) as u32
+                })
+                .sum::<u32>();
+            (good, b.recv(wait()).unwrap())
+        });
+        let deadline = Instant::now() + std::time::Duration::from_secs(30);
+        while !a.flush().unwrap() {
+            assert!(Instant::now() < deadline, "the queue never drained");
+            std::thread::yield_now();
+        }
+        assert_eq!(a.queued(), 0);
+        a.send(&[b"after"], Wait::No).unwrap();
+        assert_eq!(reader.join().unwrap(), (32, b"after".to_vec()));
+    }
+
+    /// Writes all of `bytes` on a raw socket.
+    fn put(fd: BorrowedFd, bytes: &[u8]) {
+        assert_eq!(write_until(fd, bytes, None).unwrap(), bytes.len());
+    }
+
+    #[test]
+    fn a_message_begun_is_buffered_not_whole_and_moves_with_the_stream() {
+        let (raw, end) = sys::stream_pair().unwrap();
+        let s = Stream::new(end, None, Vec::new(), 1 << 20);
+        // CPython's frame: a 4-byte big-endian length, then the bytes. Three of ten arrive.
+        put(raw.as_fd(), &[0, 0, 0, 10, b'a', b'b', b'c']);
+        assert!(s.recv(Wait::No).unwrap_err().is_timeout());
+        assert!(s.has_buffered());
+        assert!(!s.has_whole());
+        // It moves with what was read (the new owner goes on from there).
+        let parts = s.hand_over().unwrap();
+        assert!(s.recv(Wait::No).is_err(), "the old handle is retired");
+        let s = Stream::from_parts(s.into_fd(), parts);
+        put(raw.as_fd(), b"defghij");
+        let wait = || Wait::timeout(std::time::Duration::from_secs(10));
+        assert_eq!(s.recv(wait()).unwrap(), b"abcdefghij");
+        // Two whole messages in one read: the second is whole in the stream, unread.
+        put(raw.as_fd(), &[0, 0, 0, 1, b'x', 0, 0, 0, 1, b'y']);
+        assert_eq!(s.recv(wait()).unwrap(), b"x");
+        assert!(s.has_whole());
+        assert_eq!(s.recv(Wait::No).unwrap(), b"y");
+        assert!(!s.has_whole() && !s.has_buffered());
+    }
+}
