@@ -457,6 +457,22 @@ fn hostile_host((ns, address): (String, Address)) -> Result<Duration, String> {
     let mut huge = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     huge.write_all(&0x7fff_fff0u32.to_be_bytes())
         .map_err(|e| e.to_string())?;
+    // After the handshake, with the key: a sealed frame announcing 1 TiB. The manager drops
+    // that session, unread.
+    let oversized = Client::new(&address)
+        .authkey(KEY)
+        .timeout(BOUND)
+        .connect::<()>()
+        .map_err(|e| e.to_string())?;
+    rustix::io::write(
+        std::os::fd::AsFd::as_fd(&oversized),
+        &(1u64 << 40).to_be_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    match oversized.recv_bytes_timeout(BOUND) {
+        Err(Error::Disconnected) => {}
+        other => return Err(format!("an oversized frame got {other:?}")),
+    }
     match RemoteManager::connect(&Client::new(&address).authkey(b"a wrong key").timeout(BOUND)) {
         Err(Error::Authentication(_)) => {}
         other => return Err(format!("a wrong key got {other:?}")),
