@@ -872,3 +872,104 @@ fn what_a_session_sent_before_a_stop_is_handled_and_answered() {
     stopper.join().unwrap().unwrap();
     drop(gw);
 }
+
+/// Whether `pid` is stopped (state `T` in /proc).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('T')))
+        .unwrap_or(false)
+}
+
+/// A manager stopped while a call waits: the session ends within the heartbeat timeout (a live
+/// manager ticks even while busy), not at the call's deadline.
+#[test]
+fn a_manager_stopped_during_a_call_is_detected_within_the_heartbeat() {
+    let (m, gw) = served();
+    gw.allow::<ListProxy<u64>>().unwrap();
+    let r = std::sync::Arc::new(
+        RemoteManager::connect_with(
+            &client(gw.address()),
+            RemoteOptions {
+                call_timeout: Duration::from_secs(20),
+                heartbeat_timeout: Duration::from_millis(800),
+            },
+        )
+        .unwrap(),
+    );
+    let l = r.list::<u64>().unwrap();
+    l.append(1).unwrap();
+    assert_eq!(l.len().unwrap(), 1);
+    let pid = rustix::process::Pid::from_raw(m.pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    assert!(eventually(BOUND, || is_stopped(m.pid())));
+    let t = std::time::Instant::now();
+    let call = std::thread::spawn(move || l.len());
+    let detected = eventually(Duration::from_secs(5), || !r.is_connected());
+    let after = t.elapsed();
+    let outcome = common::bounded(move || call.join().unwrap());
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
+    assert!(detected, "still connected {after:?} after the stop");
+    assert!(matches!(outcome, Err(Error::Disconnected)), "{outcome:?}");
+    assert!(after < Duration::from_secs(3), "{after:?}");
+}
+
+/// A live client reading a large answer slowly (and pinging) keeps its session, however long
+/// the answer takes to drain.
+#[test]
+fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
+    use std::io::Read;
+    const SIZE: usize = 12 << 20;
+    let (m, gw) = served();
+    let big = m.list_from(vec!["x".repeat(SIZE)]).unwrap();
+    gw.register("big", &big).unwrap();
+    let conn = client(gw.address()).connect::<()>().unwrap();
+    let (msg, reply) = manager_schemas();
+    let mut raw = Raw { conn, next: 1 };
+    raw.send(&Up::Hello {
+        protocol: 3,
+        msg,
+        reply,
+        heartbeat_ms: 400,
+    });
+    assert!(matches!(raw.recv(), Down::Welcome { .. }));
+    let kind = list_kind("alloc::string::String");
+    let obj = raw.get("big", kind);
+    raw.send(&Up::Ask {
+        id: 99,
+        payload: postcard::to_stdvec(&Req::RemoteCall {
+            obj,
+            kind,
+            op: packed(op_get(0)),
+        })
+        .unwrap(),
+    });
+    // About 3 MB/s: 4 s for the answer, ten heartbeat timeouts.
+    let mut sock = std::net::TcpStream::from(
+        std::os::fd::AsFd::as_fd(&raw.conn)
+            .try_clone_to_owned()
+            .unwrap(),
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut last_ping = start;
+    let (mut total, mut buf) = (0usize, vec![0u8; 32 * 1024]);
+    while total < SIZE {
+        assert!(start.elapsed() < BOUND, "{total} bytes in {BOUND:?}");
+        if last_ping.elapsed() >= Duration::from_millis(100) {
+            raw.conn
+                .send_bytes(&postcard::to_stdvec(&Up::Ping).unwrap())
+                .unwrap_or_else(|e| panic!("dropped after {total} bytes: {e}"));
+            last_ping = std::time::Instant::now();
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => panic!("dropped after {total} bytes, {:?}", start.elapsed()),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("dropped after {total} bytes: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -145,6 +145,14 @@ impl<T> Connection<T> {
         }
     }
 
+    /// Bytes read from a network end's socket so far (0 for a pipe's end).
+    pub(crate) fn bytes_received(&self) -> u64 {
+        match &self.link {
+            Link::Net(s) => s.received(),
+            Link::Local(_) => 0,
+        }
+    }
+
     /// `send_bytes`, waiting for room at most as `wait` allows.
     pub(crate) fn send_bytes_wait(&self, bytes: &[u8], wait: Wait) -> Result<()> {
         self.check(true)?;

@@ -96,6 +96,11 @@ pub struct Stream {
     /// Its state went to another process with [`Stream::hand_over`]: using it here would reuse
     /// nonces (sealed) or race the new owner for bytes.
     moved: AtomicBool,
+    /// Bytes written to and read from the socket so far: progress a peer makes on a long
+    /// message shows here before the message is whole (a peer that takes or sends bytes is
+    /// alive).
+    sent: AtomicU64,
+    received: AtomicU64,
 }
 
 impl Stream {
@@ -127,6 +132,8 @@ impl Stream {
                 moved: false,
             }),
             moved: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
         }
     }
 
@@ -221,6 +228,7 @@ impl Stream {
         out.clear();
         frame(sealer, parts, out)?;
         let done = write_until(self.fd.as_fd(), out, wait.deadline())?;
+        self.sent.fetch_add(done as u64, Ordering::Relaxed);
         if done < out.len() {
             if done > 0 {
                 *torn = true;
@@ -272,7 +280,10 @@ impl Stream {
         while *queued_at < queued.len() {
             match sys::write_some(self.fd.as_fd(), &queued[*queued_at..]) {
                 Ok(0) => return Ok(false),
-                Ok(n) => *queued_at += n,
+                Ok(n) => {
+                    *queued_at += n;
+                    self.sent.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) => return Err(Error::io("send", e)),
             }
         }
@@ -284,11 +295,28 @@ impl Stream {
         Ok(true)
     }
 
-    /// How many queued bytes are not yet written.
+    /// Bytes written to the socket so far (queued ones once they went).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the peer has taken so far: written, and acknowledged (TCP) or read (a Unix
+    /// socket). The kernel takes bytes while the link is down; the peer does not.
+    pub fn delivered(&self) -> u64 {
+        let unsent = sys::unsent(self.fd.as_fd()).unwrap_or(0) as u64;
+        self.sent().saturating_sub(unsent)
+    }
+
+    /// Bytes read from the socket so far (of messages whole or not).
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// How many queued bytes are not yet written (waiting for the send side as
+    /// [`enqueue`](Stream::enqueue) does; 0 if it stays busy).
     pub fn queued(&self) -> usize {
         self.send
-            .lock()
-            .as_ref()
+            .take(Wait::timeout(TURN_WAIT))
             .map_or(0, |side| side.queued.len() - side.queued_at)
     }
 
@@ -373,7 +401,9 @@ impl Stream {
             match sys::read_append(self.fd.as_fd(), inbuf, want.clamp(1, READ_CHUNK), block)
                 .map_err(|e| Error::io("recv", e))?
             {
-                Read::Bytes(_) => {}
+                Read::Bytes(n) => {
+                    self.received.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Read::Eof => {
                     inbuf.clear();
                     return Err(Error::Disconnected);
@@ -532,6 +562,9 @@ mod tests {
         // 8 MiB do not fit in the socket's buffer: some wait, and a send is refused meanwhile.
         assert!(!a.flush().unwrap());
         assert!(a.queued() > 0);
+        // Written, not taken: the peer has read nothing yet.
+        assert!(a.sent() > 0);
+        assert_eq!(a.delivered(), 0);
         assert!(a.send(&[b"x"], Wait::No).is_err());
         let reader = std::thread::spawn(move || {
             let wait = || Wait::timeout(std::time::Duration::from_secs(30));
@@ -551,6 +584,7 @@ mod tests {
         assert_eq!(a.queued(), 0);
         a.send(&[b"after"], Wait::No).unwrap();
         assert_eq!(reader.join().unwrap(), (32, b"after".to_vec()));
+        assert_eq!(a.delivered(), a.sent());
     }
 
     /// Writes all of `bytes` on a raw socket.

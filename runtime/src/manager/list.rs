@@ -57,7 +57,12 @@ fn position<T: Serialize + 'static>(
             let mut item = Vec::new();
             for (i, y) in v.iter().enumerate() {
                 item.clear();
-                wire::encode_plain(y, &mut item).map_err(Fault::bad)?;
+                wire::encode_plain(y, &mut item).map_err(|e| {
+                    Fault::bad(format!(
+                        "a remote search compares encoded items, and this one does not encode \
+                         for another host (it holds a proxy?): {e}"
+                    ))
+                })?;
                 if item == want {
                     return Ok(Some(i));
                 }
@@ -290,6 +295,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
     /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
     /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
+    /// Items that hold proxies cannot be compared so (a proxy does not cross hosts): an error.
     ///
     /// ```
     /// # procactor::init();
@@ -380,6 +386,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
     /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
     /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
+    /// Items that hold proxies cannot be compared so (a proxy does not cross hosts): an error.
     ///
     /// ```
     /// # procactor::init();
@@ -402,6 +409,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     /// values (`T`'s `eq` is code of this program, and cannot be named to another): the same for
     /// plain data, but a type whose equality is not "same fields" (floats' `NaN` and `-0.0`, a
     /// `HashMap`, whose order varies, or a custom `PartialEq`) may be found, or not, otherwise.
+    /// Items that hold proxies cannot be compared so (a proxy does not cross hosts): an error.
     ///
     /// ```
     /// # procactor::init();

@@ -97,6 +97,8 @@ pub(crate) struct Session {
     call_timeout: Duration,
     heartbeat_timeout: Duration,
     next_id: AtomicU64,
+    /// The connection's bytes received, as of the last receive that timed out.
+    received: AtomicU64,
     /// Whether an exchange runs (its turn), and its waiters.
     exchange: Turn<()>,
     /// When the gateway was last heard from.
@@ -158,7 +160,14 @@ impl Session {
             let left = deadline.saturating_duration_since(Instant::now());
             let bytes = match self.conn.recv_bytes_timeout(left) {
                 Ok(b) => b,
-                Err(e) if e.is_timeout() => return Ok(None),
+                Err(e) if e.is_timeout() => {
+                    // Part of a long message came: the manager is there, sending.
+                    let got = self.conn.bytes_received();
+                    if self.received.swap(got, Ordering::Relaxed) != got {
+                        *self.heard.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    }
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.end(format!("the connection failed: {e}"));
                     return Err(Error::Disconnected);
@@ -196,26 +205,45 @@ impl Session {
             id,
             payload: &payload,
         })?;
-        let answer = self.read_until(deadline, |down| match down {
-            Down::Reply { id: got, payload } if got == id => {
-                Some(wire::decode::<Response>(payload, Vec::new()))
+        // Read until the answer, the call's deadline, or a heartbeat timeout without a word
+        // from the manager (it ticks even while busy: silence means stopped or gone).
+        let answer = loop {
+            let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            let silent_at = heard
+                .checked_add(self.heartbeat_timeout)
+                .unwrap_or(deadline);
+            let got = self.read_until(deadline.min(silent_at), |down| match down {
+                Down::Reply { id: got, payload } if got == id => {
+                    Some(wire::decode::<Response>(payload, Vec::new()))
+                }
+                Down::Failed {
+                    id: got,
+                    handled,
+                    reason,
+                } if got == id => {
+                    let (name, pid) = (self.manager_name.as_str().into(), self.manager_pid);
+                    let reason = reason.into();
+                    Some(Err(if handled {
+                        Error::ReplyLost { name, pid, reason }
+                    } else {
+                        Error::Rejected { name, pid, reason }
+                    }))
+                }
+                // A late answer to a call that timed out, a tick: not ours.
+                _ => None,
+            })?;
+            if got.is_some() || Instant::now() >= deadline {
+                break got;
             }
-            Down::Failed {
-                id: got,
-                handled,
-                reason,
-            } if got == id => {
-                let (name, pid) = (self.manager_name.as_str().into(), self.manager_pid);
-                let reason = reason.into();
-                Some(Err(if handled {
-                    Error::ReplyLost { name, pid, reason }
-                } else {
-                    Error::Rejected { name, pid, reason }
-                }))
+            let heard = *self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            if heard.elapsed() >= self.heartbeat_timeout {
+                self.end(format!(
+                    "nothing heard from the manager for {:?} (heartbeat timeout) during a call",
+                    self.heartbeat_timeout
+                ));
+                return Err(Error::Disconnected);
             }
-            // A late answer to a call that timed out, a pong: not ours.
-            _ => None,
-        })?;
+        };
         answer.ok_or(Error::Timeout(self.call_timeout))?
     }
 
@@ -429,6 +457,7 @@ impl RemoteManager {
             call_timeout: options.call_timeout,
             heartbeat_timeout: heartbeat,
             next_id: AtomicU64::new(1),
+            received: AtomicU64::new(0),
             exchange: Turn::new(()),
             heard: Mutex::new(Instant::now()),
             ended: Mutex::new(None),

@@ -49,6 +49,9 @@ pub(super) struct NetPeer {
     heard: Instant,
     /// Its socket is watched for room (replies wait in the stream), not for input.
     writing: bool,
+    /// The bytes it took (acknowledged), as of the last sweep: a caller taking its answers,
+    /// however slowly, is not silent.
+    delivered_seen: u64,
 }
 
 impl NetPeer {
@@ -167,6 +170,7 @@ impl Endpoint {
                 heartbeat: None,
                 heard: Instant::now(),
                 writing: false,
+                delivered_seen: 0,
             })));
             // Its hello may be in the stream already, read with the handshake.
             if self.peers.contains_key(&token) {
@@ -217,9 +221,14 @@ impl Endpoint {
         }
         let silent: Vec<u64> = self
             .peers
-            .iter()
+            .iter_mut()
             .filter_map(|(&token, p)| match p {
                 Peer::Net(n) => {
+                    let delivered = n.stream.delivered();
+                    if delivered != n.delivered_seen {
+                        n.delivered_seen = delivered;
+                        n.heard = now;
+                    }
                     let allowed = n.heartbeat.unwrap_or(HELLO_DEADLINE);
                     (now.saturating_duration_since(n.heard) > allowed).then_some(token)
                 }
