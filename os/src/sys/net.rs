@@ -205,6 +205,22 @@ pub fn write_some(fd: BorrowedFd, data: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Bytes written on `fd`, a connected stream socket, that its peer has not taken yet: for TCP,
+/// not yet acknowledged (sent or not; `SIOCOUTQ`), for a Unix socket, not yet read. Bytes the
+/// kernel accepted are not bytes the peer got: with the link down, writes still succeed until
+/// the buffer is full.
+pub fn unsent(fd: BorrowedFd) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one `int` through the pointer, which points at `n`,
+    // alive for the call; the descriptor is borrowed, so open for the call.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,20 +304,4 @@ mod tests {
         }
         assert!(t.elapsed() < Duration::from_secs(5));
     }
-}
-
-/// Bytes written on `fd`, a connected stream socket, that its peer has not taken yet: for TCP,
-/// not yet acknowledged (sent or not; `SIOCOUTQ`), for a Unix socket, not yet read. Bytes the
-/// kernel accepted are not bytes the peer got: with the link down, writes still succeed until
-/// the buffer is full.
-pub fn unsent(fd: BorrowedFd) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut n: libc::c_int = 0;
-    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one `int` through the pointer, which points at `n`,
-    // alive for the call; the descriptor is borrowed, so open for the call.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut n as *mut libc::c_int) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(n).unwrap_or(0))
 }
