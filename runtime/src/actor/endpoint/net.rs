@@ -49,9 +49,9 @@ pub(super) struct NetPeer {
     heard: Instant,
     /// Its socket is watched for room (replies wait in the stream), not for input.
     writing: bool,
-    /// The bytes it took (acknowledged), as of the last sweep: a caller taking its answers,
-    /// however slowly, is not silent.
-    delivered_seen: u64,
+    /// The bytes it took (acknowledged) and sent us, as of the last sweep: a caller taking its
+    /// answers or sending a long message, however slowly, is not silent.
+    progress_seen: (u64, u64),
 }
 
 impl NetPeer {
@@ -170,7 +170,7 @@ impl Endpoint {
                 heartbeat: None,
                 heard: Instant::now(),
                 writing: false,
-                delivered_seen: 0,
+                progress_seen: (0, 0),
             })));
             // Its hello may be in the stream already, read with the handshake.
             if self.peers.contains_key(&token) {
@@ -224,11 +224,15 @@ impl Endpoint {
             .iter_mut()
             .filter_map(|(&token, p)| match p {
                 Peer::Net(n) => {
-                    let delivered = n.stream.delivered();
-                    if delivered != n.delivered_seen {
-                        n.delivered_seen = delivered;
+                    // Bytes of a long message either way are signs of life too: bytes it sent,
+                    // and, while answers wait for it, bytes it took. (Not while none wait: a
+                    // stopped process's kernel still acknowledges the ticks.)
+                    let (delivered, received) = (n.stream.delivered(), n.stream.received());
+                    let took = n.writing && delivered != n.progress_seen.0;
+                    if took || received != n.progress_seen.1 {
                         n.heard = now;
                     }
+                    n.progress_seen = (delivered, received);
                     let allowed = n.heartbeat.unwrap_or(HELLO_DEADLINE);
                     (now.saturating_duration_since(n.heard) > allowed).then_some(token)
                 }
