@@ -973,3 +973,58 @@ fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Asks for a 12 MiB answer, reads none of it, and stops itself (heartbeat 400 ms).
+fn stopped_reader((address, ready): (Address, Connection<u8>)) {
+    let conn = client(&address).connect::<()>().unwrap();
+    let (msg, reply) = manager_schemas();
+    let mut raw = Raw { conn, next: 1 };
+    raw.send(&Up::Hello {
+        protocol: 3,
+        msg,
+        reply,
+        heartbeat_ms: 400,
+    });
+    assert!(matches!(raw.recv(), Down::Welcome { .. }));
+    let kind = list_kind("alloc::string::String");
+    let obj = raw.get("big", kind);
+    raw.send(&Up::Ask {
+        id: 5,
+        payload: postcard::to_stdvec(&Req::RemoteCall {
+            obj,
+            kind,
+            op: packed(op_get(0)),
+        })
+        .unwrap(),
+    });
+    ready.send(1).unwrap();
+    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A client stopped with an answer waiting for it: its kernel takes bytes until its buffer is
+/// full, then nothing; the session ends within a few heartbeats all the same.
+#[test]
+fn a_client_stopped_with_a_large_answer_waiting_has_its_session_ended() {
+    let (m, gw) = served();
+    let big = m.list_from(vec!["x".repeat(12 << 20)]).unwrap();
+    gw.register("big", &big).unwrap();
+    let (rx, tx) = procactor::Pipe::<u8>::simplex().unwrap();
+    let p = common::reaped(
+        procactor::Process::new(stopped_reader, (gw.address().clone(), tx))
+            .start()
+            .unwrap(),
+    );
+    assert_eq!(rx.recv_timeout(BOUND).unwrap(), 1);
+    assert!(eventually(BOUND, || gw.sessions() == 1));
+    let t = std::time::Instant::now();
+    let ended = eventually(Duration::from_secs(10), || gw.sessions() == 0);
+    let took = t.elapsed();
+    let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    assert!(
+        ended,
+        "a stopped client's session lived {took:?} (heartbeat 400 ms)"
+    );
+}
