@@ -68,11 +68,11 @@ pub mod actor {
     };
 }
 
-/// A manager process that hosts shared lists, dicts, values and namespaces behind proxies (Python's `multiprocessing.Manager`).
+/// A manager process that hosts shared lists, dicts, sets, values and namespaces behind proxies (Python's `multiprocessing.Manager`).
 pub mod manager {
     pub use procactor_runtime::{
         DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace,
-        RemoteManager, RemoteOptions, Shared, ValueProxy,
+        RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
     };
 }
 

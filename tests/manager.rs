@@ -13,7 +13,8 @@ use std::time::Duration;
 use common::{bounded, eventually, reaped, BOUND};
 use procactor::{
     manager::DictProxy, manager::HostedProxy, manager::ListProxy, manager::Namespace,
-    manager::ValueProxy, Connection, Error, Event, ExitReason, Manager, Pipe, Pool, Process, Queue,
+    manager::SetProxy, manager::ValueProxy, Connection, Error, Event, ExitReason, Manager, Pipe,
+    Pool, Process, Queue,
 };
 use serde::{Deserialize, Serialize};
 
@@ -974,4 +975,76 @@ fn lifelines_past_the_managers_budget_leave_lends_unguarded() {
             "the first 32 lines were watched and released"
         );
     });
+}
+
+/// Sorts, reverses and counts from a child; pops an item of a dict.
+fn reorder((l, d): (ListProxy<i64>, DictProxy<u8, String>)) -> (usize, (u8, String)) {
+    l.sort().unwrap();
+    l.reverse().unwrap();
+    (l.count(&3).unwrap(), d.popitem().unwrap())
+}
+
+fn by_distance_from_ten(a: &i64, b: &i64) -> std::cmp::Ordering {
+    (a - 10).abs().cmp(&(b - 10).abs())
+}
+
+#[test]
+fn lists_sort_reverse_and_count_and_dicts_pop_items_in_the_manager() {
+    let m = Manager::start().unwrap();
+    let l = m.list_from(vec![3i64, 20, -4, 3, 11, 3]).unwrap();
+    let d = m.dict::<u8, String>().unwrap();
+    d.insert(7, "seven".into()).unwrap();
+    let p = reaped(
+        Process::new(reorder, (l.clone(), d.clone()))
+            .start()
+            .unwrap(),
+    );
+    assert_eq!(p.join_timeout(BOUND).unwrap(), (3, (7, "seven".into())));
+    assert_eq!(l.snapshot().unwrap(), [20, 11, 3, 3, 3, -4]);
+    assert!(matches!(d.popitem(), Err(Error::NotFound(_))));
+    // A stable sort by a function of this program.
+    l.sort_by(by_distance_from_ten).unwrap();
+    assert_eq!(l.snapshot().unwrap(), [11, 3, 3, 3, 20, -4]);
+    assert_eq!(l.count(&99).unwrap(), 0);
+}
+
+/// Adds its number and the shared tag, discards the number before it.
+fn into_set((s, i): (SetProxy<String>, u32)) -> bool {
+    s.add("shared".into()).unwrap();
+    s.add(format!("p{i}")).unwrap();
+    s.discard(&format!("p{}", i.wrapping_sub(1))).unwrap();
+    s.contains(&"shared".to_string()).unwrap()
+}
+
+#[test]
+fn a_set_is_one_set_for_every_process() {
+    let m = Manager::start().unwrap();
+    let s = m.set::<String>().unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|i| reaped(Process::new(into_set, (s.clone(), i)).start().unwrap()))
+        .collect();
+    for p in ps {
+        assert!(p.join_timeout(BOUND).unwrap());
+    }
+    let all = s.snapshot().unwrap();
+    assert!(
+        all.contains("shared") && all.len() <= 5 && all.len() >= 2,
+        "{all:?}"
+    );
+    s.update(["x".to_string(), "y".into()]).unwrap();
+    s.difference_update(["x".to_string()]).unwrap();
+    assert!(s.contains(&"y".to_string()).unwrap() && !s.contains(&"x".to_string()).unwrap());
+    s.intersection_update(["y".to_string(), "shared".into()])
+        .unwrap();
+    assert_eq!(s.len().unwrap(), 2);
+    assert!(matches!(
+        s.remove(&"x".to_string()),
+        Err(Error::NotFound(_))
+    ));
+    let popped = [s.pop().unwrap(), s.pop().unwrap()];
+    assert!(popped.contains(&"y".to_string()) && popped.contains(&"shared".to_string()));
+    assert!(matches!(s.pop(), Err(Error::NotFound(_))));
+    assert!(s.add("z".into()).unwrap() && !s.add("z".into()).unwrap());
+    s.clear().unwrap();
+    assert!(s.is_empty().unwrap());
 }

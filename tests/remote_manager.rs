@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, reaped, BOUND};
 use procactor::connection::{Address, Client, Listener};
-use procactor::manager::{DictProxy, ListProxy, RemoteManager, RemoteOptions, ValueProxy};
+use procactor::manager::{
+    DictProxy, ListProxy, RemoteManager, RemoteOptions, SetProxy, ValueProxy,
+};
 use procactor::{Error, Manager, Pipe, Process};
 
 const KEY: &[u8] = b"remote manager tests";
@@ -34,6 +36,45 @@ fn double(n: &mut u64) {
 
 fn triple(n: &mut u64) {
     *n *= 3;
+}
+
+#[procactor::entry(name = "remote_manager::longest_first")]
+fn longest_first(a: &String, b: &String) -> std::cmp::Ordering {
+    b.len().cmp(&a.len())
+}
+
+fn shortest_first(a: &String, b: &String) -> std::cmp::Ordering {
+    a.len().cmp(&b.len())
+}
+
+#[test]
+fn remote_lists_count_reverse_and_sort_by_a_named_function() {
+    let m = Manager::start().unwrap();
+    let gw = m
+        .serve(Listener::bind("127.0.0.1:0").unwrap().authkey(KEY))
+        .unwrap();
+    gw.allow::<ListProxy<String>>().unwrap();
+    let r = RemoteManager::connect(&client(gw.address())).unwrap();
+    let l = r.list::<String>().unwrap();
+    l.extend(["bb", "a", "ccc", "a"].map(String::from)).unwrap();
+    assert_eq!(l.count(&"a".to_string()).unwrap(), 2);
+    l.reverse().unwrap();
+    assert_eq!(l.snapshot().unwrap(), ["a", "ccc", "a", "bb"]);
+    l.sort_by(longest_first).unwrap();
+    assert_eq!(l.snapshot().unwrap(), ["ccc", "bb", "a", "a"]);
+    // T's own order, or a function without a name, has no name to go by: refused at once.
+    assert!(matches!(l.sort(), Err(Error::Unsupported(_))));
+    assert!(l.sort_by(shortest_first).is_err());
+    assert_eq!(l.snapshot().unwrap(), ["ccc", "bb", "a", "a"]);
+    // Sets, created remotely once allowed.
+    assert!(r.set::<u64>().is_err());
+    gw.allow::<SetProxy<u64>>().unwrap();
+    let s = r.set::<u64>().unwrap();
+    s.update([1, 2, 3]).unwrap();
+    assert!(s.add(4).unwrap());
+    assert!(s.discard(&1).unwrap());
+    assert_eq!(s.len().unwrap(), 3);
+    assert_eq!(s.snapshot().unwrap(), [2, 3, 4].into_iter().collect());
 }
 
 #[test]

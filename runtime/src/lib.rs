@@ -50,7 +50,7 @@ pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
     DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace,
-    RemoteManager, RemoteOptions, Shared, ValueProxy,
+    RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};

@@ -32,6 +32,7 @@ enum DictOp<K, V> {
     Snapshot,
     Update(K, FnRef),
     Upsert(K, V, FnRef),
+    PopItem,
 }
 
 /// Marks the proxies of this kind (their type fingerprint).
@@ -109,6 +110,19 @@ where
                 let v = d.entry(k).or_insert(default);
                 f(v);
                 reply(&*v, out)
+            }
+            DictOp::PopItem => {
+                let Some(k) = d.keys().next() else {
+                    return Err(Fault::NotFound("popitem(): the dict is empty".into()));
+                };
+                // `K` is not `Clone`: a copy of the key through its encoding.
+                let mut bytes = Vec::new();
+                wire::encode_plain(k, &mut bytes).map_err(Fault::bad)?;
+                let key: K = wire::decode(&bytes, Vec::new()).map_err(Fault::bad)?;
+                match d.remove_entry(&key) {
+                    Some(item) => reply(&item, out),
+                    None => Err(Fault::bad("a key that does not encode to itself")),
+                }
             }
         }
     }
@@ -211,6 +225,23 @@ where
     /// ```
     pub fn pop(&self, key: &K) -> Result<V> {
         self.handle.call(&DictOp::<&K, &V>::Pop(key))
+    }
+
+    /// Removes some `(key, value)` pair and returns it;
+    /// [`Error::NotFound`](crate::Error::NotFound) if the dict is empty (Python's
+    /// `d.popitem()`, except which pair: a `HashMap` has no order, so not the last inserted).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// d.insert(1, 2)?;
+    /// assert_eq!(d.popitem()?, (1, 2));
+    /// assert!(matches!(d.popitem(), Err(procactor::Error::NotFound(_))));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn popitem(&self) -> Result<(K, V)> {
+        self.handle.call(&DictOp::<&K, &V>::PopItem)
     }
 
     /// Whether `key` is in the dict.
@@ -413,6 +444,7 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         DictOp::Snapshot,
         DictOp::Update(k(), f()),
         DictOp::Upsert(k(), 4, f()),
+        DictOp::PopItem,
     ]
     .iter()
     .map(|op| Packed::encode(op).expect("encodes").bytes)

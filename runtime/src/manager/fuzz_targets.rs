@@ -3,7 +3,7 @@
 
 use super::proto::{eq_ptr, Packed, Request};
 use super::server::Hosted;
-use super::{dict, list, value};
+use super::{dict, list, set, value};
 
 /// A kind of hosted object: its name, one object, and valid encoded operations on it.
 pub(crate) type Target = (&'static str, Box<dyn Hosted>, Vec<Vec<u8>>);
@@ -15,6 +15,7 @@ pub(crate) fn objects() -> Vec<Target> {
     vec![
         ("list", list::fuzz_object(), list::fuzz_samples()),
         ("dict", dict::fuzz_object(), dict::fuzz_samples()),
+        ("set", set::fuzz_object(), set::fuzz_samples()),
         ("value", value_obj, value_ops),
         ("namespace", ns_obj, ns_ops),
     ]

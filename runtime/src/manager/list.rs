@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
+use super::proto::{cmp_fn, eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
@@ -28,6 +28,10 @@ enum ListOp<T> {
     Snapshot,
     Page(u64, u64),
     Modify(u64, FnRef),
+    Count(T, Equality),
+    Reverse,
+    /// A stable sort with `fn(&T, &T) -> Ordering`.
+    Sort(FnRef),
 }
 
 /// How a search compares items with the value sought.
@@ -46,10 +50,31 @@ fn position<T: Serialize + 'static>(
     x: &T,
     eq: Equality,
 ) -> std::result::Result<Option<usize>, Fault> {
+    let mut first = None;
+    matching(v, x, eq, &mut |i| {
+        first = Some(i);
+        false
+    })?;
+    Ok(first)
+}
+
+/// Calls `found` with the position of each item of `v` equal to `x`, in order, while it says
+/// to go on.
+fn matching<T: Serialize + 'static>(
+    v: &[T],
+    x: &T,
+    eq: Equality,
+    found: &mut dyn FnMut(usize) -> bool,
+) -> std::result::Result<(), Fault> {
     match eq {
         Equality::Fn(f) => {
             let eq = eq_fn::<T>(f)?;
-            Ok(v.iter().position(|y| eq(y, x)))
+            for (i, y) in v.iter().enumerate() {
+                if eq(y, x) && !found(i) {
+                    break;
+                }
+            }
+            Ok(())
         }
         Equality::Encoded => {
             let mut want = Vec::new();
@@ -63,11 +88,11 @@ fn position<T: Serialize + 'static>(
                          for another host (it holds a proxy?): {e}"
                     ))
                 })?;
-                if item == want {
-                    return Ok(Some(i));
+                if item == want && !found(i) {
+                    break;
                 }
             }
-            Ok(None)
+            Ok(())
         }
     }
 }
@@ -162,6 +187,23 @@ impl<T: Serialize + DeserializeOwned + 'static> Object for ListObj<T> {
                 let i = at(i, v.len())?;
                 f(&mut v[i]);
                 reply(&v[i], out)
+            }
+            ListOp::Count(x, eq) => {
+                let mut n = 0u64;
+                matching(v, &x, eq, &mut |_| {
+                    n += 1;
+                    true
+                })?;
+                reply(&n, out)
+            }
+            ListOp::Reverse => {
+                v.reverse();
+                reply(&(), out)
+            }
+            ListOp::Sort(f) => {
+                let cmp = cmp_fn::<T>(f)?;
+                v.sort_by(cmp);
+                reply(&(), out)
             }
         }
     }
@@ -476,6 +518,83 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
         self.handle
             .call(&ListOp::<&T>::Modify(index as u64, sign(f)?))
     }
+
+    /// How many items equal `item` (Python's `list.count`).
+    ///
+    /// On a [`RemoteManager`](super::RemoteManager)'s list, items are compared by their encoded
+    /// values, as [`contains`](ListProxy::contains) says.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2, 1, 1])?;
+    /// assert_eq!(l.count(&1)?, 3);
+    /// assert_eq!(l.count(&5)?, 0);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn count(&self, item: &T) -> Result<usize>
+    where
+        T: PartialEq,
+    {
+        self.handle
+            .call::<_, u64>(&ListOp::Count(item, self.eq()?))
+            .map(|n| n as usize)
+    }
+
+    /// Reverses the list in place, in the manager (pipelined).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![1, 2, 3])?;
+    /// l.reverse()?;
+    /// assert_eq!(l.snapshot()?, [3, 2, 1]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn reverse(&self) -> Result<()> {
+        self.handle.tell(&ListOp::<&T>::Reverse)
+    }
+
+    /// Sorts the list in place, in the manager, by `T`'s order (stable; pipelined). On a
+    /// [`RemoteManager`](super::RemoteManager)'s list `T`'s order has no name to go by: use
+    /// [`sort_by`](ListProxy::sort_by) with a `#[procactor::entry]` function.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec![3, 1, 2])?;
+    /// l.sort()?;
+    /// assert_eq!(l.snapshot()?, [1, 2, 3]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn sort(&self) -> Result<()>
+    where
+        T: Ord,
+    {
+        if self.handle.is_remote() {
+            return Err(crate::error::Error::Unsupported(
+                "sort() on a remote manager's list: T's order cannot be named to another \
+                 program; use sort_by with a #[procactor::entry] function",
+            ));
+        }
+        self.sort_by(<T as Ord>::cmp)
+    }
+
+    /// Sorts the list in place, in the manager, by `compare` (stable; pipelined). `compare`
+    /// runs in the manager's process: a function of this program (a `#[procactor::entry]`
+    /// function on a remote manager).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let l = m.list_from(vec!["bb".to_string(), "a".into(), "ccc".into()])?;
+    /// l.sort_by(|a, b| b.len().cmp(&a.len()))?;
+    /// assert_eq!(l.snapshot()?, ["ccc", "bb", "a"]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn sort_by(&self, compare: fn(&T, &T) -> std::cmp::Ordering) -> Result<()> {
+        self.handle.tell(&ListOp::<&T>::Sort(sign(compare)?))
+    }
 }
 
 /// The iterator of [`ListProxy::iter`].
@@ -541,6 +660,9 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         ListOp::Snapshot,
         ListOp::Page(0, 2),
         ListOp::Modify(0, modify),
+        ListOp::Count(s(), Equality::Encoded),
+        ListOp::Reverse,
+        ListOp::Sort(sign(<String as Ord>::cmp as fn(&String, &String) -> _).unwrap()),
     ]
     .iter()
     .map(|op| Packed::encode(op).expect("encodes").bytes)

@@ -12,6 +12,7 @@ mod proto;
 mod proxy;
 mod remote;
 mod server;
+mod set;
 mod value;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub use gateway::Gateway;
 pub use hosted::{HostedProxy, HostedTell};
 pub use list::{ListIter, ListProxy};
 pub use remote::{RemoteManager, RemoteOptions, Shared};
+pub use set::SetProxy;
 pub use value::{Namespace, ValueProxy};
 
 use proto::{PackedRef, Request, Response};
@@ -261,6 +263,42 @@ impl Manager {
         let items: Vec<(K, V)> = map.into_iter().collect();
         Ok(DictProxy::from_handle(
             self.create(dict::make::<K, V> as MakeFn, &items)?,
+        ))
+    }
+
+    /// A new, empty shared set (Python's set registered with a manager).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let s = m.set::<String>()?;
+    /// s.add("a".into())?;
+    /// assert!(s.contains(&"a".to_string())?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn set<T>(&self) -> Result<SetProxy<T>>
+    where
+        T: Serialize + DeserializeOwned + Eq + Hash + std::fmt::Debug + 'static,
+    {
+        self.set_from(std::iter::empty())
+    }
+
+    /// A new shared set holding `items`.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let s = m.set_from([1u32, 2, 2])?;
+    /// assert_eq!(s.len()?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn set_from<T>(&self, items: impl IntoIterator<Item = T>) -> Result<SetProxy<T>>
+    where
+        T: Serialize + DeserializeOwned + Eq + Hash + std::fmt::Debug + 'static,
+    {
+        let items: Vec<T> = items.into_iter().collect();
+        Ok(SetProxy::from_handle(
+            self.create(set::make::<T> as MakeFn, &items)?,
         ))
     }
 

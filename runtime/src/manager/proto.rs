@@ -212,6 +212,11 @@ pub(crate) fn mut_fn<T: 'static>(p: FnRef) -> Result<fn(&mut T), Fault> {
     checked(p)
 }
 
+/// `fn(&T, &T) -> Ordering` (a sort's comparison), as sent by a typed proxy of `T`.
+pub(crate) fn cmp_fn<T: 'static>(p: FnRef) -> Result<fn(&T, &T) -> std::cmp::Ordering, Fault> {
+    checked(p)
+}
+
 /// `fn(&T, &T) -> bool` (equality), as sent by a typed proxy of `T`.
 pub(crate) fn eq_fn<T: 'static>(p: FnRef) -> Result<fn(&T, &T) -> bool, Fault> {
     checked(p)

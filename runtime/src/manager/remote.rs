@@ -28,6 +28,7 @@ use super::list::{ListProxy, ListTag};
 use super::proto::{PackedRef, Request, Response};
 use super::proxy::{Handle, ProxyCore, Via};
 use super::server::MakeFn;
+use super::set::{SetProxy, SetTag};
 use super::value::{Namespace, NamespaceTag, ValueProxy, ValueTag};
 use crate::actor::net::{self, Down, Up};
 use crate::connection::{Address, Client};
@@ -630,6 +631,28 @@ impl RemoteManager {
         self.create(&Vec::<(K, V)>::new())
     }
 
+    /// A new, empty shared set (the gateway must allow `SetProxy<T>`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # use procactor::connection::{Client, Listener};
+    /// # use procactor::manager::*;
+    /// # let m = procactor::Manager::start()?;
+    /// # let gateway = m.serve(Listener::bind("127.0.0.1:0")?.authkey(b"k"))?;
+    /// gateway.allow::<SetProxy<u32>>()?;
+    /// # let remote = RemoteManager::connect(&Client::new(gateway.address()).authkey(b"k"))?;
+    /// let s = remote.set::<u32>()?;
+    /// s.update([1, 2, 2])?;
+    /// assert_eq!(s.len()?, 2);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn set<T>(&self) -> Result<SetProxy<T>>
+    where
+        T: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static,
+    {
+        self.create(&Vec::<T>::new())
+    }
+
     /// A new shared value (the gateway must allow `ValueProxy<T>`).
     ///
     /// ```
@@ -730,7 +753,7 @@ mod sealed {
 }
 
 /// A proxy type that a [`Gateway`](super::Gateway) can publish and a [`RemoteManager`] create:
-/// [`ListProxy`], [`DictProxy`], [`ValueProxy`] and [`Namespace`].
+/// [`ListProxy`], [`DictProxy`], [`SetProxy`], [`ValueProxy`] and [`Namespace`].
 ///
 /// ```
 /// fn publishable<P: procactor::manager::Shared>() {}
@@ -771,5 +794,7 @@ shared!(ListProxy<T>, (ListTag, T), super::list::make::<T>, [T] where T: Seriali
 shared!(DictProxy<K, V>, (DictTag, K, V), super::dict::make::<K, V>, [K, V] where
     K: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static,
     V: Serialize + DeserializeOwned + 'static);
+shared!(SetProxy<T>, (SetTag, T), super::set::make::<T>, [T] where
+    T: Serialize + DeserializeOwned + Eq + std::hash::Hash + std::fmt::Debug + 'static);
 shared!(ValueProxy<T>, (ValueTag, T), super::value::make_value::<T>, [T] where T: Serialize + DeserializeOwned + 'static);
 shared!(Namespace, NamespaceTag, super::value::make_namespace, [] where);
