@@ -39,10 +39,12 @@ fn triple(n: &mut u64) {
 }
 
 #[procactor::entry(name = "remote_manager::longest_first")]
+#[allow(clippy::ptr_arg)] // the type a sort of a `ListProxy<String>` takes
 fn longest_first(a: &String, b: &String) -> std::cmp::Ordering {
     b.len().cmp(&a.len())
 }
 
+#[allow(clippy::ptr_arg)]
 fn shortest_first(a: &String, b: &String) -> std::cmp::Ordering {
     a.len().cmp(&b.len())
 }
