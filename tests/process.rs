@@ -298,6 +298,70 @@ fn daemon_children_die_with_a_sigkilled_parent_and_others_survive() {
     }
 }
 
+/// A daemon middle process: starts a child with the default flag and one that says it is not a
+/// daemon, reports their pids, then waits to be killed.
+fn daemon_middle((report, method): (Connection<(u32, u32)>, StartMethod)) {
+    let inherits = Process::new(forever, ())
+        .start_method(method)
+        .start()
+        .unwrap();
+    let plain = Process::new(forever, ())
+        .daemon(false)
+        .start_method(method)
+        .start()
+        .unwrap();
+    report.send((inherits.pid(), plain.pid())).unwrap();
+    forever(());
+}
+
+#[test]
+fn a_daemons_children_are_daemons_unless_they_say_otherwise() {
+    for method in METHODS {
+        let (rx, tx) = Pipe::<(u32, u32)>::simplex().unwrap();
+        let m = reaped(
+            Process::new(daemon_middle, (tx, method))
+                .daemon(true)
+                .start()
+                .unwrap(),
+        );
+        let (inherits, plain) = rx.recv_timeout(BOUND).unwrap();
+        assert!(pid_alive(inherits) && pid_alive(plain));
+        m.kill().unwrap();
+        let _ = m.join_timeout(BOUND);
+        let died = eventually(BOUND, || !pid_alive(inherits));
+        let survived = pid_alive(plain);
+        // SAFETY: kill(2) on pids we were just told about; at worst they are already gone.
+        unsafe {
+            libc::kill(plain as i32, libc::SIGKILL);
+            libc::kill(inherits as i32, libc::SIGKILL);
+        }
+        assert!(died, "{method:?}: a daemon's default child outlived it");
+        assert!(
+            survived,
+            "{method:?}: daemon(false) must win over the inherited flag"
+        );
+    }
+}
+
+fn sleep_then_report(_: ()) -> u8 {
+    std::thread::sleep(Duration::from_secs(60));
+    1
+}
+
+#[test]
+fn interrupt_sends_sigint() {
+    let p = reaped(Process::new(sleep_then_report, ()).start().unwrap());
+    assert!(eventually(BOUND, || p.is_alive()));
+    p.interrupt().unwrap();
+    let e = p.join_timeout(BOUND).unwrap_err();
+    assert_eq!(
+        e.exit_reason(),
+        Some(&procactor::ExitReason::Killed { signal: 2 })
+    );
+    // Ended: a no-op.
+    p.interrupt().unwrap();
+}
+
 fn spawn_grandchild(_: ()) -> u64 {
     Process::new(square, 5).start().unwrap().join().unwrap()
 }

@@ -14,6 +14,8 @@ pub(crate) struct ChildInfo {
     pub parent_pid: u32,
     pub parent_name: String,
     pub session: String,
+    /// Started as a daemon: its own children are daemons unless they say otherwise.
+    pub daemon: bool,
 }
 
 // Per process: a fork server's children (and forked copies) get their own entry.
@@ -23,6 +25,11 @@ procactor_os::per_process! {
 
 pub(crate) fn child_info() -> Option<ChildInfo> {
     CHILD.lock().clone()
+}
+
+/// Whether this process was started as a daemon.
+pub(crate) fn is_daemon() -> bool {
+    CHILD.lock().as_ref().is_some_and(|c| c.daemon)
 }
 
 /// The session of this process tree: a directory private to this user (mode 0700) that the root

@@ -92,7 +92,7 @@ where
             f: f.into_fn(),
             args,
             name: None,
-            daemon: false,
+            daemon: crate::identity::is_daemon(),
             method: None,
             start_timeout: Duration::from_secs(30),
             await_hello: true,
@@ -114,7 +114,9 @@ where
         self
     }
 
-    /// Whether the child is a daemon (default: no). As in Python, when its parent ends its
+    /// Whether the child is a daemon. The default is its creator's, as in Python: no in the
+    /// program itself, yes in a process started as a daemon (so a daemon's children do not
+    /// outlive it silently); this call wins over it. As in Python, when its parent ends its
     /// work (the program's `main` returns or calls `std::process::exit`; a child's function
     /// returns or panics, before it reports):
     ///
@@ -587,6 +589,23 @@ impl<R> ProcessHandle<R> {
     /// ```
     pub fn terminate(&self) -> Result<()> {
         self.signal(sys::SIGTERM)
+    }
+
+    /// Sends SIGINT (Python 3.14's `interrupt()`, Ctrl-C's signal): the child ends with
+    /// `ExitReason::Killed { signal: 2 }` unless it handles the signal. A no-op if the child
+    /// has already ended.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn forever(_: ()) { loop { std::thread::park() } }
+    /// let p = procactor::Process::new(forever, ()).start()?;
+    /// p.interrupt()?;
+    /// let err = p.join().unwrap_err();
+    /// assert_eq!(err.exit_reason(), Some(&procactor::ExitReason::Killed { signal: 2 }));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn interrupt(&self) -> Result<()> {
+        self.signal(sys::SIGINT)
     }
 
     /// Sends SIGKILL. A no-op if the child has already ended.

@@ -540,6 +540,7 @@ fn run_header(out: &Channel, h: JobHeader, args: &[u8], fds: Vec<OwnedFd>) -> i3
         parent_pid: h.parent_pid,
         parent_name: h.parent_name,
         session: h.session,
+        daemon: h.daemon,
     });
     INITIALIZED.store(true, Ordering::Release);
     if h.daemon {
