@@ -131,6 +131,9 @@ fn write_anonymous(shm: SharedMemory) {
 #[test]
 fn shared_memory_named_and_anonymous() {
     let name = format!("procactor-test-{}", std::process::id());
+    // Size 0 is refused (as CPython does), and creates nothing.
+    assert!(SharedMemory::create(&name, 0).is_err());
+    assert!(SharedMemory::open(&name).is_err());
     let shm = SharedMemory::create(&name, 32).unwrap();
     assert_eq!(shm.name(), Some(name.as_str()));
     assert!(matches!(

@@ -386,8 +386,28 @@ impl SharedMemory {
     }
 
     /// A new named block of `size` zeroed bytes, readable and writable by its owner only (mode
-    /// 0600, whatever the umask); `Err(NameTaken)` if the name exists.
+    /// 0600, whatever the umask); `Err(NameTaken)` if the name exists. A size of 0 is refused
+    /// (an `InvalidInput` I/O error), as CPython refuses it: nobody could attach and use it.
+    ///
+    /// ```
+    /// use procactor::SharedMemory;
+    /// let name = format!("procactor-doc-{}", std::process::id());
+    /// assert!(SharedMemory::create(&name, 0).is_err());
+    /// let shm = SharedMemory::create(&name, 16)?;
+    /// assert_eq!(shm.len(), 16);
+    /// shm.unlink()?;
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
     pub fn create(name: &str, size: usize) -> Result<SharedMemory> {
+        if size == 0 {
+            return Err(Error::io(
+                "create a named SharedMemory",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a size of 0: give the block a size",
+                ),
+            ));
+        }
         let path = shm_path(name)?;
         let fd = sys::shm_create(&path)
             .map_err(|e| Error::io("shm_open", e))?
