@@ -298,6 +298,14 @@ fn simplex_ends_refuse_the_wrong_direction() {
     assert!(matches!(tx.try_recv(), Err(Error::Unsupported(_))));
     tx.send(2).unwrap();
     assert_eq!(rx.recv().unwrap(), 2);
+    assert!(rx.readable() && !rx.writable() && tx.writable() && !tx.readable());
+    // The direction travels with the end.
+    let p = reaped(Process::new(directions, tx).start().unwrap());
+    assert_eq!(p.join_timeout(BOUND).unwrap(), (false, true));
+}
+
+fn directions(end: Connection<u8>) -> (bool, bool) {
+    (end.readable(), end.writable())
 }
 
 fn relay(conn: Connection<Connection<String>>) {

@@ -177,6 +177,31 @@ impl<T> Connection<T> {
         }
     }
 
+    /// Whether this end can receive (Python's `readable`): false only for a simplex pipe's
+    /// write end.
+    ///
+    /// ```
+    /// let (rx, tx) = procactor::Pipe::<u8>::simplex()?;
+    /// assert!(rx.readable() && !rx.writable());
+    /// assert!(tx.writable() && !tx.readable());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn readable(&self) -> bool {
+        !matches!(self.mode, Mode::WriteOnly)
+    }
+
+    /// Whether this end can send (Python's `writable`): false only for a simplex pipe's read
+    /// end.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<u8>::duplex()?;
+    /// assert!(a.writable() && b.writable() && a.readable());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn writable(&self) -> bool {
+        !matches!(self.mode, Mode::ReadOnly)
+    }
+
     fn check(&self, sending: bool) -> Result<()> {
         match (self.mode, sending) {
             (Mode::ReadOnly, true) => Err(Error::Unsupported(
