@@ -367,3 +367,87 @@ fn barrier_abort_wakes_waiters_with_broken_barrier() {
     assert!(r.is_err_and(|e| e.contains("broken")));
     assert!(matches!(Barrier::new(0), Err(Error::InvalidState(_))));
 }
+
+/// The action's counter: a named segment of the test process (the parties' parent).
+fn action_counter() -> String {
+    let main = procactor::process::parent_process().map_or(std::process::id(), |p| p.pid);
+    format!("procactor-test-barrier-action-{main}")
+}
+
+fn read_count(shm: &procactor::SharedMemory) -> u32 {
+    let mut b = [0u8; 4];
+    shm.read(0, &mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+/// The action: counts generations (it runs under the barrier's lock: one at a time).
+fn count_generation() {
+    let shm = procactor::SharedMemory::open(&action_counter()).unwrap();
+    let n = read_count(&shm) + 1;
+    shm.write(0, &n.to_le_bytes()).unwrap();
+}
+
+/// Waits `rounds` times; after each, what the counter says.
+fn action_party((b, rounds): (Barrier, u32)) -> Vec<u32> {
+    let shm = procactor::SharedMemory::open(&action_counter()).unwrap();
+    (0..rounds)
+        .map(|_| {
+            b.wait().unwrap();
+            read_count(&shm)
+        })
+        .collect()
+}
+
+#[test]
+fn a_barrier_action_runs_once_per_generation_before_anyone_goes_on() {
+    /// Unlinks the counter however the test ends.
+    struct Unlink(procactor::SharedMemory);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = self.0.unlink();
+        }
+    }
+    let _counter = Unlink(procactor::SharedMemory::create(&action_counter(), 4).unwrap());
+    let b = Barrier::with_action(3, count_generation).unwrap();
+    let ps: Vec<_> = (0..2)
+        .map(|_| reaped(Process::new(action_party, (b.clone(), 5)).start().unwrap()))
+        .collect();
+    let mine = action_party((b.clone(), 5));
+    let theirs: Vec<Vec<u32>> = ps
+        .into_iter()
+        .map(|p| p.join_timeout(BOUND).unwrap())
+        .collect();
+    // Each party, after each generation, saw it counted: the action ran before the release.
+    for seen in theirs.iter().chain([&mine]) {
+        assert_eq!(seen, &[1, 2, 3, 4, 5]);
+    }
+}
+
+fn panicking_action() {
+    panic!("the action failed on purpose");
+}
+
+fn wait_once(b: Barrier) -> String {
+    match b.wait_timeout(BOUND) {
+        Ok(_) => "released".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_panicking_barrier_action_breaks_the_barrier_for_everyone() {
+    let b = Barrier::with_action(2, panicking_action).unwrap();
+    let p = reaped(Process::new(wait_once, b.clone()).start().unwrap());
+    let mine = wait_once(b.clone());
+    let theirs = p.join_timeout(BOUND).unwrap();
+    let (acted, other) = if mine.contains("action") {
+        (mine, theirs)
+    } else {
+        (theirs, mine)
+    };
+    assert!(acted.contains("on purpose"), "{acted}");
+    assert!(other.contains("broken"), "{other}");
+    assert!(b.is_broken());
+    b.reset();
+    assert!(!b.is_broken());
+}

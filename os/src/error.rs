@@ -243,6 +243,11 @@ pub enum Error {
     #[error("the barrier is broken (a party timed out, aborted or reset it)")]
     BrokenBarrier,
 
+    /// A `Barrier`'s action panicked, in this party (the last to arrive): the barrier is
+    /// broken, and the other parties get [`Error::BrokenBarrier`].
+    #[error("the barrier's action panicked {0}")]
+    BarrierActionPanicked(Box<Panic>),
+
     /// The call would block for ever: the calling thread already holds this lock.
     #[error("deadlock: {0}")]
     Deadlock(&'static str),

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use procactor_os::code::{CodeRef, SignedCode};
 use serde::{Deserialize, Serialize};
 
 use super::robust::RawMutex;
@@ -65,9 +66,11 @@ impl Layout for BarrierCell {
 /// # Ok::<(), procactor::Error>(())
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(transparent)]
 pub struct Barrier {
     cell: Shared<BarrierCell>,
+    /// Run by the last party to arrive, before any is released (a function of this program,
+    /// checked where it runs).
+    action: Option<SignedCode>,
 }
 
 impl Barrier {
@@ -78,7 +81,34 @@ impl Barrier {
         }
         let cell = Shared::<BarrierCell>::new("procactor-barrier", 0)?;
         cell.parties.store(parties, Ordering::Release);
-        Ok(Barrier { cell })
+        Ok(Barrier { cell, action: None })
+    }
+
+    /// A barrier for `parties` processes whose `action` runs once per generation, in the
+    /// process of the last party to arrive, before any party is released (Python's
+    /// `Barrier(parties, action)`). `action` is a function of this program (a closure that
+    /// captures nothing). If it panics, the barrier breaks: that party gets
+    /// [`Error::BarrierActionPanicked`], the others [`Error::BrokenBarrier`]. A party killed
+    /// during the action is a party that never arrives: give the others a timeout.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Barrier, Process};
+    ///
+    /// fn party(b: Barrier) -> u32 {
+    ///     b.wait().unwrap()
+    /// }
+    ///
+    /// let b = Barrier::with_action(2, || println!("all arrived"))?;
+    /// let p = Process::new(party, b.clone()).start()?;
+    /// let mine = b.wait()?; // "all arrived" is printed once, before either goes on
+    /// assert_eq!(mine + p.join()?, 1);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn with_action(parties: u32, action: fn()) -> Result<Barrier> {
+        let mut b = Barrier::new(parties)?;
+        b.action = Some(CodeRef::new(action)?.sign());
+        Ok(b)
     }
 
     /// A barrier whose `wait` gives up (and breaks it) after `timeout`.
@@ -155,6 +185,13 @@ impl Barrier {
             }
             let index = cell.count.load(Ordering::Relaxed);
             if index + 1 >= cell.parties.load(Ordering::Relaxed) {
+                // The action runs under the lock: a party that times out meanwhile waits for
+                // it (and, if this process dies in it, finds the lock's owner dead: broken).
+                if let Err(e) = self.run_action() {
+                    self.end_generation(true);
+                    cell.broken.store(1, Ordering::Release);
+                    return Err(e);
+                }
                 self.end_generation(false);
                 return Ok(index);
             }
@@ -180,6 +217,18 @@ impl Barrier {
                 return Err(timeout);
             }
         }
+    }
+
+    /// Runs the action, if any, catching a panic.
+    fn run_action(&self) -> Result<()> {
+        let Some(signed) = self.action else {
+            return Ok(());
+        };
+        let action = CodeRef::<fn()>::verify(signed)?.get();
+        std::panic::catch_unwind(action).map_err(|p| {
+            let (message, location) = crate::bootstrap::caught_panic(&*p);
+            Error::BarrierActionPanicked(Box::new(crate::error::Panic { message, location }))
+        })
     }
 
     /// Ends the current generation (under the lock) and wakes its waiters.
