@@ -54,6 +54,19 @@ fn map_keeps_order_for_every_chunking() {
             p.starmap(|a: u32, b: u32| a * b, [(2, 3), (4, 5)]).unwrap(),
             [6, 20]
         );
+        let pairs: Vec<(u32, u32)> = (0..500).map(|i| (i, i + 1)).collect();
+        let r = p.starmap_async(|a: u32, b: u32| a * b, pairs).unwrap();
+        let expected: Vec<u32> = (0..500).map(|i| i * (i + 1)).collect();
+        assert_eq!(r.get().unwrap(), expected);
+        // A failing item: the async result reports it.
+        let r = p
+            .starmap_async(
+                |a: u32, b: u32| a.checked_div(b).expect("divided by 0"),
+                [(4, 2), (1, 0)],
+            )
+            .unwrap();
+        assert!(matches!(r.get(), Err(Error::TaskPanicked { index: 1, .. })));
+        assert!(!r.successful().unwrap());
         let unordered: Vec<(usize, u64)> = p
             .imap_unordered(square, 0..100)
             .unwrap()

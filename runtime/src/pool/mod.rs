@@ -624,6 +624,34 @@ impl Pool {
         })
     }
 
+    /// [`starmap`](Pool::starmap) without waiting (Python's `starmap_async`): the results, in
+    /// order, come through the returned [`AsyncResult`].
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn pow(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let r = pool.starmap_async(pow, [(2, 10), (3, 3)])?;
+    /// assert_eq!(r.get()?, [1024, 27]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        A: Portable,
+        B: Portable,
+        R: Portable,
+    {
+        let job = self.start_job::<fn(A, B) -> R, (A, B), R>(f, items, None)?;
+        Ok(AsyncResult {
+            job,
+            collect: collect_all::<R>,
+        })
+    }
+
     /// No more tasks may be submitted ([`Error::Closed`]); the workers exit once the work in
     /// hand is done. Then [`join`](Pool::join).
     ///
