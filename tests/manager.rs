@@ -1048,3 +1048,45 @@ fn a_set_is_one_set_for_every_process() {
     s.clear().unwrap();
     assert!(s.is_empty().unwrap());
 }
+
+/// Set by the manager's initializer, in the manager's process.
+static GREETING: OnceLock<String> = OnceLock::new();
+
+fn greet(who: String) {
+    GREETING.set(format!("hello {who}")).unwrap();
+}
+
+fn refuse(_: ()) {
+    panic!("the initializer refused on purpose");
+}
+
+struct Greeter;
+
+#[procactor::actor]
+impl Greeter {
+    fn init(_: ()) -> Self {
+        Greeter
+    }
+    pub fn greeting(&mut self) -> Option<String> {
+        GREETING.get().cloned()
+    }
+}
+
+#[test]
+fn a_managers_initializer_runs_in_its_process_before_it_serves() {
+    bounded(|| {
+        let m = Manager::builder()
+            .initializer(greet, "manager".to_string())
+            .start()
+            .unwrap();
+        // A hosted object lives in the manager's process: it sees what the initializer set.
+        let g = m.host::<Greeter>(()).unwrap();
+        assert_eq!(g.greeting().unwrap().as_deref(), Some("hello manager"));
+        assert_eq!(GREETING.get(), None, "it ran here, not in the manager");
+        let e = Manager::builder()
+            .initializer(refuse, ())
+            .start()
+            .unwrap_err();
+        assert!(e.to_string().contains("refused on purpose"), "{e}");
+    });
+}

@@ -27,6 +27,7 @@ mod exit;
 #[cfg(test)]
 mod fuzz;
 mod identity;
+mod init_fn;
 mod logs;
 mod manager;
 mod message;
@@ -49,8 +50,8 @@ pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 pub use bytemuck::Pod;
 pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
-    DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, Namespace,
-    RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
+    DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, ManagerBuilder,
+    Namespace, RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};

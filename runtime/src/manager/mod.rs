@@ -28,6 +28,7 @@ pub use hosted::{HostedProxy, HostedTell};
 pub use list::{ListIter, ListProxy};
 pub use remote::{RemoteManager, RemoteOptions, Shared};
 pub use set::SetProxy;
+
 pub use value::{Namespace, ValueProxy};
 
 use proto::{PackedRef, Request, Response};
@@ -98,6 +99,57 @@ pub struct Manager {
     core: ActorRef<ManagerCore>,
 }
 
+/// Options for a [`Manager`], from [`Manager::builder`].
+pub struct ManagerBuilder {
+    init: Option<Result<crate::init_fn::Call>>,
+}
+
+impl ManagerBuilder {
+    /// Runs `f(args)` in the manager's process before it serves anything (CPython's
+    /// `initializer`, `initargs`): set up logging, load what its hosted objects need. A panic in
+    /// it fails [`start`](ManagerBuilder::start) with its message. `f` is a function of this
+    /// program (a closure that captures nothing).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn hello(who: String) { eprintln!("manager for {who} starting") }
+    /// let m = procactor::Manager::builder().initializer(hello, "docs".to_string()).start()?;
+    /// # drop(m);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
+    where
+        A: crate::target::Portable,
+    {
+        self.init = Some(crate::init_fn::Call::new(f, &args));
+        self
+    }
+
+    /// Starts the manager process (after its initializer, if it has one).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// let m = procactor::Manager::builder().start()?;
+    /// assert_eq!(m.object_count()?, 0);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn start(self) -> Result<Manager> {
+        let init = self.init.transpose()?;
+        let core = ActorBuilder::<ManagerCore>::new(init)
+            .name("manager")
+            .spawn()?;
+        Ok(Manager { core })
+    }
+}
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("initializer", &self.init.is_some())
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Manager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Manager")
@@ -116,10 +168,23 @@ impl Manager {
     /// # Ok::<(), procactor::Error>(())
     /// ```
     pub fn start() -> Result<Manager> {
-        let core = ActorBuilder::<ManagerCore>::new(())
-            .name("manager")
-            .spawn()?;
-        Ok(Manager { core })
+        Manager::builder().start()
+    }
+
+    /// Options for a manager: an initializer (CPython's `start(initializer, initargs)`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn setup(level: u8) { assert!(level < 10, "bad level") }
+    /// let m = procactor::Manager::builder().initializer(setup, 3).start()?;
+    /// assert!(m.pid() > 0);
+    /// // A panic in the initializer fails the start, with its message.
+    /// let err = procactor::Manager::builder().initializer(setup, 12).start().unwrap_err();
+    /// assert!(err.to_string().contains("bad level"));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder { init: None }
     }
 
     /// The manager's process id.

@@ -217,11 +217,16 @@ pub(crate) struct ManagerCore {
 }
 
 impl Actor for ManagerCore {
-    type Args = ();
+    /// The initializer to run before serving, if any.
+    type Args = Option<crate::init_fn::Call>;
     type Msg = Request<Packed>;
     type Reply = Response;
 
-    fn init(_: (), ctx: &mut Context<Self>) -> Result<Self, InitError> {
+    fn init(init: Self::Args, ctx: &mut Context<Self>) -> Result<Self, InitError> {
+        if let Some((message, location)) = init.and_then(crate::init_fn::Call::run) {
+            let at = location.as_deref().unwrap_or("<unknown>");
+            return Err(format!("the manager's initializer panicked at {at}: {message}").into());
+        }
         HOSTING.store(ctx.id().0, Ordering::Relaxed);
         HOSTING_PID.store(crate::sys::getpid(), Ordering::Relaxed);
         let _ = MYSELF.set(ctx.myself().inner.clone());

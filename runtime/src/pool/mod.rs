@@ -191,7 +191,7 @@ impl PoolBuilder {
             let mut bytes = Vec::new();
             let fds = wire::encode(&args, &mut bytes)?;
             let fds = dup_all(&fds)?;
-            let (entry, func) = worker::init_code(f)?;
+            let (entry, func) = crate::init_fn::sign(f)?;
             Ok(InitSpec {
                 entry,
                 func,

@@ -114,14 +114,7 @@ pub(crate) struct Segment {
     pub(crate) len: u32,
 }
 
-/// An initializer: `init_entry::<A>`, the user's `fn(A)`, and the encoded argument.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct InitCall {
-    pub(crate) entry: SignedCode,
-    pub(crate) func: SignedCode,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) fds: Vec<Fd>,
-}
+pub(crate) use crate::init_fn::Call as InitCall;
 
 /// What a worker process is started with.
 #[derive(Serialize, Deserialize)]
@@ -136,21 +129,8 @@ pub(crate) struct WorkerArgs {
 }
 
 /// `Some((message, location))` when the initializer failed.
-type InitFailure = Option<(String, Option<String>)>;
-type InitEntry = fn(func: SignedCode, bytes: &[u8], fds: Vec<OwnedFd>) -> InitFailure;
 type RunEntry =
     fn(func: SignedCode, items: &[u8], fds: Vec<OwnedFd>, run: &RunHeader, w: &mut Worker);
-
-/// The entry points for `fn(A)` initializers and `fn(A) -> R` tasks, and the user's function,
-/// signed for the workers.
-pub(crate) fn init_code<A: DeserializeOwned + 'static>(
-    f: fn(A),
-) -> Result<(SignedCode, SignedCode)> {
-    Ok((
-        CodeRef::new(init_entry::<A> as InitEntry)?.sign(),
-        CodeRef::new(f)?.sign(),
-    ))
-}
 
 pub(crate) fn run_code<F, A, R>(f: F) -> Result<CodePair>
 where
@@ -229,12 +209,7 @@ pub(crate) fn worker_main(args: WorkerArgs) {
     // The pool sends large batches in memory files.
     let chan = Channel::from_fd(args.chan.0).files_only();
     if let Some(init) = args.init {
-        let fds = init.fds.into_iter().map(|f| f.0).collect();
-        let failed = match CodeRef::<InitEntry>::verify(init.entry) {
-            Ok(entry) => entry.get()(init.func, &init.bytes, fds),
-            Err(e) => Some((e.to_string(), None)),
-        };
-        if let Some((message, location)) = failed {
+        if let Some((message, location)) = init.run() {
             let _ = send_report(&chan, &Report::InitFailed { message, location }, &[]);
             return;
         }
@@ -572,26 +547,6 @@ impl Worker {
             self.open = Some((run, 0, 0));
         }
         Ok(())
-    }
-}
-
-/// Runs a pool initializer `fn(A)`; what went wrong, if it did.
-fn init_entry<A: DeserializeOwned + 'static>(
-    func: SignedCode,
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> InitFailure {
-    let args = match wire::decode::<A>(bytes, fds) {
-        Ok(a) => a,
-        Err(e) => return Some((format!("its argument did not decode: {e}"), None)),
-    };
-    let f = match CodeRef::<fn(A)>::verify(func) {
-        Ok(f) => f.get(),
-        Err(e) => return Some((e.to_string(), None)),
-    };
-    match panic::catch_unwind(AssertUnwindSafe(move || f(args))) {
-        Ok(()) => None,
-        Err(payload) => Some(bootstrap::caught_panic(&*payload)),
     }
 }
 
