@@ -23,6 +23,7 @@ fn actor_attribute() {
     t.compile_fail("tests/ui/actor_without_init.rs");
     t.compile_fail("tests/ui/actor_several_mistakes.rs");
     t.compile_fail("tests/ui/actor_bad_name_argument.rs");
+    t.compile_fail("tests/ui/hosted_private_method.rs");
 }
 
 #[test]

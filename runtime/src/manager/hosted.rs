@@ -58,6 +58,11 @@ impl<A: Actor> Drop for HostedObj<A> {
 /// not call proxies of its own manager (that would wait for itself:
 /// [`Error::Deadlock`](crate::Error::Deadlock)).
 ///
+/// **What a proxy can call** (CPython's `exposed=`): the actor's `pub` handlers, and nothing
+/// else. They are its message type; a private method is not a message, so no proxy has it (a
+/// compile error, pinned in `tests/ui/hosted_private_method.rs`), and a forged message naming
+/// anything else does not decode in the manager.
+///
 /// ```
 /// # procactor::init();
 /// use procactor::{manager::HostedProxy, Manager, Process};
