@@ -23,7 +23,7 @@ pub mod process {
 
 /// Typed pipes between processes: [`Pipe`] makes a pair of [`Connection`]s (Python's `multiprocessing.Pipe`).
 pub mod pipe {
-    pub use procactor_runtime::{Connection, Pipe, DEFAULT_MAX_MESSAGE_SIZE};
+    pub use procactor_runtime::{Connection, Descriptor, Pipe, DEFAULT_MAX_MESSAGE_SIZE};
 }
 
 /// Connections between programs and hosts: [`Listener`](connection::Listener), [`Client`](connection::Client) and [`wait`](connection::wait) (Python's `multiprocessing.connection`), authenticated by an authkey and encrypted by default; CPython's protocol on request.

@@ -369,3 +369,39 @@ fn an_end_is_shared_by_threads() {
         );
     });
 }
+
+/// Receives a socket's descriptor in a message, and speaks through it.
+fn speak_through(conn: Connection<procactor::pipe::Descriptor>) {
+    use std::io::Write;
+    let d = conn.recv_timeout(BOUND).unwrap();
+    let mut s = std::os::unix::net::UnixStream::from(d.into_owned());
+    s.write_all(b"through a sent socket").unwrap();
+}
+
+#[test]
+fn any_descriptor_travels_in_a_message_and_arrives_usable() {
+    use procactor::pipe::Descriptor;
+    use std::io::Read;
+    let (mut mine, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (a, b) = Pipe::<Descriptor>::duplex().unwrap();
+    let p = reaped(Process::new(speak_through, b).start().unwrap());
+    a.send(Descriptor::new(theirs)).unwrap();
+    p.join_timeout(BOUND).unwrap();
+    // The child's copy is closed with the child, ours with the sent value: end of stream.
+    let mut got = String::new();
+    mine.set_read_timeout(Some(BOUND)).unwrap();
+    mine.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "through a sent socket");
+    // Not across hosts: a network connection refuses it, and stays usable.
+    let listener = procactor::connection::Listener::bind("127.0.0.1:0")
+        .unwrap()
+        .authkey(b"k");
+    let client = procactor::connection::Client::new(listener.address()).authkey(b"k");
+    let t = std::thread::spawn(move || client.connect::<Descriptor>().unwrap());
+    let server = listener.accept::<Descriptor>().unwrap();
+    let net = t.join().unwrap();
+    let file = Descriptor::new(std::fs::File::open("/dev/null").unwrap());
+    assert!(net.send(file).is_err());
+    net.send_bytes(b"still usable").unwrap();
+    assert_eq!(server.recv_bytes_timeout(BOUND).unwrap(), b"still usable");
+}

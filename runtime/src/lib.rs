@@ -23,6 +23,7 @@ use procactor_os::{closer, error, per_process, shm, sys, wire};
 mod actor;
 mod bootstrap;
 pub mod connection;
+mod descriptor;
 mod exit;
 #[cfg(test)]
 mod fuzz;
@@ -48,6 +49,7 @@ pub use actor::{
 pub use bootstrap::{get_start_method, init, set_start_method, StartMethod};
 /// Plain-old-data types can live in [`Value`] and [`Array`] (derive it with `bytemuck`).
 pub use bytemuck::Pod;
+pub use descriptor::Descriptor;
 pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
     DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, ManagerBuilder,
