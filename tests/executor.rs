@@ -483,3 +483,34 @@ fn executor_map_streams_and_an_input_panic_comes_after_the_results_before_it() {
         assert_eq!(first[499], 499 * 499);
     });
 }
+
+#[test]
+fn terminate_and_kill_workers_stop_running_tasks_and_close_the_executor() {
+    for gently in [true, false] {
+        let ex = Executor::new(2).unwrap();
+        let pids = ex.pids();
+        let running: Vec<_> = (0..2).map(|_| ex.submit(nap, 60_000).unwrap()).collect();
+        let queued: Vec<_> = (0..5).map(|_| ex.submit(nap, 60_000).unwrap()).collect();
+        // Both workers busy with a task each.
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        if gently {
+            ex.terminate_workers();
+        } else {
+            ex.kill_workers();
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        for f in running.iter().chain(&queued) {
+            assert!(
+                f.result_timeout(BOUND).is_err(),
+                "a task finished after all"
+            );
+        }
+        assert!(pids.iter().all(|&p| !pid_alive(p)), "a worker outlived it");
+        assert!(matches!(ex.submit(nap, 1), Err(Error::Closed)));
+        // Again, and on an idle executor: nothing to do, nothing hangs.
+        ex.terminate_workers();
+        ex.kill_workers();
+        Executor::new(1).unwrap().kill_workers();
+    }
+}

@@ -198,6 +198,9 @@ struct State {
     pending: VecDeque<Run>,
     workers: Vec<Option<Worker>>,
     phase: Phase,
+    /// How a terminate stops the workers: SIGKILL, or SIGTERM first (then SIGKILL for a worker
+    /// that does not end in time).
+    gently: bool,
     /// A replacement worker's initializer failed: every task fails with this from then on.
     broken: Option<Fail>,
     next_batch: u32,
@@ -233,6 +236,7 @@ impl Core {
                 pending: VecDeque::new(),
                 workers: Vec::new(),
                 phase: Phase::Running,
+                gently: false,
                 broken: None,
                 next_batch: 1,
                 item_ns: None,
@@ -388,9 +392,15 @@ impl Core {
 
     /// Kills the workers; everything not finished fails with `Cancelled`.
     pub(crate) fn terminate(&self) {
+        self.terminate_with(false);
+    }
+
+    /// [`terminate`](Core::terminate), with SIGTERM first if `gently`.
+    pub(crate) fn terminate_with(&self, gently: bool) {
         let mut st = self.lock();
         if st.phase != Phase::Stopped {
             st.phase = Phase::Terminating;
+            st.gently = gently;
         }
         drop(st);
         sys::eventfd_signal(self.wake.as_fd());
@@ -916,12 +926,21 @@ impl Core {
         st.phase = Phase::Terminating;
         let workers: Vec<Worker> = st.workers.iter_mut().filter_map(Option::take).collect();
         let mut jobs: Vec<Arc<JobCore>> = st.pending.drain(..).map(|r| r.job).collect();
+        let gently = st.gently;
         drop(st);
         for w in &workers {
-            let _ = w.handle.kill();
+            let _ = if gently {
+                w.handle.terminate()
+            } else {
+                w.handle.kill()
+            };
         }
         for w in workers {
-            let _ = w.handle.join_timeout(READY_TIMEOUT);
+            if w.handle.join_timeout(READY_TIMEOUT).is_err() && gently {
+                // It did not end on SIGTERM in time: it does now.
+                let _ = w.handle.kill();
+                let _ = w.handle.join_timeout(READY_TIMEOUT);
+            }
             jobs.extend(
                 w.inflight
                     .into_iter()

@@ -271,6 +271,51 @@ impl Executor {
         }
     }
 
+    /// Stops every worker now with SIGTERM (SIGKILL for one that does not end within a few
+    /// seconds), and shuts the executor down (Python 3.14's `terminate_workers`): running tasks
+    /// never finish, their futures and the pending ones fail, and a later `submit` is
+    /// [`Error::Closed`]. Safe on an idle, broken or already stopped executor.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = procactor::Executor::new(1)?;
+    /// let f = ex.submit(nap, 60_000)?;
+    /// ex.terminate_workers();
+    /// assert!(f.result().is_err());
+    /// assert!(matches!(ex.submit(nap, 1), Err(procactor::Error::Closed)));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn terminate_workers(&self) {
+        self.stop_workers(true);
+    }
+
+    /// [`terminate_workers`](Executor::terminate_workers) with SIGKILL (Python 3.14's
+    /// `kill_workers`).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = procactor::Executor::new(1)?;
+    /// let f = ex.submit(nap, 60_000)?;
+    /// ex.kill_workers();
+    /// assert!(f.result().is_err());
+    /// ex.kill_workers(); // again: nothing to do
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn kill_workers(&self) {
+        self.stop_workers(false);
+    }
+
+    fn stop_workers(&self, gently: bool) {
+        self.pool.core.close();
+        self.pool.core.terminate_with(gently);
+        let _ = self.pool.core.wait_stopped(Wait::Forever);
+        self.pool.join_thread();
+    }
+
     /// The number of worker processes.
     ///
     /// ```
