@@ -405,3 +405,32 @@ fn any_descriptor_travels_in_a_message_and_arrives_usable() {
     net.send_bytes(b"still usable").unwrap();
     assert_eq!(server.recv_bytes_timeout(BOUND).unwrap(), b"still usable");
 }
+
+/// Sends three messages of growing length.
+fn send_three(conn: Connection<()>) {
+    for m in [&b"one"[..], &[b'x'; 100][..], b"three"] {
+        conn.send_bytes(m).unwrap();
+    }
+}
+
+#[test]
+fn a_message_too_long_for_the_buffer_comes_back_whole_and_the_pipe_goes_on() {
+    let (a, b) = Pipe::<()>::duplex().unwrap();
+    let p = reaped(Process::new(send_three, b).start().unwrap());
+    let mut buf = [0u8; 16];
+    assert_eq!(a.recv_bytes_into_slice(&mut buf, 10).unwrap(), 3);
+    assert_eq!(&buf[10..13], b"one");
+    match a.recv_bytes_into_slice_timeout(&mut buf, 10, BOUND) {
+        Err(Error::BufferTooShort { message, room }) => {
+            assert_eq!((message.len(), room), (100, 6));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.recv_bytes_into_slice(&mut buf, 0).unwrap(), 5);
+    assert_eq!(&buf[..5], b"three");
+    assert!(matches!(
+        a.recv_bytes_into_slice(&mut buf, 17),
+        Err(Error::InvalidState(_))
+    ));
+    p.join_timeout(BOUND).unwrap();
+}

@@ -243,6 +243,16 @@ pub enum Error {
     #[error("the barrier is broken (a party timed out, aborted or reset it)")]
     BrokenBarrier,
 
+    /// A message did not fit in the buffer given to receive it (Python's `BufferTooShort`):
+    /// here it is, whole; the connection goes on with the next one.
+    #[error("a {}-byte message did not fit in the {room} bytes given", message.len())]
+    BufferTooShort {
+        /// The message received.
+        message: Vec<u8>,
+        /// The room there was.
+        room: usize,
+    },
+
     /// A `Barrier`'s action panicked, in this party (the last to arrive): the barrier is
     /// broken, and the other parties get [`Error::BrokenBarrier`].
     #[error("the barrier's action panicked {0}")]

@@ -303,6 +303,66 @@ impl<T> Connection<T> {
         self.recv_bytes_into_wait(buf, Wait::timeout(timeout))
     }
 
+    /// Receives raw bytes into `buf` from position `offset` on (Python's
+    /// `recv_bytes_into(buffer, offset)`): how many. A message longer than the room left is
+    /// [`Error::BufferTooShort`], which holds the whole message; the connection goes on with
+    /// the next one. An `offset` past the end of `buf` is an error before anything is read.
+    ///
+    /// ```
+    /// let (a, b) = procactor::Pipe::<()>::duplex()?;
+    /// let mut buf = [0u8; 8];
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes_into_slice(&mut buf, 2)?, 3);
+    /// assert_eq!(&buf[..5], b"\0\0abc");
+    /// a.send_bytes(b"far too long")?;
+    /// match b.recv_bytes_into_slice(&mut buf, 0) {
+    ///     Err(procactor::Error::BufferTooShort { message, room: 8 }) => assert_eq!(message, b"far too long"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes_into_slice(&self, buf: &mut [u8], offset: usize) -> Result<usize> {
+        self.recv_bytes_into_slice_wait(buf, offset, Wait::Forever)
+    }
+
+    /// [`recv_bytes_into_slice`](Connection::recv_bytes_into_slice), waiting at most `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (_a, b) = procactor::Pipe::<()>::duplex()?;
+    /// let mut buf = [0u8; 8];
+    /// let e = b.recv_bytes_into_slice_timeout(&mut buf, 0, Duration::from_millis(1)).unwrap_err();
+    /// assert!(e.is_timeout());
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn recv_bytes_into_slice_timeout(
+        &self,
+        buf: &mut [u8],
+        offset: usize,
+        timeout: Duration,
+    ) -> Result<usize> {
+        self.recv_bytes_into_slice_wait(buf, offset, Wait::timeout(timeout))
+    }
+
+    fn recv_bytes_into_slice_wait(
+        &self,
+        buf: &mut [u8],
+        offset: usize,
+        wait: Wait,
+    ) -> Result<usize> {
+        let Some(room) = buf.len().checked_sub(offset) else {
+            return Err(Error::InvalidState(
+                "the offset is past the end of the buffer",
+            ));
+        };
+        let message = self.recv_bytes_wait(wait)?;
+        if message.len() > room {
+            return Err(Error::BufferTooShort { message, room });
+        }
+        buf[offset..offset + message.len()].copy_from_slice(&message);
+        Ok(message.len())
+    }
+
     fn recv_bytes_into_wait(&self, buf: &mut Vec<u8>, wait: Wait) -> Result<usize> {
         self.check(false)?;
         let chan = match &self.link {
