@@ -367,3 +367,63 @@ fn garbage_written_into_the_ring_is_an_error_not_a_hang() {
     let p = reaped(Process::new(scribble_over_a_queue, ()).start().unwrap());
     p.join_timeout(BOUND).unwrap();
 }
+
+/// Blocks in `get` (on an empty queue) or `put` (on a full one); says how it ended, and when.
+fn blocked((q, getting): (Queue<Vec<u8>>, bool)) -> (bool, u128) {
+    let t = std::time::Instant::now();
+    let closed = if getting {
+        matches!(q.get(), Err(Error::Closed))
+    } else {
+        matches!(q.put(vec![1; 10]), Err(Error::Closed))
+    };
+    (closed, t.elapsed().as_millis())
+}
+
+#[test]
+fn an_immediate_shutdown_drops_what_is_queued_and_fails_blocked_getters_and_putters() {
+    // A getter blocked on an empty queue.
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    let g = reaped(Process::new(blocked, (q.clone(), true)).start().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(q.shutdown(true).unwrap(), 0);
+    let (closed, _) = g.join_timeout(BOUND).unwrap();
+    assert!(closed);
+    // A putter blocked on a full queue, whose items (small and spilled) are dropped.
+    let q = Queue::<Vec<u8>>::bounded(2).unwrap();
+    q.put(vec![0; 8]).unwrap();
+    q.put(vec![0; 4 << 20]).unwrap();
+    let p = reaped(Process::new(blocked, (q.clone(), false)).start().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(q.shutdown(true).unwrap(), 2);
+    let (closed, _) = p.join_timeout(BOUND).unwrap();
+    assert!(closed);
+    assert_eq!(q.qsize(), 0);
+    assert!(matches!(q.get(), Err(Error::Closed)));
+    // A gentle shutdown is close(): what is queued can still be taken.
+    let q = Queue::<u8>::new().unwrap();
+    q.put(7).unwrap();
+    assert_eq!(q.shutdown(false).unwrap(), 0);
+    assert_eq!(q.get().unwrap(), 7);
+    assert!(matches!(q.get(), Err(Error::Closed)));
+}
+
+#[test]
+fn an_immediate_shutdown_releases_a_joinable_queues_join() {
+    let q = JoinableQueue::<u32>::new().unwrap();
+    for i in 0..5 {
+        q.put(i).unwrap();
+    }
+    // Two taken and done; three still queued.
+    for _ in 0..2 {
+        q.get().unwrap();
+        q.task_done().unwrap();
+    }
+    let joiner = {
+        let q = q.clone();
+        std::thread::spawn(move || q.join_timeout(BOUND))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(q.shutdown(true).unwrap(), 3);
+    joiner.join().unwrap().unwrap();
+    assert_eq!(q.unfinished(), 0);
+}

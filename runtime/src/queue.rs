@@ -464,6 +464,36 @@ impl Inner {
     /// Records of lower ids are skipped: their producers died before committing them. A record
     /// of a higher id is left for its item: ours is gone, taken by a consumer that died before
     /// committing its `get`, and only this item is lost.
+    /// Closes the queue and drops everything in it (a shutdown `immediate`): the ring is
+    /// emptied, spilled items' memory released, and a `JoinableQueue`'s count of unfinished
+    /// items lowered by as many (its `join` returns once that reaches 0). How many were dropped.
+    fn discard_all(&self) -> Result<u32> {
+        let c = &*self.cell;
+        let _held = Held::lock(self)?;
+        c.closed.store(1, Ordering::Release);
+        let dropped = c.count.load(Ordering::Relaxed);
+        c.head
+            .store(c.tail.load(Ordering::Relaxed), Ordering::Release);
+        c.count.store(0, Ordering::Relaxed);
+        // Spilled items' memory files wait in the spill socket: closed now, not with the queue.
+        // (Closed, the queue takes no more: nothing new arrives there while the lock is held.)
+        let mut idb = [0u8; 8];
+        while let Ok(sys::Recv::Record(_, fds) | sys::Recv::Bad(_, fds)) =
+            sys::recv_record(self.spill_rx.as_fd(), &mut idb, true)
+        {
+            crate::closer::close_later(fds);
+        }
+        let left = c.unfinished.load(Ordering::Relaxed);
+        let now = left.saturating_sub(u64::from(dropped));
+        c.unfinished.store(now, Ordering::Relaxed);
+        if now == 0 && left > 0 {
+            c.all_done.notify(u32::MAX);
+        }
+        c.not_empty.notify(u32::MAX);
+        c.not_full.notify(u32::MAX);
+        Ok(dropped)
+    }
+
     fn take_spilled(&self, id: u64, size: usize) -> Result<Region> {
         let lost = || Error::Decode {
             expected: "a queued item",
@@ -560,6 +590,31 @@ impl<T> Queue<T> {
         c.closed.store(1, Ordering::Release);
         c.not_empty.notify(u32::MAX);
         c.not_full.notify(u32::MAX);
+    }
+
+    /// Shuts the queue down (Python 3.13's `shutdown(immediate)`). With `immediate` false it
+    /// is [`close`](Queue::close): what is queued can still be taken. With `immediate` true
+    /// everything queued is dropped too: waiting getters and putters fail at once with
+    /// [`Error::Closed`], and a [`JoinableQueue`]'s `join` returns once the dropped items no
+    /// longer count. How many items were dropped.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use procactor::{Error, Queue};
+    /// let q = Queue::new()?;
+    /// q.put(1u8)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.shutdown(true)?, 2);
+    /// assert!(matches!(q.get(), Err(Error::Closed)));
+    /// assert!(matches!(q.put(3), Err(Error::Closed)));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn shutdown(&self, immediate: bool) -> Result<u32> {
+        if !immediate {
+            self.close();
+            return Ok(0);
+        }
+        self.inner.discard_all()
     }
 
     /// Whether `close` was called.
