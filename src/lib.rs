@@ -16,8 +16,8 @@ pub use procactor_runtime::{
 pub mod process {
     pub use procactor_runtime::{
         active_children, cpu_count, current_process, exit_join_timeout, get_start_method, init,
-        parent_process, set_exit_join_timeout, set_start_method, NoArg, Portable, Process,
-        ProcessHandle, ProcessInfo, StartMethod, Target, WithArg,
+        parent_process, set_exit_join_timeout, set_start_method, NoArg, ParentProcess, Portable,
+        Process, ProcessHandle, ProcessInfo, StartMethod, Target, WithArg,
     };
 }
 

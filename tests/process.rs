@@ -569,3 +569,44 @@ fn targets_of_every_shape_run_and_captures_are_refused_with_a_reason() {
         assert!(pool.apply(move |x: u64| x + k, 1).is_err());
     });
 }
+
+/// A grandchild: reports whether its parent lives, then waits for it to end and reports again.
+fn watch_parent(report: Connection<(bool, bool)>) {
+    let parent = procactor::process::parent_process().unwrap();
+    let alive = parent.is_alive();
+    let ended = parent.join_timeout(BOUND).is_ok();
+    report.send((alive, ended && !parent.is_alive())).unwrap();
+}
+
+/// Starts `watch_parent`, says it did, and waits to be killed.
+fn watched_middle(
+    (report, started, method): (Connection<(bool, bool)>, Connection<u32>, StartMethod),
+) {
+    let child = Process::new(watch_parent, report)
+        .daemon(false)
+        .start_method(method)
+        .start()
+        .unwrap();
+    started.send(child.pid()).unwrap();
+    forever(());
+}
+
+#[test]
+fn a_child_sees_its_parent_alive_then_ended() {
+    for method in METHODS {
+        let (report_rx, report_tx) = Pipe::<(bool, bool)>::simplex().unwrap();
+        let (started_rx, started_tx) = Pipe::<u32>::simplex().unwrap();
+        let m = reaped(
+            Process::new(watched_middle, (report_tx, started_tx, method))
+                .start()
+                .unwrap(),
+        );
+        let grandchild = started_rx.recv_timeout(BOUND).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        m.kill().unwrap();
+        let got = report_rx.recv_timeout(BOUND);
+        // SAFETY: kill(2) on a pid we were told about; at worst it is already gone.
+        unsafe { libc::kill(grandchild as i32, libc::SIGKILL) };
+        assert_eq!(got.unwrap(), (true, true), "{method:?}");
+    }
+}

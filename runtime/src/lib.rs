@@ -74,7 +74,7 @@ pub use pool::{
 };
 pub use process::{
     active_children, cpu_count, current_process, exit_join_timeout, parent_process,
-    set_exit_join_timeout, Process, ProcessHandle, ProcessInfo,
+    set_exit_join_timeout, ParentProcess, Process, ProcessHandle, ProcessInfo,
 };
 pub use queue::{JoinableQueue, Queue, QueueBuilder, SimpleQueue};
 pub use shared::{

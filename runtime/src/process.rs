@@ -674,21 +674,79 @@ pub fn current_process() -> ProcessInfo {
     }
 }
 
-/// The process that started this one (`None` in the program itself).
+/// The process that started this one (`None` in the program itself): its name and pid, and
+/// whether it still runs (Python's `parent_process()`).
 ///
 /// ```
 /// # procactor::init();
-/// fn parent(_: ()) -> Option<u32> { procactor::process::parent_process().map(|p| p.pid) }
+/// fn parent(_: ()) -> Option<(u32, bool)> {
+///     procactor::process::parent_process().map(|p| (p.pid, p.is_alive()))
+/// }
 /// assert_eq!(procactor::process::parent_process(), None);
 /// let p = procactor::Process::new(parent, ()).start()?;
-/// assert_eq!(p.join()?, Some(std::process::id()));
+/// assert_eq!(p.join()?, Some((std::process::id(), true)));
 /// # Ok::<(), procactor::Error>(())
 /// ```
-pub fn parent_process() -> Option<ProcessInfo> {
-    crate::identity::child_info().map(|c| ProcessInfo {
+pub fn parent_process() -> Option<ParentProcess> {
+    crate::identity::child_info().map(|c| ParentProcess {
         name: c.parent_name.clone(),
         pid: c.parent_pid,
     })
+}
+
+/// This process's parent, from [`parent_process`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentProcess {
+    /// Its name (`MainProcess` for the program itself).
+    pub name: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl ParentProcess {
+    /// Whether it still runs: it is this process's parent as long as it lives (once it ends,
+    /// another process adopts this one), so a recycled pid cannot fool it.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// fn alive(_: ()) -> bool { procactor::process::parent_process().unwrap().is_alive() }
+    /// assert!(procactor::Process::new(alive, ()).start()?.join()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn is_alive(&self) -> bool {
+        sys::getppid() == self.pid
+    }
+
+    /// Waits at most `timeout` for it to end ([`Error::Timeout`] if it has not): a child can
+    /// wind down once its parent is gone (Python's `parent_process().join()`, with a
+    /// deadline).
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::time::Duration;
+    /// fn waits(_: ()) -> bool {
+    ///     let parent = procactor::process::parent_process().unwrap();
+    ///     parent.join_timeout(Duration::from_millis(50)).unwrap_err().is_timeout()
+    /// }
+    /// assert!(procactor::Process::new(waits, ()).start()?.join()?);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        // The pidfd first, then the check that the pid is still our parent's: the pidfd then
+        // names the parent itself, not a process that reused its pid.
+        let Ok(fd) = sys::pidfd_open(self.pid) else {
+            return Ok(());
+        };
+        if !self.is_alive() {
+            return Ok(());
+        }
+        let wait = Wait::timeout(timeout);
+        match sys::wait_readable(&[fd.as_fd()], wait.deadline()) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(wait.expired()),
+            Err(e) => Err(Error::io("poll", e)),
+        }
+    }
 }
 
 /// The children of this process that are still running (reaping those that ended).

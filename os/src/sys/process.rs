@@ -111,6 +111,11 @@ pub fn getpid() -> u32 {
     pid
 }
 
+/// The parent process's pid (after the parent ends, the process that adopted this one).
+pub fn getppid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32)
+}
+
 /// The calling thread's id.
 #[inline]
 pub fn gettid() -> u32 {
