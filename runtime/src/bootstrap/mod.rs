@@ -70,6 +70,12 @@ static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
 /// Sets the start method used by processes that do not choose one (Python's
 /// `set_start_method`).
 ///
+/// A second call replaces the default, for processes started after it. (CPython raises unless
+/// `force=True`, because its context is global state other code relies on. Here a default is
+/// only a default: code that needs a method says so itself.) The equivalent of CPython's
+/// `get_context(method)` is choosing per object: [`Process::start_method`](crate::Process),
+/// `PoolBuilder::start_method`, `ExecutorBuilder::start_method`.
+///
 /// ```
 /// use procactor::StartMethod;
 /// procactor::set_start_method(StartMethod::ForkServer);
