@@ -1091,3 +1091,43 @@ fn a_tasks_tells_and_manager_writes_are_done_when_its_result_comes_back() {
         }
     });
 }
+
+fn fails_on_purpose(_: ()) -> u8 {
+    panic!("failed on purpose")
+}
+
+#[test]
+fn async_callbacks_run_once_off_the_pool_thread_with_the_result_or_the_error() {
+    let pool = Pool::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // A slow callback: the pool goes on meanwhile.
+    let slow_tx = tx.clone();
+    pool.apply_async(square, 3).unwrap().on_done(move |r| {
+        std::thread::sleep(Duration::from_millis(3000));
+        slow_tx
+            .send(format!("{:?}", r.map_err(|e| e.to_string())))
+            .unwrap();
+    });
+    let t = std::time::Instant::now();
+    let squares = pool.map(square, 0..200).unwrap();
+    assert_eq!(squares.len(), 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "the pool waited for a callback"
+    );
+    let err_tx = tx.clone();
+    pool.apply_async(fails_on_purpose, ())
+        .unwrap()
+        .on_done(move |r| err_tx.send(format!("{}", r.unwrap_err())).unwrap());
+    let map_tx = tx;
+    pool.starmap_async(|a: u64, b: u64| a + b, [(1, 2), (3, 4)])
+        .unwrap()
+        .on_done(move |r| map_tx.send(format!("{:?}", r.unwrap())).unwrap());
+    let mut got: Vec<String> = (0..3).map(|_| rx.recv_timeout(BOUND).unwrap()).collect();
+    got.sort();
+    assert_eq!(got[0], "Ok(9)");
+    assert_eq!(got[1], "[3, 7]");
+    assert!(got[2].contains("failed on purpose"), "{}", got[2]);
+    // Each ran once: nothing more comes.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+}

@@ -13,6 +13,7 @@
 //! results are taken), `executor` (futures).
 
 mod blame;
+mod callbacks;
 mod core;
 mod executor;
 mod feed;
@@ -1039,6 +1040,39 @@ impl<T> AsyncResult<T> {
             return Err(Error::InvalidState("the result is not ready"));
         }
         Ok((self.collect)(&self.job, &st).is_ok())
+    }
+    /// Runs `callback` with the result once it is ready (Python's `callback` and
+    /// `error_callback` of every `*_async`, in one: an `Err` is the error). It runs once, in
+    /// this process, on a thread of callbacks: never on the pool's own thread (a slow callback
+    /// holds up later callbacks, not the pool), and never in the caller's. A callback that
+    /// panics costs only itself.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// use std::sync::mpsc;
+    /// fn double(x: u32) -> u32 { x * 2 }
+    /// let pool = procactor::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.map_async(double, [1, 2, 3])?.on_done(move |r| tx.send(r).unwrap());
+    /// let got = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    /// assert_eq!(got?, [2, 4, 6]);
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn on_done(&self, callback: impl FnOnce(Result<T>) + Send + 'static)
+    where
+        T: 'static,
+    {
+        let (job, collect) = (self.job.clone(), self.collect);
+        self.job.on_done(Box::new(move || {
+            // The result is decoded on the callback thread too, not on the pool's.
+            callbacks::run(Box::new(move || {
+                let result = {
+                    let st = job.lock();
+                    collect(&job, &st)
+                };
+                callback(result);
+            }));
+        }));
     }
 }
 
