@@ -71,8 +71,8 @@ pub mod actor {
 /// A manager process that hosts shared lists, dicts, sets, values and namespaces behind proxies (Python's `multiprocessing.Manager`).
 pub mod manager {
     pub use procactor_runtime::{
-        DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, ManagerBuilder,
-        Namespace, RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
+        DictIter, DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager,
+        ManagerBuilder, Namespace, RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
     };
 }
 

@@ -243,6 +243,12 @@ pub enum Error {
     #[error("the barrier is broken (a party timed out, aborted or reset it)")]
     BrokenBarrier,
 
+    /// A shared object changed size while it was being iterated over (Python's `RuntimeError:
+    /// dictionary changed size during iteration`): the iteration stops here rather than skip
+    /// or repeat items.
+    #[error("{0} changed size during iteration")]
+    Changed(String),
+
     /// A message did not fit in the buffer given to receive it (Python's `BufferTooShort`):
     /// here it is, whole; the connection goes on with the next one.
     #[error("a {}-byte message did not fit in the {room} bytes given", message.len())]

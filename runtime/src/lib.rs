@@ -52,8 +52,8 @@ pub use bytemuck::Pod;
 pub use descriptor::Descriptor;
 pub use error::{Error, ExitReason, Panic, Result, TrySendError};
 pub use manager::{
-    DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager, ManagerBuilder,
-    Namespace, RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
+    DictIter, DictProxy, Gateway, HostedProxy, HostedTell, ListIter, ListProxy, Manager,
+    ManagerBuilder, Namespace, RemoteManager, RemoteOptions, SetProxy, Shared, ValueProxy,
 };
 pub use message::{Message, Schema};
 pub use pipe::{Connection, Pipe};

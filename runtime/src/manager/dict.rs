@@ -33,12 +33,19 @@ enum DictOp<K, V> {
     Update(K, FnRef),
     Upsert(K, V, FnRef),
     PopItem,
+    /// Items `start..start + n` of the map's order, if its size did not change since `version`
+    /// (none: the first page); answered with the current version.
+    Page(u64, u64, Option<u64>),
 }
 
 /// Marks the proxies of this kind (their type fingerprint).
 pub(super) struct DictTag;
 
-struct DictObj<K, V>(HashMap<K, V>);
+struct DictObj<K, V>(HashMap<K, V>, Version);
+
+/// Bumped whenever the map's size changes: an iteration's pages are consistent while it holds.
+#[derive(Default)]
+struct Version(u64);
 
 pub(super) fn make<K, V>(
     init: &[u8],
@@ -51,6 +58,7 @@ where
     let items: Vec<(K, V)> = wire::decode(init, fds).map_err(Fault::bad)?;
     Ok(Box::new(DictObj(
         items.into_iter().collect::<HashMap<K, V>>(),
+        Version::default(),
     )))
 }
 
@@ -68,6 +76,22 @@ where
     type Proxy = DictProxy<K, V>;
 
     fn apply(&mut self, op: DictOp<K, V>, out: &mut Packed) -> std::result::Result<(), Fault> {
+        let before = self.0.len();
+        let result = self.apply_op(op, out);
+        if self.0.len() != before {
+            self.1 .0 += 1;
+        }
+        result
+    }
+}
+
+impl<K, V> DictObj<K, V>
+where
+    K: Serialize + DeserializeOwned + Eq + Hash + Debug + 'static,
+    V: Serialize + DeserializeOwned + 'static,
+{
+    fn apply_op(&mut self, op: DictOp<K, V>, out: &mut Packed) -> std::result::Result<(), Fault> {
+        let version = self.1 .0;
         let d = &mut self.0;
         match op {
             DictOp::Insert(k, v) => {
@@ -123,6 +147,17 @@ where
                     Some(item) => reply(&item, out),
                     None => Err(Fault::bad("a key that does not encode to itself")),
                 }
+            }
+            DictOp::Page(start, n, since) => {
+                if since.is_some_and(|v| v != version) {
+                    return Err(Fault::Changed("the dict".into()));
+                }
+                let page: Vec<(&K, &V)> = d
+                    .iter()
+                    .skip(usize::try_from(start).unwrap_or(usize::MAX))
+                    .take(usize::try_from(n).unwrap_or(usize::MAX))
+                    .collect();
+                reply(&(version, page), out)
             }
         }
     }
@@ -328,6 +363,38 @@ where
         self.handle.call(&DictOp::<&K, &V>::Items)
     }
 
+    /// Iterates over the entries, fetching them in pages of 256 (one round trip per page). If
+    /// another process adds or removes an entry meanwhile, the iteration ends with
+    /// [`Error::Changed`](crate::Error::Changed) (Python's "dictionary changed size during
+    /// iteration") instead of skipping or repeating entries; changing values is fine.
+    ///
+    /// ```
+    /// # procactor::init();
+    /// # let m = procactor::Manager::start()?;
+    /// let d = m.dict_from((0..600u32).map(|i| (i, i * 2)).collect())?;
+    /// let mut sum = 0;
+    /// for entry in d.iter() {
+    ///     let (k, v) = entry?;
+    ///     assert_eq!(v, k * 2);
+    ///     sum += 1;
+    /// }
+    /// assert_eq!(sum, 600);
+    /// let mut it = d.iter();
+    /// it.next().unwrap()?;
+    /// d.insert(9999, 0)?;
+    /// assert!(it.any(|e| matches!(e, Err(procactor::Error::Changed(_)))));
+    /// # Ok::<(), procactor::Error>(())
+    /// ```
+    pub fn iter(&self) -> DictIter<'_, K, V> {
+        DictIter {
+            dict: self,
+            next: 0,
+            version: None,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
     /// Inserts every entry of `items`, in one operation (pipelined).
     ///
     /// ```
@@ -445,6 +512,8 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
         DictOp::Update(k(), f()),
         DictOp::Upsert(k(), 4, f()),
         DictOp::PopItem,
+        DictOp::Page(0, 2, None),
+        DictOp::Page(1, 2, Some(0)),
     ]
     .iter()
     .map(|op| Packed::encode(op).expect("encodes").bytes)
@@ -454,5 +523,62 @@ pub(super) fn fuzz_samples() -> Vec<Vec<u8>> {
 /// A hosted `HashMap<String, u64>` of one entry.
 #[cfg(test)]
 pub(super) fn fuzz_object() -> Box<dyn Hosted> {
-    Box::new(DictObj(HashMap::from([("key".to_string(), 7u64)])))
+    Box::new(DictObj(
+        HashMap::from([("key".to_string(), 7u64)]),
+        Version::default(),
+    ))
+}
+
+/// Entries fetched per round trip by [`DictProxy::iter`].
+const PAGE: u64 = 256;
+
+/// The iterator of [`DictProxy::iter`].
+pub struct DictIter<'a, K, V> {
+    dict: &'a DictProxy<K, V>,
+    next: u64,
+    /// The dict's size version when the iteration began.
+    version: Option<u64>,
+    page: std::vec::IntoIter<(K, V)>,
+    done: bool,
+}
+
+impl<K, V> Iterator for DictIter<'_, K, V>
+where
+    K: Serialize + DeserializeOwned + Eq + Hash + Debug + 'static,
+    V: Serialize + DeserializeOwned + 'static,
+{
+    type Item = Result<(K, V)>;
+
+    fn next(&mut self) -> Option<Result<(K, V)>> {
+        if let Some(x) = self.page.next() {
+            return Some(Ok(x));
+        }
+        if self.done {
+            return None;
+        }
+        let op = DictOp::<&K, &V>::Page(self.next, PAGE, self.version);
+        match self.dict.handle.call::<_, (u64, Vec<(K, V)>)>(&op) {
+            Ok((version, items)) => {
+                self.version = Some(version);
+                self.done = (items.len() as u64) < PAGE;
+                self.next += items.len() as u64;
+                self.page = items.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for DictIter<'_, K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DictIter")
+            .field("next", &self.next)
+            .field("version", &self.version)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
 }

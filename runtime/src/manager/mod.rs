@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use dict::DictProxy;
+pub use dict::{DictIter, DictProxy};
 pub use gateway::Gateway;
 pub use hosted::{HostedProxy, HostedTell};
 pub use list::{ListIter, ListProxy};

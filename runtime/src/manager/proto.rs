@@ -114,6 +114,8 @@ pub(crate) enum Fault {
     Bad(String),
     /// A pipelined operation on this object failed earlier; this one was not applied.
     Earlier(Box<Fault>),
+    /// The object changed size since an iteration over it began.
+    Changed(String),
 }
 
 impl Fault {
@@ -143,6 +145,7 @@ impl Fault {
                 pid,
                 reason: reason.into(),
             },
+            Fault::Changed(what) => Error::Changed(what),
             Fault::Earlier(f) => match f.into_error(pid) {
                 Error::Rejected { name, pid, reason } => Error::Rejected {
                     name,
