@@ -514,3 +514,24 @@ fn terminate_and_kill_workers_stop_running_tasks_and_close_the_executor() {
         Executor::new(1).unwrap().kill_workers();
     }
 }
+
+#[test]
+fn kill_workers_from_a_done_callback_does_not_wait_for_itself() {
+    let ex = Arc::new(Executor::new(2).unwrap());
+    let long = ex.submit(nap, 60_000).unwrap();
+    let first = ex.submit(nap, 1).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let from_callback = ex.clone();
+    // Something went wrong: stop everything, from the callback (on the pool's own thread).
+    first.add_done_callback(move |_| {
+        from_callback.kill_workers();
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(BOUND)
+        .expect("kill_workers in a done-callback hung");
+    assert!(
+        long.result_timeout(BOUND).is_err(),
+        "the long task finished"
+    );
+    assert!(matches!(ex.submit(nap, 1), Err(Error::Closed)));
+}

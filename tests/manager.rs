@@ -1091,12 +1091,16 @@ fn a_managers_initializer_runs_in_its_process_before_it_serves() {
     });
 }
 
-/// Adds a key (or, with `existing`, changes a value).
-fn change_dict((d, existing): (DictProxy<u32, u32>, bool)) {
-    if existing {
-        d.insert(0, 12345).unwrap();
-    } else {
+fn add_one(n: &mut u32) {
+    *n += 1;
+}
+
+/// Changes a value in place (`update`), or with `insert` adds a key.
+fn change_dict((d, insert): (DictProxy<u32, u32>, bool)) {
+    if insert {
         d.insert(100_000, 1).unwrap();
+    } else {
+        d.update(&0, add_one).unwrap();
     }
     d.len().unwrap(); // applied (inserts are pipelined)
 }
@@ -1104,15 +1108,17 @@ fn change_dict((d, existing): (DictProxy<u32, u32>, bool)) {
 #[test]
 fn a_dict_iteration_fails_cleanly_when_another_process_changes_its_size() {
     let m = Manager::start().unwrap();
-    let d = m
-        .dict_from((0..1000u32).map(|i| (i, i)).collect())
-        .unwrap();
-    // A value changed meanwhile: the iteration goes on, every key once.
+    let d = m.dict_from((0..1000u32).map(|i| (i, i)).collect()).unwrap();
+    // A value changed in place meanwhile: the iteration goes on, every key once.
     let mut it = d.iter();
     let first = it.next().unwrap().unwrap();
-    reaped(Process::new(change_dict, (d.clone(), true)).start().unwrap())
-        .join_timeout(BOUND)
-        .unwrap();
+    reaped(
+        Process::new(change_dict, (d.clone(), false))
+            .start()
+            .unwrap(),
+    )
+    .join_timeout(BOUND)
+    .unwrap();
     let mut keys: Vec<u32> = std::iter::once(Ok(first))
         .chain(it)
         .map(|e| e.unwrap().0)
@@ -1122,11 +1128,24 @@ fn a_dict_iteration_fails_cleanly_when_another_process_changes_its_size() {
     // A key added meanwhile: the next page is refused, and the iteration ends.
     let mut it = d.iter();
     it.next().unwrap().unwrap();
-    reaped(Process::new(change_dict, (d.clone(), false)).start().unwrap())
-        .join_timeout(BOUND)
-        .unwrap();
+    reaped(
+        Process::new(change_dict, (d.clone(), true))
+            .start()
+            .unwrap(),
+    )
+    .join_timeout(BOUND)
+    .unwrap();
     let rest: Vec<_> = it.collect();
-    assert!(matches!(rest.last(), Some(Err(Error::Changed(_)))), "{:?}", rest.last());
+    assert!(
+        matches!(rest.last(), Some(Err(Error::Changed(_)))),
+        "{:?}",
+        rest.last()
+    );
     assert!(rest.len() <= 256);
     assert_eq!(d.iter().count(), 1001);
+    // An insert over an existing key may reorder the table: refused too.
+    let mut it = d.iter();
+    it.next().unwrap().unwrap();
+    d.insert(5, 5).unwrap();
+    assert!(it.any(|e| matches!(e, Err(Error::Changed(_)))));
 }

@@ -734,8 +734,11 @@ impl ParentProcess {
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         // The pidfd first, then the check that the pid is still our parent's: the pidfd then
         // names the parent itself, not a process that reused its pid.
-        let Ok(fd) = sys::pidfd_open(self.pid) else {
-            return Ok(());
+        let fd = match sys::pidfd_open(self.pid) {
+            Ok(fd) => fd,
+            // No such process: it ended (and was reaped).
+            Err(e) if e.raw_os_error() == Some(sys::ESRCH) => return Ok(()),
+            Err(e) => return Err(Error::io("pidfd_open", e)),
         };
         if !self.is_alive() {
             return Ok(());

@@ -460,10 +460,6 @@ impl Inner {
         taken
     }
 
-    /// Receives the memfd of spilled item `id` (under the mutex, so spills come in ring order).
-    /// Records of lower ids are skipped: their producers died before committing them. A record
-    /// of a higher id is left for its item: ours is gone, taken by a consumer that died before
-    /// committing its `get`, and only this item is lost.
     /// Closes the queue and drops everything in it (a shutdown `immediate`): the ring is
     /// emptied, spilled items' memory released, and a `JoinableQueue`'s count of unfinished
     /// items lowered by as many (its `join` returns once that reaches 0). How many were dropped.
@@ -494,6 +490,10 @@ impl Inner {
         Ok(dropped)
     }
 
+    /// Receives the memfd of spilled item `id` (under the mutex, so spills come in ring order).
+    /// Records of lower ids are skipped: their producers died before committing them. A record
+    /// of a higher id is left for its item: ours is gone, taken by a consumer that died before
+    /// committing its `get`, and only this item is lost.
     fn take_spilled(&self, id: u64, size: usize) -> Result<Region> {
         let lost = || Error::Decode {
             expected: "a queued item",

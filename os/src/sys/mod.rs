@@ -36,8 +36,8 @@ pub use rustix::fs::SealFlags;
 
 /// Signal numbers and error codes the runtime names (the kernel's values).
 pub use libc::{
-    EADDRINUSE, ECONNREFUSED, ECONNRESET, EMFILE, ENFILE, ENOBUFS, ENOENT, ENOMEM, EPIPE, SIGINT,
-    SIGKILL, SIGTERM,
+    EADDRINUSE, ECONNREFUSED, ECONNRESET, EMFILE, ENFILE, ENOBUFS, ENOENT, ENOMEM, EPIPE, ESRCH,
+    SIGINT, SIGKILL, SIGTERM,
 };
 
 /// Our pid, cached: it is asked on every actor call, and a system call per ask shows. Forgotten in

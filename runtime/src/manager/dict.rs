@@ -33,7 +33,7 @@ enum DictOp<K, V> {
     Update(K, FnRef),
     Upsert(K, V, FnRef),
     PopItem,
-    /// Items `start..start + n` of the map's order, if its size did not change since `version`
+    /// Items `start..start + n` of the map's order, if its keys did not change since `version`
     /// (none: the first page); answered with the current version.
     Page(u64, u64, Option<u64>),
 }
@@ -43,7 +43,8 @@ pub(super) struct DictTag;
 
 struct DictObj<K, V>(HashMap<K, V>, Version);
 
-/// Bumped whenever the map's size changes: an iteration's pages are consistent while it holds.
+/// Bumped by every operation that may change the map's keys or their order: an iteration's
+/// pages are consistent while it holds.
 #[derive(Default)]
 struct Version(u64);
 
@@ -76,12 +77,26 @@ where
     type Proxy = DictProxy<K, V>;
 
     fn apply(&mut self, op: DictOp<K, V>, out: &mut Packed) -> std::result::Result<(), Fault> {
-        let before = self.0.len();
-        let result = self.apply_op(op, out);
-        if self.0.len() != before {
+        // Anything that may add, remove, or insert (even over an existing key: the table may
+        // grow or rehash, and its order change) starts a new version, before it runs (a
+        // function that panics half-way still changed it). Reads and `update` (a value changed
+        // in place) do not.
+        let reorders = !matches!(
+            op,
+            DictOp::Get(_)
+                | DictOp::ContainsKey(_)
+                | DictOp::Len
+                | DictOp::Keys
+                | DictOp::Values
+                | DictOp::Items
+                | DictOp::Snapshot
+                | DictOp::Page(..)
+                | DictOp::Update(..)
+        );
+        if reorders {
             self.1 .0 += 1;
         }
-        result
+        self.apply_op(op, out)
     }
 }
 
@@ -364,9 +379,12 @@ where
     }
 
     /// Iterates over the entries, fetching them in pages of 256 (one round trip per page). If
-    /// another process adds or removes an entry meanwhile, the iteration ends with
-    /// [`Error::Changed`](crate::Error::Changed) (Python's "dictionary changed size during
-    /// iteration") instead of skipping or repeating entries; changing values is fine.
+    /// another process changes the dict's keys meanwhile (adds, removes, or inserts, even over a
+    /// key already there: the table may reorder), the next page is refused and the iteration
+    /// ends with [`Error::Changed`](crate::Error::Changed) (Python's "dictionary changed size
+    /// during iteration") instead of skipping or repeating entries. Values changed in place
+    /// ([`update`](DictProxy::update)) are fine. A change after the last page is not seen: a
+    /// dict of 256 entries or fewer comes in one page, a consistent snapshot.
     ///
     /// ```
     /// # procactor::init();

@@ -935,9 +935,12 @@ impl Core {
                 w.handle.kill()
             };
         }
+        // One deadline for all after SIGTERM: then SIGKILL for whoever is left.
+        let term_deadline = std::time::Instant::now() + TERM_GRACE;
         for w in workers {
-            if w.handle.join_timeout(READY_TIMEOUT).is_err() && gently {
-                // It did not end on SIGTERM in time: it does now.
+            let grace = term_deadline.saturating_duration_since(std::time::Instant::now());
+            let wait = if gently { grace } else { READY_TIMEOUT };
+            if w.handle.join_timeout(wait).is_err() && gently {
                 let _ = w.handle.kill();
                 let _ = w.handle.join_timeout(READY_TIMEOUT);
             }
@@ -957,6 +960,9 @@ impl Core {
         self.stopped.notify_all();
     }
 }
+
+/// How long workers sent SIGTERM by a gentle terminate have, all together, before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(3);
 
 /// Takes the next batch off the queue: one `map` chunk, or a group of independent tasks sized to
 /// about `BATCH_WORK` (and to a fair share of what waits, so every worker gets some).

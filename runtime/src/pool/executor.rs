@@ -271,10 +271,12 @@ impl Executor {
         }
     }
 
-    /// Stops every worker now with SIGTERM (SIGKILL for one that does not end within a few
-    /// seconds), and shuts the executor down (Python 3.14's `terminate_workers`): running tasks
-    /// never finish, their futures and the pending ones fail, and a later `submit` is
-    /// [`Error::Closed`]. Safe on an idle, broken or already stopped executor.
+    /// Stops every worker now with SIGTERM (SIGKILL for those not ended within 3 s), and shuts
+    /// the executor down (Python 3.14's `terminate_workers`): running tasks never finish, their
+    /// futures and the pending ones fail, and a later `submit` is [`Error::Closed`]. Safe on an
+    /// idle, broken or already stopped executor. It returns once the workers are gone; called
+    /// from a future's done-callback (the pool's own thread), it returns at once and the
+    /// workers stop when the callback returns.
     ///
     /// ```
     /// # procactor::init();
@@ -312,6 +314,10 @@ impl Executor {
     fn stop_workers(&self, gently: bool) {
         self.pool.core.close();
         self.pool.core.terminate_with(gently);
+        // From a done-callback (the pool's own thread), the stop happens once it returns.
+        if self.pool.on_pool_thread() {
+            return;
+        }
         let _ = self.pool.core.wait_stopped(Wait::Forever);
         self.pool.join_thread();
     }

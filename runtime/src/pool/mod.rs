@@ -711,6 +711,16 @@ impl Pool {
         self.join_thread();
     }
 
+    /// Whether this is the pool's own thread (a done-callback runs there): it must not wait
+    /// for itself.
+    fn on_pool_thread(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+
     /// Joins the pool thread, then lets the closer finish closing what the workers sent (memory
     /// files of large outcomes): once a pool is joined, none of its descriptors is open.
     fn join_thread(&self) {
@@ -1044,8 +1054,11 @@ impl<T> AsyncResult<T> {
     /// Runs `callback` with the result once it is ready (Python's `callback` and
     /// `error_callback` of every `*_async`, in one: an `Err` is the error). It runs once, in
     /// this process, on a thread of callbacks: never on the pool's own thread (a slow callback
-    /// holds up later callbacks, not the pool), and never in the caller's. A callback that
-    /// panics costs only itself.
+    /// holds up later callbacks, not the pool), nor in the caller's (unless that thread cannot
+    /// be started: then where the result came). A callback that panics costs only itself.
+    /// Unlike CPython's, it may run after [`get`](AsyncResult::get) returned, and callbacks
+    /// still queued when the program ends do not run: wait for what a callback reports if you
+    /// need it.
     ///
     /// ```
     /// # procactor::init();

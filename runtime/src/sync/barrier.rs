@@ -89,7 +89,9 @@ impl Barrier {
     /// `Barrier(parties, action)`). `action` is a function of this program (a closure that
     /// captures nothing). If it panics, the barrier breaks: that party gets
     /// [`Error::BarrierActionPanicked`], the others [`Error::BrokenBarrier`]. A party killed
-    /// during the action is a party that never arrives: give the others a timeout.
+    /// during the action is a party that never arrives: give the others a timeout. The action
+    /// runs under the barrier's lock, as in CPython: a party whose timeout passes meanwhile
+    /// waits for the action to return, so an action that hangs holds up every party.
     ///
     /// ```
     /// # procactor::init();
