@@ -914,16 +914,10 @@ fn a_manager_stopped_during_a_call_is_detected_within_the_heartbeat() {
     assert!(after < Duration::from_secs(3), "{after:?}");
 }
 
-/// A live client reading a large answer slowly (and pinging) keeps its session, however long
-/// the answer takes to drain.
-#[test]
-fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
-    use std::io::Read;
-    const SIZE: usize = 12 << 20;
-    let (m, gw) = served();
-    let big = m.list_from(vec!["x".repeat(SIZE)]).unwrap();
-    gw.register("big", &big).unwrap();
-    let conn = client(gw.address()).connect::<()>().unwrap();
+/// A session with a 400 ms heartbeat that asked for the published "big" string list's first
+/// item, and has not read the answer.
+fn ask_for_big(address: &Address) -> Raw {
+    let conn = client(address).connect::<()>().unwrap();
     let (msg, reply) = manager_schemas();
     let mut raw = Raw { conn, next: 1 };
     raw.send(&Up::Hello {
@@ -944,6 +938,19 @@ fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
         })
         .unwrap(),
     });
+    raw
+}
+
+/// A live client reading a large answer slowly (and pinging) keeps its session, however long
+/// the answer takes to drain.
+#[test]
+fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
+    use std::io::Read;
+    const SIZE: usize = 12 << 20;
+    let (m, gw) = served();
+    let big = m.list_from(vec!["x".repeat(SIZE)]).unwrap();
+    gw.register("big", &big).unwrap();
+    let raw = ask_for_big(gw.address());
     // About 3 MB/s: 4 s for the answer, ten heartbeat timeouts.
     let mut sock = std::net::TcpStream::from(
         std::os::fd::AsFd::as_fd(&raw.conn)
@@ -976,27 +983,7 @@ fn a_slow_but_live_reader_of_a_large_answer_keeps_its_session() {
 
 /// Asks for a 12 MiB answer, reads none of it, and stops itself (heartbeat 400 ms).
 fn stopped_reader((address, ready): (Address, Connection<u8>)) {
-    let conn = client(&address).connect::<()>().unwrap();
-    let (msg, reply) = manager_schemas();
-    let mut raw = Raw { conn, next: 1 };
-    raw.send(&Up::Hello {
-        protocol: 3,
-        msg,
-        reply,
-        heartbeat_ms: 400,
-    });
-    assert!(matches!(raw.recv(), Down::Welcome { .. }));
-    let kind = list_kind("alloc::string::String");
-    let obj = raw.get("big", kind);
-    raw.send(&Up::Ask {
-        id: 5,
-        payload: postcard::to_stdvec(&Req::RemoteCall {
-            obj,
-            kind,
-            op: packed(op_get(0)),
-        })
-        .unwrap(),
-    });
+    let _raw = ask_for_big(&address);
     ready.send(1).unwrap();
     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP)
         .unwrap();

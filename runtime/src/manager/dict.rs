@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::proto::{mut_fn, sign, Fault, FnRef, Packed};
 use super::proxy::{proxy_impls, Handle};
-use super::server::{reply, Hosted, Object};
+use super::server::{copy_by_encoding, reply, Hosted, Object};
 use crate::error::Result;
 use crate::wire;
 
@@ -154,10 +154,7 @@ where
                 let Some(k) = d.keys().next() else {
                     return Err(Fault::NotFound("popitem(): the dict is empty".into()));
                 };
-                // `K` is not `Clone`: a copy of the key through its encoding.
-                let mut bytes = Vec::new();
-                wire::encode_plain(k, &mut bytes).map_err(Fault::bad)?;
-                let key: K = wire::decode(&bytes, Vec::new()).map_err(Fault::bad)?;
+                let key = copy_by_encoding(k)?;
                 match d.remove_entry(&key) {
                     Some(item) => reply(&item, out),
                     None => Err(Fault::bad("a key that does not encode to itself")),

@@ -69,6 +69,16 @@ impl<O: Object> Hosted for O {
     }
 }
 
+/// A copy of `x` through its encoding (for a `T` that is not `Clone`: an item to take out of a
+/// set or a map by a reference to it).
+pub(crate) fn copy_by_encoding<T: Serialize + serde::de::DeserializeOwned>(
+    x: &T,
+) -> Result<T, Fault> {
+    let mut bytes = Vec::new();
+    crate::wire::encode_plain(x, &mut bytes).map_err(Fault::bad)?;
+    crate::wire::decode(&bytes, Vec::new()).map_err(Fault::bad)
+}
+
 /// Builds an object from its encoded initial value (monomorphised per type; sent as a pointer).
 pub(crate) type MakeFn = fn(init: &[u8], fds: Vec<OwnedFd>) -> Result<Box<dyn Hosted>, Fault>;
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::proto::{Fault, Packed};
 use super::proxy::{proxy_impls, Handle};
-use super::server::{reply, Hosted, Object};
+use super::server::{copy_by_encoding, reply, Hosted, Object};
 use crate::error::Result;
 use crate::wire;
 
@@ -74,10 +74,7 @@ where
                 let Some(x) = s.iter().next() else {
                     return Err(Fault::NotFound("pop from an empty set".into()));
                 };
-                // `T` is not `Clone`: a copy of the item through its encoding.
-                let mut bytes = Vec::new();
-                wire::encode_plain(x, &mut bytes).map_err(Fault::bad)?;
-                let x: T = wire::decode(&bytes, Vec::new()).map_err(Fault::bad)?;
+                let x = copy_by_encoding(x)?;
                 match s.take(&x) {
                     Some(x) => reply(&x, out),
                     None => Err(Fault::bad("an item that does not encode to itself")),
