@@ -7,13 +7,14 @@
 //! neither `libc` nor `rustix`. Above it, this crate's modules, bottom up; a module uses only
 //! modules to its left (`tests/layers.rs` checks it):
 //!
-//! LAYERS: identity sync shared target message pipe exit names queue logs bootstrap process actor pool manager
+//! LAYERS: identity sync shared target message pipe descriptor exit names queue logs bootstrap init_fn process actor pool manager
 //!
 //! `identity` (who this process is, the tree's session), `sync` (robust locks), `shared`
-//! (values), `target` (what a child can run), `message` (schemas), `pipe`, `exit` (a process's
-//! exit work), `names` (the tree's name table), `queue`, `logs` (children's log records),
-//! `bootstrap` (init, jobs, the start methods and the fork server), `process`, `actor`, `pool`
-//! (Pool, Executor), `manager` (shared objects behind proxies).
+//! (values), `target` (what a child can run), `message` (schemas), `pipe`, `descriptor` (any
+//! open descriptor in a message), `exit` (a process's exit work), `names` (the tree's name
+//! table), `queue`, `logs` (children's log records), `bootstrap` (init, jobs, the start methods
+//! and the fork server), `init_fn` (initializers run in another process), `process`, `actor`,
+//! `pool` (Pool, Executor), `manager` (shared objects behind proxies).
 
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]

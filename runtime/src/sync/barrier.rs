@@ -228,8 +228,16 @@ impl Barrier {
         };
         let action = CodeRef::<fn()>::verify(signed)?.get();
         std::panic::catch_unwind(action).map_err(|p| {
-            let (message, location) = crate::bootstrap::caught_panic(&*p);
-            Error::BarrierActionPanicked(Box::new(crate::error::Panic { message, location }))
+            // (`sync` sits below `bootstrap`, whose panic hook knows where: the message only.)
+            let message = match (p.downcast_ref::<&str>(), p.downcast_ref::<String>()) {
+                (Some(s), _) => (*s).to_string(),
+                (_, Some(s)) => s.clone(),
+                _ => "<non-string panic payload>".to_string(),
+            };
+            Error::BarrierActionPanicked(Box::new(crate::error::Panic {
+                message,
+                location: None,
+            }))
         })
     }
 
