@@ -22,6 +22,21 @@ fn client(address: &Address) -> Client {
     Client::new(address).authkey(KEY).timeout(BOUND)
 }
 
+/// A remote manager session with these timeouts.
+fn session(
+    address: &Address,
+    call_timeout: Duration,
+    heartbeat_timeout: Duration,
+) -> procactor::Result<RemoteManager> {
+    RemoteManager::connect_with(
+        &client(address),
+        RemoteOptions {
+            call_timeout,
+            heartbeat_timeout,
+        },
+    )
+}
+
 // ---- A mirror of the wire protocol (actor/net.rs `Up`/`Down`; manager/proto.rs `Request`,
 // `Response`, `Fault`, with `Packed` as (bytes, descriptor indexes); proxy.rs `ProxyWire`). ----
 
@@ -402,14 +417,7 @@ fn a_forged_proxy_neither_reaches_an_object_nor_blocks_the_manager() {
             op: packed(op_append(&forged)),
         });
     }
-    let honest = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::from_secs(3),
-            heartbeat_timeout: Duration::from_secs(8),
-        },
-    )
-    .unwrap();
+    let honest = session(gw.address(), Duration::from_secs(3), Duration::from_secs(8)).unwrap();
     // Kept until the end: its release (pipelined) would move the count under our feet.
     let value = honest.value(1u64).expect("the manager is blocked");
     assert_eq!(nest.len().unwrap(), 1, "a forged proxy was appended");
@@ -433,12 +441,10 @@ fn slow_inc(n: &mut u64) {
 fn a_slow_call_within_its_deadline_does_not_end_the_session() {
     let (m, gw) = served();
     gw.allow::<ValueProxy<u64>>().unwrap();
-    let r = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_millis(1000),
-        },
+    let r = session(
+        gw.address(),
+        Duration::from_secs(10),
+        Duration::from_millis(1000),
     )
     .unwrap();
     let v = r.value(1u64).unwrap();
@@ -453,14 +459,7 @@ fn a_slow_call_within_its_deadline_does_not_end_the_session() {
 fn a_call_timeout_of_duration_max_does_not_panic() {
     let (_m, gw) = served();
     gw.allow::<ValueProxy<u64>>().unwrap();
-    let r = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::MAX,
-            heartbeat_timeout: Duration::from_secs(8),
-        },
-    )
-    .unwrap();
+    let r = session(gw.address(), Duration::MAX, Duration::from_secs(8)).unwrap();
     assert_eq!(r.value(1u64).unwrap().get().unwrap(), 1);
 }
 
@@ -613,14 +612,7 @@ fn a_client_that_never_reads_its_answers_holds_up_nobody_and_costs_little() {
             .unwrap(),
         });
     }
-    let honest = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::from_secs(5),
-            heartbeat_timeout: Duration::from_secs(8),
-        },
-    )
-    .unwrap();
+    let honest = session(gw.address(), Duration::from_secs(5), Duration::from_secs(8)).unwrap();
     let v = honest.value(1u64).unwrap();
     for i in 0..200 {
         v.set(i).unwrap();
@@ -665,14 +657,7 @@ fn a_client_stopped_mid_message_holds_up_nobody() {
     std::thread::sleep(Duration::from_millis(300));
     let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
-    let honest = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::from_secs(5),
-            heartbeat_timeout: Duration::from_secs(8),
-        },
-    )
-    .unwrap();
+    let honest = session(gw.address(), Duration::from_secs(5), Duration::from_secs(8)).unwrap();
     let v = honest.value(1u64).unwrap();
     for i in 0..100 {
         v.set(i).unwrap();
@@ -767,24 +752,12 @@ fn a_client_stopped_half_way_through_a_message_holds_up_nobody() {
     std::thread::sleep(Duration::from_millis(200));
     let address = gw.address().clone();
     let got = common::bounded(move || {
-        RemoteManager::connect_with(
-            &client(&address),
-            RemoteOptions {
-                call_timeout: Duration::from_secs(5),
-                heartbeat_timeout: Duration::from_secs(8),
-            },
-        )
-        .and_then(|r| r.value(1u64).and_then(|v| v.get()))
+        session(&address, Duration::from_secs(5), Duration::from_secs(8))
+            .and_then(|r| r.value(1u64).and_then(|v| v.get()))
     });
     let pid = rustix::process::Pid::from_raw(p.pid() as i32).unwrap();
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
     assert_eq!(got.unwrap(), 1);
-}
-
-#[procactor::entry(name = "remote_manager_hostile::slower_inc")]
-fn slower_inc(n: &mut u64) {
-    std::thread::sleep(Duration::from_millis(2500));
-    *n += 1;
 }
 
 /// An idle session (heartbeat 1 s) while a local caller runs a 2.5 s operation: the manager is
@@ -793,17 +766,15 @@ fn slower_inc(n: &mut u64) {
 fn an_idle_session_survives_another_callers_long_operation() {
     let (m, gw) = served();
     gw.allow::<ValueProxy<u64>>().unwrap();
-    let r = RemoteManager::connect_with(
-        &client(gw.address()),
-        RemoteOptions {
-            call_timeout: Duration::from_secs(10),
-            heartbeat_timeout: Duration::from_millis(1000),
-        },
+    let r = session(
+        gw.address(),
+        Duration::from_secs(10),
+        Duration::from_millis(1000),
     )
     .unwrap();
     let mine = r.value(5u64).unwrap();
     let local = m.value(1u64).unwrap();
-    assert_eq!(local.update(slower_inc).unwrap(), 2);
+    assert_eq!(local.update(slow_inc).unwrap(), 2);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         r.is_connected(),
@@ -888,12 +859,10 @@ fn a_manager_stopped_during_a_call_is_detected_within_the_heartbeat() {
     let (m, gw) = served();
     gw.allow::<ListProxy<u64>>().unwrap();
     let r = std::sync::Arc::new(
-        RemoteManager::connect_with(
-            &client(gw.address()),
-            RemoteOptions {
-                call_timeout: Duration::from_secs(20),
-                heartbeat_timeout: Duration::from_millis(800),
-            },
+        session(
+            gw.address(),
+            Duration::from_secs(20),
+            Duration::from_millis(800),
         )
         .unwrap(),
     );

@@ -9,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::proto::{mut_fn, sign, Fault, FnRef, Packed};
-use super::proxy::{proxy_impls, Handle};
+use super::proxy::{proxy_impls, Handle, Pages};
 use super::server::{copy_by_encoding, reply, Hosted, Object};
 use crate::error::Result;
 use crate::wire;
@@ -403,10 +403,8 @@ where
     pub fn iter(&self) -> DictIter<'_, K, V> {
         DictIter {
             dict: self,
-            next: 0,
             version: None,
-            page: Vec::new().into_iter(),
-            done: false,
+            pages: Pages::new(),
         }
     }
 
@@ -550,11 +548,9 @@ const PAGE: u64 = 256;
 /// The iterator of [`DictProxy::iter`].
 pub struct DictIter<'a, K, V> {
     dict: &'a DictProxy<K, V>,
-    next: u64,
-    /// The dict's size version when the iteration began.
+    /// The dict's version when the iteration began.
     version: Option<u64>,
-    page: std::vec::IntoIter<(K, V)>,
-    done: bool,
+    pages: Pages<(K, V)>,
 }
 
 impl<K, V> Iterator for DictIter<'_, K, V>
@@ -565,35 +561,21 @@ where
     type Item = Result<(K, V)>;
 
     fn next(&mut self) -> Option<Result<(K, V)>> {
-        if let Some(x) = self.page.next() {
-            return Some(Ok(x));
-        }
-        if self.done {
-            return None;
-        }
-        let op = DictOp::<&K, &V>::Page(self.next, PAGE, self.version);
-        match self.dict.handle.call::<_, (u64, Vec<(K, V)>)>(&op) {
-            Ok((version, items)) => {
-                self.version = Some(version);
-                self.done = (items.len() as u64) < PAGE;
-                self.next += items.len() as u64;
-                self.page = items.into_iter();
-                self.page.next().map(Ok)
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let (dict, version) = (self.dict, &mut self.version);
+        self.pages.next(PAGE, |start| {
+            let op = DictOp::<&K, &V>::Page(start, PAGE, *version);
+            let (now, items) = dict.handle.call::<_, (u64, Vec<(K, V)>)>(&op)?;
+            *version = Some(now);
+            Ok(items)
+        })
     }
 }
 
 impl<K, V> std::fmt::Debug for DictIter<'_, K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DictIter")
-            .field("next", &self.next)
             .field("version", &self.version)
-            .field("done", &self.done)
+            .field("pages", &self.pages)
             .finish_non_exhaustive()
     }
 }

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::proto::{cmp_fn, eq_fn, eq_ptr, mut_fn, sign, Fault, FnRef, Packed};
-use super::proxy::{proxy_impls, Handle};
+use super::proxy::{proxy_impls, Handle, Pages};
 use super::server::{reply, Hosted, Object};
 use crate::error::Result;
 use crate::wire;
@@ -497,9 +497,7 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
     pub fn iter(&self) -> ListIter<'_, T> {
         ListIter {
             list: self,
-            next: 0,
-            page: Vec::new().into_iter(),
-            done: false,
+            pages: Pages::new(),
         }
     }
 
@@ -600,37 +598,17 @@ impl<T: Serialize + DeserializeOwned + 'static> ListProxy<T> {
 /// The iterator of [`ListProxy::iter`].
 pub struct ListIter<'a, T> {
     list: &'a ListProxy<T>,
-    next: u64,
-    page: std::vec::IntoIter<T>,
-    done: bool,
+    pages: Pages<T>,
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Iterator for ListIter<'_, T> {
     type Item = Result<T>;
 
     fn next(&mut self) -> Option<Result<T>> {
-        if let Some(x) = self.page.next() {
-            return Some(Ok(x));
-        }
-        if self.done {
-            return None;
-        }
-        match self
-            .list
-            .handle
-            .call::<_, Vec<T>>(&ListOp::<&T>::Page(self.next, PAGE))
-        {
-            Ok(items) => {
-                self.done = (items.len() as u64) < PAGE;
-                self.next += items.len() as u64;
-                self.page = items.into_iter();
-                self.page.next().map(Ok)
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let list = self.list;
+        self.pages.next(PAGE, |start| {
+            list.handle.call(&ListOp::<&T>::Page(start, PAGE))
+        })
     }
 }
 
@@ -679,8 +657,7 @@ impl<T> std::fmt::Debug for ListIter<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ListIter")
             .field("item", &std::any::type_name::<T>())
-            .field("next", &self.next)
-            .field("done", &self.done)
+            .field("pages", &self.pages)
             .finish_non_exhaustive()
     }
 }

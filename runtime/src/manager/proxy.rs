@@ -590,6 +590,62 @@ impl<'de, P> Deserialize<'de> for Handle<P> {
 
 /// The impls every typed proxy shares (each wraps a `Handle` in a field `handle`): `Clone`,
 /// `Debug`, `PartialEq` (the same object), `Serialize` and `Deserialize`.
+/// Items of a shared collection taken a page at a time (`ListProxy::iter`, `DictProxy::iter`):
+/// the next page is fetched once the last one is used up, and the iteration ends after a short
+/// page or an error.
+pub(crate) struct Pages<T> {
+    /// Items fetched so far.
+    next: u64,
+    page: std::vec::IntoIter<T>,
+    done: bool,
+}
+
+impl<T> std::fmt::Debug for Pages<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("next", &self.next)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Pages<T> {
+    pub(crate) fn new() -> Self {
+        Pages {
+            next: 0,
+            page: Vec::new().into_iter(),
+            done: false,
+        }
+    }
+
+    /// The next item, fetching `fetch(start)` (a page of at most `size` items from `start`)
+    /// when the page in hand is used up.
+    pub(crate) fn next(
+        &mut self,
+        size: u64,
+        fetch: impl FnOnce(u64) -> crate::error::Result<Vec<T>>,
+    ) -> Option<crate::error::Result<T>> {
+        if let Some(x) = self.page.next() {
+            return Some(Ok(x));
+        }
+        if self.done {
+            return None;
+        }
+        match fetch(self.next) {
+            Ok(items) => {
+                self.done = (items.len() as u64) < size;
+                self.next += items.len() as u64;
+                self.page = items.into_iter();
+                self.page.next().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 macro_rules! proxy_impls {
     ($name:ident [$($p:ident),*]) => {
         impl<$($p),*> Clone for $name<$($p),*> {
